@@ -1,0 +1,131 @@
+"""The gateway's error hierarchy.
+
+Every error the gateway raises on purpose derives from :class:`AispError`. Messages are written for engineers and
+never carry secrets (tokens, codes, keys, full IBANs) or raw bank text; ``details`` holds structured, safe context.
+HTTP status mapping happens in one place (``aisp.api``), never by matching on message text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AispError(Exception):
+    """Base class of every error raised by the gateway on purpose.
+
+    Parameters
+    ----------
+    message
+        A constant, human-readable description; must not contain secrets or raw bank text.
+    details
+        Optional structured context that is safe to log (bank code, field names, request id...).
+    """
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+
+
+class ConfigurationError(AispError):
+    """The deployment is misconfigured: a missing or invalid environment variable, secret field or data file."""
+
+
+class InvalidRequestError(AispError):
+    """The caller sent something we cannot act on (bad field, unknown bank, forged cursor...)."""
+
+
+class NotFoundError(AispError):
+    """The requested resource does not exist for this user."""
+
+
+class ConflictError(AispError):
+    """A conditional write lost a race or the resource is not in the state the operation needs."""
+
+
+class PersistenceError(AispError):
+    """The data store failed for a reason other than a lost condition."""
+
+
+class SigningError(AispError):
+    """Request signing could not be set up or performed (bad key, bad configuration)."""
+
+
+class TokenExpiredError(AispError):
+    """A stored access token is past its expiry and must be refreshed before use."""
+
+
+class ConsentRejectedError(AispError):
+    """The bank refused access because the PSU has not consented to this data (STET 403 on a resource)."""
+
+
+class UpstreamError(AispError):
+    """The bank answered with an error, or did not answer.
+
+    Parameters
+    ----------
+    message
+        Constant description (never the bank's own text).
+    status
+        HTTP status the bank returned, or ``None`` when there was no response (timeout, connection error).
+    bank_code
+        The BPCE establishment code the call went to.
+    request_id
+        The ``X-Request-ID`` we sent, to correlate with the bank's logs.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        bank_code: str | None = None,
+        request_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        merged = {"status": status, "bank_code": bank_code, "request_id": request_id, **(details or {})}
+        super().__init__(message, details={k: v for k, v in merged.items() if v is not None})
+        self.status = status
+        self.bank_code = bank_code
+        self.request_id = request_id
+
+
+class BankClientError(UpstreamError):
+    """The bank answered 4xx: our request or our credentials are at fault."""
+
+
+class BankTokenInvalidError(BankClientError):
+    """The bank rejected the access token (401): it is expired or revoked; refresh it or re-authenticate."""
+
+
+class ReauthRequiredError(BankClientError):
+    """The refresh token is no longer accepted (``invalid_grant``): the PSU must authenticate again."""
+
+
+class BankAccessDeniedError(BankClientError):
+    """The bank answered 403 for a resource: not consented, or not allowed for this PSU."""
+
+
+class BankNotFoundError(BankClientError):
+    """The bank answered 404 for a resource that is not a list (e.g. an unknown account id)."""
+
+
+class BankRateLimitedError(BankClientError):
+    """The bank throttled us: 429, or 403 with the BPCE code ``TMRQ``.
+
+    ``retry_after`` is in seconds when the bank said so, else ``None``.
+    """
+
+    def __init__(self, message: str, *, retry_after: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+        if retry_after is not None:
+            self.details["retry_after"] = retry_after
+
+
+class BankUnavailableError(UpstreamError):
+    """The bank is down or slow: 5xx, timeout or connection failure. Safe to retry later."""
+
+
+class BankProtocolError(UpstreamError):
+    """The bank answered 2xx with a body we cannot understand (not JSON, missing required structure)."""
