@@ -1,0 +1,1 @@
+"""Use cases. They take plain values and ports, never Lambda events or HTTP objects."""

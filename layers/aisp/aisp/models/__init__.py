@@ -1,0 +1,1 @@
+"""Pydantic models: API request/response shapes (``api``) and domain models."""

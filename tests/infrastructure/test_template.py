@@ -1,0 +1,194 @@
+"""template.yaml: the system it declares, its security properties, and that our template checks can fail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts.translate_template import load_template
+from tests.conftest import EVENTS_DIR, REPO_ROOT
+
+pytestmark = pytest.mark.infrastructure
+
+SAM_PYTHON = REPO_ROOT / ".tools" / "sam" / "bin" / "python"
+FUNCTIONS = {
+    "ConnectFunction": "functions/connect/",
+    "OAuthCallbackFunction": "functions/oauth_callback/",
+    "ConsentsFunction": "functions/consents/",
+    "AccountsFunction": "functions/accounts/",
+    "TokenRefresherFunction": "functions/token_refresher/",
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    return load_template(REPO_ROOT / "template.yaml")
+
+
+def _resources(template, kind):
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def test_globals_runtime_tracing_layer_and_architecture(template):
+    function_globals = template["Globals"]["Function"]
+    assert function_globals["Runtime"] == "python3.13"
+    assert function_globals["Tracing"] == "Active"
+    assert function_globals["Layers"] == [{"Ref": "AispLayer"}]
+    layer = template["Resources"]["AispLayer"]
+    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "x86_64"}
+    assert function_globals["Architectures"] == ["x86_64"]
+    assert layer["Properties"]["ContentUri"] == "layers/aisp/"
+
+
+def test_every_function_exists_with_its_own_code_and_app_module(template):
+    functions = _resources(template, "AWS::Serverless::Function")
+    assert {name: f["Properties"]["CodeUri"] for name, f in functions.items()} == FUNCTIONS
+    for code_uri in FUNCTIONS.values():
+        assert (REPO_ROOT / code_uri / "app.py").is_file()
+
+
+def test_jwt_authorizer_on_every_route_but_the_oauth_callback(template):
+    api = template["Resources"]["HttpApi"]["Properties"]
+    assert api["Auth"]["DefaultAuthorizer"] == "JwtAuthorizer"
+    jwt = api["Auth"]["Authorizers"]["JwtAuthorizer"]["JwtConfiguration"]
+    assert jwt == {"issuer": {"Ref": "JwtIssuer"}, "audience": {"Ref": "JwtAudience"}}
+
+    unauthenticated = []
+    for name, function in _resources(template, "AWS::Serverless::Function").items():
+        for event in function["Properties"].get("Events", {}).values():
+            if event["Type"] == "HttpApi" and event["Properties"].get("Auth", {}).get("Authorizer") == "NONE":
+                unauthenticated.append((name, event["Properties"]["Path"]))
+    assert unauthenticated == [("OAuthCallbackFunction", "/oauth/callback")]
+
+
+def test_refresher_is_scheduled_from_a_parameter(template):
+    events = template["Resources"]["TokenRefresherFunction"]["Properties"]["Events"]
+    assert events["Schedule"]["Type"] == "ScheduleV2"
+    assert events["Schedule"]["Properties"]["ScheduleExpression"] == {"Ref": "RefreshScheduleRate"}
+    assert template["Parameters"]["RefreshScheduleRate"]["Default"] == "rate(5 minutes)"
+
+
+def test_tables_have_pitr_and_ttl_and_refresh_index_is_sparse_gsi(template):
+    tables = _resources(template, "AWS::DynamoDB::Table")
+    assert set(tables) == {"ConnectionsTable", "OAuthStatesTable", "IdempotencyTable"}
+    for table in tables.values():
+        props = table["Properties"]
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert props["TimeToLiveSpecification"]["Enabled"] is True
+        assert props["SSESpecification"] == {"SSEEnabled": True}
+    connections = tables["ConnectionsTable"]["Properties"]
+    assert [k["AttributeName"] for k in connections["KeySchema"]] == ["user_id", "bank_code"]
+    (index,) = connections["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "RefreshDueIndex"
+    assert [k["AttributeName"] for k in index["KeySchema"]] == ["refresh_shard", "refresh_due_at"]
+
+
+def test_token_key_is_customer_managed_with_rotation_and_no_secret_is_created(template):
+    key = template["Resources"]["TokenKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    assert not _resources(template, "AWS::SecretsManager::Secret")
+    assert "Default" in template["Parameters"]["BankCredentialsSecretName"]
+
+
+def _statements(function):
+    for policy in function["Properties"]["Policies"]:
+        yield from policy.get("Statement", [])
+
+
+def test_policies_are_least_privilege(template):
+    for name, function in _resources(template, "AWS::Serverless::Function").items():
+        policies = function["Properties"]["Policies"]
+        # No wildcard resource and no wildcard action in our own statements
+        for statement in _statements(function):
+            assert statement["Resource"] != "*", name
+            assert not any(action.endswith(":*") for action in statement["Action"]), name
+        # The secret: read-only, on the one named secret
+        secret = [
+            p["AWSSecretsManagerGetSecretValuePolicy"] for p in policies if "AWSSecretsManagerGetSecretValuePolicy" in p
+        ]
+        assert len(secret) == 1, name
+        assert "${BankCredentialsSecretName}-*" in secret[0]["SecretArn"]["Fn::Sub"]
+        # No SAM policy template granting a whole service (e.g. DynamoDBCrudPolicy includes Scan)
+        assert not any("CrudPolicy" in key for p in policies for key in p), name
+    # Nobody scans the connections table; only the refresher queries the due index; only it publishes events
+    actions = {name: {a for s in _statements(f) for a in s["Action"]} for name, f in FUNCTIONS_OF(template).items()}
+    assert not any("dynamodb:Scan" in a for a in actions.values())
+    publishers = [
+        n
+        for n, f in FUNCTIONS_OF(template).items()
+        if any("EventBridgePutEventsPolicy" in p for p in f["Properties"]["Policies"])
+    ]
+    assert publishers == ["TokenRefresherFunction"]
+    assert "kms:GenerateDataKey" not in actions["ConnectFunction"]
+
+
+def FUNCTIONS_OF(template):  # noqa: N802 - reads like the constant it complements
+    return _resources(template, "AWS::Serverless::Function")
+
+
+def test_outputs_expose_api_url_and_callback(template):
+    assert {"ApiUrl", "OAuthCallbackUrl", "ConnectionsTableName", "TokenKeyArn"} <= set(template["Outputs"])
+
+
+def test_event_files_are_http_api_v2_or_scheduler_payloads():
+    files = sorted(EVENTS_DIR.glob("*/*.json"))
+    assert files
+    for path in files:
+        event = json.loads(path.read_text(encoding="utf-8"))
+        if path.parent.name == "token_refresher":
+            assert event["source"] == "aws.scheduler"
+        else:
+            assert event["version"] == "2.0"
+            assert event["requestContext"]["http"]["sourceIp"]
+
+
+def _translate_and_lint(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    source = tmp_path / "template.yaml"
+    source.write_text(text, encoding="utf-8")
+    output = tmp_path / "translated.json"
+    translate = [str(SAM_PYTHON), str(REPO_ROOT / "scripts" / "translate_template.py"), str(source), str(output)]
+    result = subprocess.run(translate, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
+    if result.returncode != 0:
+        return result
+    lint = [str(SAM_PYTHON.parent / "cfn-lint"), str(output)]
+    return subprocess.run(lint, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
+
+
+@pytest.mark.skipif(not SAM_PYTHON.exists(), reason="SAM CLI venv missing: run `make dev` (make test does)")
+@pytest.mark.parametrize(
+    ("mutation", "expected"),
+    [
+        (("Runtime: python3.13", "Runtime: python3.99"), "E3030"),
+        # a !Ref to something missing inside a SAM policy template
+        (("EventBusName: !Ref EventBusName\n", "EventBusName: !Ref EventBusNam\n"), "EventBusNam"),
+        (("Resource: !GetAtt OAuthStatesTable.Arn", "Resource: !GetAtt OAuthStateTable.Arn"), "OAuthStateTable"),
+    ],
+)
+def test_translate_then_lint_catches_what_plain_cfn_lint_misses(tmp_path, mutation, expected):
+    # Given the template with one mistake
+    original = (REPO_ROOT / "template.yaml").read_text(encoding="utf-8")
+    old, new = mutation
+    assert old in original
+    broken = original.replace(old, new, 1)
+
+    # When it goes through the translate-then-lint step
+    result = _translate_and_lint(tmp_path, broken)
+
+    # Then the check fails and names the mistake
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not SAM_PYTHON.exists(), reason="SAM CLI venv missing: run `make dev` (make test does)")
+def test_translate_then_lint_passes_on_the_real_template(tmp_path):
+    result = _translate_and_lint(tmp_path, (REPO_ROOT / "template.yaml").read_text(encoding="utf-8"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sys_path_comes_from_pytest_config():
+    # pythonpath = ["layers/aisp", "."] in pyproject, never sys.path.append in tests
+    assert str(REPO_ROOT / "layers" / "aisp") in sys.path
