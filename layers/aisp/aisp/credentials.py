@@ -60,6 +60,20 @@ class BankCredentials(BaseModel):
         material = self.qwac_cert_pem + self.qwac_key_pem.get_secret_value()
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
+    @property
+    def version(self) -> str:
+        """A short digest over every field: changes whenever any part of the secret rotates."""
+        material = "\n".join(
+            (
+                self.client_id,
+                self.qwac_cert_pem,
+                self.qwac_key_pem.get_secret_value(),
+                self.qseal_key_pem.get_secret_value(),
+                self.qseal_key_id,
+            )
+        )
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
+
 
 def parse_bank_credentials(raw: Any, *, source: str) -> BankCredentials:
     """Validate a decoded secret.

@@ -1,0 +1,69 @@
+"""Build a ready :class:`~aisp.stet.BankClient` for an establishment, once per container.
+
+Wires the registry (host, API prefix), the settings (environment, timeouts, local CA) and the TPP credentials
+(QWAC files for mTLS, QSealC key for signatures). Clients are cached per bank and per credentials version, so a
+secret rotation picked up after ``max_age`` builds fresh clients, while warm calls reuse the keep-alive session.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from aisp.banks import Bank, bank_base_url, get_registry
+from aisp.credentials import BankCredentials, get_bank_credentials, qwac_cert_files
+from aisp.settings import BankSettings, load_settings
+from aisp.signing import BankSignatureAuth
+from aisp.stet.client import BankClient
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, str], BankClient] = {}
+
+
+def build_bank_client(bank: Bank, settings: BankSettings, credentials: BankCredentials) -> BankClient:
+    """Create a client for ``bank`` (no caching; see :func:`get_bank_client`)."""
+    auth = BankSignatureAuth(
+        key_id=credentials.qseal_key_id, private_key_pem=credentials.qseal_key_pem.get_secret_value()
+    )
+    # Connect timeout just above the 3 s TCP retransmission interval; read timeout from settings.
+    return BankClient(
+        bank_code=bank.bank_code,
+        base_url=bank_base_url(bank, settings),
+        api_prefix=bank.api_prefix,
+        client_id=credentials.client_id,
+        auth=auth,
+        cert=qwac_cert_files(credentials),
+        verify=settings.bank_ca_bundle or True,
+        timeout=(3.05, settings.bank_timeout_seconds),
+    )
+
+
+def get_bank_client(bank_code: str) -> BankClient:
+    """The cached client for ``bank_code``.
+
+    Raises
+    ------
+    NotFoundError
+        For a bank code that is not in the registry.
+    ConfigurationError
+        For missing settings or an unreadable or incomplete credentials secret.
+    """
+    bank = get_registry().get(bank_code)
+    settings = load_settings(BankSettings)
+    credentials = get_bank_credentials(
+        settings.bank_credentials_secret_name, max_age=settings.credentials_max_age_seconds
+    )
+    key = (bank.bank_code, credentials.version)
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            # Drop clients built with older credentials for this bank.
+            for stale in [k for k in _clients if k[0] == bank.bank_code]:
+                del _clients[stale]
+            client = _clients[key] = build_bank_client(bank, settings, credentials)
+        return client
+
+
+def clear_bank_clients() -> None:
+    """Forget every cached client (tests, or after a configuration change)."""
+    with _lock:
+        _clients.clear()

@@ -1,0 +1,89 @@
+"""get_bank_client: registry + settings + credentials wired into a cached BankClient."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+import trustme
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
+
+from aisp.errors import ConfigurationError, NotFoundError
+from aisp.settings import load_settings
+from aisp.stet.factory import clear_bank_clients, get_bank_client
+
+SECRET = "aisp/bank-credentials"
+
+
+def _secret(ca: trustme.CA, client_id: str = "PSDFR-ACPR-13807") -> str:
+    qwac = ca.issue_cert("tpp.example")
+    qseal = ca.issue_cert("qseal.example", key_type=trustme.KeyType.RSA)  # QSealC keys are RSA (rsa-sha256)
+    return json.dumps(
+        {
+            "client_id": client_id,
+            "qwac_cert_pem": qwac.cert_chain_pems[0].bytes().decode(),
+            "qwac_key_pem": qwac.private_key_pem.bytes().decode(),
+            "qseal_key_pem": qseal.private_key_pem.bytes().decode(),
+            "qseal_key_id": client_id,
+        }
+    )
+
+
+@pytest.fixture
+def environment(monkeypatch, tmp_path):
+    ca = trustme.CA()
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    monkeypatch.setenv("BANK_ENVIRONMENT", "local")
+    monkeypatch.setenv("BANK_BASE_URL_TEMPLATE", "https://127.0.0.1:8443/{bank_code}")
+    monkeypatch.setenv("BANK_CA_BUNDLE", str(ca_path))
+    monkeypatch.setenv("BANK_CREDENTIALS_SECRET_NAME", SECRET)
+    load_settings.cache_clear()
+    clear_bank_clients()
+    with mock_aws():
+        secrets = boto3.client("secretsmanager")
+        secrets.create_secret(Name=SECRET, SecretString=_secret(ca))
+        yield ca, secrets, ca_path
+    load_settings.cache_clear()
+    clear_bank_clients()
+
+
+def test_client_is_wired_from_registry_settings_and_credentials(environment):
+    _ca, _secrets, ca_path = environment
+
+    client = get_bank_client("13807")
+
+    assert client.bank_code == "13807"
+    assert client.client_id == "PSDFR-ACPR-13807"
+    assert client._api == "https://127.0.0.1:8443/13807/stet/psd2/v1"  # the seed's STET 1.4.0 prefix
+    assert client._verify == str(ca_path)
+    cert_path, key_path = client._cert
+    assert Path(cert_path).is_file() and Path(key_path).is_file()
+    assert client._timeout == (3.05, 10.0)
+    # Warm calls reuse the same client (and its keep-alive session)
+    assert get_bank_client("13807") is client
+    assert get_bank_client("17515") is not client
+
+
+def test_a_rotated_secret_builds_a_new_client(environment):
+    ca, secrets, _ = environment
+    first = get_bank_client("13807")
+
+    secrets.put_secret_value(SecretId=SECRET, SecretString=_secret(ca, client_id="PSDFR-ACPR-99999"))
+    parameters.clear_caches()  # what max_age expiry does
+
+    second = get_bank_client("13807")
+    assert second is not first
+    assert second.client_id == "PSDFR-ACPR-99999"
+
+
+def test_unknown_bank_and_missing_configuration(environment, monkeypatch):
+    with pytest.raises(NotFoundError):
+        get_bank_client("00000")
+    monkeypatch.delenv("BANK_CREDENTIALS_SECRET_NAME")
+    load_settings.cache_clear()
+    with pytest.raises(ConfigurationError, match="BANK_CREDENTIALS_SECRET_NAME"):
+        get_bank_client("13807")
