@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp.api import problem_response, register_error_handlers
+from aisp.api import not_implemented, register_error_handlers
 from aisp.observability import logger, metrics, tracer
 
 app = APIGatewayHttpResolver(enable_validation=True)
@@ -16,14 +16,7 @@ register_error_handlers(app)
 
 
 def _not_yet() -> Response[str]:
-    # Account queries land with issue 5.
-    return problem_response(
-        501,
-        "not_implemented",
-        "Not implemented yet",
-        detail="account queries arrive in issue 5",
-        request_id=app.current_event.request_context.request_id,
-    )
+    return not_implemented(app, "account queries arrive in issue 5")
 
 
 @app.get("/v1/accounts")

@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp.api import problem_response, register_error_handlers
+from aisp.api import not_implemented, register_error_handlers
 from aisp.logic.banks import list_banks
 from aisp.models.api import BankSummary
 from aisp.observability import logger, metrics, tracer
@@ -27,14 +27,7 @@ def handle_list_banks() -> list[BankSummary]:
 
 
 def _not_yet() -> Response[str]:
-    # The connect journey lands with issue 4 (OAuth start, callback, encrypted token records).
-    return problem_response(
-        501,
-        "not_implemented",
-        "Not implemented yet",
-        detail="connections arrive in issue 4",
-        request_id=app.current_event.request_context.request_id,
-    )
+    return not_implemented(app, "connections arrive in issue 4")
 
 
 @app.post("/v1/connections")

@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp.api import problem_response, register_error_handlers
+from aisp.api import not_implemented, register_error_handlers
 from aisp.observability import logger, metrics, tracer
 
 app = APIGatewayHttpResolver(enable_validation=True)
@@ -18,13 +18,7 @@ register_error_handlers(app)
 @app.put("/v1/connections/<bank_code>/consent")
 def handle_submit_consent(bank_code: str) -> Response[str]:
     """Consent submission lands with issue 5."""
-    return problem_response(
-        501,
-        "not_implemented",
-        "Not implemented yet",
-        detail="consent arrives in issue 5",
-        request_id=app.current_event.request_context.request_id,
-    )
+    return not_implemented(app, "consent arrives in issue 5")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp.api import problem_response, register_error_handlers
+from aisp.api import not_implemented, register_error_handlers
 from aisp.observability import logger, metrics, tracer
 
 app = APIGatewayHttpResolver(enable_validation=True)
@@ -18,13 +18,7 @@ register_error_handlers(app)
 @app.get("/oauth/callback")
 def handle_oauth_callback() -> Response[str]:
     """Code exchange and token storage land with issue 4."""
-    return problem_response(
-        501,
-        "not_implemented",
-        "Not implemented yet",
-        detail="the callback arrives in issue 4",
-        request_id=app.current_event.request_context.request_id,
-    )
+    return not_implemented(app, "the callback arrives in issue 4")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -62,6 +62,17 @@ def problem_response(
     )
 
 
+def not_implemented(app: APIGatewayHttpResolver, detail: str) -> Response[str]:
+    """501 for a declared route whose feature has not landed yet (``detail`` says which issue brings it)."""
+    return problem_response(
+        501,
+        "not_implemented",
+        "Not implemented yet",
+        detail=detail,
+        request_id=app.current_event.request_context.request_id,
+    )
+
+
 def classify(error: errors.AispError) -> tuple[int, str, str]:
     """Return ``(status, code, title)`` for an error; unknown errors are internal."""
     for cls, status, code, title in ERROR_MAP:
