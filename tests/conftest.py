@@ -28,6 +28,12 @@ os.environ.update(
     }
 )
 
+# The X-Ray recorder behind the (lazy) tracer opens a UDP socket when first built: build it now, before unit
+# tests block sockets. Powertools shares the provider between Tracer instances, so later ones reuse it.
+from aisp.observability import tracer  # noqa: E402
+
+tracer.real  # noqa: B018 - side effect: build it
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVENTS_DIR = REPO_ROOT / "events"
 

@@ -2,14 +2,109 @@
 
 Service name, namespace and level come from ``POWERTOOLS_SERVICE_NAME``, ``POWERTOOLS_METRICS_NAMESPACE`` and
 ``POWERTOOLS_LOG_LEVEL`` (template Globals). Import these singletons everywhere; never create another ``Logger()``.
+
+``tracer`` is a :class:`LazyTracer`: Powertools' ``Tracer()`` imports the X-Ray SDK (and botocore's session
+machinery through it) the moment it is built, about 0.25 s on this machine, more than a bare ``import boto3``.
+Nothing at init needs it, so the real tracer is built on the first traced call instead of at import.
 """
 
 from __future__ import annotations
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+import functools
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, overload
+
+from aws_lambda_powertools import Logger, Metrics
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
+
+
+class LazyTracer:
+    """The subset of Powertools' ``Tracer`` we use, creating the real one on first use."""
+
+    def __init__(self) -> None:
+        self._tracer: Tracer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def real(self) -> Tracer:
+        """The Powertools tracer (built, and the X-Ray SDK imported, on first access)."""
+        if self._tracer is None:
+            with self._lock:
+                if self._tracer is None:
+                    from aws_lambda_powertools import Tracer  # noqa: PLC0415 - the point of this class
+
+                    self._tracer = Tracer()
+        return self._tracer
+
+    @overload
+    def capture_method[F: Callable[..., Any]](
+        self, method: F, *, capture_response: bool | None = None, capture_error: bool | None = None
+    ) -> F: ...
+
+    @overload
+    def capture_method[F: Callable[..., Any]](
+        self, method: None = None, *, capture_response: bool | None = None, capture_error: bool | None = None
+    ) -> Callable[[F], F]: ...
+
+    def capture_method(
+        self,
+        method: Callable[..., Any] | None = None,
+        *,
+        capture_response: bool | None = None,
+        capture_error: bool | None = None,
+    ) -> Any:
+        """Like ``Tracer.capture_method``; the subsegment wrapper is built on the first call."""
+        if method is None:
+            return functools.partial(
+                self.capture_method, capture_response=capture_response, capture_error=capture_error
+            )
+        return self._deferred(method, "capture_method", capture_response, capture_error)
+
+    @overload
+    def capture_lambda_handler[F: Callable[..., Any]](
+        self, handler: F, *, capture_response: bool | None = None, capture_error: bool | None = None
+    ) -> F: ...
+
+    @overload
+    def capture_lambda_handler[F: Callable[..., Any]](
+        self, handler: None = None, *, capture_response: bool | None = None, capture_error: bool | None = None
+    ) -> Callable[[F], F]: ...
+
+    def capture_lambda_handler(
+        self,
+        handler: Callable[..., Any] | None = None,
+        *,
+        capture_response: bool | None = None,
+        capture_error: bool | None = None,
+    ) -> Any:
+        """Like ``Tracer.capture_lambda_handler``; the wrapper is built on the first invocation."""
+        if handler is None:
+            return functools.partial(
+                self.capture_lambda_handler, capture_response=capture_response, capture_error=capture_error
+            )
+        return self._deferred(handler, "capture_lambda_handler", capture_response, capture_error)
+
+    def _deferred(
+        self, function: Callable[..., Any], decorator: str, capture_response: bool | None, capture_error: bool | None
+    ) -> Callable[..., Any]:
+        traced: Callable[..., Any] | None = None
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            nonlocal traced
+            if traced is None:
+                decorate = getattr(self.real, decorator)
+                traced = decorate(function, capture_response=capture_response, capture_error=capture_error)
+            return traced(*args, **kwargs)
+
+        return wrapper
+
 
 logger = Logger()
-tracer = Tracer()
+tracer = LazyTracer()
 metrics = Metrics()
 
-__all__ = ["logger", "metrics", "tracer"]
+__all__ = ["LazyTracer", "logger", "metrics", "tracer"]

@@ -1,0 +1,58 @@
+"""The lazy tracer: no X-Ray SDK at import, the real tracer built once on the first traced call."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from aisp.observability import LazyTracer
+from tests.conftest import REPO_ROOT
+
+
+def test_importing_a_handler_does_not_import_the_xray_sdk():
+    # Given a fresh interpreter with the layer on the path, as at a Lambda cold start
+    code = "import sys, app; print('aws_xray_sdk' in sys.modules, 'aws_xray_sdk.core' in sys.modules)"
+
+    # When a handler module is imported
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT / "functions" / "connect",
+        env={"PYTHONPATH": f"{REPO_ROOT / 'layers' / 'aisp'}", "POWERTOOLS_SERVICE_NAME": "t"},
+    )
+
+    # Then the X-Ray SDK has not been loaded
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_traced_functions_work_and_build_the_tracer_once():
+    tracer = LazyTracer()
+
+    @tracer.capture_method(capture_response=False)
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    class Thing:
+        @tracer.capture_method
+        def double(self, x: int) -> int:
+            return 2 * x
+
+    assert tracer._tracer is None
+    assert add(2, 3) == 5
+    built = tracer._tracer
+    assert built is not None
+    assert Thing().double(4) == 8
+    assert tracer.real is built
+    assert add.__name__ == "add"
+
+
+def test_traced_lambda_handler_passes_through(lambda_context):
+    tracer = LazyTracer()
+
+    @tracer.capture_lambda_handler(capture_response=False)
+    def handler(event: dict, context: object) -> dict:
+        return {"echo": event["x"]}
+
+    assert handler({"x": 1}, lambda_context) == {"echo": 1}
