@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,163 +35,12 @@ from aisp.signing import (
 
 pytestmark = pytest.mark.disable_socket
 
-_GOLDEN_VECTORS_JSON = r"""{
- "about": "Golden vectors for the STET draft-cavage HTTP signature (rsa-sha256, PKCS#1 v1.5, SHA-256). Computed by an implementation independent of the project. Signing string lines are joined with \\n, header names lower-cased, (request-target) = lower-case method + space + path[?query]. RSA PKCS#1 v1.5 is deterministic, so a correct signer reproduces each Signature exactly. The key is a throwaway test key.",
- "empty_body_digest": "SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
- "private_key_pem": "-----BEGIN PRIVATE KEY-----\nMIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQC2zjLjXi2qGHcM\n4gjJbZhcWG80vuvYdsGWIHvmFn0qnulVsSdTOVSNoQytOIQngU3zPljEEyaDmlQ6\nP4c0NopBYanFQRsFxawLPiKTjr1ZtHL0MPZDOl/aW/nLUKYN1nmNUzmyXFNqI0oh\nwZ0hOiIlToKuUi0U+In1w4irTAKpWjBHsyhDxxaFDERb9F79aTzcD4kssd4lwEzT\n6B2/CDE4wweAxXjYxZ7K7G9NXZOR3OpsONbIOLjfaTjmiFAIVdIB0G9q0Wc9kLaA\ni4rZLeKM2LJ/+kFNeym9q04KNzVbRn04oQhHDOh8XMPbUen6CCcMfPQsPCWht5co\n5/VcgC6VAgMBAAECggEAKLzbXM1uTjddAm81x5Onjj6764x3ePoACpFrIvuUgaS/\nuXO84IBIbjZ7YXfUhYw8f44/kFR3MwE3r3JcUj+sQEVAJN/tInRqcmfyoyD+Y+kB\nbBckLheqaDoyeMNcef13gY3QMAYApci++rZPqqmuldNA7pGMD94SOoVMZeYOusfn\nciiuqkbw7FF9eRpGjLHTOcIOFJcHtiZetWX4kGmT5AlSq7UinLVUJL1iKlTiWrZn\n8Q0nQ1HL+jv1f9XwBZGe3T6kHizvoo6cHKIvn5fITYa5aVfFg0omeEh06hqDvAHW\nbVLh0W7c/R7WabOYYyXX7i5dv0rFrQurI770Jt+WeQKBgQD/oh/FfJlEdLGnAMsw\nnfww4vFNtEQ+StYIW+0DZhSFkxmS32hmV6ntFq8Pb0Uf3ChzZjv7F0LPEJo+kRs+\nT3YM9EhdGObE9GN/t4Lr9V1UTXdF5U3P70wRUir6R1d61y7ldlOhceWF51+d1fGi\n/mIVWBxoWSMnXsUL/7EI3+m/XQKBgQC3EVSIFXkF9PwS4QSCPjPrEzD24hEB0Iuo\n3PNuMoJek5T2CeTgudud5UZ+0JfhmVJYoTAr/o70RrawHxazJ9Kp+B/seqSmcLL+\nRxtc6XXkHm9oof9Q4c6s0ncZbfeH4mhZFBbpZtAYJJcSCauhhJ8YhvN6/7G8zMts\n52JsMsMQmQKBgQDHnOpgRK5N1S2P8b+4Y/U0m1G/0n7jgX5mIpoN6F0n/LighpE4\nMUYAW5ExZTq96SUxD2jQ5dYGaLl5F8gFPPk6nloPUE2LCCbV6Q9zfzJ0jNURIEBF\nmV91uwrSSnkV9AerqF0fmReYGxb/4bsBAtDGR/pOxSP9LzSA7RVpj6cwBQKBgC7Z\nnIyHEkXYAHrEY2cBjD/o1WsZR8jzGgrJIPNescaKdmDQ/2YTqoSqHHRv5a6ykkRk\nW/OmXedeAXrpOeH3mw4sld7rNB/0T5qLkBEjHiyXLWPVsYV9hGruIdS8M9DuvE2v\nun1Y9oB3PMI8/1OCoUShpMYhkdcDgjwIq0ONaiZhAoGBAILexpkczs4oP+7GirrM\n7ArBtdkFh3P3K7ljEgNpdjxofa9dP1dW3tLy6JVmtIoNokqjA3WQWLnyRYDUbxDQ\nzIoxrdn8Xu+xXDqU+gnXBHWHQeEsoaZ/UTeSHCh7dNadSjjjATYBtWeLfEpoOeAB\nni02FoGzCUfxGfWNBTlnLC2+\n-----END PRIVATE KEY-----\n",
- "public_key_pem": "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAts4y414tqhh3DOIIyW2Y\nXFhvNL7r2HbBliB75hZ9Kp7pVbEnUzlUjaEMrTiEJ4FN8z5YxBMmg5pUOj+HNDaK\nQWGpxUEbBcWsCz4ik469WbRy9DD2Qzpf2lv5y1CmDdZ5jVM5slxTaiNKIcGdIToi\nJU6CrlItFPiJ9cOIq0wCqVowR7MoQ8cWhQxEW/Re/Wk83A+JLLHeJcBM0+gdvwgx\nOMMHgMV42MWeyuxvTV2TkdzqbDjWyDi432k45ohQCFXSAdBvatFnPZC2gIuK2S3i\njNiyf/pBTXspvatOCjc1W0Z9OKEIRwzofFzD21Hp+ggnDHz0LDwlobeXKOf1XIAu\nlQIDAQAB\n-----END PUBLIC KEY-----\n",
- "vectors": [
-  {
-   "name": "get-accounts-psu-present",
-   "method": "GET",
-   "url": "https://www.13807.sandbox.api.89c3.com/stet/psd2/v1/accounts",
-   "body": "",
-   "headers": {
-    "X-Request-ID": "id-1234567890111121",
-    "PSU-IP-Address": "192.168.0.1"
-   },
-   "date": "Tue, 24 Nov 2026 10:00:00 GMT",
-   "signed_headers": [
-    "(request-target)",
-    "date",
-    "digest",
-    "x-request-id",
-    "psu-ip-address"
-   ],
-   "key_id": "PSDFR-ACPR-13807",
-   "expected": {
-    "Digest": "SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
-    "signing_string": "(request-target): get /stet/psd2/v1/accounts\ndate: Tue, 24 Nov 2026 10:00:00 GMT\ndigest: SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\nx-request-id: id-1234567890111121\npsu-ip-address: 192.168.0.1",
-    "Signature": "keyId=\"PSDFR-ACPR-13807\",algorithm=\"rsa-sha256\",headers=\"(request-target) date digest x-request-id psu-ip-address\",signature=\"IGS+uKKeDZKqyhn9cx5BgM9zUYEN5UBpTAQkyGxbzGi0EdHveB4PQKikGeaGRpanLBrGLq2wfhgP2TVwAXECMLz+zixsv1spotwo4BH0r1oGaFitkgjOlV+SHYuX8bGFWRbBbG13vvDXe3i4t5uQeykNSbsJlAbE07MtIHQIsk+77vTDqERfa936FNdU+06Kr+vKIDb959f2ifLrkw0ia5RiCqPNXfCd9kpTui9qS1lmMyf50Efunf+pesNHxsrjINwg8JPv/UM5oxJUZHCYJEv+qRs8AX2T5LLuK3/yc9eEzX++WnR0mwIdqgKStcZJmuIzAOb2c3bVjGWJPGblwg==\""
-   }
-  },
-  {
-   "name": "put-consents",
-   "method": "PUT",
-   "url": "https://www.13807.sandbox.api.89c3.com/stet/psd2/v1/consents",
-   "body": "{\"balances\":[{\"iban\":\"FR7613807008043001965405158\"}],\"transactions\":[{\"iban\":\"FR7613807008043001965405158\"}],\"trustedBeneficiaries\":true,\"psuIdentity\":true}",
-   "headers": {
-    "X-Request-ID": "id-1234567890111122",
-    "Content-Type": "application/json",
-    "PSU-IP-Address": "192.168.0.1"
-   },
-   "date": "Tue, 24 Nov 2026 10:00:00 GMT",
-   "signed_headers": [
-    "(request-target)",
-    "date",
-    "digest",
-    "x-request-id",
-    "content-type",
-    "psu-ip-address"
-   ],
-   "key_id": "PSDFR-ACPR-13807",
-   "expected": {
-    "Digest": "SHA-256=YWxH10BQRrjS+cXY4jPHZcaXOm1m0OM+21ur7wGYBP0=",
-    "signing_string": "(request-target): put /stet/psd2/v1/consents\ndate: Tue, 24 Nov 2026 10:00:00 GMT\ndigest: SHA-256=YWxH10BQRrjS+cXY4jPHZcaXOm1m0OM+21ur7wGYBP0=\nx-request-id: id-1234567890111122\ncontent-type: application/json\npsu-ip-address: 192.168.0.1",
-    "Signature": "keyId=\"PSDFR-ACPR-13807\",algorithm=\"rsa-sha256\",headers=\"(request-target) date digest x-request-id content-type psu-ip-address\",signature=\"SiUedugHZyXpvTWl0+tXv3PPJxBdfRCewkNLs+GqHKKvWhrRjrz0zd2aiLDb4slFdsReOQlwaQr+2B0eTEPrNNg7SMbCcaFx8VxW3kc2ljeR7gjJq4/dPgP40RsYRYyaUPZIaCjzq9YsmNVZzB75h4M5Y17sgFaRD+COTZdJx4MK9nePdAvqfzsRiSYlwaj6pfb9x5pyha94j6o9/4H4DAwhILw1G8AVtX0SkDYs13qwAMWuHuseMRHr45SL/tKJyn/p7WyEWkPwvi9j4oqSPl0ImciPIK2u2DUIOkCS1wK0JnKkrkEUCeN1h28eN9IG0WSswnDrWw6/KOo6if4sjA==\""
-   }
-  },
-  {
-   "name": "get-transactions-page-2-batch",
-   "method": "GET",
-   "url": "https://www.13807.sandbox.api.89c3.com/stet/psd2/v1.4.2/accounts/038-CPT30019654051/transactions?dateFrom=2026-09-01&page=2",
-   "body": "",
-   "headers": {
-    "X-Request-ID": "3f1c2a9e-6a53-4b8e-9d51-0c7e2f1b7a10"
-   },
-   "date": "Tue, 24 Nov 2026 10:00:00 GMT",
-   "signed_headers": [
-    "(request-target)",
-    "date",
-    "digest",
-    "x-request-id"
-   ],
-   "key_id": "PSDFR-ACPR-13807",
-   "expected": {
-    "Digest": "SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
-    "signing_string": "(request-target): get /stet/psd2/v1.4.2/accounts/038-CPT30019654051/transactions?dateFrom=2026-09-01&page=2\ndate: Tue, 24 Nov 2026 10:00:00 GMT\ndigest: SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\nx-request-id: 3f1c2a9e-6a53-4b8e-9d51-0c7e2f1b7a10",
-    "Signature": "keyId=\"PSDFR-ACPR-13807\",algorithm=\"rsa-sha256\",headers=\"(request-target) date digest x-request-id\",signature=\"IGWLo0NuE544RR/3DgPiPdDVYuZeseSIP5haPPbVaFIP3cGU1kqNz4GsdujIMEG/8/tlyp3SAUlcIQYzrI/oPgpGFh2eawkDd6bRt+kTFHVfBOO9X6OF3rn1AEryPLmgPDT0j8+kvLyc4TLx4y6SsaDb4TlhJzflMFDQkZ02c56M8AY4X0uKui1kHJSBLK0SPgW0diqJiESY/ovmu0pf5x+Cc/eeHUHp+xlxgN0wM/AdcN8SxWFmIIs6FlRqLnoC6H5fgqu3mtysm+fm3YUmM+DwAMLbYoYYS29HbXwG3CjUi+KFceRaPdI2liuhP231DilGwjeDaIU3it1qa1NWow==\""
-   }
-  }
- ],
- "must_fail": [
-  {
-   "name": "body-changed",
-   "method": "PUT",
-   "url": "https://www.13807.sandbox.api.89c3.com/stet/psd2/v1/consents",
-   "body": "{\"balances\":[{\"iban\":\"FR7613807008043001965405158\"}],\"transactions\":[{\"iban\":\"FR7613807008043001965405158\"}],\"trustedBeneficiaries\":false,\"psuIdentity\":true}",
-   "headers": {
-    "X-Request-ID": "id-1234567890111122",
-    "Content-Type": "application/json",
-    "PSU-IP-Address": "192.168.0.1",
-    "Date": "Tue, 24 Nov 2026 10:00:00 GMT",
-    "Digest": "SHA-256=YWxH10BQRrjS+cXY4jPHZcaXOm1m0OM+21ur7wGYBP0=",
-    "Signature": "keyId=\"PSDFR-ACPR-13807\",algorithm=\"rsa-sha256\",headers=\"(request-target) date digest x-request-id content-type psu-ip-address\",signature=\"SiUedugHZyXpvTWl0+tXv3PPJxBdfRCewkNLs+GqHKKvWhrRjrz0zd2aiLDb4slFdsReOQlwaQr+2B0eTEPrNNg7SMbCcaFx8VxW3kc2ljeR7gjJq4/dPgP40RsYRYyaUPZIaCjzq9YsmNVZzB75h4M5Y17sgFaRD+COTZdJx4MK9nePdAvqfzsRiSYlwaj6pfb9x5pyha94j6o9/4H4DAwhILw1G8AVtX0SkDYs13qwAMWuHuseMRHr45SL/tKJyn/p7WyEWkPwvi9j4oqSPl0ImciPIK2u2DUIOkCS1wK0JnKkrkEUCeN1h28eN9IG0WSswnDrWw6/KOo6if4sjA==\""
-   }
-  },
-  {
-   "name": "psu-ip-changed",
-   "method": "PUT",
-   "url": "https://www.13807.sandbox.api.89c3.com/stet/psd2/v1/consents",
-   "body": "{\"balances\":[{\"iban\":\"FR7613807008043001965405158\"}],\"transactions\":[{\"iban\":\"FR7613807008043001965405158\"}],\"trustedBeneficiaries\":true,\"psuIdentity\":true}",
-   "headers": {
-    "X-Request-ID": "id-1234567890111122",
-    "Content-Type": "application/json",
-    "PSU-IP-Address": "10.0.0.9",
-    "Date": "Tue, 24 Nov 2026 10:00:00 GMT",
-    "Digest": "SHA-256=YWxH10BQRrjS+cXY4jPHZcaXOm1m0OM+21ur7wGYBP0=",
-    "Signature": "keyId=\"PSDFR-ACPR-13807\",algorithm=\"rsa-sha256\",headers=\"(request-target) date digest x-request-id content-type psu-ip-address\",signature=\"SiUedugHZyXpvTWl0+tXv3PPJxBdfRCewkNLs+GqHKKvWhrRjrz0zd2aiLDb4slFdsReOQlwaQr+2B0eTEPrNNg7SMbCcaFx8VxW3kc2ljeR7gjJq4/dPgP40RsYRYyaUPZIaCjzq9YsmNVZzB75h4M5Y17sgFaRD+COTZdJx4MK9nePdAvqfzsRiSYlwaj6pfb9x5pyha94j6o9/4H4DAwhILw1G8AVtX0SkDYs13qwAMWuHuseMRHr45SL/tKJyn/p7WyEWkPwvi9j4oqSPl0ImciPIK2u2DUIOkCS1wK0JnKkrkEUCeN1h28eN9IG0WSswnDrWw6/KOo6if4sjA==\""
-   }
-  },
-  {
-   "name": "method-changed",
-   "method": "POST",
-   "url": "https://www.13807.sandbox.api.89c3.com/stet/psd2/v1/consents",
-   "body": "{\"balances\":[{\"iban\":\"FR7613807008043001965405158\"}],\"transactions\":[{\"iban\":\"FR7613807008043001965405158\"}],\"trustedBeneficiaries\":true,\"psuIdentity\":true}",
-   "headers": {
-    "X-Request-ID": "id-1234567890111122",
-    "Content-Type": "application/json",
-    "PSU-IP-Address": "192.168.0.1",
-    "Date": "Tue, 24 Nov 2026 10:00:00 GMT",
-    "Digest": "SHA-256=YWxH10BQRrjS+cXY4jPHZcaXOm1m0OM+21ur7wGYBP0=",
-    "Signature": "keyId=\"PSDFR-ACPR-13807\",algorithm=\"rsa-sha256\",headers=\"(request-target) date digest x-request-id content-type psu-ip-address\",signature=\"SiUedugHZyXpvTWl0+tXv3PPJxBdfRCewkNLs+GqHKKvWhrRjrz0zd2aiLDb4slFdsReOQlwaQr+2B0eTEPrNNg7SMbCcaFx8VxW3kc2ljeR7gjJq4/dPgP40RsYRYyaUPZIaCjzq9YsmNVZzB75h4M5Y17sgFaRD+COTZdJx4MK9nePdAvqfzsRiSYlwaj6pfb9x5pyha94j6o9/4H4DAwhILw1G8AVtX0SkDYs13qwAMWuHuseMRHr45SL/tKJyn/p7WyEWkPwvi9j4oqSPl0ImciPIK2u2DUIOkCS1wK0JnKkrkEUCeN1h28eN9IG0WSswnDrWw6/KOo6if4sjA==\""
-   }
-  },
-  {
-   "name": "path-changed",
-   "method": "PUT",
-   "url": "https://www.13807.sandbox.api.89c3.com/stet/psd2/v1/consent",
-   "body": "{\"balances\":[{\"iban\":\"FR7613807008043001965405158\"}],\"transactions\":[{\"iban\":\"FR7613807008043001965405158\"}],\"trustedBeneficiaries\":true,\"psuIdentity\":true}",
-   "headers": {
-    "X-Request-ID": "id-1234567890111122",
-    "Content-Type": "application/json",
-    "PSU-IP-Address": "192.168.0.1",
-    "Date": "Tue, 24 Nov 2026 10:00:00 GMT",
-    "Digest": "SHA-256=YWxH10BQRrjS+cXY4jPHZcaXOm1m0OM+21ur7wGYBP0=",
-    "Signature": "keyId=\"PSDFR-ACPR-13807\",algorithm=\"rsa-sha256\",headers=\"(request-target) date digest x-request-id content-type psu-ip-address\",signature=\"SiUedugHZyXpvTWl0+tXv3PPJxBdfRCewkNLs+GqHKKvWhrRjrz0zd2aiLDb4slFdsReOQlwaQr+2B0eTEPrNNg7SMbCcaFx8VxW3kc2ljeR7gjJq4/dPgP40RsYRYyaUPZIaCjzq9YsmNVZzB75h4M5Y17sgFaRD+COTZdJx4MK9nePdAvqfzsRiSYlwaj6pfb9x5pyha94j6o9/4H4DAwhILw1G8AVtX0SkDYs13qwAMWuHuseMRHr45SL/tKJyn/p7WyEWkPwvi9j4oqSPl0ImciPIK2u2DUIOkCS1wK0JnKkrkEUCeN1h28eN9IG0WSswnDrWw6/KOo6if4sjA==\""
-   }
-  },
-  {
-   "name": "signed-by-another-key",
-   "method": "PUT",
-   "url": "https://www.13807.sandbox.api.89c3.com/stet/psd2/v1/consents",
-   "body": "{\"balances\":[{\"iban\":\"FR7613807008043001965405158\"}],\"transactions\":[{\"iban\":\"FR7613807008043001965405158\"}],\"trustedBeneficiaries\":true,\"psuIdentity\":true}",
-   "headers": {
-    "X-Request-ID": "id-1234567890111122",
-    "Content-Type": "application/json",
-    "PSU-IP-Address": "192.168.0.1",
-    "Date": "Tue, 24 Nov 2026 10:00:00 GMT",
-    "Digest": "SHA-256=YWxH10BQRrjS+cXY4jPHZcaXOm1m0OM+21ur7wGYBP0=",
-    "Signature": "keyId=\"PSDFR-ACPR-13807\",algorithm=\"rsa-sha256\",headers=\"(request-target) date digest x-request-id content-type psu-ip-address\",signature=\"reJUxIoHUFuZo+hf7DVDiL9iu8JnqnZ3f89viUPvrF+25QdTqF90Jr8+NIh+A2u8tbbHDW5PujMUBj3sUBHId1IKsLybA89rvUy6O3AkkDGBpv8jruHqnP+cEtDcaLjxHVkbQU87mjqnMMw0f8Nbo2VIsgxfXiqGJESOvQX6e1LS6UWEEZvaEeEmuBakw3xyFPn2WEwo0SqWsWXle5nEISiDQB1B2Zg528mmbjNhV8VwP331YbVeHMGq3fqeExDD3ohyJaLVcpvRi0VhduGnoge5cHq8OMjDP4t6dWCQnnBGdHmuZPT/laiHh2rXXnluFaQG14CEWFWKLL9QJFS51w==\""
-   }
-  }
- ]
-}
-"""  # noqa: E501
-
-# Verbatim copy of /work/shared/reference/signature-vectors.json (computed by an independent implementation),
-# embedded so the suite is self-contained on a clean clone.
-VECTORS: dict[str, Any] = json.loads(_GOLDEN_VECTORS_JSON)
+# Byte-for-byte copy of shared/reference/signature-vectors.json (computed by an implementation independent of this
+# project), committed so the suite is self-contained on a clean clone; test_vectors_copy_matches_the_reference
+# fails if the two ever differ while shared/ sits beside the repository.
+VECTORS_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "signature-vectors.json"
+SHARED_VECTORS_FILE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "signature-vectors.json"
+VECTORS: dict[str, Any] = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))
 PRIVATE_PEM: str = VECTORS["private_key_pem"]
 PUBLIC_PEM: str = VECTORS["public_key_pem"]
 KEY_ID = "PSDFR-ACPR-13807"
@@ -262,6 +112,13 @@ def _signed_consent_headers(**overrides: str) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Golden vectors
+
+
+@pytest.mark.skipif(not SHARED_VECTORS_FILE.exists(), reason="shared/ is not beside this checkout")
+def test_vectors_copy_matches_the_reference() -> None:
+    assert VECTORS_FILE.read_bytes() == SHARED_VECTORS_FILE.read_bytes()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 
