@@ -17,7 +17,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # sam build's python3.13 workflow looks for `python3.13` on PATH.
 export PATH := $(dir $(PYTHON)):$(PATH)
 
-.PHONY: help dev deps deps-check format lint mypy validate build unit integration pytest test pr run demo bench clean
+.PHONY: help dev deps deps-check format lint mypy validate build unit integration pytest test pr run demo bench sandbox clean
 
 help:
 	@echo "make run     - the whole gateway locally (arrives with the local-stack issue #7)"
@@ -25,6 +25,8 @@ help:
 	@echo "make dev     - create .venv (app + test deps) and .tools/sam (SAM CLI, kept apart)"
 	@echo "make deps    - regenerate layers/aisp/requirements.txt from pyproject.toml"
 	@echo "make format  - ruff format + autofix"
+	@echo "make sandbox - the offline 89C3 bank alone (see sandbox/README.md)"
+	@echo "make bench   - benchmarks (cold start so far)"
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "python3.13 not found: install it or pass PYTHON=/path/to/python3.13" >&2; exit 1; }
@@ -85,6 +87,10 @@ pytest: $(VENV)/.installed $(SAM_VENV)/.installed
 test: dev lint mypy validate build pytest
 
 pr: format test
+
+# The offline 89C3 bank alone (https://127.0.0.1:8443 API with mTLS, http://127.0.0.1:8080 login screens).
+sandbox: $(VENV)/.installed
+	PYTHONPATH=layers/aisp:. $(BIN)/python -m sandbox --admin
 
 run:
 	@echo "make run arrives with the local-stack issue (#7): it is not built yet." >&2
