@@ -11,7 +11,7 @@ SAM_VENV := .tools/sam
 SAM := $(SAM_VENV)/bin/sam
 # Only the folders that exist yet (local/ and bench/ arrive with issues #7 and #8).
 PY_SOURCES := $(wildcard layers functions sandbox local bench scripts tests)
-MYPY_TARGETS := layers/aisp/aisp functions scripts/export_layer_requirements.py $(wildcard sandbox local)
+MYPY_TARGETS := layers/aisp/aisp functions scripts $(wildcard sandbox local bench)
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # sam build's python3.13 workflow looks for `python3.13` on PATH.
@@ -65,7 +65,7 @@ mypy: $(VENV)/.installed
 validate: $(SAM_VENV)/.installed
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 	$(SAM) validate --lint --region eu-west-3 --template template.yaml
-	$(SAM_VENV)/bin/python scripts/translate_template.py template.yaml .aws-sam/translated.json
+	$(SAM_VENV)/bin/python -m scripts.translate_template template.yaml .aws-sam/translated.json
 	$(SAM_VENV)/bin/cfn-lint .aws-sam/translated.json
 
 # Packaging smoke test: the layer and every function build without a container.
@@ -92,8 +92,13 @@ pr: format test
 sandbox: $(VENV)/.installed
 	PYTHONPATH=layers/aisp:. $(BIN)/python -m sandbox --admin
 
-run:
-	@echo "make run arrives with the local-stack issue (#7): it is not built yet." >&2
+# The whole gateway on this machine (moto + offline sandbox + the template's HTTP API); Ctrl-C stops it.
+# Ports: API_PORT=3000 MOTO_PORT=5000 SANDBOX_PORT=8443 SANDBOX_SCREENS_PORT=8080, or ARGS="--api-port 3001 ...".
+run: $(VENV)/.installed
+	$(BIN)/python -m local $(ARGS)
+
+demo:
+	@echo "make demo arrives with the connect/consent journey (issues #4 and #5): it is not built yet." >&2
 	@exit 2
 
 # Benchmarks print tables and write bench/results/*.json; never part of `make test`. Cold start only, so far:

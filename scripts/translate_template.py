@@ -4,7 +4,7 @@ cfn-lint on the SAM source misses some mistakes that only exist after the transf
 a ``!Ref`` to a missing resource inside a SAM policy template, a broken event). Linting the translated output
 catches them. No AWS call is made: managed policy names resolve from a fixed map.
 
-Usage: python scripts/translate_template.py [TEMPLATE] [OUTPUT]
+Usage (from the repository root): python -m scripts.translate_template [TEMPLATE] [OUTPUT]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from scripts.cfn_yaml import load_template
 
 # Parameters without a default need a value to translate; any syntactically valid value will do.
 PLACEHOLDER_PARAMETERS = {
@@ -31,43 +31,13 @@ MANAGED_POLICIES = {
 }
 
 
-class CfnLoader(yaml.SafeLoader):
-    """A YAML loader that understands CloudFormation short-form tags (!Ref, !Sub, !GetAtt...)."""
-
-
-def _construct_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if tag_suffix == "GetAtt" and isinstance(value, str):
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {name: value}
-
-
-CfnLoader.add_multi_constructor("!", _construct_tag)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    """Parse a SAM/CloudFormation YAML template, short-form intrinsics included."""
-    with path.open(encoding="utf-8") as handle:
-        data = yaml.load(handle, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass with CFN tags only
-    if not isinstance(data, dict):
-        raise SystemExit(f"{path}: not a template (top level is not a mapping)")
-    return data
-
-
 # Local code locations become S3 URIs, as `sam package` would make them, so the translator accepts them.
 PACKAGED_PROPERTIES = {"AWS::Serverless::Function": "CodeUri", "AWS::Serverless::LayerVersion": "ContentUri"}
 
 
 def as_packaged(template: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of the template with local code paths replaced by placeholder S3 URIs."""
-    packaged = json.loads(json.dumps(template))
+    packaged: dict[str, Any] = json.loads(json.dumps(template))
     for resource in packaged.get("Resources", {}).values():
         prop = PACKAGED_PROPERTIES.get(resource.get("Type", ""))
         properties = resource.get("Properties", {})
@@ -84,7 +54,7 @@ def translate(template: dict[str, Any]) -> dict[str, Any]:
     from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader  # noqa: PLC0415
     from samtranslator.translator.transform import transform  # noqa: PLC0415
 
-    class OfflinePolicyLoader(ManagedPolicyLoader):
+    class OfflinePolicyLoader(ManagedPolicyLoader):  # type: ignore[misc] # untyped outside the SAM venv
         """Answers managed policy look-ups from a fixed map instead of calling IAM."""
 
         def __init__(self) -> None:
@@ -93,7 +63,8 @@ def translate(template: dict[str, Any]) -> dict[str, Any]:
         def load(self) -> dict[str, str]:
             return dict(MANAGED_POLICIES)
 
-    return transform(as_packaged(template), dict(PLACEHOLDER_PARAMETERS), OfflinePolicyLoader())
+    translated: dict[str, Any] = transform(as_packaged(template), dict(PLACEHOLDER_PARAMETERS), OfflinePolicyLoader())
+    return translated
 
 
 def main(argv: list[str]) -> int:

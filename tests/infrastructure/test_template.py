@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.translate_template import load_template
+from scripts.cfn_yaml import load_template
 from tests.conftest import EVENTS_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.infrastructure
@@ -150,8 +150,10 @@ def _translate_and_lint(tmp_path: Path, text: str) -> subprocess.CompletedProces
     source = tmp_path / "template.yaml"
     source.write_text(text, encoding="utf-8")
     output = tmp_path / "translated.json"
-    translate = [str(SAM_PYTHON), str(REPO_ROOT / "scripts" / "translate_template.py"), str(source), str(output)]
-    result = subprocess.run(translate, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
+    translate = [str(SAM_PYTHON), "-m", "scripts.translate_template", str(source), str(output)]
+    result = subprocess.run(  # noqa: S603
+        translate, capture_output=True, text=True, timeout=120, check=False, cwd=REPO_ROOT
+    )
     if result.returncode != 0:
         return result
     lint = [str(SAM_PYTHON.parent / "cfn-lint"), str(output)]
