@@ -20,7 +20,7 @@ export PATH := $(dir $(PYTHON)):$(PATH)
 .PHONY: help dev deps deps-check format lint mypy validate build unit integration pytest test pr run demo bench sandbox clean
 
 help:
-	@echo "make run     - the whole gateway locally (arrives with the local-stack issue #7)"
+	@echo "make run     - the whole gateway locally: moto + offline sandbox + HTTP API on http://127.0.0.1:3000/"
 	@echo "make test    - set up everything, then lint, type-check, validate the template, sam build, all tests"
 	@echo "make dev     - create .venv (app + test deps) and .tools/sam (SAM CLI, kept apart)"
 	@echo "make deps    - regenerate layers/aisp/requirements.txt from pyproject.toml"
