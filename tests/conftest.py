@@ -74,3 +74,105 @@ def _clear_parameter_caches():
     parameters.clear_caches()
     yield
     parameters.clear_caches()
+
+
+@pytest.fixture(autouse=True)
+def _clear_metrics():
+    """Powertools keeps metrics and dimensions in a process-wide set; logic tests add to it outside a handler."""
+    from aisp.observability import metrics
+
+    metrics.clear_metrics()
+    yield
+    metrics.clear_metrics()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The gateway's AWS side under moto (in-process): DynamoDB tables from the PynamoDB models, a KMS key, the env.
+# ----------------------------------------------------------------------------------------------------------------
+
+CONNECTIONS_TABLE = "aisp-connections-test"
+STATES_TABLE = "aisp-oauth-states-test"
+SECRET_NAME = "aisp/bank-credentials"
+RETURN_URL_ALLOWLIST = "https://app.example.com/connections/,com.example.fintech:/oauth"
+
+
+def clear_gateway_caches() -> None:
+    """Every per-container cache the gateway keeps: settings, clients, repositories, cipher, services."""
+    from aisp.crypto import clear_token_cipher
+    from aisp.dal import get_connection_repository, get_state_repository
+    from aisp.dal.tables import reset_connections
+    from aisp.logic.services import clear_services
+    from aisp.settings import load_settings
+    from aisp.stet.factory import clear_bank_clients
+
+    load_settings.cache_clear()
+    clear_bank_clients()
+    clear_token_cipher()
+    clear_services()
+    get_connection_repository.cache_clear()
+    get_state_repository.cache_clear()
+    reset_connections()
+
+
+@dataclass
+class AwsStack:
+    """What the ``aws`` fixture created."""
+
+    key_arn: str
+    kms: Any
+    dynamodb: Any
+    secrets: Any
+
+    def raw_connection(self, user_id: str, bank_code: str) -> dict[str, Any]:
+        """The item exactly as DynamoDB stores it (attribute-value maps)."""
+        response = self.dynamodb.get_item(
+            TableName=CONNECTIONS_TABLE,
+            Key={"user_id": {"S": user_id}, "bank_code": {"S": bank_code}},
+            ConsistentRead=True,
+        )
+        return response.get("Item", {})
+
+
+@pytest.fixture
+def gateway_env(monkeypatch):
+    """The environment template.yaml gives the connect and callback functions (bank: the 89C3 sandbox hosts)."""
+    values = {
+        "STAGE": "test",
+        "CONNECTIONS_TABLE_NAME": CONNECTIONS_TABLE,
+        "OAUTH_STATES_TABLE_NAME": STATES_TABLE,
+        "TOKEN_KEY_ID": "replaced-by-the-aws-fixture",
+        "BANK_ENVIRONMENT": "sandbox",
+        "BANK_CREDENTIALS_SECRET_NAME": SECRET_NAME,
+        "REAUTH_DAYS": "90",
+        "OAUTH_CALLBACK_URL": "",
+        "RETURN_URL_ALLOWLIST": RETURN_URL_ALLOWLIST,
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    clear_gateway_caches()
+    yield values
+    clear_gateway_caches()
+
+
+@pytest.fixture
+def aws(gateway_env, monkeypatch):
+    """moto (DynamoDB, KMS, Secrets Manager) with both tables created from the PynamoDB models and a KMS key."""
+    import boto3
+    from moto import mock_aws
+
+    from aisp.dal.tables import ConnectionRecord, OAuthStateRecord
+
+    with mock_aws():
+        kms = boto3.client("kms")
+        key_arn = kms.create_key(Description="aisp tokens (test)")["KeyMetadata"]["Arn"]
+        monkeypatch.setenv("TOKEN_KEY_ID", key_arn)
+        clear_gateway_caches()
+        ConnectionRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)  # moto: ACTIVE at once
+        OAuthStateRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)  # moto: ACTIVE at once
+        yield AwsStack(
+            key_arn=key_arn,
+            kms=kms,
+            dynamodb=boto3.client("dynamodb"),
+            secrets=boto3.client("secretsmanager"),
+        )
+        clear_gateway_caches()

@@ -73,3 +73,57 @@ def test_storage_settings_bound_reauth_days():
     assert parse_settings(StorageSettings, {**environ, "REAUTH_DAYS": "180"}).reauth_days == 180
     with pytest.raises(ConfigurationError, match="REAUTH_DAYS"):
         parse_settings(StorageSettings, {**environ, "REAUTH_DAYS": "181"})
+
+
+def test_connect_settings_split_and_validate_the_allowlist():
+    from aisp.settings import ConnectSettings
+
+    settings = parse_settings(
+        ConnectSettings,
+        {"RETURN_URL_ALLOWLIST": " https://app.example.com/ , com.example.fintech:/oauth ,", "OAUTH_CALLBACK_URL": ""},
+    )
+
+    assert settings.return_url_allowlist == ("https://app.example.com/", "com.example.fintech:/oauth")
+    assert [p.scheme for p in settings.return_url_prefixes] == ["https", "com.example.fintech"]
+    assert settings.state_ttl_seconds == 600
+    assert settings.oauth_callback_url == ""
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"RETURN_URL_ALLOWLIST": ""}, "RETURN_URL_ALLOWLIST"),
+        ({"RETURN_URL_ALLOWLIST": "https://ok.example/,http://plain.example/"}, "RETURN_URL_ALLOWLIST"),
+        (
+            {"RETURN_URL_ALLOWLIST": "https://ok.example/", "OAUTH_CALLBACK_URL": "http://api.example/cb"},
+            "OAUTH_CALLBACK_URL",
+        ),
+        ({"RETURN_URL_ALLOWLIST": "https://ok.example/", "STATE_TTL_SECONDS": "5"}, "STATE_TTL_SECONDS"),
+        ({}, "RETURN_URL_ALLOWLIST"),
+    ],
+)
+def test_connect_settings_refuse_bad_values(environ, variable):
+    from aisp.settings import ConnectSettings
+
+    with pytest.raises(ConfigurationError) as caught:
+        parse_settings(ConnectSettings, environ)
+
+    assert caught.value.details["variables"] == [variable]
+
+
+def test_callback_url_may_be_configured_https_or_loopback_http():
+    from aisp.settings import ConnectSettings
+
+    for url in ("https://api.example.com/oauth/callback", "http://127.0.0.1:3000/oauth/callback"):
+        settings = parse_settings(
+            ConnectSettings, {"RETURN_URL_ALLOWLIST": "https://a.example/", "OAUTH_CALLBACK_URL": url}
+        )
+        assert settings.oauth_callback_url == url
+
+
+def test_state_and_storage_settings():
+    from aisp.settings import OAuthStateSettings
+
+    assert parse_settings(OAuthStateSettings, {"OAUTH_STATES_TABLE_NAME": "states"}).oauth_states_table_name == "states"
+    storage = parse_settings(StorageSettings, {"CONNECTIONS_TABLE_NAME": "conns", "TOKEN_KEY_ID": "alias/k"})
+    assert (storage.reauth_days, storage.revoked_retention_days) == (90, 30)

@@ -35,16 +35,62 @@ class InvalidRequestError(AispError):
     """The caller sent something we cannot act on (bad field, unknown bank, forged cursor...)."""
 
 
+class UnauthenticatedError(AispError):
+    """The request carries no usable user identity (no JWT ``sub`` from the HTTP API authorizer)."""
+
+
 class NotFoundError(AispError):
     """The requested resource does not exist for this user."""
+
+
+class UnknownBankError(NotFoundError):
+    """The bank code is well formed but no establishment of the registry has it."""
+
+
+class ConnectionNotFoundError(NotFoundError):
+    """The user has no connection to this bank."""
 
 
 class ConflictError(AispError):
     """A conditional write lost a race or the resource is not in the state the operation needs."""
 
 
+class OAuthStateRejectedError(ConflictError):
+    """An OAuth ``state`` cannot be consumed: unknown (forged, or purged), already used, or expired.
+
+    ``return_url`` is known when the state was ours (used or expired), so the browser can still be sent back.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        return_url: str | None = None,
+        bank_code: str | None = None,
+        connection_id: str | None = None,
+    ) -> None:
+        details = {"reason": reason, "bank_code": bank_code, "connection_id": connection_id}
+        super().__init__("oauth state rejected", details={k: v for k, v in details.items() if v is not None})
+        self.reason = reason
+        self.return_url = return_url
+        self.bank_code = bank_code
+        self.connection_id = connection_id
+
+
 class PersistenceError(AispError):
     """The data store failed for a reason other than a lost condition."""
+
+
+class TokenCryptoError(AispError):
+    """Stored bank tokens could not be encrypted or decrypted."""
+
+
+class KeyServiceError(TokenCryptoError):
+    """KMS refused or failed a data-key operation (unavailable, throttled, key disabled, access denied)."""
+
+
+class TokenIntegrityError(TokenCryptoError):
+    """A token ciphertext is malformed or does not authenticate for this record (tampered, or moved elsewhere)."""
 
 
 class SigningError(AispError):

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aisp.errors import ConfigurationError
+from aisp.return_urls import LOOPBACK_HOSTS, AllowedPrefix, parse_allowlist
 
 BankEnvironment = Literal["sandbox", "live", "local"]
 
@@ -66,6 +67,57 @@ class StorageSettings(EnvModel):
     connections_table_name: Annotated[str, Field(alias="CONNECTIONS_TABLE_NAME", min_length=3)]
     token_key_id: Annotated[str, Field(alias="TOKEN_KEY_ID", min_length=1)]
     reauth_days: Annotated[int, Field(alias="REAUTH_DAYS", ge=1, le=180)] = 90
+    # How long a REVOKED record (no tokens left) stays visible before DynamoDB TTL purges it.
+    revoked_retention_days: Annotated[int, Field(alias="REVOKED_RETENTION_DAYS", ge=1, le=400)] = 30
+
+
+class OAuthStateSettings(EnvModel):
+    """Where pending OAuth ``state`` values live (the connect and callback functions only)."""
+
+    oauth_states_table_name: Annotated[str, Field(alias="OAUTH_STATES_TABLE_NAME", min_length=3)]
+
+
+class ConnectSettings(EnvModel):
+    """How a connection journey starts (the connect function only)."""
+
+    # The redirect_uri registered at the bank; empty = https://{API domain of the request}/oauth/callback.
+    oauth_callback_url: Annotated[str, Field(alias="OAUTH_CALLBACK_URL")] = ""
+    # Comma-separated prefixes a return_url must start with (see aisp.return_urls).
+    return_url_allowlist: Annotated[tuple[str, ...], Field(alias="RETURN_URL_ALLOWLIST", min_length=1)]
+    state_ttl_seconds: Annotated[int, Field(alias="STATE_TTL_SECONDS", ge=60, le=3600)] = 600
+
+    @field_validator("oauth_callback_url")
+    @classmethod
+    def _callback_shape(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS)
+        if not secure or not parts.hostname or parts.query or parts.fragment or "@" in parts.netloc:
+            raise ValueError("must be an https URL (http only for a loopback host) without query or fragment")
+        return value
+
+    @field_validator("return_url_allowlist", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
+
+    @field_validator("return_url_allowlist")
+    @classmethod
+    def _entries_are_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, entry in enumerate(value):
+            try:
+                parse_allowlist([entry])
+            except ValueError as exc:
+                raise ValueError(f"entry {index + 1}: {exc}") from None
+        return value
+
+    @property
+    def return_url_prefixes(self) -> tuple[AllowedPrefix, ...]:
+        """The allowlist, parsed and normalised."""
+        return parse_allowlist(self.return_url_allowlist)
 
 
 def parse_settings[ModelT: EnvModel](model: type[ModelT], environ: Mapping[str, str]) -> ModelT:

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aisp.errors import ConfigurationError, NotFoundError
+from aisp.errors import ConfigurationError, UnknownBankError
 from aisp.settings import BankSettings
 
 REGISTRY_FILE = Path(__file__).with_name("banks.json")
@@ -110,13 +110,13 @@ class BankRegistry:
 
         Raises
         ------
-        NotFoundError
-            When no establishment has this code.
+        UnknownBankError
+            When no establishment has this code (a :class:`~aisp.errors.NotFoundError`).
         """
         try:
             return self._by_code[bank_code]
         except KeyError:
-            raise NotFoundError("unknown bank code", details={"bank_code": bank_code[:16]}) from None
+            raise UnknownBankError("unknown bank code", details={"bank_code": bank_code[:16]}) from None
 
     def __contains__(self, bank_code: object) -> bool:
         return bank_code in self._by_code

@@ -1,0 +1,142 @@
+"""PynamoDB models of the two tables this package writes (their key schemas mirror template.yaml).
+
+Nothing here reads the environment at import: ``Meta.table_name`` is a descriptor that asks the settings model on
+first use, and ``region``/``host`` are left to botocore, which reads ``AWS_REGION``/``AWS_DEFAULT_REGION`` and
+``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_DYNAMODB``) when the client is created, so the local stack and a moto
+server work without code changes.
+
+``ConnectionsTable`` item (one per user × bank):
+
+=====================  ====  ==========================================================================================
+attribute              type  meaning
+=====================  ====  ==========================================================================================
+user_id                S     partition key: the JWT ``sub``
+bank_code              S     sort key: establishment code (cdetab)
+connection_id          S     stable id, kept across reconnections
+status                 S     PENDING | ACTIVE | REAUTH_REQUIRED | REVOKED
+created_at/updated_at  S     ISO-8601 UTC
+connected_at           S     last successful strong authentication (code exchange)
+access_expires_at      S     access token expiry
+refresh_issued_at      S     when the refresh token was issued (the last SCA)
+reauth_due_at          S     when the user must authenticate again (refresh token lifetime)
+revoked_at             S     when the user deleted the connection
+tokens                 B     envelope-encrypted ``{access_token, refresh_token}`` (aisp.crypto), bound to user + bank
+consent                S     JSON ConsentSnapshot (issue 5)
+version                N     optimistic lock: every write is conditional on the version read, and bumps it
+refresh_shard          N     0..15, stable hash of user + bank  } RefreshDueIndex keys: present only while ACTIVE
+refresh_due_at         N     epoch seconds = access expiry     } with a refresh token (sparse index)
+purge_at               N     TTL: set on REVOKED records only
+=====================  ====  ==========================================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+__all__ = ["REFRESH_DUE_INDEX", "ConnectionRecord", "OAuthStateRecord", "RefreshDueIndex", "reset_connections"]
+
+REFRESH_DUE_INDEX = "RefreshDueIndex"
+
+
+class _TableName:
+    """A ``Meta.table_name`` read from the settings on each access (cached there), never at import."""
+
+    def __init__(self, getter: Callable[[], str]) -> None:
+        self._getter = getter
+
+    def __get__(self, instance: Any, owner: Any) -> str:
+        return self._getter()
+
+
+def _connections_table() -> str:
+    from aisp.settings import StorageSettings, load_settings  # noqa: PLC0415
+
+    settings: StorageSettings = load_settings(StorageSettings)
+    return settings.connections_table_name
+
+
+def _states_table() -> str:
+    from aisp.settings import OAuthStateSettings, load_settings  # noqa: PLC0415
+
+    settings: OAuthStateSettings = load_settings(OAuthStateSettings)
+    return settings.oauth_states_table_name
+
+
+class RefreshDueIndex(GlobalSecondaryIndex["ConnectionRecord"]):  # type: ignore[no-untyped-call]
+    """Sparse GSI: connections with a live refresh token, by shard and next refresh time (keys only)."""
+
+    class Meta:
+        index_name = REFRESH_DUE_INDEX
+        projection = KeysOnlyProjection()
+
+    refresh_shard = NumberAttribute(hash_key=True)
+    refresh_due_at = NumberAttribute(range_key=True)
+
+
+class ConnectionRecord(Model):
+    """A user's connection to one bank (see the module docstring for every attribute)."""
+
+    class Meta:
+        table_name = _TableName(_connections_table)
+        region = None  # botocore: AWS_REGION / AWS_DEFAULT_REGION
+        host = None  # botocore: AWS_ENDPOINT_URL(_DYNAMODB) when set
+        connect_timeout_seconds = 2
+        read_timeout_seconds = 5
+
+    user_id = UnicodeAttribute(hash_key=True)
+    bank_code = UnicodeAttribute(range_key=True)
+    connection_id = UnicodeAttribute()
+    status = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    connected_at = UTCDateTimeAttribute(null=True)
+    access_expires_at = UTCDateTimeAttribute(null=True)
+    refresh_issued_at = UTCDateTimeAttribute(null=True)
+    reauth_due_at = UTCDateTimeAttribute(null=True)
+    revoked_at = UTCDateTimeAttribute(null=True)
+    tokens = BinaryAttribute(null=True, legacy_encoding=False)
+    consent = UnicodeAttribute(null=True)
+    version = NumberAttribute(default=0)
+    refresh_shard = NumberAttribute(null=True)
+    refresh_due_at = NumberAttribute(null=True)
+    purge_at = TTLAttribute(null=True)
+
+    refresh_due_index = RefreshDueIndex()
+
+
+class OAuthStateRecord(Model):
+    """A pending authorization request, keyed by the SHA-256 of its ``state``; single use; TTL ``expires_at``."""
+
+    class Meta:
+        table_name = _TableName(_states_table)
+        region = None
+        host = None
+        connect_timeout_seconds = 2
+        read_timeout_seconds = 5
+
+    state_hash = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute()
+    bank_code = UnicodeAttribute()
+    connection_id = UnicodeAttribute()
+    return_url = UnicodeAttribute()
+    redirect_uri = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    expires_at = TTLAttribute()
+    consumed_at = UTCDateTimeAttribute(null=True)
+
+
+def reset_connections() -> None:
+    """Drop the models' cached DynamoDB connections (tests switching mocks or endpoints)."""
+    for model in (ConnectionRecord, OAuthStateRecord):
+        model._connection = None  # noqa: SLF001 - PynamoDB caches its TableConnection here
