@@ -5,19 +5,23 @@ The user is the JWT ``sub`` set by the HTTP API JWT authorizer; no route takes a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp.api import not_implemented, register_error_handlers
+from aisp.api import current_user, register_error_handlers
 from aisp.logic.banks import list_banks
-from aisp.models.api import BankSummary
+from aisp.logic.connections import delete_connection, list_connections, start_connection
+from aisp.models.api import BankSummary, ConnectionSummary, CreateConnectionRequest, CreateConnectionResponse
 from aisp.observability import logger, metrics, tracer
 
 app = APIGatewayHttpResolver(enable_validation=True)
 register_error_handlers(app)
+
+BankCodePath = Annotated[str, Path(pattern=r"^[0-9]{5}$", description="Establishment code (cdetab)")]
 
 
 @app.get("/v1/banks")
@@ -26,29 +30,34 @@ def handle_list_banks() -> list[BankSummary]:
     return list_banks()
 
 
-def _not_yet() -> Response[str]:
-    return not_implemented(app, "connections arrive in issue 4")
-
-
 @app.post("/v1/connections")
-def handle_create_connection() -> Response[str]:
-    """Start the OAuth journey (issue 4)."""
-    return _not_yet()
+def handle_create_connection(request: CreateConnectionRequest) -> Response[CreateConnectionResponse]:
+    """Start the OAuth journey: 201 with the bank's login link."""
+    started = start_connection(
+        user_id=current_user(app.current_event),
+        bank_code=request.bank_code,
+        return_url=request.return_url,
+        api_domain=app.current_event.request_context.domain_name,
+    )
+    return Response(
+        status_code=201, content_type="application/json", body=started, headers={"Cache-Control": "no-store"}
+    )
 
 
 @app.get("/v1/connections")
-def handle_list_connections() -> Response[str]:
-    """List the user's connections (issue 4)."""
-    return _not_yet()
+def handle_list_connections() -> list[ConnectionSummary]:
+    """List the user's connections (no tokens, ever)."""
+    return list_connections(current_user(app.current_event))
 
 
 @app.delete("/v1/connections/<bank_code>")
-def handle_delete_connection(bank_code: str) -> Response[str]:
-    """Forget a connection's tokens (issue 4)."""
-    return _not_yet()
+def handle_delete_connection(bank_code: BankCodePath) -> Response[None]:
+    """Forget a connection's tokens (revoked at the bank where it can): 204."""
+    delete_connection(current_user(app.current_event), bank_code)
+    return Response(status_code=204)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -1,27 +1,78 @@
-"""OAuthCallbackFunction: ``GET /oauth/callback``, the bank's browser redirect (no JWT)."""
+"""OAuthCallbackFunction: ``GET /oauth/callback``, the bank's browser redirect (no JWT).
+
+Answers a 302 to the ``return_url`` stored with the state (``status=connected`` or ``status=error&error=<code>``),
+or, when the state matches nothing (no return_url to go to), a small static 400 page. Never echoes the code, the
+state or the bank's text; ``Cache-Control: no-store`` and ``Referrer-Policy: no-referrer`` on every answer.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
+from urllib.parse import parse_qs
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp.api import not_implemented, register_error_handlers
+from aisp.api import register_error_handlers
+from aisp.logic.oauth_callback import CallbackError, handle_callback
 from aisp.observability import logger, metrics, tracer
 
 app = APIGatewayHttpResolver(enable_validation=True)
 register_error_handlers(app)
 
+# Longer values are not ours (our states are 43 characters) or not plausible; they are treated as absent.
+MAX_LENGTHS: Final = {"state": 256, "code": 2048, "error": 64}
+SECURITY_HEADERS: Final = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+INVALID_LINK_PAGE: Final = (
+    "<!doctype html>\n"
+    '<html lang="en"><head><meta charset="utf-8"><title>Invalid link</title></head>\n'
+    "<body><h1>This link is invalid</h1>\n"
+    "<p>This bank connection link is unknown or has already been used. "
+    "Please return to the app and start again.</p>\n"
+    f"<p>Error code: {CallbackError.INVALID_STATE.value}</p></body></html>\n"
+)
+
+
+def _query_values(raw_query: str) -> dict[str, str | None]:
+    """``state``, ``code`` and ``error`` from the raw query; a repeated or over-long parameter counts as absent."""
+    parsed = parse_qs(raw_query, keep_blank_values=True, max_num_fields=20)
+    values: dict[str, str | None] = {}
+    for name, limit in MAX_LENGTHS.items():
+        found = parsed.get(name, [])
+        values[name] = found[0] if len(found) == 1 and len(found[0]) <= limit else None
+    return values
+
 
 @app.get("/oauth/callback")
 def handle_oauth_callback() -> Response[str]:
-    """Code exchange and token storage land with issue 4."""
-    return not_implemented(app, "the callback arrives in issue 4")
+    """Complete the connection: 302 back to the app, or 400 for a link that matches nothing."""
+    raw_query = app.current_event.raw_query_string or ""
+    try:
+        values = _query_values(raw_query)
+    except ValueError:  # more fields than any bank sends
+        values = dict.fromkeys(MAX_LENGTHS)
+    result = handle_callback(state=values["state"], code=values["code"], error=values["error"])
+    if result.redirect_url is None:
+        return Response(
+            status_code=400,
+            content_type="text/html; charset=utf-8",
+            body=INVALID_LINK_PAGE,
+            headers={
+                **SECURITY_HEADERS,
+                "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+                "X-Error-Code": CallbackError.INVALID_STATE.value,
+            },
+        )
+    return Response(status_code=302, body="", headers={**SECURITY_HEADERS, "Location": result.redirect_url})
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

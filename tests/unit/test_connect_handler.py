@@ -1,9 +1,13 @@
-"""ConnectFunction handler, invoked with the events/ payloads."""
+"""ConnectFunction handler, invoked with the events/ payloads (moto AWS, a fake bank through the factories)."""
 
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
+from aisp.models.connection import ConnectionStatus
 from functions.connect import app
 
 
@@ -23,23 +27,6 @@ def test_list_banks_returns_the_registry_with_the_seed_sandbox_banks(load_event,
     assert {b["network"] for b in banks} == {"banque_populaire", "caisse_epargne", "other"}
 
 
-def test_routes_of_later_issues_answer_501_problem_json(load_event, lambda_context):
-    # Given a POST /v1/connections event (the connect journey is not built yet)
-    event = load_event("connect/list_banks.json")
-    event["rawPath"] = event["requestContext"]["http"]["path"] = "/v1/connections"
-    event["requestContext"]["http"]["method"] = "POST"
-
-    # When the handler runs
-    response = app.lambda_handler(event, lambda_context)
-
-    # Then it says so plainly with the stable error model
-    assert response["statusCode"] == 501
-    assert response["headers"]["Content-Type"] == "application/problem+json"
-    body = json.loads(response["body"])
-    assert body["code"] == "not_implemented"
-    assert body["request_id"] == event["requestContext"]["requestId"]
-
-
 def test_unknown_route_is_404(load_event, lambda_context):
     event = load_event("connect/list_banks.json")
     event["rawPath"] = event["requestContext"]["http"]["path"] = "/v1/nowhere"
@@ -47,3 +34,117 @@ def test_unknown_route_is_404(load_event, lambda_context):
     response = app.lambda_handler(event, lambda_context)
 
     assert response["statusCode"] == 404
+
+
+def _body(response):
+    return json.loads(response["body"])
+
+
+def test_create_connection_answers_201_with_the_login_link(wired, load_event, lambda_context, bank):
+    # Given Marc's POST /v1/connections
+    event = load_event("connect/create_connection.json")
+
+    # When the handler runs
+    response = app.lambda_handler(event, lambda_context)
+
+    # Then 201 with the contract's fields, and the login link carries our callback derived from the API domain
+    assert response["statusCode"] == 201
+    assert response["headers"]["Cache-Control"] == "no-store"
+    body = _body(response)
+    assert set(body) == {"connection_id", "bank_code", "authorization_url", "expires_at"}
+    assert body["bank_code"] == "13807"
+    query = parse_qs(urlsplit(body["authorization_url"]).query)
+    assert query["redirect_uri"] == ["https://api-id.execute-api.eu-west-3.amazonaws.com/oauth/callback"]
+    connection = wired.connections.find("user-marc", "13807")
+    assert connection.connection_id == body["connection_id"]
+    assert connection.status is ConnectionStatus.PENDING
+
+
+@pytest.mark.parametrize(
+    ("event_name", "status", "code"),
+    [
+        ("connect/create_connection_bad_return_url.json", 400, "validation_error"),
+        ("connect/create_connection_invalid_body.json", 400, "validation_error"),
+        ("connect/create_connection_unknown_bank.json", 404, "bank_not_found"),
+        ("connect/list_connections_no_jwt.json", 401, "unauthenticated"),
+    ],
+)
+def test_refusals_are_problem_json_with_a_stable_code(wired, load_event, lambda_context, event_name, status, code):
+    response = app.lambda_handler(load_event(event_name), lambda_context)
+
+    assert response["statusCode"] == status
+    assert response["headers"]["Content-Type"] == "application/problem+json"
+    assert _body(response)["code"] == code
+    assert wired.connections.list_for_user("user-marc") == []
+
+
+def test_an_invalid_body_names_the_fields_without_echoing_values(wired, load_event, lambda_context):
+    response = app.lambda_handler(load_event("connect/create_connection_invalid_body.json"), lambda_context)
+
+    body = _body(response)
+    assert {error["field"] for error in body["errors"]} == {"body.bank_code", "body.user_id"}
+    assert "someone-else" not in response["body"] and "13807-BPGO" not in response["body"]
+
+
+def test_a_post_without_jwt_is_401(wired, load_event, lambda_context):
+    event = load_event("connect/create_connection.json")
+    del event["requestContext"]["authorizer"]
+
+    response = app.lambda_handler(event, lambda_context)
+
+    assert response["statusCode"] == 401
+    assert _body(response)["code"] == "unauthenticated"
+
+
+def test_list_connections_shows_the_users_connections(wired, load_event, lambda_context):
+    # Given a started connection
+    app.lambda_handler(load_event("connect/create_connection.json"), lambda_context)
+
+    # When Marc lists his connections
+    response = app.lambda_handler(load_event("connect/list_connections.json"), lambda_context)
+
+    # Then he sees it, PENDING, with the contract's fields
+    assert response["statusCode"] == 200
+    (listed,) = _body(response)
+    assert listed["status"] == "PENDING" and listed["bank_code"] == "13807"
+    assert set(listed) == {
+        "connection_id",
+        "bank_code",
+        "status",
+        "connected_at",
+        "access_expires_at",
+        "reauth_due_at",
+        "consent",
+    }
+
+
+def test_delete_connection_answers_204_then_404_for_someone_else(wired, load_event, lambda_context):
+    app.lambda_handler(load_event("connect/create_connection.json"), lambda_context)
+
+    # Another user cannot delete Marc's connection: to them it does not exist
+    as_eve = load_event("connect/delete_connection.json")
+    as_eve["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = "user-eve"
+    refused = app.lambda_handler(as_eve, lambda_context)
+    assert refused["statusCode"] == 404
+    assert _body(refused)["code"] == "connection_not_found"
+    assert wired.connections.find("user-marc", "13807").status is ConnectionStatus.PENDING
+
+    # Marc can
+    response = app.lambda_handler(load_event("connect/delete_connection.json"), lambda_context)
+    assert response["statusCode"] == 204
+    assert not response.get("body")
+    assert wired.connections.find("user-marc", "13807").status is ConnectionStatus.REVOKED
+
+
+@pytest.mark.parametrize(
+    ("bank_code", "status", "code"), [("1380", 400, "validation_error"), ("99999", 404, "bank_not_found")]
+)
+def test_delete_validates_the_bank_code(wired, load_event, lambda_context, bank_code, status, code):
+    event = load_event("connect/delete_connection.json")
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/v1/connections/{bank_code}"
+    event["pathParameters"] = {"bank_code": bank_code}
+
+    response = app.lambda_handler(event, lambda_context)
+
+    assert response["statusCode"] == status
+    assert _body(response)["code"] == code

@@ -8,14 +8,12 @@ import pytest
 
 from functions.accounts import app as accounts
 from functions.consents import app as consents
-from functions.oauth_callback import app as oauth_callback
 from functions.token_refresher import app as token_refresher
 
 
 @pytest.mark.parametrize(
     ("module", "method", "path", "issue"),
     [
-        (oauth_callback, "GET", "/oauth/callback", "issue 4"),
         (consents, "PUT", "/v1/connections/13807/consent", "issue 5"),
         (accounts, "GET", "/v1/accounts", "issue 5"),
         (accounts, "GET", "/v1/connections/13807/accounts/038-CPT30019654051/transactions", "issue 5"),

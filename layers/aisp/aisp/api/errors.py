@@ -20,6 +20,9 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 # Most specific first: the first class an error is an instance of wins.
 ERROR_MAP: tuple[tuple[type[errors.AispError], int, str, str], ...] = (
     (errors.InvalidRequestError, 400, "validation_error", "The request is invalid"),
+    (errors.UnauthenticatedError, 401, "unauthenticated", "Authentication is required"),
+    (errors.UnknownBankError, 404, "bank_not_found", "No BPCE establishment has this bank code"),
+    (errors.ConnectionNotFoundError, 404, "connection_not_found", "The user has no connection to this bank"),
     (errors.NotFoundError, 404, "not_found", "Not found"),
     (errors.ReauthRequiredError, 409, "reauth_required", "The user must log in to the bank again"),
     (errors.ConflictError, 409, "conflict", "The resource changed concurrently; retry"),

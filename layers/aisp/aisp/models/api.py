@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from aisp.banks import Bank, BankCapabilities, Network
+from aisp.models.connection import Connection, ConnectionStatus, ConsentSnapshot
+
+BankCodeField = Annotated[str, Field(pattern=r"^[0-9]{5}$", description="Establishment code (cdetab), 5 digits")]
 
 
 class BankSummary(BaseModel):
@@ -39,3 +44,56 @@ class Problem(BaseModel):
     detail: str | None = None
     request_id: str | None = None
     errors: list[dict[str, str]] | None = Field(default=None, description="Field-level validation errors")
+
+
+class CreateConnectionRequest(BaseModel):
+    """``POST /v1/connections``. The user is the JWT ``sub``; a user id in the body is refused (extra fields)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bank_code: BankCodeField
+    return_url: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=2048,
+            description="Where the browser goes back after the bank (must match the configured allowlist)",
+        ),
+    ]
+
+
+class CreateConnectionResponse(BaseModel):
+    """The login link for the user's browser, valid until ``expires_at``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    connection_id: str
+    bank_code: str
+    authorization_url: str
+    expires_at: AwareDatetime
+
+
+class ConnectionSummary(BaseModel):
+    """One connection as listed by ``GET /v1/connections`` (never any token)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    connection_id: str
+    bank_code: str
+    status: ConnectionStatus
+    connected_at: AwareDatetime | None
+    access_expires_at: AwareDatetime | None
+    reauth_due_at: AwareDatetime | None
+    consent: ConsentSnapshot | None
+
+    @classmethod
+    def from_connection(cls, connection: Connection) -> ConnectionSummary:
+        return cls(
+            connection_id=connection.connection_id,
+            bank_code=connection.bank_code,
+            status=connection.status,
+            connected_at=connection.connected_at,
+            access_expires_at=connection.access_expires_at,
+            reauth_due_at=connection.reauth_due_at,
+            consent=connection.consent,
+        )
