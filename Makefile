@@ -17,7 +17,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # sam build's python3.13 workflow looks for `python3.13` on PATH.
 export PATH := $(dir $(PYTHON)):$(PATH)
 
-.PHONY: help dev deps deps-check format lint mypy validate build unit integration pytest test pr run demo bench sandbox clean
+.PHONY: help dev browser deps deps-check format lint mypy validate build unit integration pytest test pr run demo bench sandbox clean
 
 help:
 	@echo "make run     - the whole gateway locally: moto + offline sandbox + HTTP API on http://127.0.0.1:3000/"
@@ -42,6 +42,16 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	@touch $@
 
 dev: $(VENV)/.installed $(SAM_VENV)/.installed
+
+# Debian's Chromium for the browser test (Playwright drives it; its own browser download cannot work here).
+# Best effort: without root or apt the browser test is skipped and says why.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then echo "chromium: $(CHROMIUM)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the browser test will be skipped" >&2; \
+	else echo "no root/apt-get: chromium not installed, the browser test will be skipped" >&2; fi
 
 deps: $(VENV)/.installed
 	$(BIN)/python scripts/export_layer_requirements.py
@@ -84,7 +94,7 @@ integration: $(VENV)/.installed
 pytest: $(VENV)/.installed $(SAM_VENV)/.installed
 	$(BIN)/python -m pytest
 
-test: dev lint mypy validate build pytest
+test: dev browser lint mypy validate build pytest
 
 pr: format test
 
