@@ -20,7 +20,6 @@ import json
 import logging
 import mimetypes
 import secrets
-import socket
 import socketserver
 import sys
 import threading
@@ -44,6 +43,7 @@ from local.events import (
     response_from_result,
 )
 from local.jwt import JwtError, JwtValidator, LocalIssuer, claim_strings, token_scopes
+from local.servers import TrackedConnectionsMixin
 from local.template import ACCOUNT_ID, REGION, STACK_NAME, FunctionSpec, LocalApp, Route, TemplateError
 
 logger = logging.getLogger("local.api")
@@ -358,7 +358,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
 
-class ApiServer(ThreadingHTTPServer):
+class ApiServer(TrackedConnectionsMixin, ThreadingHTTPServer):
     """The HTTP listener of the local API, bound (port known) on construction and serving after :meth:`start`.
 
     Parameters
@@ -374,8 +374,6 @@ class ApiServer(ThreadingHTTPServer):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 3000) -> None:
         self.api: LocalApi | None = None
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         super().__init__((host, port), _Handler)
 
@@ -395,16 +393,6 @@ class ApiServer(ThreadingHTTPServer):
         """``http://host:port``."""
         return f"http://{self.server_address[0]!s}:{self.port}"
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
     def start(self, api: LocalApi) -> None:
         """Serve ``api`` from a background thread."""
         self.api = api
@@ -419,11 +407,5 @@ class ApiServer(ThreadingHTTPServer):
             self.shutdown()
             self._thread.join(timeout=5)
             self._thread = None
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                logger.debug("connection already closed")
+        self.close_connections()
         self.server_close()

@@ -20,6 +20,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import ThreadedWSGIServer
 
+from local.servers import TrackedConnectionsMixin
 from local.template import REGION, LocalTemplate, Resolver, ResourceValue
 
 if TYPE_CHECKING:
@@ -50,32 +51,8 @@ HANDLED_TYPES: Final = frozenset(
 )
 
 
-class _TrackedWsgiServer(ThreadedWSGIServer):
+class _TrackedWsgiServer(TrackedConnectionsMixin, ThreadedWSGIServer):
     """werkzeug's threaded server, remembering open connections so that stopping can end keep-alives."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                logger.debug("connection already closed")
 
 
 class LocalMotoServer(ThreadedMotoServer):
