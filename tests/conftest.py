@@ -92,6 +92,7 @@ def _clear_metrics():
 
 CONNECTIONS_TABLE = "aisp-connections-test"
 STATES_TABLE = "aisp-oauth-states-test"
+IDEMPOTENCY_TABLE = "aisp-idempotency-test"
 SECRET_NAME = "aisp/bank-credentials"
 RETURN_URL_ALLOWLIST = "https://app.example.com/connections/,com.example.fintech:/oauth"
 
@@ -119,6 +120,7 @@ class AwsStack:
     """What the ``aws`` fixture created."""
 
     key_arn: str
+    cursor_key_arn: str
     kms: Any
     dynamodb: Any
     secrets: Any
@@ -131,6 +133,16 @@ class AwsStack:
             ConsistentRead=True,
         )
         return response.get("Item", {})
+
+
+def create_idempotency_table(dynamodb: Any) -> None:
+    """template.yaml's IdempotencyTable (Powertools' default attribute names: ``id``, TTL ``expiration``)."""
+    dynamodb.create_table(
+        TableName=IDEMPOTENCY_TABLE,
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
 
 
 @pytest.fixture
@@ -146,6 +158,8 @@ def gateway_env(monkeypatch):
         "REAUTH_DAYS": "90",
         "OAUTH_CALLBACK_URL": "",
         "RETURN_URL_ALLOWLIST": RETURN_URL_ALLOWLIST,
+        "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
+        "CURSOR_KEY_ID": "replaced-by-the-aws-fixture",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -166,11 +180,18 @@ def aws(gateway_env, monkeypatch):
         kms = boto3.client("kms")
         key_arn = kms.create_key(Description="aisp tokens (test)")["KeyMetadata"]["Arn"]
         monkeypatch.setenv("TOKEN_KEY_ID", key_arn)
+        # template.yaml's CursorKey: an HMAC key the cursor sealing key is derived from (aisp/cursors.py).
+        cursor_key_arn = kms.create_key(
+            Description="aisp cursors (test)", KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC"
+        )["KeyMetadata"]["Arn"]
+        monkeypatch.setenv("CURSOR_KEY_ID", cursor_key_arn)
         clear_gateway_caches()
         ConnectionRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)  # moto: ACTIVE at once
         OAuthStateRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)  # moto: ACTIVE at once
+        create_idempotency_table(boto3.client("dynamodb"))
         yield AwsStack(
             key_arn=key_arn,
+            cursor_key_arn=cursor_key_arn,
             kms=kms,
             dynamodb=boto3.client("dynamodb"),
             secrets=boto3.client("secretsmanager"),

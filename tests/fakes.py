@@ -140,3 +140,195 @@ def serialize_dynamodb_writes() -> Any:
 
         stack.enter_context(mock.patch.object(DynamoDBBackend, name, locked))
     return stack
+
+
+class RecordingPublisher:
+    """The refresher's event bus: records every lifecycle event; ``fail`` makes the next publishes raise."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.fail = False
+        self._lock = threading.Lock()
+
+    def publish(self, event: Any) -> None:
+        from aisp.errors import EventPublishError
+
+        if self.fail:
+            raise EventPublishError("event bus refused the event")
+        with self._lock:
+            self.events.append(event)
+
+    def of(self, detail_type: str) -> list[Any]:
+        return [event for event in self.events if event.detail_type.value == detail_type]
+
+
+class RecordingFanoutQueue:
+    """The refresher's fan-out queue: keeps the requests it was sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    def send(self, requests: list[Any]) -> None:
+        self.requests.extend(requests)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Account information (issue 5)
+# ----------------------------------------------------------------------------------------------------------------
+
+FAKE_BANK_ORIGIN = "https://bank.example.test"
+
+
+def stet_transaction(number: int, *, amount: str = "10.00", debit: bool = True, status: str = "BOOK") -> dict[str, Any]:
+    """A STET 1.4.2 transaction as BPCE sends it (``entryReference`` == ``resourceId``)."""
+    body: dict[str, Any] = {
+        "resourceId": f"TX{number:05d}",
+        "entryReference": f"TX{number:05d}",
+        "transactionAmount": {"amount": amount, "currency": "EUR"},
+        "creditDebitIndicator": "DBIT" if debit else "CRDT",
+        "status": status,
+        "valueDate": "2026-11-20",
+        "transactionDate": "2026-11-19",
+        "remittanceInformation": {"unstructured": [f"PAIEMENT {number}", "CB"]},
+    }
+    if status == "BOOK":
+        body["bookingDate"] = "2026-11-20T00:00:00+0100"
+    return body
+
+
+def stet_account(resource_id: str, iban: str, *, consented: bool = True, name: str = "Compte perso") -> dict[str, Any]:
+    """A STET account; consented ones carry balances and links (BPCE mixed model)."""
+    body: dict[str, Any] = {
+        "resourceId": resource_id,
+        "accountId": {"iban": iban, "currency": "EUR"},
+        "name": name,
+        "product": "COMPTE CHEQUE",
+        "cashAccountType": "CACC",
+        "usage": "PRIV",
+        "psuStatus": "Account Holder",
+        "currency": "EUR",
+        "_links": {},
+    }
+    if consented:
+        body["balances"] = [
+            {
+                "balanceType": "CLBD",
+                "name": "Solde comptable",
+                "balanceAmount": {"amount": "4179.95", "currency": "EUR"},
+            }
+        ]
+        body["_links"] = {
+            "balances": {"href": f"/accounts/{resource_id}/balances"},
+            "transactions": {"href": f"/accounts/{resource_id}/transactions"},
+        }
+    return body
+
+
+@dataclass
+class FakeAccountGateway:
+    """The banks' AISP data calls (``AccountDataGateway``), in memory.
+
+    Data is STET JSON parsed by the real wire models. ``fail(operation, *errors)`` queues errors raised by the next
+    calls of ``operation`` (before any data is served); ``valid_tokens``, when set, makes any other token a 401.
+    Transactions are served ``page_size`` a page, newest first, with absolute ``next`` links on ``FAKE_BANK_ORIGIN``.
+    """
+
+    accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    balances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    transactions: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    beneficiaries: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    identities: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    page_size: int = 100
+    valid_tokens: set[str] | None = None
+    calls: list[Call] = field(default_factory=list)
+    errors: dict[str, list[Exception]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, operation: str, *errors: Exception) -> None:
+        self.errors.setdefault(operation, []).extend(errors)
+
+    def of(self, operation: str) -> list[Call]:
+        return [call for call in self.calls if call.operation == operation]
+
+    def _enter(self, operation: str, bank_code: str, access_token: str, **kwargs: Any) -> None:
+        from aisp.errors import BankTokenInvalidError
+
+        with self.lock:
+            self.calls.append(Call(operation, bank_code, {"access_token": access_token, **kwargs}))
+            queued = self.errors.get(operation)
+            error = queued.pop(0) if queued else None
+        if error is not None:
+            raise error
+        if self.valid_tokens is not None and access_token not in self.valid_tokens:
+            raise BankTokenInvalidError("bank rejected the access token", status=401, bank_code=bank_code)
+
+    def get_accounts(self, bank_code: str, *, access_token: str, psu: Any) -> Any:
+        from aisp.stet.schemas import AccountList
+
+        self._enter("get_accounts", bank_code, access_token, psu=psu)
+        return AccountList.model_validate(self.accounts.get(bank_code, {"accounts": []}))
+
+    def put_consents(self, bank_code: str, *, access_token: str, consent: Any, psu: Any) -> None:
+        self._enter("put_consents", bank_code, access_token, consent=consent, psu=psu)
+
+    def get_balances(self, bank_code: str, *, access_token: str, account_id: str, psu: Any) -> Any:
+        from aisp.errors import BankNotFoundError
+        from aisp.stet.schemas import BalanceList
+
+        self._enter("get_balances", bank_code, access_token, account_id=account_id, psu=psu)
+        if (bank_code, account_id) not in self.balances:
+            raise BankNotFoundError("bank resource not found", status=404, bank_code=bank_code)
+        return BalanceList.model_validate(self.balances[(bank_code, account_id)])
+
+    def page_url(self, bank_code: str, account_id: str, page: int) -> str:
+        return f"{FAKE_BANK_ORIGIN}/{bank_code}/stet/psd2/v1.4.2/accounts/{account_id}/transactions?page={page}"
+
+    def get_transactions_page(
+        self,
+        bank_code: str,
+        *,
+        access_token: str,
+        account_id: str,
+        psu: Any,
+        date_from: Any = None,
+        date_to: Any = None,
+        page_url: str | None = None,
+    ) -> Any:
+        from urllib.parse import parse_qs, urlsplit
+
+        from aisp.errors import BankNotFoundError
+        from aisp.stet.schemas import TransactionPage
+
+        self._enter(
+            "get_transactions",
+            bank_code,
+            access_token,
+            account_id=account_id,
+            psu=psu,
+            date_from=date_from,
+            date_to=date_to,
+            page_url=page_url,
+        )
+        if (bank_code, account_id) not in self.transactions:
+            raise BankNotFoundError("bank resource not found", status=404, bank_code=bank_code)
+        entries = self.transactions[(bank_code, account_id)]
+        page = int(parse_qs(urlsplit(page_url).query)["page"][0]) if page_url else 1
+        chunk = entries[(page - 1) * self.page_size : page * self.page_size]
+        has_next = page * self.page_size < len(entries)
+        body = {"transactions": chunk, "_links": {"self": {"href": self.page_url(bank_code, account_id, page)}}}
+        parsed = TransactionPage.model_validate(body)
+        next_url = self.page_url(bank_code, account_id, page + 1) if has_next else None
+        return parsed.model_copy(update={"next_url": next_url})
+
+    def get_trusted_beneficiaries(self, bank_code: str, *, access_token: str, psu: Any) -> Any:
+        from aisp.stet.schemas import BeneficiaryList
+
+        self._enter("get_trusted_beneficiaries", bank_code, access_token, psu=psu)
+        return BeneficiaryList.model_validate(self.beneficiaries.get(bank_code) or {})
+
+    def get_end_user_identity(self, bank_code: str, *, access_token: str, psu: Any) -> Any:
+        from aisp.stet.schemas import EndUserIdentity
+
+        self._enter("get_end_user_identity", bank_code, access_token, psu=psu)
+        identity = self.identities.get(bank_code)
+        return None if identity is None else EndUserIdentity.model_validate(identity)

@@ -1,61 +1,186 @@
-"""AccountsFunction: on-demand account queries under ``/v1``."""
+"""AccountsFunction: on-demand account queries under ``/v1`` (accounts, balances, transactions, beneficiaries,
+identity, and the accounts of every bank at once).
+
+The user is the JWT ``sub``; these calls come from the user's app, so the bank gets the PSU context
+(``PSU-IP-Address`` = the caller's source IP, the other ``PSU-*`` from the app's own headers).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import date
+from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp.api import not_implemented, register_error_handlers
+from aisp.api import current_user, psu_from_event, register_error_handlers
+from aisp.api.errors import classify
+from aisp.api.headers import no_store
+from aisp.api.openapi import ACCOUNT_ERRORS, BANK_ERRORS, responses
+from aisp.cursors import MAX_CURSOR_LENGTH
+from aisp.errors import AispError
+from aisp.logic.accounts import (
+    TransactionQuery,
+    get_balances,
+    get_identity,
+    get_transactions,
+    get_trusted_beneficiaries,
+    list_accounts,
+    list_all_accounts,
+)
+from aisp.models.accounts import (
+    AllAccountsResponse,
+    BalanceItem,
+    BankErrorItem,
+    BeneficiaryItem,
+    IdentityResponse,
+    ListAccountsResponse,
+    TransactionsResponse,
+)
+from aisp.models.psu import PsuInfo
 from aisp.observability import logger, metrics, tracer
 
 app = APIGatewayHttpResolver(enable_validation=True)
 register_error_handlers(app)
+app.use([no_store])
+
+MAX_LIMIT = 500
+
+BankCodePath = Annotated[
+    str, Path(pattern=r"^[0-9]{5}$", description="Establishment code (cdetab)", examples=["13807"])
+]
+AccountIdPath = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9_\-:().,']{1,100}$",
+        description="The account_id of GET .../accounts (the bank's resourceId)",
+        examples=["038-CPT30019654051"],
+    ),
+]
+DateFromQuery = Annotated[date | None, Query(description="First booking day (inclusive), YYYY-MM-DD")]
+DateToQuery = Annotated[date | None, Query(description="Last booking day (inclusive), YYYY-MM-DD")]
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_CURSOR_LENGTH,
+        description="The next_cursor of the previous answer (opaque; not combinable with dates)",
+    ),
+]
+LimitQuery = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_LIMIT,
+        description="At most this many transactions, filled from the bank's pages (100 each at BPCE); "
+        "without it, one bank page",
+    ),
+]
+AllQuery = Annotated[
+    bool,
+    Query(alias="all", description="Follow every page within the time budget; next_cursor says where it stopped"),
+]
 
 
-def _not_yet() -> Response[str]:
-    return not_implemented(app, "account queries arrive in issue 5")
+def _psu() -> PsuInfo | None:
+    return psu_from_event(app.current_event)
 
 
-@app.get("/v1/accounts")
-def handle_list_all_accounts() -> Response[str]:
-    """Accounts across every active connection (issue 5)."""
-    return _not_yet()
+@app.get(
+    "/v1/accounts",
+    summary="Accounts at every connected bank",
+    description="Every ACTIVE connection's accounts, banks queried concurrently; a failing bank is an errors entry.",
+    tags=["accounts"],
+    responses=responses((401,)),
+)
+def handle_list_all_accounts() -> AllAccountsResponse:
+    """Accounts across every active connection, with per-bank error entries."""
+    result = list_all_accounts(current_user(app.current_event), psu=_psu())
+    failures = []
+    for bank_code, error in result.failures:
+        status, code, title = (
+            classify(error) if isinstance(error, AispError) else (500, "internal_error", "Internal error")
+        )
+        failures.append(BankErrorItem(bank_code=bank_code, status=status, code=code, title=title))
+    return AllAccountsResponse(accounts=result.accounts, errors=failures)
 
 
-@app.get("/v1/connections/<bank_code>/accounts")
-def handle_list_accounts(bank_code: str) -> Response[str]:
-    """Accounts of one connection (issue 5)."""
-    return _not_yet()
+@app.get(
+    "/v1/connections/<bank_code>/accounts",
+    summary="Accounts at one bank",
+    tags=["accounts"],
+    responses=responses(BANK_ERRORS),
+)
+def handle_list_accounts(bank_code: BankCodePath) -> ListAccountsResponse:
+    """The user's accounts at this bank (without balances or links until consented)."""
+    return list_accounts(current_user(app.current_event), bank_code, psu=_psu())
 
 
-@app.get("/v1/connections/<bank_code>/accounts/<account_id>/balances")
-def handle_get_balances(bank_code: str, account_id: str) -> Response[str]:
-    """Balances of one account (issue 5)."""
-    return _not_yet()
+@app.get(
+    "/v1/connections/<bank_code>/accounts/<account_id>/balances",
+    summary="Balances of one account",
+    tags=["accounts"],
+    responses=responses(ACCOUNT_ERRORS),
+)
+def handle_get_balances(bank_code: BankCodePath, account_id: AccountIdPath) -> list[BalanceItem]:
+    """The account's balances (403 if the consent does not cover them)."""
+    return get_balances(current_user(app.current_event), bank_code, account_id, psu=_psu())
 
 
-@app.get("/v1/connections/<bank_code>/accounts/<account_id>/transactions")
-def handle_get_transactions(bank_code: str, account_id: str) -> Response[str]:
-    """Transactions of one account (issue 5)."""
-    return _not_yet()
+@app.get(
+    "/v1/connections/<bank_code>/accounts/<account_id>/transactions",
+    summary="Transactions of one account",
+    description="Newest first, in the bank's pages. Continue with ?cursor=<next_cursor>; next_cursor is absent "
+    "after the last page.",
+    tags=["accounts"],
+    responses=responses(ACCOUNT_ERRORS),
+)
+def handle_get_transactions(  # the resolver passes every parameter by name
+    *,
+    bank_code: BankCodePath,
+    account_id: AccountIdPath,
+    date_from: DateFromQuery = None,
+    date_to: DateToQuery = None,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = None,
+    all_pages: AllQuery = False,
+) -> TransactionsResponse:
+    """A page (or more) of transactions and the cursor to the next."""
+    query = TransactionQuery(date_from=date_from, date_to=date_to, cursor=cursor, limit=limit, all_pages=all_pages)
+    return get_transactions(
+        current_user(app.current_event),
+        bank_code,
+        account_id,
+        query,
+        psu=_psu(),
+        remaining_ms=app.lambda_context.get_remaining_time_in_millis,
+    )
 
 
-@app.get("/v1/connections/<bank_code>/trusted-beneficiaries")
-def handle_get_trusted_beneficiaries(bank_code: str) -> Response[str]:
-    """Trusted beneficiaries (issue 5)."""
-    return _not_yet()
+@app.get(
+    "/v1/connections/<bank_code>/trusted-beneficiaries",
+    summary="Trusted beneficiaries",
+    tags=["accounts"],
+    responses=responses(ACCOUNT_ERRORS),
+)
+def handle_get_trusted_beneficiaries(bank_code: BankCodePath) -> list[BeneficiaryItem]:
+    """The user's trusted beneficiaries (501 where the bank has none)."""
+    return get_trusted_beneficiaries(current_user(app.current_event), bank_code, psu=_psu())
 
 
-@app.get("/v1/connections/<bank_code>/identity")
-def handle_get_identity(bank_code: str) -> Response[str]:
-    """The PSU's identity (issue 5)."""
-    return _not_yet()
+@app.get(
+    "/v1/connections/<bank_code>/identity",
+    summary="The user's identity at the bank",
+    tags=["accounts"],
+    responses=responses(ACCOUNT_ERRORS),
+)
+def handle_get_identity(bank_code: BankCodePath) -> IdentityResponse:
+    """The connected PSU's name (501 where the bank does not give it)."""
+    return get_identity(current_user(app.current_event), bank_code, psu=_psu())
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

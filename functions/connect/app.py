@@ -13,6 +13,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aisp.api import current_user, register_error_handlers
+from aisp.api.openapi import responses
 from aisp.logic.banks import list_banks
 from aisp.logic.connections import delete_connection, list_connections, start_connection
 from aisp.models.api import BankSummary, ConnectionSummary, CreateConnectionRequest, CreateConnectionResponse
@@ -24,13 +25,18 @@ register_error_handlers(app)
 BankCodePath = Annotated[str, Path(pattern=r"^[0-9]{5}$", description="Establishment code (cdetab)")]
 
 
-@app.get("/v1/banks")
+@app.get("/v1/banks", summary="BPCE establishments", tags=["connections"], responses=responses(()))
 def handle_list_banks() -> list[BankSummary]:
     """List the BPCE establishments and what each supports."""
     return list_banks()
 
 
-@app.post("/v1/connections")
+@app.post(
+    "/v1/connections",
+    summary="Start connecting a bank",
+    tags=["connections"],
+    responses=responses((400, 401, 404), status=201, description="The bank's login link"),
+)
 def handle_create_connection(request: CreateConnectionRequest) -> Response[CreateConnectionResponse]:
     """Start the OAuth journey: 201 with the bank's login link."""
     started = start_connection(
@@ -44,13 +50,18 @@ def handle_create_connection(request: CreateConnectionRequest) -> Response[Creat
     )
 
 
-@app.get("/v1/connections")
+@app.get("/v1/connections", summary="The user's connections", tags=["connections"], responses=responses((401,)))
 def handle_list_connections() -> list[ConnectionSummary]:
     """List the user's connections (no tokens, ever)."""
     return list_connections(current_user(app.current_event))
 
 
-@app.delete("/v1/connections/<bank_code>")
+@app.delete(
+    "/v1/connections/<bank_code>",
+    summary="Delete a connection",
+    tags=["connections"],
+    responses=responses((400, 401, 404, 409), status=204, description="Deleted", content={}),
+)
 def handle_delete_connection(bank_code: BankCodePath) -> Response[None]:
     """Forget a connection's tokens (revoked at the bank where it can): 204."""
     delete_connection(current_user(app.current_event), bank_code)

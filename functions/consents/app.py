@@ -1,27 +1,67 @@
-"""ConsentsFunction: ``PUT /v1/connections/{bank_code}/consent``, forwarded to the bank's ``PUT /consents``."""
+"""ConsentsFunction: ``PUT /v1/connections/{bank_code}/consent``, forwarded to the bank's ``PUT /consents``.
+
+The user is the JWT ``sub``; the PSU context (``PSU-IP-Address`` = the caller's source IP, the other ``PSU-*`` from
+the app's own headers) goes to the bank. Idempotent on an ``Idempotency-Key`` header (Powertools idempotency).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp.api import not_implemented, register_error_handlers
+from aisp.api import current_user, psu_from_event, register_error_handlers
+from aisp.api.headers import no_store
+from aisp.api.openapi import BANK_ERRORS, responses
+from aisp.logic.consents import submit_consent
+from aisp.models.api import SubmitConsentRequest, SubmitConsentResponse
 from aisp.observability import logger, metrics, tracer
 
 app = APIGatewayHttpResolver(enable_validation=True)
 register_error_handlers(app)
+app.use([no_store])
+
+BankCodePath = Annotated[
+    str, Path(pattern=r"^[0-9]{5}$", description="Establishment code (cdetab)", examples=["13807"])
+]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="idempotency-key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[!-~]+$",
+        description="Replays the first answer for the same key and body (24 h); another body → 422",
+    ),
+]
 
 
-@app.put("/v1/connections/<bank_code>/consent")
-def handle_submit_consent(bank_code: str) -> Response[str]:
-    """Consent submission lands with issue 5."""
-    return not_implemented(app, "consent arrives in issue 5")
+@app.put(
+    "/v1/connections/<bank_code>/consent",
+    summary="Submit the user's consent",
+    description="Forwarded to the bank's PUT /consents; replaces the previous consent. IBANs must be accounts the "
+    "user holds at this bank (GET .../accounts lists them).",
+    tags=["consents"],
+    responses=responses((*BANK_ERRORS, 422), description="The consent now in force"),
+)
+def handle_submit_consent(
+    bank_code: BankCodePath, request: SubmitConsentRequest, idempotency_key: IdempotencyKeyHeader = None
+) -> SubmitConsentResponse:
+    """Send the consent to the bank; 200 with the stored consent."""
+    return submit_consent(
+        user_id=current_user(app.current_event),
+        bank_code=bank_code,
+        request=request,
+        psu=psu_from_event(app.current_event),
+        idempotency_key=idempotency_key,
+        lambda_context=app.lambda_context,
+    )
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

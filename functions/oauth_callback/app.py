@@ -49,7 +49,22 @@ def _query_values(raw_query: str) -> dict[str, str | None]:
     return values
 
 
-@app.get("/oauth/callback")
+@app.get(
+    "/oauth/callback",
+    summary="The bank's browser redirect (no JWT)",
+    tags=["connections"],
+    responses={
+        302: {
+            "description": "Back to the app's return_url with status=connected or status=error&error=<code>",
+            "headers": {"Location": {"description": "The app's return_url", "schema": {"type": "string"}}},
+            "content": {},
+        },
+        400: {
+            "description": "invalid_state: the link matches no pending connection (a static page)",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
+    },
+)
 def handle_oauth_callback() -> Response[str]:
     """Complete the connection: 302 back to the app, or 400 for a link that matches nothing."""
     raw_query = app.current_event.raw_query_string or ""

@@ -72,6 +72,35 @@ def test_refresher_is_scheduled_from_a_parameter(template):
     assert template["Parameters"]["RefreshScheduleRate"]["Default"] == "rate(5 minutes)"
 
 
+def test_refresher_fans_out_through_its_own_encrypted_queue_with_least_privilege(template):
+    from aisp.dal import REFRESH_SHARDS
+
+    resources = template["Resources"]
+    queue = resources["RefreshFanoutQueue"]["Properties"]
+    function = resources["TokenRefresherFunction"]["Properties"]
+    # The queue: encrypted, a dead-letter queue, never redelivered while an invocation still works on a message
+    assert queue["SqsManagedSseEnabled"] is True
+    assert resources["RefreshFanoutDeadLetterQueue"]["Properties"]["SqsManagedSseEnabled"] is True
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RefreshFanoutDeadLetterQueue", "Arn"]}
+    assert queue["VisibilityTimeout"] >= 6 * function["Timeout"]
+    # The function consumes it one message at a time, at most one worker per shard
+    (mapping,) = _resources(template, "AWS::Lambda::EventSourceMapping").values()
+    assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["RefreshFanoutQueue", "Arn"]}
+    assert mapping["Properties"]["FunctionName"] == {"Ref": "TokenRefresherFunction"}
+    assert mapping["Properties"]["BatchSize"] == 1
+    assert mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"] == REFRESH_SHARDS
+    # Its queue permissions name that queue only (no SAM SQS event: it would attach a policy on every queue)
+    assert not [e for e in function["Events"].values() if e["Type"] == "SQS"]
+    sqs = [
+        s for s in _statements(resources["TokenRefresherFunction"]) if any(a.startswith("sqs:") for a in s["Action"])
+    ]
+    assert [s["Resource"] for s in sqs] == [{"Fn::GetAtt": ["RefreshFanoutQueue", "Arn"]}]
+    variables = function["Environment"]["Variables"]
+    assert variables["REFRESH_FANOUT_QUEUE_URL"]["Fn::If"][1] == {"Ref": "RefreshFanoutQueue"}
+    assert variables["REFRESH_MARGIN_MINUTES"] == {"Ref": "RefreshMarginMinutes"}
+    assert variables["EVENT_BUS_NAME"] == {"Ref": "EventBusName"}
+
+
 def test_tables_have_pitr_and_ttl_and_refresh_index_is_sparse_gsi(template):
     tables = _resources(template, "AWS::DynamoDB::Table")
     assert set(tables) == {"ConnectionsTable", "OAuthStatesTable", "IdempotencyTable"}
@@ -140,7 +169,8 @@ def test_event_files_are_http_api_v2_or_scheduler_payloads():
     for path in files:
         event = json.loads(path.read_text(encoding="utf-8"))
         if path.parent.name == "token_refresher":
-            assert event["source"] == "aws.scheduler"
+            # the schedule, or a message of the refresher's own fan-out queue
+            assert event.get("source") == "aws.scheduler" or event["Records"][0]["eventSource"] == "aws:sqs"
         else:
             assert event["version"] == "2.0"
             assert event["requestContext"]["http"]["sourceIp"]

@@ -1,4 +1,5 @@
-"""Fixtures for client integration tests: a real local HTTPS bank with mTLS (trustme CA, pytest-httpserver)."""
+"""Fixtures for integration tests: a real local HTTPS bank with mTLS (trustme CA, pytest-httpserver) for the client,
+and the offline 89C3 sandbox for the gateway's handlers end to end."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from werkzeug import Request, Response
 
 from aisp.signing import BankSignatureAuth, SignatureError, verify_request
 from aisp.stet import BankClient
+from sandbox.server import RunningSandbox, SandboxConfig, start_sandbox
 
 BANK_CODE = "13807"
 CLIENT_ID = "PSDFR-ACPR-13807"
@@ -214,3 +216,64 @@ def make_client(
     yield factory
     for session in sessions:
         session.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The gateway's handlers against the offline 89C3 sandbox (helpers: tests/integration/journey.py)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    """One offline 89C3 bank per test module (HTTPS + mTLS API, login screens, admin switches)."""
+    from tests.integration.journey import CALLBACK_URL
+
+    config = SandboxConfig(
+        port=0,
+        screens_port=0,
+        certs_dir=tmp_path_factory.mktemp("sandbox-certs"),
+        admin=True,
+        redirect_uris=(CALLBACK_URL,),
+    )
+    with start_sandbox(config) as running:
+        yield running
+
+
+@pytest.fixture
+def admin(sandbox: RunningSandbox) -> Iterator[requests.Session]:
+    """The sandbox's admin API (fault switches, token expiry, clock), reset around each test."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(sandbox.ca_path)
+    assert session.post(f"{sandbox.admin_url}/reset", timeout=5).status_code == 204
+    yield session
+    session.post(f"{sandbox.admin_url}/reset", timeout=5)
+    session.close()
+
+
+@pytest.fixture
+def gateway(aws, sandbox: RunningSandbox, admin, monkeypatch) -> Iterator[Any]:
+    """The deployed wiring pointed at the sandbox (BANK_ENVIRONMENT=local), its credentials as the secret, and the
+    bank gateway wrapped to count OAuth calls. The account routes build their services over the same wiring."""
+    import dataclasses
+    import json
+
+    from aisp.logic import services as wiring
+    from aisp.logic.services import get_connection_services
+    from aisp.stet.gateway import StetBankGateway
+    from tests.conftest import SECRET_NAME, clear_gateway_caches
+    from tests.fakes import CountingBankGateway
+
+    monkeypatch.setenv("BANK_ENVIRONMENT", "local")
+    monkeypatch.setenv("BANK_BASE_URL_TEMPLATE", sandbox.api_origin + "/{bank_code}")
+    monkeypatch.setenv("BANK_AUTHORIZE_URL_TEMPLATE", sandbox.screens_origin + "/{bank_code}")
+    monkeypatch.setenv("BANK_CA_BUNDLE", str(sandbox.ca_path))
+    monkeypatch.setenv("BANK_TIMEOUT_SECONDS", "5")
+    aws.secrets.create_secret(Name=SECRET_NAME, SecretString=json.dumps(sandbox.credentials))
+    clear_gateway_caches()
+    services = dataclasses.replace(get_connection_services(), bank=CountingBankGateway(StetBankGateway()))
+    original = wiring.get_connection_services
+    wiring.get_connection_services = lambda: services
+    yield services
+    wiring.get_connection_services = original
+    clear_gateway_caches()

@@ -7,170 +7,35 @@ The callback event is ``events/oauth_callback/success.json`` with its placeholde
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import socket
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
 
 from aisp.errors import BankTokenInvalidError, ReauthRequiredError
-from aisp.logic import services as wiring
 from aisp.logic.oauth_callback import handle_callback
-from aisp.logic.services import get_connection_services
 from aisp.settings import load_settings
 from aisp.stet.factory import clear_bank_clients, get_bank_client
-from aisp.stet.gateway import StetBankGateway
 from functions.connect import app as connect
-from functions.oauth_callback import app as callback
-from sandbox.server import RunningSandbox, SandboxConfig, start_sandbox
-from tests.conftest import CONNECTIONS_TABLE, SECRET_NAME, STATES_TABLE, clear_gateway_caches
-from tests.fakes import CountingBankGateway, serialize_dynamodb_writes
-from tests.sandbox.helpers import MARC, OTP, flow_id
+from tests.conftest import STATES_TABLE
+from tests.fakes import serialize_dynamodb_writes
+from tests.integration.journey import (
+    BANK,
+    CALLBACK_URL,
+    all_raw_values,
+    call_back,
+    closed_port,
+    connect_marc,
+    list_connections,
+    login_at_bank,
+    redirect_query,
+    start,
+)
+from tests.integration.journey import event as _event
 
 pytestmark = pytest.mark.integration
-
-BANK = "13807"
-API_DOMAIN = "api-id.execute-api.eu-west-3.amazonaws.com"
-CALLBACK_URL = f"https://{API_DOMAIN}/oauth/callback"  # what the connect handler derives from the event's domain
-RETURN_URL = "https://app.example.com/connections/done?screen=banks"
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
-    config = SandboxConfig(
-        port=0,
-        screens_port=0,
-        certs_dir=tmp_path_factory.mktemp("sandbox-certs"),
-        admin=True,
-        redirect_uris=(CALLBACK_URL,),
-    )
-    with start_sandbox(config) as running:
-        yield running
-
-
-@pytest.fixture
-def admin(sandbox: RunningSandbox) -> Iterator[requests.Session]:
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(sandbox.ca_path)
-    assert session.post(f"{sandbox.admin_url}/reset", timeout=5).status_code == 204
-    yield session
-    session.post(f"{sandbox.admin_url}/reset", timeout=5)
-    session.close()
-
-
-@pytest.fixture
-def gateway(aws, sandbox: RunningSandbox, admin, monkeypatch) -> Iterator[Any]:
-    """The deployed wiring pointed at the sandbox (BANK_ENVIRONMENT=local), its credentials as the secret, and the
-    bank gateway wrapped to count code exchanges."""
-    monkeypatch.setenv("BANK_ENVIRONMENT", "local")
-    monkeypatch.setenv("BANK_BASE_URL_TEMPLATE", sandbox.api_origin + "/{bank_code}")
-    monkeypatch.setenv("BANK_AUTHORIZE_URL_TEMPLATE", sandbox.screens_origin + "/{bank_code}")
-    monkeypatch.setenv("BANK_CA_BUNDLE", str(sandbox.ca_path))
-    monkeypatch.setenv("BANK_TIMEOUT_SECONDS", "5")
-    aws.secrets.create_secret(Name=SECRET_NAME, SecretString=json.dumps(sandbox.credentials))
-    clear_gateway_caches()
-    services = dataclasses.replace(get_connection_services(), bank=CountingBankGateway(StetBankGateway()))
-    original = wiring.get_connection_services
-    wiring.get_connection_services = lambda: services
-    yield services
-    wiring.get_connection_services = original
-    clear_gateway_caches()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _event(load_event, name: str, *, sub: str = "user-marc", **query: str) -> dict[str, Any]:
-    event = load_event(name)
-    if sub != "user-marc":
-        event["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = sub
-    if query:
-        event["queryStringParameters"] = query
-        event["rawQueryString"] = urlencode(query)
-    return event
-
-
-def start(load_event, lambda_context, *, sub: str = "user-marc") -> dict[str, Any]:
-    """POST /v1/connections through the connect handler."""
-    response = connect.lambda_handler(_event(load_event, "connect/create_connection.json", sub=sub), lambda_context)
-    assert response["statusCode"] == 201, response["body"]
-    return json.loads(response["body"])
-
-
-def login_at_bank(authorization_url: str, *, decision: str = "accept", identifier: str = MARC) -> dict[str, str]:
-    """Marc's browser at the sandbox's screens: identifier, OTP, decision; returns the redirect's query."""
-    browser = requests.Session()
-    browser.trust_env = False
-    with browser:
-        page = browser.get(authorization_url, allow_redirects=False, timeout=5)
-        assert page.status_code == 200, page.text
-        screens = authorization_url.split("?", 1)[0]
-        flow = flow_id(page.text)
-        assert browser.post(screens, data={"flow": flow, "identifier": identifier}, timeout=5).status_code == 200
-        assert browser.post(screens, data={"flow": flow, "otp": OTP}, timeout=5).status_code == 200
-        decided = browser.post(screens, data={"flow": flow, "decision": decision}, allow_redirects=False, timeout=5)
-    assert decided.status_code == 302, decided.text
-    location = decided.headers["Location"]
-    assert location.startswith(CALLBACK_URL + "?")  # the bank sends the browser to our callback
-    return {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}
-
-
-def call_back(load_event, lambda_context, name: str = "oauth_callback/success.json", **query: str) -> dict[str, Any]:
-    """GET /oauth/callback through the callback handler, with the bank's query in place of the placeholders."""
-    return callback.lambda_handler(_event(load_event, name, **query), lambda_context)
-
-
-def redirect_query(response: dict[str, Any]) -> dict[str, str]:
-    assert response["statusCode"] == 302, response.get("body")
-    assert response["headers"]["Cache-Control"] == "no-store"
-    assert response["headers"]["Referrer-Policy"] == "no-referrer"
-    location = response["headers"]["Location"]
-    assert location.startswith("https://app.example.com/connections/done?")
-    return {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}
-
-
-def list_connections(load_event, lambda_context, *, sub: str = "user-marc") -> list[dict[str, Any]]:
-    response = connect.lambda_handler(_event(load_event, "connect/list_connections.json", sub=sub), lambda_context)
-    assert response["statusCode"] == 200
-    return json.loads(response["body"])
-
-
-def closed_port() -> int:
-    """A local TCP port with nothing listening (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def all_raw_values(aws) -> str:
-    """Every attribute of every connection item, decoded (bytes as latin-1 and utf-8), in one string."""
-    parts: list[str] = []
-    for item in aws.dynamodb.scan(TableName=CONNECTIONS_TABLE)["Items"]:
-        for value in item.values():
-            for raw in value.values():
-                if isinstance(raw, bytes):
-                    parts += [raw.decode("latin-1"), raw.decode("utf-8", "replace"), raw.hex()]
-                else:
-                    parts.append(json.dumps(raw))
-    return "\n".join(parts)
-
-
-def connect_marc(load_event, lambda_context) -> tuple[dict[str, Any], dict[str, str]]:
-    started = start(load_event, lambda_context)
-    bank_redirect = login_at_bank(started["authorization_url"])
-    response = call_back(load_event, lambda_context, code=bank_redirect["code"], state=bank_redirect["state"])
-    assert redirect_query(response)["status"] == "connected"
-    return started, bank_redirect
-
-
-# ----------------------------------------------------------------------------------------------------------------
 
 
 def test_marc_connects_and_the_table_holds_no_plaintext_token(gateway, aws, load_event, lambda_context):

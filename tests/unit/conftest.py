@@ -65,3 +65,62 @@ def wired(services, policy):
     wiring.get_connect_policy = lambda: policy
     yield services
     wiring.get_connection_services, wiring.get_connect_policy = original
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Account information (issue 5)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def account_bank():
+    from tests.fakes import FakeAccountGateway
+
+    return FakeAccountGateway()
+
+
+@pytest.fixture
+def account_services(services, account_bank):
+    """The consent and account use cases over ``services`` (moto, fake OAuth bank, fake clock), a fake data bank
+    and the real cursor sealer (its key derived from the moto HMAC key)."""
+    from aisp.logic.services import AccountServices
+
+    return AccountServices(connections=services, bank=account_bank)
+
+
+@pytest.fixture
+def account_wired(account_services):
+    """Route the handlers' default factory to ``account_services`` (restored here, before ``aws`` tears down)."""
+    from aisp.logic import services as wiring
+
+    original = wiring.get_account_services
+    wiring.get_account_services = lambda: account_services
+    yield account_services
+    wiring.get_account_services = original
+
+
+@pytest.fixture
+def active_connection(services, clock):
+    """``active_connection(user_id, bank_code)``: an ACTIVE connection with tokens, as after the callback."""
+    from datetime import timedelta
+
+    from pydantic import SecretStr
+
+    from aisp.models.connection import TokenPair
+
+    def _connect(user_id="user-marc", bank_code="13807", *, access_token="access-1", refresh_token="refresh-1"):  # noqa: S107
+        pending = services.connections.create_pending(
+            user_id=user_id, bank_code=bank_code, connection_id=f"cn_{user_id}_{bank_code}", now=clock.now()
+        )
+        return services.connections.activate(
+            user_id=user_id,
+            bank_code=bank_code,
+            connection_id=pending.connection_id,
+            expected_version=pending.version,
+            tokens=TokenPair(access_token=SecretStr(access_token), refresh_token=SecretStr(refresh_token)),
+            access_expires_at=clock.now() + timedelta(hours=1),
+            reauth_due_at=clock.now() + timedelta(days=90),
+            now=clock.now(),
+        )
+
+    return _connect

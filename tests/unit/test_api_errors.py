@@ -20,6 +20,15 @@ RAISED: dict[str, Exception] = {
     "down": errors.BankUnavailableError("bank unavailable", status=503, bank_code="13807"),
     "garbled": errors.BankProtocolError("bank body not understood", status=200, bank_code="13807"),
     "config": errors.ConfigurationError("invalid environment configuration: TOKEN_KEY_ID: missing"),
+    "cursor": errors.InvalidCursorError("expired"),
+    "no_consent": errors.ConsentRequiredError("no consent was submitted for this connection"),
+    "not_consented": errors.ConsentRejectedError("the consent in force does not cover this data"),
+    "no_account": errors.AccountNotFoundError("the bank knows no such account"),
+    "no_connection": errors.ConnectionNotFoundError("connection not found"),
+    "unsupported": errors.BankFeatureNotSupportedError("this bank does not offer this feature"),
+    "key_reused": errors.IdempotencyKeyReusedError("this Idempotency-Key was used with a different request"),
+    "in_progress": errors.RequestInProgressError("a request with this Idempotency-Key is in progress"),
+    "quota": errors.BankRateLimitedError("bank rate limit reached", status=429, bank_code="13807"),
     "boom": RuntimeError("access_token=eyJsecret in an unexpected place"),
 }
 
@@ -59,6 +68,15 @@ def _call(app, load_event, lambda_context, path, query=None):
         ("down", 503, "bank_unavailable"),
         ("garbled", 502, "bank_unavailable"),
         ("config", 500, "internal_error"),
+        ("cursor", 400, "validation_error"),
+        ("no_consent", 403, "consent_required"),
+        ("not_consented", 403, "account_not_consented"),
+        ("no_account", 404, "account_not_found"),
+        ("no_connection", 404, "connection_not_found"),
+        ("unsupported", 501, "bank_feature_not_supported"),
+        ("key_reused", 422, "idempotency_key_reused"),
+        ("in_progress", 409, "request_in_progress"),
+        ("quota", 429, "bank_rate_limited"),
         ("boom", 500, "internal_error"),
     ],
 )
@@ -97,3 +115,21 @@ def test_unknown_route_is_a_problem_404(resolver, load_event, lambda_context):
     response = _call(resolver, load_event, lambda_context, "/nowhere")
     assert response["statusCode"] == 404
     assert json.loads(response["body"])["code"] == "not_found"
+
+
+def test_a_rate_limit_without_retry_after_gets_the_default(resolver, load_event, lambda_context):
+    response = _call(resolver, load_event, lambda_context, "/raise/quota")
+    assert response["headers"]["Retry-After"] == "60"
+
+
+def test_an_invalid_cursor_says_so_in_detail_and_field(resolver, load_event, lambda_context):
+    body = json.loads(_call(resolver, load_event, lambda_context, "/raise/cursor")["body"])
+
+    assert body["detail"] == "invalid_cursor"
+    assert body["errors"] == [{"field": "cursor", "message": "invalid_cursor"}]
+    assert "expired" not in json.dumps(body)  # the reason is for the logs
+
+
+def test_a_request_in_progress_says_when_to_retry(resolver, load_event, lambda_context):
+    response = _call(resolver, load_event, lambda_context, "/raise/in_progress")
+    assert response["headers"]["Retry-After"] == "1"

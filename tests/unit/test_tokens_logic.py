@@ -101,3 +101,122 @@ def test_losing_the_race_to_a_delete_is_a_conflict(services, active, bank, clock
 
     with pytest.raises(ConflictError):
         refresh_tokens(stale, stale_tokens, services=services)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The refresh lease (issue 6): an on-demand refresh never calls the bank while someone else refreshes
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _hold_lease(services, clock, owner="refresher:run:1"):
+    from aisp.models.refresh import ConnectionKey
+
+    leased = services.connections.acquire_lease(
+        ConnectionKey("user-marc", "13807"), owner=owner, now=clock.now(), lease_seconds=60, due_before=2**40
+    )
+    assert leased is not None
+    return leased
+
+
+def test_an_on_demand_refresh_waits_for_the_lease_holder_and_uses_its_tokens(services, active, bank, clock):
+    import threading
+
+    # Given the refresher holding the lease of an expired connection, storing its new tokens 0.3 s later
+    clock.advance(hours=2)
+    leased = _hold_lease(services, clock)
+
+    def refresher_finishes():
+        services.connections.store_refreshed_tokens(
+            leased.connection,
+            tokens=TokenPair(access_token=SecretStr("access-from-refresher"), refresh_token=SecretStr("refresh-keep")),
+            access_expires_at=clock.now() + timedelta(hours=1),
+            now=clock.now(),
+            lease_owner="refresher:run:1",
+        )
+
+    timer = threading.Timer(0.3, refresher_finishes)
+    timer.start()
+
+    # When an account query needs a token meanwhile
+    try:
+        connection, tokens = usable_tokens("user-marc", "13807", services=services)
+    finally:
+        timer.join()
+
+    # Then it used the refresher's tokens and never called the bank itself
+    assert tokens.access_token.get_secret_value() == "access-from-refresher"
+    assert connection.version == active.version + 1
+    assert bank.calls == []
+
+
+def test_an_on_demand_refresh_gives_up_if_the_lease_is_never_released(services, active, bank, clock, monkeypatch):
+    from aisp.errors import RefreshInProgressError
+    from aisp.logic import tokens as tokens_module
+
+    monkeypatch.setattr(tokens_module, "LEASE_WAIT_SECONDS", 0.3)
+    clock.advance(hours=2)
+    _hold_lease(services, clock)
+
+    with pytest.raises(RefreshInProgressError):
+        usable_tokens("user-marc", "13807", services=services)
+
+    assert bank.calls == []
+    assert services.connections.get_with_tokens("user-marc", "13807")[0] == active
+
+
+def test_an_on_demand_refresh_takes_over_an_expired_lease(services, active, bank, clock):
+    # Given a lease left by a refresher that crashed a while ago
+    clock.advance(hours=2)
+    _hold_lease(services, clock)
+    clock.advance(seconds=61)
+
+    connection, tokens = usable_tokens("user-marc", "13807", services=services)
+
+    assert [call.operation for call in bank.calls] == ["refresh"]
+    assert connection.version == active.version + 1
+
+
+def test_an_on_demand_refresh_releases_the_lease_when_the_bank_fails(services, active, bank, clock, aws):
+    clock.advance(hours=2)
+    bank.refresh_error = BankUnavailableError("bank server error", status=503, bank_code="13807")
+
+    with pytest.raises(BankUnavailableError):
+        usable_tokens("user-marc", "13807", services=services)
+
+    assert "lease_owner" not in aws.raw_connection("user-marc", "13807")
+
+
+def test_a_refused_on_demand_refresh_leaves_the_event_to_the_refresher(services, active, bank, clock, aws):
+    clock.advance(hours=2)
+    bank.refresh_error = ReauthRequiredError("bank refused the grant", status=400, bank_code="13807")
+
+    with pytest.raises(ReauthRequiredError):
+        usable_tokens("user-marc", "13807", services=services)
+
+    item = aws.raw_connection("user-marc", "13807")
+    assert item["reauth_notice"] == {"S": "PENDING"}
+    assert item["refresh_due_at"] == {"N": str(int(clock.now().timestamp()))}
+    assert "lease_owner" not in item and "tokens" not in item
+
+
+def test_a_consent_write_during_the_refresh_does_not_drop_the_new_token(services, active, bank, clock):
+    # Given a refresh whose bank call overlaps a write that bumps the version without touching tokens
+    from aisp.dal.tables import ConnectionRecord
+
+    clock.advance(hours=2)
+    original_refresh = bank.refresh
+
+    def refresh_while_consent_is_written(bank_code, *, refresh_token):
+        record = ConnectionRecord("user-marc", "13807")
+        record.update(actions=[ConnectionRecord.version.add(1)])  # what a consent snapshot write does to the item
+        return original_refresh(bank_code, refresh_token=refresh_token)
+
+    bank.refresh = refresh_while_consent_is_written
+
+    # When the account query refreshes
+    connection, tokens = usable_tokens("user-marc", "13807", services=services)
+
+    # Then the new access token was stored all the same (the bank has revoked the old one)
+    stored_connection, stored = services.connections.get_with_tokens("user-marc", "13807")
+    assert stored == tokens and tokens.access_token.get_secret_value().startswith("access-token-")
+    assert stored_connection.version == active.version + 2

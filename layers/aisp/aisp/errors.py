@@ -35,6 +35,14 @@ class InvalidRequestError(AispError):
     """The caller sent something we cannot act on (bad field, unknown bank, forged cursor...)."""
 
 
+class InvalidCursorError(InvalidRequestError):
+    """A pagination cursor is malformed, tampered with, expired, or was issued for another user or account."""
+
+    def __init__(self, reason: str) -> None:
+        # The message is the stable detail clients see; the reason (forged, expired...) is for the logs only.
+        super().__init__("invalid_cursor", details={"field": "cursor", "reason": reason})
+
+
 class UnauthenticatedError(AispError):
     """The request carries no usable user identity (no JWT ``sub`` from the HTTP API authorizer)."""
 
@@ -51,8 +59,20 @@ class ConnectionNotFoundError(NotFoundError):
     """The user has no connection to this bank."""
 
 
+class AccountNotFoundError(NotFoundError):
+    """The bank knows no such account for this user (STET 404 on an account resource)."""
+
+
 class ConflictError(AispError):
     """A conditional write lost a race or the resource is not in the state the operation needs."""
+
+
+class IdempotencyKeyReusedError(ConflictError):
+    """An ``Idempotency-Key`` was sent again with a different request body."""
+
+
+class RequestInProgressError(ConflictError):
+    """A request with the same ``Idempotency-Key`` is still being processed."""
 
 
 class OAuthStateRejectedError(ConflictError):
@@ -103,6 +123,14 @@ class TokenExpiredError(AispError):
 
 class ConsentRejectedError(AispError):
     """The bank refused access because the PSU has not consented to this data (STET 403 on a resource)."""
+
+
+class ConsentRequiredError(ConsentRejectedError):
+    """The bank refused access and no consent was ever submitted through the gateway for this connection."""
+
+
+class BankFeatureNotSupportedError(AispError):
+    """The establishment does not offer this feature (registry capability, or the bank answered 501)."""
 
 
 class UpstreamError(AispError):
@@ -175,3 +203,30 @@ class BankUnavailableError(UpstreamError):
 
 class BankProtocolError(UpstreamError):
     """The bank answered 2xx with a body we cannot understand (not JSON, missing required structure)."""
+
+
+class RefreshInProgressError(ConflictError):
+    """Another refresher holds the connection's refresh lease and did not finish in time; retry shortly."""
+
+
+class EventPublishError(AispError):
+    """The lifecycle event bus refused or failed a ``PutEvents`` entry."""
+
+
+class FanoutError(AispError):
+    """The refresher could not hand a share of its work to the fan-out queue."""
+
+
+class TokenRefreshBatchError(AispError):
+    """A refresher run finished with unexpected failures (raised once, at the end, so the Errors alarm fires).
+
+    ``failed_ids`` are connection ids (never tokens); transient bank errors (429, 5xx, timeouts) are retried with
+    backoff and counted by the ``TokenRefreshFailed`` metric, not raised (see README, "Token refresher").
+    """
+
+    def __init__(self, failed_ids: list[str], *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(
+            "token refresh run had unexpected failures",
+            details={"failed": len(failed_ids), "failed_ids": failed_ids[:50], **(details or {})},
+        )
+        self.failed_ids = failed_ids

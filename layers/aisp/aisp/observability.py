@@ -87,6 +87,28 @@ class LazyTracer:
             )
         return self._deferred(handler, "capture_lambda_handler", capture_response, capture_error)
 
+    def in_worker_thread[F: Callable[..., Any]](self, function: F) -> F:
+        """``function`` for a worker thread: it runs under the calling thread's current X-Ray segment.
+
+        The X-Ray SDK keeps the current segment in a thread-local, so a traced call made from a thread pool would
+        find none (and log "cannot find the current segment"). Call this in the submitting thread.
+        """
+        tracer = self.real
+        if tracer.disabled:
+            return function
+        recorder: Any = tracer.provider
+        entity = recorder.get_trace_entity()
+
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            recorder.set_trace_entity(entity)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                recorder.clear_trace_entities()
+
+        return run  # type: ignore[return-value]
+
     def _deferred(
         self, function: Callable[..., Any], decorator: str, capture_response: bool | None, capture_error: bool | None
     ) -> Callable[..., Any]:

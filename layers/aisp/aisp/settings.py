@@ -157,3 +157,70 @@ def parse_settings[ModelT: EnvModel](model: type[ModelT], environ: Mapping[str, 
 def load_settings[ModelT: EnvModel](model: type[ModelT]) -> ModelT:
     """Read ``model`` from the process environment once per container (cached)."""
     return parse_settings(model, os.environ)
+
+
+class RefresherSettings(EnvModel):
+    """The token refresher (TokenRefresherFunction only); README "Token refresher" explains each value."""
+
+    # Refresh access tokens expiring within this margin (template Parameter RefreshMarginMinutes).
+    refresh_margin_minutes: Annotated[int, Field(alias="REFRESH_MARGIN_MINUTES", ge=1, le=50)] = 10
+    # The fintech's EventBridge bus (name or ARN) for ConnectionExpiring / ConnectionReauthRequired.
+    event_bus_name: Annotated[str, Field(alias="EVENT_BUS_NAME", min_length=1)]
+    # SQS queue receiving shard ranges when one invocation cannot do all due records; empty = never fan out.
+    refresh_fanout_queue_url: Annotated[str, Field(alias="REFRESH_FANOUT_QUEUE_URL")] = ""
+    # Concurrent refreshes per invocation (threads sharing the per-bank keep-alive clients).
+    refresh_workers: Annotated[int, Field(alias="REFRESH_WORKERS", ge=1, le=128)] = 32
+    # How long a refresh may hold a connection; above the bank timeout (3 s connect + BANK_TIMEOUT_SECONDS read).
+    refresh_lease_seconds: Annotated[int, Field(alias="REFRESH_LEASE_SECONDS", ge=15, le=900)] = 60
+    # Stop starting refreshes when less than this is left of the invocation (lets in-flight ones finish).
+    refresh_time_reserve_seconds: Annotated[int, Field(alias="REFRESH_TIME_RESERVE_SECONDS", ge=1, le=120)] = 20
+    # Refreshes per second one invocation sustains (bench/refresher.py); sizes the fan-out.
+    refresh_rate_per_second: Annotated[int, Field(alias="REFRESH_RATE_PER_SECOND", ge=1, le=10_000)] = 200
+    # Transient failures: next attempt after min(base * 2**(failures-1), max), with jitter.
+    refresh_backoff_base_seconds: Annotated[int, Field(alias="REFRESH_BACKOFF_BASE_SECONDS", ge=1, le=3600)] = 300
+    refresh_backoff_max_seconds: Annotated[int, Field(alias="REFRESH_BACKOFF_MAX_SECONDS", ge=60, le=86_400)] = 3600
+    # ConnectionExpiring thresholds, in days before reauth_due_at (comma-separated).
+    expiring_notice_days: Annotated[tuple[int, ...], Field(alias="EXPIRING_NOTICE_DAYS", min_length=1)] = (14, 7, 1)
+
+    @field_validator("expiring_notice_days", mode="before")
+    @classmethod
+    def _split_days(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
+
+    @field_validator("expiring_notice_days")
+    @classmethod
+    def _positive_distinct(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(days < 1 or days > 180 for days in value):  # noqa: PLR2004 - the longest BPCE refresh token life
+            raise ValueError("each threshold must be between 1 and 180 days")
+        return tuple(sorted(set(value), reverse=True))
+
+    @field_validator("refresh_fanout_queue_url")
+    @classmethod
+    def _queue_url_shape(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in {"https", "http"}:
+            raise ValueError("must be an SQS queue URL")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RefresherSettings:
+        if self.refresh_backoff_max_seconds < self.refresh_backoff_base_seconds:
+            raise ValueError("REFRESH_BACKOFF_MAX_SECONDS must be >= REFRESH_BACKOFF_BASE_SECONDS")
+        return self
+
+
+class IdempotencySettings(EnvModel):
+    """Powertools idempotency records of the consent submission (ConsentsFunction only)."""
+
+    idempotency_table_name: Annotated[str, Field(alias="IDEMPOTENCY_TABLE_NAME", min_length=3)]
+    # How long a completed request is replayed for the same Idempotency-Key (the IETF draft suggests at least 24 h).
+    idempotency_ttl_seconds: Annotated[int, Field(alias="IDEMPOTENCY_TTL_SECONDS", ge=60, le=7 * 86400)] = 86400
+
+
+class CursorSettings(EnvModel):
+    """Sealed transaction cursors (AccountsFunction only): the KMS HMAC key the sealing key is derived from."""
+
+    cursor_key_id: Annotated[str, Field(alias="CURSOR_KEY_ID", min_length=1)]
+    # A next_cursor stays usable this long; the bank's paging links are stateless, so this only bounds replay.
+    cursor_ttl_seconds: Annotated[int, Field(alias="CURSOR_TTL_SECONDS", ge=60, le=86400)] = 3600

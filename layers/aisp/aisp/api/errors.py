@@ -23,16 +23,30 @@ ERROR_MAP: tuple[tuple[type[errors.AispError], int, str, str], ...] = (
     (errors.UnauthenticatedError, 401, "unauthenticated", "Authentication is required"),
     (errors.UnknownBankError, 404, "bank_not_found", "No BPCE establishment has this bank code"),
     (errors.ConnectionNotFoundError, 404, "connection_not_found", "The user has no connection to this bank"),
+    (errors.AccountNotFoundError, 404, "account_not_found", "The bank knows no such account for this user"),
     (errors.NotFoundError, 404, "not_found", "Not found"),
     (errors.ReauthRequiredError, 409, "reauth_required", "The user must log in to the bank again"),
+    (
+        errors.IdempotencyKeyReusedError,
+        422,
+        "idempotency_key_reused",
+        "This Idempotency-Key was used for another request",
+    ),
+    (errors.RequestInProgressError, 409, "request_in_progress", "A request with this Idempotency-Key is in progress"),
     (errors.ConflictError, 409, "conflict", "The resource changed concurrently; retry"),
     (errors.BankRateLimitedError, 429, "bank_rate_limited", "The bank is throttling requests"),
+    (errors.ConsentRequiredError, 403, "consent_required", "No consent was submitted for this connection"),
     (errors.ConsentRejectedError, 403, "account_not_consented", "The user has not consented to this data"),
     (errors.BankAccessDeniedError, 403, "account_not_consented", "The user has not consented to this data"),
+    (errors.BankFeatureNotSupportedError, 501, "bank_feature_not_supported", "This bank does not offer this feature"),
     (errors.BankUnavailableError, 503, "bank_unavailable", "The bank is unavailable; retry later"),
     (errors.BankProtocolError, 502, "bank_unavailable", "The bank answered something we could not understand"),
     (errors.UpstreamError, 502, "bank_unavailable", "The bank call failed"),
 )
+# When the bank throttles without saying for how long (BPCE's daily quota says nothing), and for a keyed request
+# still running: how long clients should wait before retrying.
+DEFAULT_RETRY_AFTER_SECONDS = 60
+IN_PROGRESS_RETRY_AFTER_SECONDS = 1
 
 
 def problem_response(
@@ -111,15 +125,37 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
     def handle_aisp_error(exc: errors.AispError) -> Response[str]:
         status, code, title = classify(exc)
         headers: dict[str, str] = {}
-        if isinstance(exc, errors.BankRateLimitedError) and exc.retry_after is not None:
-            headers["Retry-After"] = str(exc.retry_after)
-        if status >= 500:  # noqa: PLR2004
-            logger.exception("request failed", code=code, error_type=type(exc).__name__, **exc.details)
-        else:
+        if isinstance(exc, errors.BankRateLimitedError):
+            retry_after = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER_SECONDS
+            headers["Retry-After"] = str(retry_after)
+        elif isinstance(exc, errors.RequestInProgressError):
+            headers["Retry-After"] = str(IN_PROGRESS_RETRY_AFTER_SECONDS)
+        # A 501 for a feature the bank lacks is an answer, not a failure of ours.
+        expected = status < 500 or isinstance(exc, errors.BankFeatureNotSupportedError)  # noqa: PLR2004
+        if expected:
             logger.info("request refused", code=code, error_type=type(exc).__name__, **exc.details)
+        else:
+            logger.exception("request failed", code=code, error_type=type(exc).__name__, **exc.details)
         # Our messages are constant and secret-free, but an internal error's cause is for the logs only.
-        detail = exc.message if status < 500 or isinstance(exc, errors.UpstreamError) else None  # noqa: PLR2004
-        return problem_response(status, code, title, detail=detail, request_id=request_id(), headers=headers)
+        detail = exc.message if expected or isinstance(exc, errors.UpstreamError) else None
+        field = exc.details.get("field") if isinstance(exc, errors.InvalidRequestError) else None
+        field_errors = [{"field": str(field), "message": exc.message}] if field else None
+        return problem_response(
+            status, code, title, detail=detail, request_id=request_id(), headers=headers, field_errors=field_errors
+        )
+
+    @app.exception_handler(UnicodeDecodeError)  # type: ignore[untyped-decorator]
+    def handle_undecodable_body(exc: UnicodeDecodeError) -> Response[str]:
+        # A binary (base64) body that is not UTF-8: Powertools fails decoding it before any validation runs.
+        logger.info("request body is not utf-8", fields=["body"])
+        return problem_response(
+            400,
+            "validation_error",
+            "The request is invalid",
+            detail="the request body is not UTF-8 JSON",
+            request_id=request_id(),
+            field_errors=[{"field": "body", "message": "not UTF-8"}],
+        )
 
     @app.exception_handler(ServiceError)  # type: ignore[untyped-decorator]
     def handle_routing_error(exc: ServiceError) -> Response[str]:

@@ -7,7 +7,14 @@ Rules every write follows:
 * new tokens are written only through such a conditional ``UpdateItem``, so a failed write never loses the previous
   refresh token;
 * ``refresh_shard``/``refresh_due_at`` (the sparse ``RefreshDueIndex``) exist only while the connection is ACTIVE
-  with a refresh token; REAUTH_REQUIRED and REVOKED remove them; ``purge_at`` (TTL) is set on REVOKED only.
+  with a refresh token, or REAUTH_REQUIRED with its ``ConnectionReauthRequired`` event still to send; REVOKED
+  removes them; ``purge_at`` (TTL) is set on REVOKED only;
+* the refresher's bookkeeping (lease, failure counter, notices sent) never bumps ``version``: each of those writes
+  carries its own condition (lease owner, status, notice state), so a refresh racing a consent write loses nothing.
+
+Lease: a refresh (scheduled or on demand) first takes the connection with a conditional write (lease absent or
+expired → ``lease_until``/``lease_owner`` set); the tokens are then written conditional on the version *and* on
+still owning the lease, and that write releases it. Two refreshers never call the bank for one connection at once.
 
 Tokens are sealed by a :class:`~aisp.crypto.TokenCipher` bound to ``(user_id, bank_code)`` and handed out only as a
 separate :class:`~aisp.models.connection.TokenPair`.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -24,9 +32,10 @@ from pydantic import SecretStr
 
 from aisp.dal.errors import translated
 from aisp.dal.tables import ConnectionRecord
-from aisp.errors import ConnectionNotFoundError, TokenIntegrityError
+from aisp.errors import ConflictError, ConnectionNotFoundError, InvalidRequestError, TokenIntegrityError
 from aisp.models.connection import Connection, ConnectionStatus, ConsentSnapshot, TokenPair
-from aisp.observability import tracer
+from aisp.models.refresh import ConnectionKey, LeasedConnection, ReauthNotice
+from aisp.observability import logger, tracer
 
 if TYPE_CHECKING:
     from pynamodb.expressions.condition import Condition
@@ -53,6 +62,24 @@ def token_binding(user_id: str, bank_code: str) -> dict[str, str]:
 
 def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
+
+
+def _lease_free(now_epoch: int) -> Condition:
+    free: Condition = ConnectionRecord.lease_until.does_not_exist() | (ConnectionRecord.lease_until <= now_epoch)
+    return free
+
+
+# What a new strong authentication or a deletion wipes of the refresher's bookkeeping.
+def _bookkeeping_removals() -> list[Action]:
+    return [
+        ConnectionRecord.lease_until.remove(),
+        ConnectionRecord.lease_owner.remove(),
+        ConnectionRecord.refresh_failures.remove(),
+        ConnectionRecord.refresh_last_error.remove(),
+        ConnectionRecord.expiry_notices.remove(),
+        ConnectionRecord.reauth_notice.remove(),
+        ConnectionRecord.reauth_notified_at.remove(),
+    ]
 
 
 def _to_connection(record: ConnectionRecord) -> Connection:
@@ -210,6 +237,8 @@ class DynamoConnectionRepository:
             ConnectionRecord.reauth_due_at.set(reauth_due_at),
             ConnectionRecord.revoked_at.remove(),
             ConnectionRecord.purge_at.remove(),
+            # A new SCA: a new reauth_due_at, so the expiry notices start over; a refresh in flight loses its lease.
+            *_bookkeeping_removals(),
             *self._token_actions(user_id, bank_code, tokens, access_expires_at),
         ]
         return self._update(
@@ -223,42 +252,99 @@ class DynamoConnectionRepository:
 
     @tracer.capture_method(capture_response=False)
     def store_refreshed_tokens(
-        self, connection: Connection, *, tokens: TokenPair, access_expires_at: datetime, now: datetime
+        self,
+        connection: Connection,
+        *,
+        tokens: TokenPair,
+        access_expires_at: datetime,
+        now: datetime,
+        lease_owner: str | None = None,
     ) -> Connection:
         """Replace the tokens after a refresh (on-demand, issue 5, or the refresher, issue 6).
 
-        Conditional on ``connection.version`` and on the connection still being ACTIVE.
+        Conditional on ``connection.version``, on the connection still being ACTIVE and, with ``lease_owner``, on
+        still holding the lease, which this write releases; the failure counter is reset and the next refresh is
+        due at the new access expiry.
 
         Raises
         ------
         ConflictError
-            Someone else wrote first (refreshed, revoked, reconnected); the stored tokens are untouched.
+            Someone else wrote first (refreshed, revoked, reconnected) or the lease was lost; the stored tokens are
+            untouched.
         """
+        condition: Condition = ConnectionRecord.status == ConnectionStatus.ACTIVE.value
+        if lease_owner is not None:
+            condition &= ConnectionRecord.lease_owner == lease_owner
         return self._update(
             connection.user_id,
             connection.bank_code,
             expected_version=connection.version,
             operation="store_refreshed_tokens",
-            actions=self._token_actions(connection.user_id, connection.bank_code, tokens, access_expires_at),
+            actions=[
+                *self._token_actions(connection.user_id, connection.bank_code, tokens, access_expires_at),
+                ConnectionRecord.lease_until.remove(),
+                ConnectionRecord.lease_owner.remove(),
+                ConnectionRecord.refresh_failures.remove(),
+                ConnectionRecord.refresh_last_error.remove(),
+            ],
             now=now,
-            extra_condition=ConnectionRecord.status == ConnectionStatus.ACTIVE.value,
+            extra_condition=condition,
         )
 
     @tracer.capture_method(capture_response=False)
-    def mark_reauth_required(self, connection: Connection, *, now: datetime) -> Connection:
-        """The bank refused the refresh token: REAUTH_REQUIRED, out of the refresh index, tokens forgotten."""
+    def mark_reauth_required(self, connection: Connection, *, now: datetime, notify: bool = False) -> Connection:
+        """The bank refused the refresh token: REAUTH_REQUIRED, tokens forgotten, lease released.
+
+        Without ``notify`` the record leaves the refresh index. With ``notify`` it stays there, due ``now``, with a
+        PENDING ``reauth_notice``: the refresher sends the ``ConnectionReauthRequired`` event
+        (:meth:`claim_reauth_notice`), which takes it out of the index. Conditional on the version, so only one
+        writer ever makes the transition (and so only one event is sent).
+        """
+        actions: list[Action] = [
+            ConnectionRecord.status.set(ConnectionStatus.REAUTH_REQUIRED.value),
+            ConnectionRecord.tokens.remove(),
+            ConnectionRecord.lease_until.remove(),
+            ConnectionRecord.lease_owner.remove(),
+            ConnectionRecord.refresh_failures.remove(),
+        ]
+        if notify:
+            actions += [
+                ConnectionRecord.reauth_notice.set(ReauthNotice.PENDING.value),
+                ConnectionRecord.refresh_shard.set(refresh_shard(connection.user_id, connection.bank_code)),
+                ConnectionRecord.refresh_due_at.set(_epoch(now)),
+            ]
+        else:
+            actions += [ConnectionRecord.refresh_shard.remove(), ConnectionRecord.refresh_due_at.remove()]
         return self._update(
             connection.user_id,
             connection.bank_code,
             expected_version=connection.version,
             operation="mark_reauth_required",
-            actions=[
-                ConnectionRecord.status.set(ConnectionStatus.REAUTH_REQUIRED.value),
-                ConnectionRecord.tokens.remove(),
-                ConnectionRecord.refresh_shard.remove(),
-                ConnectionRecord.refresh_due_at.remove(),
-            ],
+            actions=actions,
             now=now,
+        )
+
+    @tracer.capture_method(capture_response=False)
+    def store_consent(self, connection: Connection, *, consent: ConsentSnapshot, now: datetime) -> Connection:
+        """Record the consent the bank just accepted (it replaced the previous one there, so it does here).
+
+        Conditional on ``connection.version`` and on the connection still being ACTIVE; bumps the version. Tokens,
+        lease and refresh index are not touched (a refresh holding the lease retries its token write on the new
+        version, see :func:`aisp.logic.tokens.store_after_refresh`).
+
+        Raises
+        ------
+        ConflictError
+            The connection changed since it was read (refreshed, revoked, reconnected); nothing was written.
+        """
+        return self._update(
+            connection.user_id,
+            connection.bank_code,
+            expected_version=connection.version,
+            operation="store_consent",
+            actions=[ConnectionRecord.consent.set(consent.model_dump_json())],
+            now=now,
+            extra_condition=ConnectionRecord.status == ConnectionStatus.ACTIVE.value,
         )
 
     @tracer.capture_method(capture_response=False)
@@ -278,9 +364,213 @@ class DynamoConnectionRepository:
                 ConnectionRecord.access_expires_at.remove(),
                 ConnectionRecord.refresh_shard.remove(),
                 ConnectionRecord.refresh_due_at.remove(),
+                *_bookkeeping_removals(),
             ],
             now=now,
         )
+
+    # ------------------------------------------------------------------------------------------------------------
+    # The refresher: due keys, leases, failures, notices (none of these writes bumps the version)
+    # ------------------------------------------------------------------------------------------------------------
+
+    def due_keys(self, shard: int, *, due_before: int, page_size: int | None = None) -> Iterator[ConnectionKey]:
+        """Keys of the shard's records due by ``due_before`` (epoch seconds), most urgent first.
+
+        One ``Query`` of the keys-only ``RefreshDueIndex`` (``refresh_shard = shard AND refresh_due_at <=
+        due_before``), paged lazily: the cost follows the number of due records, never the table size. The index is
+        eventually consistent: a key may be stale, which the lease condition catches.
+        """
+        with translated("query_due_connections", shard=shard):
+            for record in ConnectionRecord.refresh_due_index.query(
+                shard, ConnectionRecord.refresh_due_at <= due_before, page_size=page_size
+            ):
+                yield ConnectionKey(record.user_id, record.bank_code)
+
+    def count_due(self, shard: int, *, due_before: int) -> int:
+        """How many of the shard's records are due by ``due_before`` (a ``Query`` with ``Select=COUNT``)."""
+        with translated("count_due_connections", shard=shard):
+            return int(ConnectionRecord.refresh_due_index.count(shard, ConnectionRecord.refresh_due_at <= due_before))
+
+    @tracer.capture_method(capture_response=False)
+    def acquire_lease(
+        self,
+        key: ConnectionKey,
+        *,
+        owner: str,
+        now: datetime,
+        lease_seconds: int,
+        due_before: int | None = None,
+        expected_version: int | None = None,
+    ) -> LeasedConnection | None:
+        """Take the refresh lease of a connection and read it in the same conditional ``UpdateItem``.
+
+        The write succeeds only when no lease is held (absent or expired) and, with ``due_before``, when the record
+        is still due (the refresher: a record refreshed since the index query is no longer due), or, with
+        ``expected_version``, when the record is ACTIVE at that version (an on-demand refresh). Its ``ALL_NEW``
+        answer is the strongly consistent read of the record the refresh works from.
+
+        Returns
+        -------
+        LeasedConnection | None
+            The record and its decrypted tokens; ``None`` when the condition failed (leased elsewhere, refreshed
+            already, changed, or gone).
+
+        Raises
+        ------
+        KeyServiceError
+            KMS could not unwrap the data key. The lease **is** held by ``owner`` then: release it. (A blob that
+            does not authenticate is reported as ``tokens_unreadable`` instead, the lease held.)
+        """
+        if due_before is None and expected_version is None:
+            raise InvalidRequestError("a lease needs due_before or expected_version")
+        now_epoch = _epoch(now)
+        condition = _lease_free(now_epoch)
+        if due_before is not None:
+            condition &= ConnectionRecord.refresh_due_at <= due_before
+        if expected_version is not None:
+            condition &= ConnectionRecord.version == expected_version
+            condition &= ConnectionRecord.status == ConnectionStatus.ACTIVE.value
+        record = ConnectionRecord(key.user_id, key.bank_code)
+        lease_until = now_epoch + lease_seconds
+        try:
+            with translated("acquire_lease", bank_code=key.bank_code):
+                record.update(
+                    actions=[ConnectionRecord.lease_until.set(lease_until), ConnectionRecord.lease_owner.set(owner)],
+                    condition=condition,
+                )
+        except ConflictError:
+            return None
+        tokens: TokenPair | None = None
+        unreadable = False
+        if record.tokens is not None:
+            try:
+                tokens = self._open(record.tokens, key.user_id, key.bank_code)
+            except TokenIntegrityError:
+                logger.warning("stored token blob does not authenticate", bank_code=key.bank_code)
+                unreadable = True
+        notice = record.reauth_notice
+        return LeasedConnection(
+            connection=_to_connection(record),
+            tokens=tokens,
+            tokens_unreadable=unreadable,
+            lease_owner=owner,
+            lease_until=lease_until,
+            refresh_due_at=None if record.refresh_due_at is None else int(record.refresh_due_at),
+            refresh_failures=int(record.refresh_failures or 0),
+            expiry_notices=frozenset(int(days) for days in record.expiry_notices or ()),
+            reauth_notice=None if notice is None else ReauthNotice(notice),
+        )
+
+    @tracer.capture_method(capture_response=False)
+    def release_lease(self, key: ConnectionKey, *, owner: str) -> bool:
+        """Give the lease back (only if ``owner`` still holds it); ``False`` when it was not held."""
+        try:
+            with translated("release_lease", bank_code=key.bank_code):
+                ConnectionRecord(key.user_id, key.bank_code).update(
+                    actions=[ConnectionRecord.lease_until.remove(), ConnectionRecord.lease_owner.remove()],
+                    condition=ConnectionRecord.lease_owner == owner,
+                )
+        except ConflictError:
+            return False
+        return True
+
+    @tracer.capture_method(capture_response=False)
+    def record_refresh_failure(
+        self, key: ConnectionKey, *, owner: str, failures: int, error: str, next_due_at: int
+    ) -> bool:
+        """A refresh failed without a verdict on the refresh token: count it, push the next attempt, release the lease.
+
+        Conditional on ``owner`` holding the lease and on the record still being ACTIVE (a record revoked or
+        reconnected meanwhile must not re-enter the index). The tokens are not touched. ``False`` when the
+        condition failed.
+        """
+        try:
+            with translated("record_refresh_failure", bank_code=key.bank_code):
+                ConnectionRecord(key.user_id, key.bank_code).update(
+                    actions=[
+                        ConnectionRecord.refresh_failures.set(failures),
+                        ConnectionRecord.refresh_last_error.set(error),
+                        ConnectionRecord.refresh_due_at.set(next_due_at),
+                        ConnectionRecord.lease_until.remove(),
+                        ConnectionRecord.lease_owner.remove(),
+                    ],
+                    condition=(ConnectionRecord.lease_owner == owner)
+                    & (ConnectionRecord.status == ConnectionStatus.ACTIVE.value),
+                )
+        except ConflictError:
+            return False
+        return True
+
+    @tracer.capture_method(capture_response=False)
+    def claim_reauth_notice(self, key: ConnectionKey, *, now: datetime) -> Connection | None:
+        """PENDING → SENT (before publishing), out of the refresh index; ``None`` if not pending any more."""
+        record = ConnectionRecord(key.user_id, key.bank_code)
+        try:
+            with translated("claim_reauth_notice", bank_code=key.bank_code):
+                record.update(
+                    actions=[
+                        ConnectionRecord.reauth_notice.set(ReauthNotice.SENT.value),
+                        ConnectionRecord.reauth_notified_at.set(now),
+                        ConnectionRecord.refresh_shard.remove(),
+                        ConnectionRecord.refresh_due_at.remove(),
+                        ConnectionRecord.lease_until.remove(),
+                        ConnectionRecord.lease_owner.remove(),
+                    ],
+                    condition=(ConnectionRecord.status == ConnectionStatus.REAUTH_REQUIRED.value)
+                    & (ConnectionRecord.reauth_notice == ReauthNotice.PENDING.value),
+                )
+        except ConflictError:
+            return None
+        return _to_connection(record)
+
+    @tracer.capture_method(capture_response=False)
+    def restore_reauth_notice(self, key: ConnectionKey, *, retry_due_at: int) -> bool:
+        """The event could not be published: PENDING again, back in the index, due at ``retry_due_at``."""
+        try:
+            with translated("restore_reauth_notice", bank_code=key.bank_code):
+                ConnectionRecord(key.user_id, key.bank_code).update(
+                    actions=[
+                        ConnectionRecord.reauth_notice.set(ReauthNotice.PENDING.value),
+                        ConnectionRecord.reauth_notified_at.remove(),
+                        ConnectionRecord.refresh_shard.set(refresh_shard(key.user_id, key.bank_code)),
+                        ConnectionRecord.refresh_due_at.set(retry_due_at),
+                    ],
+                    condition=(ConnectionRecord.status == ConnectionStatus.REAUTH_REQUIRED.value)
+                    & (ConnectionRecord.reauth_notice == ReauthNotice.SENT.value),
+                )
+        except ConflictError:
+            return False
+        return True
+
+    @tracer.capture_method(capture_response=False)
+    def claim_expiry_notices(self, key: ConnectionKey, thresholds: Collection[int]) -> bool:
+        """Record ``thresholds`` as sent, before publishing, if none of them was and the record is ACTIVE.
+
+        The condition makes concurrent runs safe: only one of them gets ``True`` and publishes.
+        """
+        if not thresholds:
+            return False
+        condition: Condition = ConnectionRecord.status == ConnectionStatus.ACTIVE.value
+        for days in thresholds:
+            condition &= ~ConnectionRecord.expiry_notices.contains(days)
+        try:
+            with translated("claim_expiry_notices", bank_code=key.bank_code):
+                ConnectionRecord(key.user_id, key.bank_code).update(
+                    actions=[ConnectionRecord.expiry_notices.add(set(thresholds))], condition=condition
+                )
+        except ConflictError:
+            return False
+        return True
+
+    @tracer.capture_method(capture_response=False)
+    def release_expiry_notices(self, key: ConnectionKey, thresholds: Collection[int]) -> None:
+        """Forget ``thresholds`` (their event could not be published), so a later run sends it."""
+        if thresholds:
+            with translated("release_expiry_notices", bank_code=key.bank_code):
+                ConnectionRecord(key.user_id, key.bank_code).update(
+                    actions=[ConnectionRecord.expiry_notices.delete(set(thresholds))],
+                    condition=ConnectionRecord.user_id.exists(),
+                )
 
     # ------------------------------------------------------------------------------------------------------------
     # Internals

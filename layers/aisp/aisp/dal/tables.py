@@ -24,9 +24,21 @@ tokens                 B     envelope-encrypted ``{access_token, refresh_token}`
 consent                S     JSON ConsentSnapshot (issue 5)
 version                N     optimistic lock: every write is conditional on the version read, and bumps it
 refresh_shard          N     0..15, stable hash of user + bank  } RefreshDueIndex keys: present only while ACTIVE
-refresh_due_at         N     epoch seconds = access expiry     } with a refresh token (sparse index)
+refresh_due_at         N     epoch seconds = access expiry     } with a refresh token (sparse index); after a
+                                   transient refresh failure: next attempt + margin; while a ConnectionReauthRequired
+                                   event is pending on a REAUTH_REQUIRED record: when to send it
 purge_at               N     TTL: set on REVOKED records only
+lease_until            N     epoch seconds: a refresh is in progress until then (absent = free)      } refresh
+lease_owner            S     who holds the lease (``refresher:<run>:<n>`` or ``on-demand:<uuid>``)  } lease
+refresh_failures       N     consecutive transient refresh failures (backoff exponent), reset on success
+refresh_last_error     S     last failure kind: ``429``, ``503``, ``timeout``... (never bank text)
+expiry_notices         NS    ``ConnectionExpiring`` thresholds already sent (days: 14, 7, 1); reset by a new SCA
+reauth_notice          S     PENDING | SENT: the ``ConnectionReauthRequired`` event of a REAUTH_REQUIRED record
+reauth_notified_at     S     when that event was sent
 =====================  ====  ==========================================================================================
+
+The lease, failure and notice attributes are bookkeeping of the refresher: writing them never bumps ``version``
+(so a consent write racing with a refresh does not lose), each write carries its own condition instead.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from typing import Any
 from pynamodb.attributes import (
     BinaryAttribute,
     NumberAttribute,
+    NumberSetAttribute,
     TTLAttribute,
     UnicodeAttribute,
     UTCDateTimeAttribute,
@@ -93,6 +106,8 @@ class ConnectionRecord(Model):
         host = None  # botocore: AWS_ENDPOINT_URL(_DYNAMODB) when set
         connect_timeout_seconds = 2
         read_timeout_seconds = 5
+        # The refresher's worker threads share one botocore client: one pooled connection per thread.
+        max_pool_connections = 64
 
     user_id = UnicodeAttribute(hash_key=True)
     bank_code = UnicodeAttribute(range_key=True)
@@ -111,6 +126,13 @@ class ConnectionRecord(Model):
     refresh_shard = NumberAttribute(null=True)
     refresh_due_at = NumberAttribute(null=True)
     purge_at = TTLAttribute(null=True)
+    lease_until = NumberAttribute(null=True)
+    lease_owner = UnicodeAttribute(null=True)
+    refresh_failures = NumberAttribute(null=True)
+    refresh_last_error = UnicodeAttribute(null=True)
+    expiry_notices = NumberSetAttribute(null=True)
+    reauth_notice = UnicodeAttribute(null=True)
+    reauth_notified_at = UTCDateTimeAttribute(null=True)
 
     refresh_due_index = RefreshDueIndex()
 

@@ -3,15 +3,38 @@ fakes: ``tests/unit/fakes.py``."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from aisp.models.connection import Connection, OAuthState, TokenPair
+from aisp.models.connection import Connection, ConsentSnapshot, OAuthState, TokenPair
+from aisp.models.refresh import ConnectionKey, FanoutRequest, LeasedConnection, LifecycleEvent
 
 if TYPE_CHECKING:  # the STET package (requests, signing) loads only when a bank is called
-    from aisp.stet.schemas import TokenResponse
+    from datetime import date
 
-__all__ = ["BankGateway", "Clock", "ConnectionRepository", "OAuthStateRepository", "SystemClock"]
+    from aisp.models.api import SubmitConsentRequest
+    from aisp.models.psu import PsuInfo
+    from aisp.stet.schemas import (
+        AccountList,
+        BalanceList,
+        BeneficiaryList,
+        EndUserIdentity,
+        TokenResponse,
+        TransactionPage,
+    )
+
+__all__ = [
+    "AccountDataGateway",
+    "BankGateway",
+    "Clock",
+    "ConnectionRepository",
+    "EventPublisher",
+    "FanoutQueue",
+    "OAuthStateRepository",
+    "RefreshRepository",
+    "SystemClock",
+]
 
 
 class Clock(Protocol):
@@ -69,17 +92,95 @@ class ConnectionRepository(Protocol):
         ...
 
     def store_refreshed_tokens(
-        self, connection: Connection, *, tokens: TokenPair, access_expires_at: datetime, now: datetime
+        self,
+        connection: Connection,
+        *,
+        tokens: TokenPair,
+        access_expires_at: datetime,
+        now: datetime,
+        lease_owner: str | None = None,
     ) -> Connection:
-        """Replace the tokens after a refresh (conditional on the version and on ACTIVE)."""
+        """Replace the tokens after a refresh (conditional on the version, on ACTIVE and on holding the lease)."""
         ...
 
-    def mark_reauth_required(self, connection: Connection, *, now: datetime) -> Connection:
-        """REAUTH_REQUIRED, out of the refresh index, tokens forgotten (conditional on the version)."""
+    def mark_reauth_required(self, connection: Connection, *, now: datetime, notify: bool = False) -> Connection:
+        """REAUTH_REQUIRED, tokens forgotten (conditional on the version); ``notify``: event pending for the
+        refresher, else out of the refresh index."""
+        ...
+
+    def acquire_lease(
+        self,
+        key: ConnectionKey,
+        *,
+        owner: str,
+        now: datetime,
+        lease_seconds: int,
+        due_before: int | None = None,
+        expected_version: int | None = None,
+    ) -> LeasedConnection | None:
+        """Take the refresh lease and read the record in one conditional write; ``None`` if not taken."""
+        ...
+
+    def release_lease(self, key: ConnectionKey, *, owner: str) -> bool:
+        """Give the lease back if ``owner`` still holds it."""
         ...
 
     def revoke(self, connection: Connection, *, now: datetime, purge_at: datetime) -> Connection:
         """REVOKED, tokens forgotten, purged at ``purge_at`` (conditional on the version)."""
+        ...
+
+    def store_consent(self, connection: Connection, *, consent: ConsentSnapshot, now: datetime) -> Connection:
+        """Record the consent the bank accepted (conditional on the version and on ACTIVE)."""
+        ...
+
+
+class RefreshRepository(ConnectionRepository, Protocol):
+    """What the scheduled refresher needs on top of :class:`ConnectionRepository` (see :mod:`aisp.dal.connections`)."""
+
+    def due_keys(self, shard: int, *, due_before: int, page_size: int | None = None) -> Iterator[ConnectionKey]:
+        """Keys of the shard's records due by ``due_before`` (RefreshDueIndex query, lazily paged)."""
+        ...
+
+    def count_due(self, shard: int, *, due_before: int) -> int:
+        """How many of the shard's records are due by ``due_before``."""
+        ...
+
+    def record_refresh_failure(
+        self, key: ConnectionKey, *, owner: str, failures: int, error: str, next_due_at: int
+    ) -> bool:
+        """Count a transient failure, push the next attempt, release the lease (if still owned and ACTIVE)."""
+        ...
+
+    def claim_reauth_notice(self, key: ConnectionKey, *, now: datetime) -> Connection | None:
+        """PENDING → SENT and out of the index; ``None`` if there was nothing pending."""
+        ...
+
+    def restore_reauth_notice(self, key: ConnectionKey, *, retry_due_at: int) -> bool:
+        """SENT → PENDING, back in the index (the publish failed)."""
+        ...
+
+    def claim_expiry_notices(self, key: ConnectionKey, thresholds: Collection[int]) -> bool:
+        """Record thresholds as sent if none was (conditional); ``True`` = the caller publishes."""
+        ...
+
+    def release_expiry_notices(self, key: ConnectionKey, thresholds: Collection[int]) -> None:
+        """Forget thresholds whose event could not be published."""
+        ...
+
+
+class EventPublisher(Protocol):
+    """The fintech's event bus."""
+
+    def publish(self, event: LifecycleEvent) -> None:
+        """Publish one lifecycle event; raises ``EventPublishError``."""
+        ...
+
+
+class FanoutQueue(Protocol):
+    """Where the refresher hands shards to other invocations."""
+
+    def send(self, requests: list[FanoutRequest]) -> None:
+        """Enqueue the requests; raises ``FanoutError``."""
         ...
 
 
@@ -123,4 +224,55 @@ class BankGateway(Protocol):
 
     def revoke(self, bank_code: str, *, token: str, token_type_hint: str | None = None) -> None:
         """Revoke a token at the bank."""
+        ...
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Account information (issue 5)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class AccountDataGateway(Protocol):
+    """The banks' AISP data calls, by bank code, with an access token; ``psu`` is ``None`` for batch calls.
+
+    Every method raises :class:`~aisp.errors.UpstreamError` subclasses (401 → ``BankTokenInvalidError``, 403 →
+    ``BankAccessDeniedError`` or ``BankRateLimitedError`` for TMRQ, 404 → ``BankNotFoundError``...).
+    """
+
+    def get_accounts(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> AccountList:
+        """GET /accounts (no eligible account → empty list)."""
+        ...
+
+    def put_consents(
+        self, bank_code: str, *, access_token: str, consent: SubmitConsentRequest, psu: PsuInfo | None
+    ) -> None:
+        """PUT /consents (replaces the previous consent)."""
+        ...
+
+    def get_balances(self, bank_code: str, *, access_token: str, account_id: str, psu: PsuInfo | None) -> BalanceList:
+        """GET /accounts/{account_id}/balances."""
+        ...
+
+    def get_transactions_page(
+        self,
+        bank_code: str,
+        *,
+        access_token: str,
+        account_id: str,
+        psu: PsuInfo | None,
+        date_from: date | None = None,
+        date_to: date | None = None,
+        page_url: str | None = None,
+    ) -> TransactionPage:
+        """One page of GET /accounts/{account_id}/transactions (``page_url``: a page link the bank gave)."""
+        ...
+
+    def get_trusted_beneficiaries(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> BeneficiaryList:
+        """GET /trusted-beneficiaries (none → empty list)."""
+        ...
+
+    def get_end_user_identity(
+        self, bank_code: str, *, access_token: str, psu: PsuInfo | None
+    ) -> EndUserIdentity | None:
+        """GET /end-user-identity (none → ``None``)."""
         ...

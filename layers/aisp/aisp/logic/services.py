@@ -7,19 +7,30 @@ and :class:`ConnectPolicy` instead of these defaults. The use cases call the fac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache
 
 from aisp.banks import BankRegistry, get_registry
-from aisp.logic.ports import BankGateway, Clock, ConnectionRepository, OAuthStateRepository, SystemClock
+from aisp.cursors import CursorSealer, clear_cursor_sealer, get_cursor_sealer
+from aisp.logic.ports import (
+    AccountDataGateway,
+    BankGateway,
+    Clock,
+    ConnectionRepository,
+    OAuthStateRepository,
+    SystemClock,
+)
 from aisp.return_urls import AllowedPrefix
 from aisp.settings import ConnectSettings, StorageSettings, load_settings
 
 __all__ = [
+    "AccountServices",
     "ConnectPolicy",
     "ConnectionServices",
     "clear_services",
+    "get_account_services",
     "get_connect_policy",
     "get_connection_services",
 ]
@@ -78,7 +89,32 @@ def get_connect_policy() -> ConnectPolicy:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountServices:
+    """Ports of the consent and account-query use cases, on top of the connection services (tokens, registry)."""
+
+    connections: ConnectionServices
+    bank: AccountDataGateway
+    # Called on the first cursor of a request: only transaction paging pays for the key (one KMS call a container).
+    cursors: Callable[[], CursorSealer] = get_cursor_sealer
+    # Banks queried at once by GET /v1/accounts.
+    max_workers: int = 4
+
+
+@cache
+def get_account_services() -> AccountServices:
+    """The account use cases over :func:`get_connection_services` and the STET data gateway."""
+    from aisp.stet.gateway import StetAccountGateway  # noqa: PLC0415 - requests + signing on first use
+
+    return AccountServices(connections=get_connection_services(), bank=StetAccountGateway())
+
+
 def clear_services() -> None:
     """Forget the cached services and policy (tests, configuration changes)."""
     get_connection_services.cache_clear()
     get_connect_policy.cache_clear()
+    get_account_services.cache_clear()
+    clear_cursor_sealer()
+    from aisp.logic.consents import clear_idempotency  # noqa: PLC0415 - consents imports this module
+
+    clear_idempotency()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from aisp.banks import Bank, BankCapabilities, Network
+from aisp.iban import is_valid_iban, normalise_iban
 from aisp.models.connection import Connection, ConnectionStatus, ConsentSnapshot
 
 BankCodeField = Annotated[str, Field(pattern=r"^[0-9]{5}$", description="Establishment code (cdetab), 5 digits")]
@@ -97,3 +98,51 @@ class ConnectionSummary(BaseModel):
             reauth_due_at=connection.reauth_due_at,
             consent=connection.consent,
         )
+
+
+MAX_CONSENTED_ACCOUNTS: Final = 100
+
+
+def _checked_iban(value: str) -> str:
+    normalised = normalise_iban(value)
+    if not is_valid_iban(normalised):
+        # Never echo the value: it is personal data.
+        raise ValueError("not a valid IBAN (format, country length or check digits)")
+    return normalised
+
+
+def _distinct(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+IbanField = Annotated[
+    str,
+    Field(min_length=15, max_length=42, description="IBAN; spaces allowed", examples=["FR7613807008043001965405158"]),
+    AfterValidator(_checked_iban),
+]
+IbanList = Annotated[list[IbanField], Field(max_length=MAX_CONSENTED_ACCOUNTS), AfterValidator(_distinct)]
+
+
+class SubmitConsentRequest(BaseModel):
+    """``PUT /v1/connections/{bank_code}/consent``: what the user agrees to share; replaces the previous consent.
+
+    IBANs must be accounts the user holds at this bank (``GET .../accounts`` lists them); the bank refuses others.
+    """
+
+    # Built on first use: only the consents function validates it (every HTTP function imports this module).
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+    balances: IbanList = Field(description="Accounts whose balances may be read")
+    transactions: IbanList = Field(description="Accounts whose transactions may be read")
+    psu_identity: bool = Field(description="Whether the user's identity (name) may be read")
+    trusted_beneficiaries: bool = Field(description="Whether the user's trusted beneficiaries may be read")
+
+
+class SubmitConsentResponse(BaseModel):
+    """The consent now in force at the bank, as stored on the connection."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    bank_code: str
+    connection_id: str
+    consent: ConsentSnapshot

@@ -8,12 +8,20 @@ secret rotation picked up after ``max_age`` builds fresh clients, while warm cal
 from __future__ import annotations
 
 import threading
+from typing import Final
+
+import requests
+from requests.adapters import HTTPAdapter
 
 from aisp.banks import Bank, bank_base_url, get_registry
 from aisp.credentials import BankCredentials, get_bank_credentials, qwac_cert_files
 from aisp.settings import BankSettings, load_settings
 from aisp.signing import BankSignatureAuth
 from aisp.stet.client import BankClient
+
+# Keep-alive connections kept per bank host: one per concurrent caller (the token refresher's worker threads share
+# one client; requests' default of 10 would open and drop a TLS connection for every call beyond the tenth).
+POOL_MAXSIZE: Final = 64
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str], BankClient] = {}
@@ -24,6 +32,9 @@ def build_bank_client(bank: Bank, settings: BankSettings, credentials: BankCrede
     auth = BankSignatureAuth(
         key_id=credentials.qseal_key_id, private_key_pem=credentials.qseal_key_pem.get_secret_value()
     )
+    session = requests.Session()
+    session.trust_env = False  # no netrc credentials, proxy or CA overrides from the environment
+    session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=POOL_MAXSIZE))
     # Connect timeout just above the 3 s TCP retransmission interval; read timeout from settings.
     return BankClient(
         bank_code=bank.bank_code,
@@ -34,6 +45,7 @@ def build_bank_client(bank: Bank, settings: BankSettings, credentials: BankCrede
         cert=qwac_cert_files(credentials),
         verify=settings.bank_ca_bundle or True,
         timeout=(3.05, settings.bank_timeout_seconds),
+        session=session,
     )
 
 
@@ -49,11 +61,13 @@ def get_bank_client(bank_code: str) -> BankClient:
     """
     bank = get_registry().get(bank_code)
     settings = load_settings(BankSettings)
-    credentials = get_bank_credentials(
-        settings.bank_credentials_secret_name, max_age=settings.credentials_max_age_seconds
-    )
-    key = (bank.bank_code, credentials.version)
+    # Under the lock: the token refresher's worker threads all ask at once on a cold container, and each would
+    # otherwise build its own Secrets Manager client and fetch the secret (warm, this is a cache look-up).
     with _lock:
+        credentials = get_bank_credentials(
+            settings.bank_credentials_secret_name, max_age=settings.credentials_max_age_seconds
+        )
+        key = (bank.bank_code, credentials.version)
         client = _clients.get(key)
         if client is None:
             # Drop clients built with older credentials for this bank.

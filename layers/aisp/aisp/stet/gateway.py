@@ -6,14 +6,29 @@ and gets a :class:`~aisp.stet.TokenResponse` or a typed :class:`~aisp.errors.Ups
 
 from __future__ import annotations
 
+from datetime import date
+from typing import TYPE_CHECKING
+
 from aisp.banks import authorize_base_url, get_registry
 from aisp.credentials import get_bank_credentials
 from aisp.settings import BankSettings, load_settings
-from aisp.stet.client import build_authorization_url
+from aisp.stet.client import PsuContext, build_authorization_url
 from aisp.stet.factory import get_bank_client
-from aisp.stet.schemas import TokenResponse
+from aisp.stet.schemas import (
+    AccountList,
+    BalanceList,
+    BeneficiaryList,
+    ConsentRequest,
+    EndUserIdentity,
+    TokenResponse,
+    TransactionPage,
+)
 
-__all__ = ["StetBankGateway"]
+if TYPE_CHECKING:
+    from aisp.models.api import SubmitConsentRequest
+    from aisp.models.psu import PsuInfo
+
+__all__ = ["StetAccountGateway", "StetBankGateway"]
 
 
 class StetBankGateway:
@@ -41,3 +56,63 @@ class StetBankGateway:
     def revoke(self, bank_code: str, *, token: str, token_type_hint: str | None = None) -> None:
         """RFC 7009 revocation (BPCE: revoking either token revokes both)."""
         get_bank_client(bank_code).revoke(token, token_type_hint=token_type_hint)
+
+
+def _psu_context(psu: PsuInfo | None) -> PsuContext | None:
+    return None if psu is None else PsuContext(**psu.as_kwargs())
+
+
+class StetAccountGateway:
+    """The AISP data calls of the BPCE establishments (``aisp.logic.ports.AccountDataGateway``), one cached client
+    per bank; a :class:`~aisp.models.psu.PsuInfo` becomes the request's ``PSU-*`` headers."""
+
+    def get_accounts(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> AccountList:
+        """GET /accounts."""
+        return get_bank_client(bank_code).get_accounts(access_token, _psu_context(psu))
+
+    def put_consents(
+        self, bank_code: str, *, access_token: str, consent: SubmitConsentRequest, psu: PsuInfo | None
+    ) -> None:
+        """PUT /consents with the STET ``Access`` body built from the validated request."""
+        body = ConsentRequest(
+            balances=consent.balances,
+            transactions=consent.transactions,
+            psu_identity=consent.psu_identity,
+            trusted_beneficiaries=consent.trusted_beneficiaries,
+        )
+        get_bank_client(bank_code).put_consents(access_token, body, _psu_context(psu))
+
+    def get_balances(self, bank_code: str, *, access_token: str, account_id: str, psu: PsuInfo | None) -> BalanceList:
+        """GET /accounts/{account_id}/balances."""
+        return get_bank_client(bank_code).get_balances(access_token, account_id, _psu_context(psu))
+
+    def get_transactions_page(
+        self,
+        bank_code: str,
+        *,
+        access_token: str,
+        account_id: str,
+        psu: PsuInfo | None,
+        date_from: date | None = None,
+        date_to: date | None = None,
+        page_url: str | None = None,
+    ) -> TransactionPage:
+        """One page of transactions; ``page_url`` is re-checked to be on the bank's origin by the client."""
+        return get_bank_client(bank_code).get_transactions_page(
+            access_token,
+            account_id,
+            psu=_psu_context(psu),
+            date_from=date_from,
+            date_to=date_to,
+            page_url=page_url,
+        )
+
+    def get_trusted_beneficiaries(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> BeneficiaryList:
+        """GET /trusted-beneficiaries."""
+        return get_bank_client(bank_code).get_trusted_beneficiaries(access_token, _psu_context(psu))
+
+    def get_end_user_identity(
+        self, bank_code: str, *, access_token: str, psu: PsuInfo | None
+    ) -> EndUserIdentity | None:
+        """GET /end-user-identity."""
+        return get_bank_client(bank_code).get_end_user_identity(access_token, _psu_context(psu))

@@ -1,0 +1,220 @@
+"""Sealed transaction cursors: the client carries where the next page is, and can neither read nor choose it.
+
+A ``next_cursor`` is ``c1.`` + base64url(nonce || AES-256-GCM(position)), where the position is the bank's next-page
+link (absolute, already checked to be on the bank's origin) or the first page's dates, an offset into that page and
+an expiry. The GCM additional data binds the cursor to the user, the bank and the account it was issued for, so a
+forged, tampered, expired, other user's or other account's cursor fails to open, and we only ever call a URL the
+bank itself gave us.
+
+Where the sealing key comes from (a decision, see README "Transactions and cursors"). It must be the same in every
+container of the deployment (a cursor issued by one container is redeemed by another) and must cost no KMS call
+per page. Options weighed:
+
+* a key inside each connection's encrypted token blob: per record, needs a DAL change, and a token rotation would
+  void live cursors;
+* a random key in Secrets Manager / SSM: one more secret to create and rotate, not emulated by the local stack;
+* ``kms:GenerateMac`` on every cursor: a KMS round trip per page, on the warm path;
+* **chosen**: a dedicated KMS HMAC key (``CursorKey``, HMAC_256, never leaves KMS) and, once per container,
+  ``GenerateMac(label)`` with a fixed label. The MAC of a fixed message under a secret key is a stable, secret,
+  uniformly random 256-bit value: the same in every container, derivable only by principals granted
+  ``kms:GenerateMac`` on that key (the accounts function alone), and it never touches storage. Warm pages then seal
+  and open locally (AES-GCM, microseconds). Rotation = a new label (``v2``): old cursors stop opening, which costs
+  clients one restart from the first page, as an expired cursor does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import threading
+from collections.abc import Mapping
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+from aisp.errors import InvalidCursorError, KeyServiceError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from mypy_boto3_kms import KMSClient
+
+__all__ = [
+    "CURSOR_PREFIX",
+    "MAX_CURSOR_LENGTH",
+    "CursorPosition",
+    "CursorSealer",
+    "clear_cursor_sealer",
+    "derive_cursor_key",
+    "get_cursor_sealer",
+]
+
+CURSOR_PREFIX: Final = "c1."
+KEY_LABEL: Final = b"aisp:transactions-cursor:v1"
+MAX_CURSOR_LENGTH: Final = 2048
+MAX_SKIP: Final = 10_000
+NONCE_BYTES: Final = 12
+TAG_BYTES: Final = 16
+KEY_BYTES: Final = 32
+_BODY: Final = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class CursorPosition(NamedTuple):
+    """Where the next transactions start.
+
+    ``page_url`` is the bank page to fetch (absolute, from the bank's own ``next`` link or a page we already
+    fetched), or ``None`` for the first page of ``date_from``/``date_to`` (STET ``dateFrom``/``dateTo``);
+    ``skip`` is how many transactions of that page were already served.
+    """
+
+    page_url: str | None
+    date_from: date | None = None
+    date_to: date | None = None
+    skip: int = 0
+
+
+def _associated_data(user_id: str, bank_code: str, account_id: str) -> bytes:
+    # JSON of a list: unambiguous whatever the values contain.
+    bound = json.dumps([user_id, bank_code, account_id], separators=(",", ":"), ensure_ascii=True)
+    return CURSOR_PREFIX.encode() + b"\x00" + bound.encode("ascii")
+
+
+class CursorSealer:
+    """Seals and opens cursors with one AES-256-GCM key.
+
+    Parameters
+    ----------
+    key
+        32 bytes (see :func:`derive_cursor_key`).
+    ttl_seconds
+        How long a sealed cursor opens.
+    """
+
+    def __init__(self, key: bytes, *, ttl_seconds: int) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415 - first cursor only
+
+        if len(key) != KEY_BYTES:
+            raise KeyServiceError("cursor key must be 256 bits", details={"length": len(key)})
+        self._aead: AESGCM = AESGCM(key)
+        self._ttl = ttl_seconds
+
+    def __repr__(self) -> str:
+        return f"CursorSealer(ttl_seconds={self._ttl})"
+
+    def seal(self, position: CursorPosition, *, user_id: str, bank_code: str, account_id: str, now: datetime) -> str:
+        """An opaque cursor for ``position``, valid for this user, bank and account until ``now + ttl``."""
+        payload: dict[str, Any] = {
+            "u": position.page_url,
+            "f": position.date_from.isoformat() if position.date_from else None,
+            "t": position.date_to.isoformat() if position.date_to else None,
+            "s": position.skip,
+            "e": int(now.timestamp()) + self._ttl,
+        }
+        nonce = os.urandom(NONCE_BYTES)
+        plaintext = json.dumps(payload, separators=(",", ":")).encode()
+        sealed = nonce + self._aead.encrypt(nonce, plaintext, _associated_data(user_id, bank_code, account_id))
+        return CURSOR_PREFIX + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
+
+    def open(self, cursor: str, *, user_id: str, bank_code: str, account_id: str, now: datetime) -> CursorPosition:
+        """The position sealed in ``cursor``.
+
+        Raises
+        ------
+        InvalidCursorError
+            Malformed, tampered with, issued for another user/bank/account (all three fail authentication),
+            or expired.
+        """
+        from cryptography.exceptions import InvalidTag  # noqa: PLC0415
+
+        if len(cursor) > MAX_CURSOR_LENGTH or not cursor.startswith(CURSOR_PREFIX):
+            raise InvalidCursorError("malformed")
+        body = cursor[len(CURSOR_PREFIX) :]
+        if not _BODY.fullmatch(body):
+            raise InvalidCursorError("malformed")
+        try:
+            sealed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        except (binascii.Error, ValueError):
+            raise InvalidCursorError("malformed") from None
+        if len(sealed) < NONCE_BYTES + TAG_BYTES:
+            raise InvalidCursorError("malformed")
+        nonce, ciphertext = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
+        try:
+            plaintext = self._aead.decrypt(nonce, ciphertext, _associated_data(user_id, bank_code, account_id))
+        except InvalidTag:
+            raise InvalidCursorError("forged_or_foreign") from None
+        position, expires = _decode(plaintext)
+        if expires <= int(now.timestamp()):
+            raise InvalidCursorError("expired")
+        return position
+
+
+def _decode(plaintext: bytes) -> tuple[CursorPosition, int]:
+    # Authenticated, so written by us: a failure here means a format change, not an attack; still never a 500.
+    try:
+        payload = json.loads(plaintext)
+        url, date_from, date_to, skip, expires = (payload[k] for k in ("u", "f", "t", "s", "e"))
+        if not (isinstance(skip, int) and 0 <= skip <= MAX_SKIP and isinstance(expires, int)):
+            raise ValueError("bad cursor fields")
+        if url is not None and not isinstance(url, str):
+            raise ValueError("bad cursor url")
+        position = CursorPosition(
+            page_url=url,
+            date_from=date.fromisoformat(date_from) if date_from else None,
+            date_to=date.fromisoformat(date_to) if date_to else None,
+            skip=skip,
+        )
+    except (ValueError, TypeError, KeyError):
+        raise InvalidCursorError("unreadable") from None
+    return position, expires
+
+
+def derive_cursor_key(key_id: str, kms_client: KMSClient | None = None) -> bytes:
+    """The deployment's cursor key: ``GenerateMac(HMAC_SHA_256, KEY_LABEL)`` under the KMS HMAC key ``key_id``.
+
+    Raises
+    ------
+    KeyServiceError
+        KMS refused or failed (key missing, disabled, not an HMAC key, access denied, throttled).
+    """
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    if kms_client is None:
+        import boto3  # noqa: PLC0415 - the first cursor of a container pays for it
+
+        kms_client = boto3.client("kms")
+    try:
+        response: Mapping[str, Any] = kms_client.generate_mac(
+            KeyId=key_id, Message=KEY_LABEL, MacAlgorithm="HMAC_SHA_256"
+        )
+    except (ClientError, BotoCoreError) as exc:
+        response_meta = getattr(exc, "response", None)
+        code = response_meta.get("Error", {}).get("Code") if isinstance(response_meta, dict) else None
+        raise KeyServiceError(
+            "KMS could not derive the cursor key",
+            details={"error_type": type(exc).__name__, **({"aws_error_code": str(code)} if code else {})},
+        ) from exc
+    return bytes(response["Mac"])
+
+
+_lock = threading.Lock()
+_sealer: CursorSealer | None = None
+
+
+def get_cursor_sealer() -> CursorSealer:
+    """The container's sealer: one ``GenerateMac`` on first use (settings: :class:`~aisp.settings.CursorSettings`)."""
+    global _sealer  # noqa: PLW0603 - a per-container cache, like functools.cache but built once under a lock
+    with _lock:
+        if _sealer is None:
+            from aisp.settings import CursorSettings, load_settings  # noqa: PLC0415
+
+            settings: CursorSettings = load_settings(CursorSettings)
+            _sealer = CursorSealer(derive_cursor_key(settings.cursor_key_id), ttl_seconds=settings.cursor_ttl_seconds)
+        return _sealer
+
+
+def clear_cursor_sealer() -> None:
+    """Forget the cached sealer (tests, configuration changes)."""
+    global _sealer  # noqa: PLW0603
+    with _lock:
+        _sealer = None

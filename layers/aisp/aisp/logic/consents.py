@@ -1,0 +1,209 @@
+"""Consent submission: ``PUT /v1/connections/{bank_code}/consent`` → the bank's ``PUT /consents``.
+
+The new consent replaces the previous one at the bank, and then on the connection: its snapshot is written with a
+conditional update on the version read (retried on a concurrent token refresh, refused if the connection was
+revoked or reconnected meanwhile). The IBANs were checked by the request model (format, country length, mod-97);
+whether they are the user's is for the bank to say: its 400 becomes our ``validation_error``.
+
+Idempotency: with an ``Idempotency-Key`` header the submission goes through Powertools idempotency (DynamoDB
+``IdempotencyTable``). The key is the (user, bank, header value) triple, so two users can never collide; the body is
+the validated payload, so the same key with another body is ``idempotency_key_reused`` (422) and a retry while the
+first is running is ``request_in_progress`` (409). The persistence layer is built on the first keyed request, never
+at import. A failure deletes the record (Powertools), so the client may retry with the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any, Final
+
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel, ConfigDict
+
+from aisp import errors
+from aisp.logic import services as _wiring
+from aisp.logic.bank_calls import BankSession, open_session
+from aisp.logic.services import AccountServices
+from aisp.models.api import SubmitConsentRequest, SubmitConsentResponse
+from aisp.models.connection import Connection, ConnectionStatus, ConsentSnapshot
+from aisp.models.psu import PsuInfo
+from aisp.observability import logger, metrics, tracer
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+__all__ = ["ConsentCall", "clear_idempotency", "submit_consent"]
+
+MAX_WRITE_ATTEMPTS: Final = 3
+HTTP_BAD_REQUEST: Final = 400
+
+
+class ConsentCall(BaseModel):
+    """What the idempotency record is keyed on (user, bank, key) and validated against (the consent)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user_id: str
+    bank_code: str
+    idempotency_key: str
+    consent: SubmitConsentRequest
+
+
+@tracer.capture_method(capture_response=False)
+def submit_consent(
+    *,
+    user_id: str,
+    bank_code: str,
+    request: SubmitConsentRequest,
+    psu: PsuInfo | None,
+    idempotency_key: str | None = None,
+    lambda_context: LambdaContext | None = None,
+    services: AccountServices | None = None,
+) -> SubmitConsentResponse:
+    """Send the user's consent to the bank and store it on the connection.
+
+    Parameters
+    ----------
+    request
+        The validated consent (IBANs normalised and checked).
+    idempotency_key
+        The client's ``Idempotency-Key``, or ``None`` (no replay protection).
+    lambda_context
+        Lets Powertools expire an in-progress record when the invocation times out.
+
+    Raises
+    ------
+    InvalidRequestError
+        The bank refused the consent (400): an IBAN is not an account of the user at this bank.
+    IdempotencyKeyReusedError, RequestInProgressError
+        The key was used with another body, or its first request is still running.
+    ConnectionNotFoundError, ReauthRequiredError, ConflictError, UpstreamError
+        As for every bank call (see :mod:`aisp.logic.accounts`).
+    """
+    services = services or _wiring.get_account_services()
+    services.connections.registry.get(bank_code)
+    if idempotency_key is None:
+        return _submit(user_id, bank_code, request, psu, services)
+    submit, config = _idempotent_submit()
+    if lambda_context is not None:
+        config.register_lambda_context(lambda_context)
+    call = ConsentCall(user_id=user_id, bank_code=bank_code, idempotency_key=idempotency_key, consent=request)
+    from aws_lambda_powertools.utilities.idempotency import exceptions as idem  # noqa: PLC0415 - loaded by now
+
+    try:
+        response: SubmitConsentResponse = submit(call=call, psu=psu, services=services)
+    except idem.IdempotencyValidationError:
+        raise errors.IdempotencyKeyReusedError(
+            "this Idempotency-Key was used with a different request", details={"bank_code": bank_code}
+        ) from None
+    except idem.IdempotencyAlreadyInProgressError:
+        raise errors.RequestInProgressError(
+            "a request with this Idempotency-Key is in progress", details={"bank_code": bank_code}
+        ) from None
+    except (idem.IdempotencyPersistenceLayerError, idem.IdempotencyInconsistentStateError) as exc:
+        raise errors.PersistenceError("idempotency store failed", details={"error_type": type(exc).__name__}) from exc
+    return response
+
+
+def _submit_once(*, call: ConsentCall, psu: PsuInfo | None, services: AccountServices) -> SubmitConsentResponse:
+    """The idempotent unit: ``call`` is hashed (key and payload), ``psu`` and ``services`` are not."""
+    return _submit(call.user_id, call.bank_code, call.consent, psu, services)
+
+
+def _submit(
+    user_id: str, bank_code: str, request: SubmitConsentRequest, psu: PsuInfo | None, services: AccountServices
+) -> SubmitConsentResponse:
+    session = open_session(user_id, bank_code, services)
+    logger.append_keys(connection_id=session.connection.connection_id, bank_code=bank_code)
+    try:
+        session.call(
+            "put_consents",
+            lambda token: services.bank.put_consents(bank_code, access_token=token, consent=request, psu=psu),
+        )
+    except errors.BankClientError as exc:
+        if type(exc) is errors.BankClientError and exc.status == HTTP_BAD_REQUEST:
+            raise errors.InvalidRequestError(
+                "the bank refused the consent: an IBAN is not an account of the user at this bank",
+                details={"bank_code": bank_code, "field": "balances/transactions"},
+            ) from exc
+        raise
+    now = services.connections.clock.now()
+    snapshot = ConsentSnapshot(
+        balances=request.balances,
+        transactions=request.transactions,
+        psu_identity=request.psu_identity,
+        trusted_beneficiaries=request.trusted_beneficiaries,
+        updated_at=now,
+    )
+    stored = _store(services, session, snapshot, now)
+    metrics.add_metric(name="ConsentSubmitted", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "consent stored",
+        balances=len(snapshot.balances),
+        transactions=len(snapshot.transactions),
+        psu_identity=snapshot.psu_identity,
+        trusted_beneficiaries=snapshot.trusted_beneficiaries,
+    )
+    return SubmitConsentResponse(bank_code=bank_code, connection_id=stored.connection_id, consent=snapshot)
+
+
+def _store(services: AccountServices, session: BankSession, snapshot: ConsentSnapshot, now: datetime) -> Connection:
+    repository = services.connections.connections
+    original = current = session.connection
+    for _ in range(MAX_WRITE_ATTEMPTS):
+        try:
+            return repository.store_consent(current, consent=snapshot, now=now)
+        except errors.ConflictError:
+            found = repository.find(original.user_id, original.bank_code)
+        # A token refresh only moved the version: write again. Revoked or reconnected: the consent is not ours to keep.
+        if (
+            found is None
+            or found.status is not ConnectionStatus.ACTIVE
+            or found.connection_id != original.connection_id
+        ):
+            break
+        current = found
+    raise errors.ConflictError(
+        "connection changed while the consent was stored", details={"bank_code": original.bank_code}
+    )
+
+
+@cache
+def _idempotent_submit() -> tuple[Callable[..., Any], IdempotencyConfig]:
+    """Powertools idempotency over :func:`_submit_once`, with its DynamoDB persistence layer (first use only)."""
+    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415 - boto3 on the first keyed request
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+    from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import (  # noqa: PLC0415
+        PydanticSerializer,
+    )
+
+    from aisp.settings import IdempotencySettings, load_settings  # noqa: PLC0415
+
+    settings: IdempotencySettings = load_settings(IdempotencySettings)
+    config = IdempotencyConfig(
+        event_key_jmespath="[user_id, bank_code, idempotency_key]",
+        payload_validation_jmespath="consent",
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=settings.idempotency_ttl_seconds,
+        hash_function="sha256",
+    )
+    persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table_name)
+    wrapped = idempotent_function(
+        _submit_once,
+        data_keyword_argument="call",
+        persistence_store=persistence,
+        config=config,
+        output_serializer=PydanticSerializer(model=SubmitConsentResponse),
+    )
+    return wrapped, config
+
+
+def clear_idempotency() -> None:
+    """Forget the persistence layer (tests switching mocks, configuration changes)."""
+    _idempotent_submit.cache_clear()

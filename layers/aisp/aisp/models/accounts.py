@@ -1,0 +1,245 @@
+"""Normalized account-information models of the fintech-facing API (``/v1/.../accounts``, balances, transactions...).
+
+The bank's STET shapes (1.4.0, 1.4.2, 1.5; :mod:`aisp.stet.schemas`) are mapped here, once, into one stable shape:
+snake_case names, amounts as decimal strings (signed for transactions: debits are negative), ISO dates, transaction
+status ``booked | pending | other``, remittance as a list of lines. Nothing of the bank's free text is added beyond
+the data fields themselves (names, products, remittance lines).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # the STET package (requests, signing) loads only when a bank is called
+    from aisp.stet.schemas import (
+        Account,
+        AccountList,
+        Balance,
+        Beneficiary,
+        EndUserIdentity,
+        Transaction,
+    )
+
+__all__ = [
+    "AccountItem",
+    "AccountLinksAvailable",
+    "AllAccountsResponse",
+    "BalanceItem",
+    "BankAccountItem",
+    "BankErrorItem",
+    "BeneficiaryItem",
+    "IdentityResponse",
+    "ListAccountsResponse",
+    "TransactionItem",
+    "TransactionsResponse",
+    "decimal_string",
+]
+
+TransactionStatusName = Literal["booked", "pending", "other"]
+CreditDebit = Literal["credit", "debit"]
+DecimalString = Annotated[
+    str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", description="Decimal amount as a string", examples=["-150.00"])
+]
+_STATUS: dict[str, TransactionStatusName] = {"BOOK": "booked", "PDNG": "pending"}
+_CREDIT_DEBIT: dict[str, CreditDebit] = {"CRDT": "credit", "DBIT": "debit"}
+
+
+def decimal_string(amount: Decimal) -> str:
+    """A plain decimal string with the bank's scale (``Decimal("-1.5E+2")`` → ``"-150"``; never an exponent)."""
+    return format(abs(amount) if amount.is_zero() else amount, "f")
+
+
+class _Out(BaseModel):
+    # Schemas built on first use: a request builds only the models its route answers with.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+
+class BalanceItem(_Out):
+    """One balance of an account."""
+
+    type: str = Field(description="STET balanceType: CLBD (booked), XPCD (expected), VALU (value date), OTHR, ITAV")
+    name: str | None
+    amount: DecimalString
+    currency: str
+    reference_date: date | None
+
+    @classmethod
+    def from_stet(cls, balance: Balance) -> BalanceItem:
+        return cls(
+            type=balance.balance_type,
+            name=balance.name,
+            amount=decimal_string(balance.balance_amount.amount),
+            currency=balance.balance_amount.currency,
+            reference_date=balance.reference_date,
+        )
+
+
+class AccountLinksAvailable(_Out):
+    """Which per-account resources the bank offers for this account (what the current consent covers)."""
+
+    balances: bool
+    transactions: bool
+
+
+class AccountItem(_Out):
+    """One account of the user at one bank."""
+
+    account_id: str | None = Field(
+        description="The bank's resource id: the {account_id} of the balances and transactions routes"
+    )
+    iban: str | None
+    name: str | None
+    product: str | None
+    cash_account_type: str | None = Field(description="CACC (cash account) or CARD (deferred-debit card)")
+    usage: str | None = Field(description="PRIV or ORGA")
+    currency: str | None
+    psu_status: str | None = Field(description="e.g. Account Holder, Co-account Holder")
+    linked_account: str | None = Field(description="For a card: the cash account it is set up on")
+    balances: list[BalanceItem] = Field(description="Embedded when the account is consented for balances")
+    links: AccountLinksAvailable
+
+    @classmethod
+    def from_stet(cls, account: Account) -> AccountItem:
+        links = account.links
+        return cls(
+            account_id=account.resource_id,
+            iban=account.iban,
+            name=account.name,
+            product=account.product,
+            cash_account_type=account.cash_account_type,
+            usage=account.usage,
+            currency=account.currency or (account.account_id.currency if account.account_id else None),
+            psu_status=account.psu_status,
+            linked_account=account.linked_account,
+            balances=[BalanceItem.from_stet(balance) for balance in account.balances],
+            links=AccountLinksAvailable(
+                balances=bool(links and links.balances and links.balances.href),
+                transactions=bool(links and links.transactions and links.transactions.href),
+            ),
+        )
+
+
+class ListAccountsResponse(_Out):
+    """``GET /v1/connections/{bank_code}/accounts``."""
+
+    bank_code: str
+    accounts: list[AccountItem]
+    connected_psu: str | None = Field(description="The PSU's name, when the bank gives it with the accounts")
+
+    @classmethod
+    def from_stet(cls, bank_code: str, accounts: AccountList) -> ListAccountsResponse:
+        return cls(
+            bank_code=bank_code,
+            accounts=[AccountItem.from_stet(account) for account in accounts.accounts],
+            connected_psu=accounts.connected_psu,
+        )
+
+
+class TransactionItem(_Out):
+    """One transaction; ``amount`` is signed (debits negative)."""
+
+    id: str | None = Field(description="The bank's resource id, else its entry reference")
+    entry_reference: str | None
+    amount: DecimalString
+    currency: str
+    credit_debit: CreditDebit
+    status: TransactionStatusName
+    booking_date: date | None
+    value_date: date | None
+    transaction_date: date | None
+    remittance: list[str]
+
+    @classmethod
+    def from_stet(cls, transaction: Transaction) -> TransactionItem:
+        """Raises ``KeyError`` for a credit/debit indicator other than CRDT/DBIT (the caller reports the bank)."""
+        credit_debit = _CREDIT_DEBIT[transaction.credit_debit_indicator.strip().upper()]
+        amount = abs(transaction.transaction_amount.amount)
+        return cls(
+            id=transaction.resource_id or transaction.entry_reference,
+            entry_reference=transaction.entry_reference,
+            amount=decimal_string(-amount if credit_debit == "debit" else amount),
+            currency=transaction.transaction_amount.currency,
+            credit_debit=credit_debit,
+            status=_STATUS.get(transaction.status.strip().upper(), "other"),
+            booking_date=transaction.booking_date,
+            value_date=transaction.value_date,
+            transaction_date=transaction.transaction_date,
+            remittance=list(transaction.remittance_information),
+        )
+
+
+class TransactionsResponse(_Out):
+    """``GET .../transactions``: one or more bank pages and where to continue."""
+
+    transactions: list[TransactionItem]
+    next_cursor: str | None = Field(
+        description="Opaque; pass it back as ?cursor= for the next transactions; null after the last page"
+    )
+
+
+class BeneficiaryItem(_Out):
+    """One trusted beneficiary."""
+
+    id: str | None
+    name: str | None
+    iban: str | None
+    bic: str | None
+    is_trusted: bool | None
+
+    @classmethod
+    def from_stet(cls, beneficiary: Beneficiary) -> BeneficiaryItem:
+        return cls(
+            id=beneficiary.id,
+            name=beneficiary.creditor.name if beneficiary.creditor else None,
+            iban=beneficiary.creditor_account.iban if beneficiary.creditor_account else None,
+            bic=beneficiary.creditor_agent.bic_fi if beneficiary.creditor_agent else None,
+            is_trusted=beneficiary.is_trusted,
+        )
+
+
+class IdentityResponse(_Out):
+    """``GET /v1/connections/{bank_code}/identity``: the connected PSU as the bank knows them."""
+
+    full_name: str | None
+    first_name: str | None
+    last_name: str | None
+    name_prefix: str | None
+
+    @classmethod
+    def from_stet(cls, identity: EndUserIdentity) -> IdentityResponse:
+        return cls(
+            full_name=identity.full_name,
+            first_name=identity.first_name,
+            last_name=identity.last_name,
+            name_prefix=identity.name_prefix,
+        )
+
+
+class BankAccountItem(AccountItem):
+    """An account in ``GET /v1/accounts``, with the bank it is held at."""
+
+    bank_code: str
+
+    @classmethod
+    def at_bank(cls, bank_code: str, account: AccountItem) -> BankAccountItem:
+        return cls(bank_code=bank_code, **account.model_dump())
+
+
+class BankErrorItem(_Out):
+    """One bank that could not be read in ``GET /v1/accounts`` (the others are still listed)."""
+
+    bank_code: str
+    status: int = Field(description="The HTTP status this error has on the per-bank routes")
+    code: str = Field(description="The stable error code, as in problem+json")
+    title: str
+
+
+class AllAccountsResponse(_Out):
+    """``GET /v1/accounts``: the accounts of every ACTIVE connection; one failing bank is an ``errors`` entry."""
+
+    accounts: list[BankAccountItem]
+    errors: list[BankErrorItem]

@@ -1,0 +1,137 @@
+"""The user's journey through the gateway's handlers against the offline 89C3 sandbox (shared by the integration
+tests): start a connection, log in at the bank's screens as a persona, deliver the callback, then call the consent
+and account routes with the events/ payloads. Fixtures (``sandbox``, ``admin``, ``gateway``) are in conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import requests
+
+from functions.accounts import app as accounts_app
+from functions.connect import app as connect_app
+from functions.consents import app as consents_app
+from functions.oauth_callback import app as callback_app
+from tests.conftest import CONNECTIONS_TABLE
+from tests.sandbox.helpers import MARC, OTP, flow_id
+
+BANK = "13807"
+API_DOMAIN = "api-id.execute-api.eu-west-3.amazonaws.com"
+CALLBACK_URL = f"https://{API_DOMAIN}/oauth/callback"  # what the connect handler derives from the event's domain
+RETURN_URL = "https://app.example.com/connections/done?screen=banks"
+
+
+def event(load_event, name: str, *, sub: str = "user-marc", **query: str) -> dict[str, Any]:
+    """An events/ payload for user ``sub`` with ``query`` as its query string."""
+    loaded = load_event(name)
+    if sub != "user-marc":
+        loaded["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = sub
+    if query:
+        loaded["queryStringParameters"] = query
+        loaded["rawQueryString"] = urlencode(query)
+    return loaded
+
+
+def at_path(loaded: dict[str, Any], path: str, **path_parameters: str) -> dict[str, Any]:
+    """The same event for another path (e.g. another bank code or account id)."""
+    loaded["rawPath"] = loaded["requestContext"]["http"]["path"] = path
+    loaded["pathParameters"] = {**loaded.get("pathParameters", {}), **path_parameters}
+    return loaded
+
+
+def start(load_event, lambda_context, *, sub: str = "user-marc", bank_code: str = BANK) -> dict[str, Any]:
+    """POST /v1/connections through the connect handler."""
+    loaded = event(load_event, "connect/create_connection.json", sub=sub)
+    loaded["body"] = json.dumps({**json.loads(loaded["body"]), "bank_code": bank_code})
+    response = connect_app.lambda_handler(loaded, lambda_context)
+    assert response["statusCode"] == 201, response["body"]
+    return json.loads(response["body"])
+
+
+def login_at_bank(authorization_url: str, *, decision: str = "accept", identifier: str = MARC) -> dict[str, str]:
+    """The persona's browser at the sandbox's screens: identifier, OTP, decision; returns the redirect's query."""
+    browser = requests.Session()
+    browser.trust_env = False
+    with browser:
+        page = browser.get(authorization_url, allow_redirects=False, timeout=5)
+        assert page.status_code == 200, page.text
+        screens = authorization_url.split("?", 1)[0]
+        flow = flow_id(page.text)
+        assert browser.post(screens, data={"flow": flow, "identifier": identifier}, timeout=5).status_code == 200
+        assert browser.post(screens, data={"flow": flow, "otp": OTP}, timeout=5).status_code == 200
+        decided = browser.post(screens, data={"flow": flow, "decision": decision}, allow_redirects=False, timeout=5)
+    assert decided.status_code == 302, decided.text
+    location = decided.headers["Location"]
+    assert location.startswith(CALLBACK_URL + "?")  # the bank sends the browser to our callback
+    return {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}
+
+
+def call_back(load_event, lambda_context, name: str = "oauth_callback/success.json", **query: str) -> dict[str, Any]:
+    """GET /oauth/callback through the callback handler, with the bank's query in place of the placeholders."""
+    return callback_app.lambda_handler(event(load_event, name, **query), lambda_context)
+
+
+def redirect_query(response: dict[str, Any]) -> dict[str, str]:
+    assert response["statusCode"] == 302, response.get("body")
+    assert response["headers"]["Cache-Control"] == "no-store"
+    assert response["headers"]["Referrer-Policy"] == "no-referrer"
+    location = response["headers"]["Location"]
+    assert location.startswith("https://app.example.com/connections/done?")
+    return {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}
+
+
+def list_connections(load_event, lambda_context, *, sub: str = "user-marc") -> list[dict[str, Any]]:
+    response = connect_app.lambda_handler(event(load_event, "connect/list_connections.json", sub=sub), lambda_context)
+    assert response["statusCode"] == 200
+    return json.loads(response["body"])
+
+
+def connect_persona(
+    load_event, lambda_context, *, identifier: str = MARC, sub: str = "user-marc", bank_code: str = BANK
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The whole connect journey for a persona: returns the connect answer and the bank's redirect query."""
+    started = start(load_event, lambda_context, sub=sub, bank_code=bank_code)
+    bank_redirect = login_at_bank(started["authorization_url"], identifier=identifier)
+    response = call_back(load_event, lambda_context, code=bank_redirect["code"], state=bank_redirect["state"])
+    assert redirect_query(response)["status"] == "connected"
+    return started, bank_redirect
+
+
+def connect_marc(load_event, lambda_context) -> tuple[dict[str, Any], dict[str, str]]:
+    return connect_persona(load_event, lambda_context)
+
+
+def accounts(loaded: dict[str, Any], lambda_context) -> tuple[dict[str, Any], Any]:
+    """Invoke the accounts function; returns the raw response and its decoded body."""
+    response = accounts_app.lambda_handler(loaded, lambda_context)
+    return response, json.loads(response["body"]) if response.get("body") else None
+
+
+def consent(loaded: dict[str, Any], lambda_context) -> tuple[dict[str, Any], Any]:
+    """Invoke the consents function; returns the raw response and its decoded body."""
+    response = consents_app.lambda_handler(loaded, lambda_context)
+    return response, json.loads(response["body"]) if response.get("body") else None
+
+
+def closed_port() -> int:
+    """A local TCP port with nothing listening (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def all_raw_values(aws) -> str:
+    """Every attribute of every connection item, decoded (bytes as latin-1 and utf-8), in one string."""
+    parts: list[str] = []
+    for item in aws.dynamodb.scan(TableName=CONNECTIONS_TABLE)["Items"]:
+        for value in item.values():
+            for raw in value.values():
+                if isinstance(raw, bytes):
+                    parts += [raw.decode("latin-1"), raw.decode("utf-8", "replace"), raw.hex()]
+                else:
+                    parts.append(json.dumps(raw))
+    return "\n".join(parts)
