@@ -1,0 +1,98 @@
+"""Domain models of the token refresher (issue 6): a leased connection and the lifecycle events for the fintech.
+
+Events carry who and when, never tokens: ``connection_id``, ``user_id``, ``bank_code``, ``reauth_due_at`` and, for
+``ConnectionExpiring``, the threshold reached and the days left.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, NamedTuple
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from aisp.models.connection import Connection, TokenPair
+
+__all__ = [
+    "ConnectionKey",
+    "ConnectionLifecycleDetail",
+    "FanoutRequest",
+    "LeasedConnection",
+    "LifecycleEvent",
+    "LifecycleEventType",
+    "ReauthNotice",
+]
+
+
+class ConnectionKey(NamedTuple):
+    """The table key of a connection (what ``RefreshDueIndex``'s keys-only projection gives back)."""
+
+    user_id: str
+    bank_code: str
+
+
+class ReauthNotice(StrEnum):
+    """Where the ``ConnectionReauthRequired`` event of a REAUTH_REQUIRED connection stands."""
+
+    PENDING = "PENDING"  # to send: the record stays in RefreshDueIndex (due now) until the refresher sends it
+    SENT = "SENT"
+
+
+class LeasedConnection(BaseModel):
+    """A connection whose refresh lease the caller holds, read by the very write that took the lease.
+
+    ``tokens`` is ``None`` when the record has none (a REAUTH_REQUIRED record with a pending notice) or when its
+    blob does not authenticate for this record (``tokens_unreadable``: tampered or moved; never decrypted).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connection: Connection
+    tokens: TokenPair | None
+    tokens_unreadable: bool = False
+    lease_owner: str
+    lease_until: int
+    refresh_due_at: int | None = None
+    refresh_failures: Annotated[int, Field(ge=0)] = 0
+    expiry_notices: frozenset[int] = frozenset()
+    reauth_notice: ReauthNotice | None = None
+
+
+class LifecycleEventType(StrEnum):
+    """``detail-type`` of the events published to the fintech's EventBridge bus."""
+
+    CONNECTION_EXPIRING = "ConnectionExpiring"
+    CONNECTION_REAUTH_REQUIRED = "ConnectionReauthRequired"
+
+
+class ConnectionLifecycleDetail(BaseModel):
+    """The ``detail`` of a lifecycle event: identifiers and dates only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connection_id: str
+    user_id: str
+    bank_code: str
+    reauth_due_at: AwareDatetime | None
+    days_left: int | None = Field(default=None, description="whole days until reauth_due_at (expiring only)")
+    threshold_days: int | None = Field(default=None, description="the notice threshold reached (expiring only)")
+    occurred_at: AwareDatetime
+
+
+class LifecycleEvent(BaseModel):
+    """One event for the fintech's bus."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    detail_type: LifecycleEventType
+    detail: ConnectionLifecycleDetail
+
+
+class FanoutRequest(BaseModel):
+    """One SQS message of the fan-out: the shards one worker invocation refreshes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    shards: Annotated[tuple[Annotated[int, Field(ge=0, le=255)], ...], Field(min_length=1)]
+    run_id: Annotated[str, Field(min_length=1, max_length=100)]
+    requested_at: AwareDatetime
