@@ -25,8 +25,9 @@ help:
 	@echo "make dev     - create .venv (app + test deps) and .tools/sam (SAM CLI, kept apart)"
 	@echo "make deps    - regenerate layers/aisp/requirements.txt from pyproject.toml"
 	@echo "make format  - ruff format + autofix"
+	@echo "make demo    - with make run going: Marc's whole journey over HTTP, printing the numbers"
 	@echo "make sandbox - the offline 89C3 bank alone (see sandbox/README.md)"
-	@echo "make bench   - benchmarks (cold start so far)"
+	@echo "make bench   - benchmarks (cold start, refresher throughput)"
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "python3.13 not found: install it or pass PYTHON=/path/to/python3.13" >&2; exit 1; }
@@ -107,14 +108,16 @@ sandbox: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/python -m local $(ARGS)
 
-demo:
-	@echo "make demo arrives with the connect/consent journey (issues #4 and #5): it is not built yet." >&2
-	@exit 2
+# The quickstart journey headless (HTTP only) against a running `make run`: connect Marc at 13807 through the sandbox's
+# screens, consent, balances, every transaction. Another base URL: make demo ARGS="--base-url http://127.0.0.1:3001".
+demo: $(VENV)/.installed
+	$(BIN)/python -m local.demo $(ARGS)
 
-# Benchmarks print tables and write bench/results/*.json; never part of `make test`. Cold start only, so far:
-# warm overhead, pagination, refresher throughput and memory arrive with issues #6 and #8.
+# Benchmarks print tables and write bench/results/*.json; never part of `make test`. Cold start and refresher
+# throughput so far; warm overhead, pagination and memory arrive with issue #8.
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.cold_start
+	$(BIN)/python -m bench.refresher
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,5 +1,7 @@
 // Quickstart page of the local stack: plain JS, no build step. Every call goes to the gateway's HTTP API on this
-// origin with the user's token, exactly as a fintech app would call it.
+// origin with the user's token, exactly as a fintech app would call it. The journey: token → bank → connect (the
+// bank's screens, then back here through /oauth/callback) → connections → consent → accounts and balances →
+// transactions, page by page with next_cursor.
 "use strict";
 
 const state = {
@@ -8,6 +10,11 @@ const state = {
   expiresAt: null,
   banks: [],
   bank: null, // the selected bank (brands sharing a bank_code share one connection)
+  connections: [],
+  bankCode: null, // the connection shown in steps 5-7
+  accounts: [],
+  tx: { account: null, cursor: null, count: 0 },
+  callback: null, // the outcome /oauth/callback sent the browser back with
 };
 
 const bankKey = (bank) => `${bank.bank_code}/${bank.short_name}`;
@@ -30,19 +37,36 @@ class ApiError extends Error {
 
 const HINTS = {
   401: "The token is missing, invalid or expired: get a new one in step 1.",
-  403: "The API refused this call for this user.",
+  403: "The API refused this call for this user (for account data: is it in the consent?).",
   404: "Not found.",
-  501: "This route exists but its feature has not landed yet.",
+  409: "The connection changed meanwhile, or needs a new login: connect again.",
+  429: "Too many calls to the bank: wait a little.",
+  501: "The bank does not offer this.",
   502: "The bank (the offline sandbox) answered something unexpected.",
   503: "The bank (the offline sandbox) is unavailable.",
+  504: "The bank (the offline sandbox) did not answer in time.",
+};
+
+// What /oauth/callback's error=<code> means for the user.
+const CALLBACK_ERRORS = {
+  access_denied: "You refused at the bank, or the bank could not authenticate you.",
+  invalid_state: "This login link is unknown or was already used: connect again.",
+  state_expired: "The login took too long and its link expired: connect again.",
+  bank_unavailable: "The bank is unavailable: try again later.",
+  token_exchange_failed: "The bank gave the gateway no usable token: connect again.",
 };
 
 async function api(path, options = {}) {
-  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  const headers = { Accept: "application/json" };
   if (state.token && options.auth !== false) headers.Authorization = `Bearer ${state.token}`;
+  const init = { method: options.method || "GET", headers };
+  if (options.body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(options.body);
+  }
   let response;
   try {
-    response = await fetch(path, { ...options, headers });
+    response = await fetch(path, init);
   } catch (err) {
     throw new ApiError(0, { title: "Cannot reach the local API", detail: "Is `make run` still running?" });
   }
@@ -60,7 +84,7 @@ async function api(path, options = {}) {
 function showError(box, err) {
   box.replaceChildren();
   const title = document.createElement("strong");
-  title.textContent = err instanceof ApiError && err.status ? `${err.status} · ${err.message}` : err.message;
+  title.textContent = err.status ? `${err.status} · ${err.message}` : err.message;
   box.append(title);
   const lines = [];
   if (err.code) lines.push(["code", err.code]);
@@ -69,21 +93,11 @@ function showError(box, err) {
   if (err.requestId) lines.push(["request id", err.requestId]);
   if (lines.length) {
     const list = document.createElement("dl");
-    for (const [name, value] of lines) {
-      const dt = document.createElement("dt");
-      dt.textContent = name;
-      const dd = document.createElement("dd");
-      dd.textContent = value;
-      list.append(dt, dd);
-    }
+    for (const [name, value] of lines) list.append(el("dt", name), el("dd", value));
     box.append(list);
   }
   const hint = err.status ? HINTS[err.status] : null;
-  if (hint) {
-    const p = document.createElement("p");
-    p.textContent = hint;
-    box.append(p);
-  }
+  if (hint) box.append(el("p", hint));
   box.hidden = false;
 }
 
@@ -92,15 +106,42 @@ function clearError(box) {
   box.replaceChildren();
 }
 
-function cell(text, className) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (className) td.className = className;
-  return td;
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+const cell = (text, className) => el("td", text, className);
+
+function button(text, onClick, className) {
+  const node = el("button", text, className);
+  node.type = "button";
+  node.addEventListener("click", onClick);
+  return node;
+}
+
+// Disables `node` while `work` runs (no double submissions).
+async function busy(node, work) {
+  node.disabled = true;
+  try {
+    await work();
+  } finally {
+    node.disabled = false;
+  }
 }
 
 const yesNo = (value) => (value ? "yes" : "no");
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
 const NETWORKS = { banque_populaire: "Banque Populaire", caisse_epargne: "Caisse d'Epargne", other: "Other" };
+const BALANCE_TYPES = { CLBD: "booked", XPCD: "expected", VALU: "value date", OTHR: "other", ITAV: "available" };
+const bankOf = (code) => state.banks.find((b) => b.bank_code === code) || null;
+const bankLabel = (code) => (bankOf(code) ? `${bankOf(code).name} (${code})` : code);
+const connectionPath = () => `/v1/connections/${encodeURIComponent(state.bankCode)}`;
+const accountPath = (account) => `${connectionPath()}/accounts/${encodeURIComponent(account.account_id)}`;
+
+// ---- 1-2. user, token, banks ----------------------------------------------------------------------------------------
 
 function renderBanks() {
   const tbody = $("banks-table").querySelector("tbody");
@@ -143,7 +184,9 @@ function selectBank(bank) {
   const note = $("bank-selection");
   note.textContent = `Selected: ${bank.name}, establishment code ${bank.bank_code}.`;
   note.hidden = false;
-  // JOURNEY (issue 4): enable "Connect" for state.bank.bank_code here (POST /v1/connections).
+  $("connect-button").disabled = !state.token;
+  $("connect-button").textContent = `Connect to ${bank.name}`;
+  $("connect-note").textContent = "";
 }
 
 async function loadBanks() {
@@ -170,23 +213,367 @@ async function getToken(user) {
   clearError(box);
   try {
     const body = await api(`/_local/token?user=${encodeURIComponent(user)}`, { auth: false });
+    if (state.user !== user) closeConnection();
     state.user = user;
     state.token = body.access_token;
     state.expiresAt = new Date(Date.now() + body.expires_in * 1000);
     sessionStorage.setItem("quickstart.user", user);
     $("token-status").textContent =
       `Signed in as ${user} until ${state.expiresAt.toLocaleTimeString()} (JWT sub = "${user}").`;
-    await loadBanks();
-    // JOURNEY (issues 4-5): list the user's connections (GET /v1/connections) and their status here.
+    $("connections-refresh").disabled = false;
   } catch (err) {
     state.token = null;
     $("token-status").textContent = "No token.";
     showError(box, err);
+    return;
+  }
+  await loadBanks();
+  await loadConnections();
+  if (state.callback) afterCallback();
+}
+
+// ---- 3. connect: the bank's screens, then back here -----------------------------------------------------------------
+
+async function connect() {
+  const box = $("connect-error");
+  clearError(box);
+  $("connect-result").hidden = true;
+  const returnUrl = `${window.location.origin}/`;
+  try {
+    const started = await api("/v1/connections", {
+      method: "POST",
+      body: { bank_code: state.bank.bank_code, return_url: returnUrl },
+    });
+    $("connect-note").textContent = `Connection ${started.connection_id}: going to the bank's login screens…`;
+    window.location.assign(started.authorization_url);
+  } catch (err) {
+    showError(box, err);
   }
 }
 
+// The query string /oauth/callback sent the browser back with; removed from the address bar once read.
+function readCallback() {
+  const params = new URLSearchParams(window.location.search);
+  if (!params.has("status")) return null;
+  history.replaceState(null, "", window.location.pathname);
+  return {
+    status: params.get("status"),
+    bankCode: params.get("bank_code"),
+    connectionId: params.get("connection_id"),
+    error: params.get("error"),
+  };
+}
+
+function showCallback(result) {
+  if (result.status === "connected") {
+    const box = $("connect-result");
+    box.textContent =
+      `Connected to ${bankLabel(result.bankCode)}, connection ${result.connectionId}. Choose consents below.`;
+    box.hidden = false;
+  } else {
+    const detail = CALLBACK_ERRORS[result.error] || "The bank connection did not complete.";
+    showError($("connect-error"), new ApiError(0, { title: "The connection failed", code: result.error, detail }));
+  }
+}
+
+function afterCallback() {
+  const result = state.callback;
+  state.callback = null;
+  showCallback(result);
+  if (result.status === "connected" && result.bankCode) openConnection(result.bankCode);
+}
+
+// ---- 4. connections and their status --------------------------------------------------------------------------------
+
+function consentText(consent) {
+  if (!consent) return "none yet";
+  const parts = [`balances ${consent.balances.length}`, `transactions ${consent.transactions.length}`];
+  if (consent.psu_identity) parts.push("identity");
+  if (consent.trusted_beneficiaries) parts.push("beneficiaries");
+  return parts.join(" · ");
+}
+
+function renderConnections() {
+  const tbody = $("connections-table").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const connection of state.connections) {
+    const code = connection.bank_code;
+    const actions = cell(null, "actions");
+    if (connection.status === "ACTIVE") {
+      actions.append(button("Open", () => openConnection(code), "small"));
+    }
+    if (connection.status !== "REVOKED") {
+      actions.append(button("Delete", (event) => busy(event.target, () => deleteConnection(code)), "small danger"));
+    }
+    const status = cell(null);
+    status.append(el("span", connection.status, `badge ${connection.status.toLowerCase()}`));
+    const row = el("tr", null, code === state.bankCode ? "current" : "");
+    row.append(
+      cell(bankLabel(code)),
+      status,
+      cell(when(connection.connected_at)),
+      cell(when(connection.access_expires_at)),
+      cell(when(connection.reauth_due_at)),
+      cell(consentText(connection.consent)),
+      actions,
+    );
+    tbody.append(row);
+  }
+  $("connections-table").hidden = state.connections.length === 0;
+  $("connections-empty").hidden = state.connections.length !== 0;
+  $("connections-empty").textContent = "No connection yet: connect a bank in step 3.";
+}
+
+async function loadConnections() {
+  const box = $("connections-error");
+  clearError(box);
+  try {
+    state.connections = await api("/v1/connections");
+    renderConnections();
+  } catch (err) {
+    showError(box, err);
+  }
+}
+
+async function deleteConnection(code) {
+  try {
+    await api(`/v1/connections/${encodeURIComponent(code)}`, { method: "DELETE" });
+    if (code === state.bankCode) closeConnection();
+  } catch (err) {
+    showError($("connections-error"), err);
+  }
+  await loadConnections();
+}
+
+// ---- 5. consent -----------------------------------------------------------------------------------------------------
+
+function closeConnection() {
+  state.bankCode = null;
+  state.accounts = [];
+  $("consent-form").hidden = true;
+  $("consent-empty").hidden = false;
+  $("consent-empty").textContent = "Connect a bank, or open an active connection above.";
+  $("accounts-table").hidden = true;
+  $("accounts-identity").hidden = true;
+  $("accounts-empty").hidden = false;
+  $("accounts-empty").textContent = "Give a consent first.";
+  closeTransactions();
+  for (const id of ["consent-error", "accounts-error"]) clearError($(id));
+}
+
+async function openConnection(code) {
+  closeConnection();
+  state.bankCode = code;
+  renderConnections();
+  $("consent-empty").textContent = `Loading the accounts at ${bankLabel(code)}…`;
+  try {
+    state.accounts = (await api(`${connectionPath()}/accounts`)).accounts;
+  } catch (err) {
+    $("consent-empty").textContent = `Cannot list the accounts at ${bankLabel(code)}.`;
+    showError($("consent-error"), err);
+    return;
+  }
+  renderConsentForm();
+  if (currentConnection()?.consent) await loadAccounts();
+}
+
+const currentConnection = () => state.connections.find((c) => c.bank_code === state.bankCode) || null;
+
+function checkbox(kind, iban, checked) {
+  const input = document.createElement("input");
+  input.type = "checkbox";
+  input.dataset.kind = kind;
+  input.value = iban || "";
+  input.disabled = !iban; // consent is given by IBAN; an account without one cannot be picked here
+  input.checked = Boolean(iban) && checked;
+  input.setAttribute("aria-label", `${kind} of ${iban || "this account"}`);
+  const td = cell(null, "center");
+  td.append(input);
+  return td;
+}
+
+function renderConsentForm() {
+  const consent = currentConnection()?.consent || null;
+  const caps = bankOf(state.bankCode)?.capabilities || {};
+  const tbody = $("consent-table").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const account of state.accounts) {
+    const iban = account.iban;
+    const row = el("tr");
+    row.append(
+      cell(account.name || account.product || account.account_id),
+      cell(iban || "no IBAN", "mono"),
+      checkbox("balances", iban, consent ? consent.balances.includes(iban) : true),
+      checkbox("transactions", iban, consent ? consent.transactions.includes(iban) : true),
+    );
+    tbody.append(row);
+  }
+  const identity = $("consent-identity");
+  identity.disabled = !caps.identity;
+  identity.checked = Boolean(caps.identity) && (consent ? consent.psu_identity : true);
+  const beneficiaries = $("consent-beneficiaries");
+  beneficiaries.disabled = !caps.trusted_beneficiaries;
+  beneficiaries.checked = Boolean(caps.trusted_beneficiaries) && (consent ? consent.trusted_beneficiaries : true);
+  $("consent-bank").textContent = bankLabel(state.bankCode);
+  $("consent-empty").hidden = true;
+  $("consent-form").hidden = false;
+}
+
+async function submitConsent() {
+  const box = $("consent-error");
+  clearError(box);
+  const picked = (kind) =>
+    [...$("consent-table").querySelectorAll(`input[data-kind="${kind}"]:checked`)].map((input) => input.value);
+  const body = {
+    balances: picked("balances"),
+    transactions: picked("transactions"),
+    psu_identity: $("consent-identity").checked,
+    trusted_beneficiaries: $("consent-beneficiaries").checked,
+  };
+  try {
+    await api(`${connectionPath()}/consent`, { method: "PUT", body });
+  } catch (err) {
+    showError(box, err);
+    return;
+  }
+  await loadConnections();
+  await loadAccounts();
+}
+
+// ---- 6. accounts and balances ---------------------------------------------------------------------------------------
+
+function balanceList(balances) {
+  const list = el("ul", null, "balances");
+  for (const balance of balances) {
+    const item = el("li");
+    item.append(
+      el("span", `${balance.amount} ${balance.currency}`, "amount"),
+      el("span", ` ${BALANCE_TYPES[balance.type] || balance.type} (${balance.type})`, "muted"),
+    );
+    list.append(item);
+  }
+  if (!balances.length) list.append(el("li", "no balance", "muted"));
+  return list;
+}
+
+async function loadBalances(account, target) {
+  try {
+    target.replaceChildren(balanceList(await api(`${accountPath(account)}/balances`)));
+  } catch (err) {
+    target.replaceChildren(el("span", `${err.status || ""} ${err.message}`.trim(), "error-text"));
+    showError($("accounts-error"), err);
+  }
+}
+
+async function loadIdentity() {
+  const line = $("accounts-identity");
+  line.hidden = true;
+  if (!currentConnection()?.consent?.psu_identity || !bankOf(state.bankCode)?.capabilities.identity) return;
+  try {
+    const identity = await api(`${connectionPath()}/identity`);
+    line.textContent = `Connected as ${identity.full_name || [identity.first_name, identity.last_name].join(" ")}` +
+      ` (GET ${connectionPath()}/identity).`;
+    line.hidden = false;
+  } catch (err) {
+    showError($("accounts-error"), err);
+  }
+}
+
+async function loadAccounts() {
+  const box = $("accounts-error");
+  clearError(box);
+  $("accounts-empty").textContent = "Loading accounts…";
+  try {
+    state.accounts = (await api(`${connectionPath()}/accounts`)).accounts;
+  } catch (err) {
+    $("accounts-empty").textContent = "Cannot list the accounts.";
+    showError(box, err);
+    return;
+  }
+  const tbody = $("accounts-table").querySelector("tbody");
+  tbody.replaceChildren();
+  const pending = [loadIdentity()];
+  for (const account of state.accounts) {
+    const balances = cell(null);
+    const actions = cell(null, "actions");
+    if (account.links.balances) {
+      balances.textContent = "loading…";
+      pending.push(loadBalances(account, balances));
+    } else {
+      balances.append(el("span", "not in the consent", "muted"));
+    }
+    if (account.links.transactions) actions.append(button("Transactions", () => openTransactions(account), "small"));
+    const row = el("tr");
+    const name = cell(account.name || account.account_id);
+    name.append(el("div", `${account.cash_account_type || ""} ${account.account_id}`.trim(), "muted mono"));
+    row.append(name, cell(account.iban || "—", "mono"), balances, actions);
+    tbody.append(row);
+  }
+  $("accounts-table").hidden = state.accounts.length === 0;
+  $("accounts-empty").hidden = state.accounts.length !== 0;
+  $("accounts-empty").textContent = "No account at this bank.";
+  await Promise.all(pending);
+}
+
+// ---- 7. transactions, page by page ----------------------------------------------------------------------------------
+
+function closeTransactions() {
+  state.tx = { account: null, cursor: null, count: 0 };
+  $("transactions-table").querySelector("tbody").replaceChildren();
+  $("transactions-table").hidden = true;
+  $("transactions-more").hidden = true;
+  $("transactions-count").textContent = "";
+  $("transactions-empty").hidden = false;
+  clearError($("transactions-error"));
+}
+
+async function openTransactions(account) {
+  closeTransactions();
+  state.tx.account = account;
+  $("transactions-empty").textContent = `Loading the transactions of ${account.iban || account.account_id}…`;
+  await loadMoreTransactions();
+  $("transactions-step").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+async function loadMoreTransactions() {
+  const { account, cursor } = state.tx;
+  const query = cursor ? `?cursor=${encodeURIComponent(cursor)}` : "";
+  let page;
+  try {
+    page = await api(`${accountPath(account)}/transactions${query}`);
+  } catch (err) {
+    showError($("transactions-error"), err);
+    return;
+  }
+  const tbody = $("transactions-table").querySelector("tbody");
+  for (const tx of page.transactions) {
+    const row = el("tr", null, tx.status === "pending" ? "pending" : "");
+    row.append(
+      cell(tx.booking_date || tx.transaction_date || tx.value_date || "—", "mono date"),
+      cell(tx.remittance.join(" · ") || tx.entry_reference || ""),
+      cell(tx.status),
+      cell(`${tx.amount} ${tx.currency}`, tx.credit_debit === "debit" ? "num debit" : "num credit"),
+    );
+    tbody.append(row);
+  }
+  state.tx.cursor = page.next_cursor || null;
+  state.tx.count += page.transactions.length;
+  const label = account.iban || account.account_id;
+  $("transactions-table").hidden = state.tx.count === 0;
+  $("transactions-empty").hidden = state.tx.count !== 0;
+  $("transactions-empty").textContent = `No transaction on ${label}.`;
+  $("transactions-more").hidden = !state.tx.cursor;
+  $("transactions-count").textContent = state.tx.cursor
+    ? `${state.tx.count} transactions of ${label} so far; "More" asks for the next page (cursor=next_cursor).`
+    : `All ${state.tx.count} transactions of ${label} (no next_cursor).`;
+  if (!state.tx.cursor) await loadConnections(); // the journey ends with the connection's status
+}
+
+// ---- start ----------------------------------------------------------------------------------------------------------
+
 function init() {
   $("api-origin").textContent = window.location.origin;
+  state.callback = readCallback();
   const saved = sessionStorage.getItem("quickstart.user");
   if (saved) $("user-id").value = saved;
   $("user-form").addEventListener("submit", (event) => {
@@ -195,9 +582,19 @@ function init() {
     if (!input.reportValidity()) return;
     getToken(input.value.trim());
   });
-  // JOURNEY (issue 4): when the bank sends the browser back through /oauth/callback, the query string of this
-  // page carries the outcome; read it here, then go on to the consent step.
-  if (saved) getToken(saved);
+  $("connect-button").addEventListener("click", (event) => busy(event.target, connect));
+  $("connections-refresh").addEventListener("click", (event) => busy(event.target, loadConnections));
+  $("consent-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    busy($("consent-submit"), submitConsent);
+  });
+  $("transactions-more").addEventListener("click", (event) => busy(event.target, loadMoreTransactions));
+  if (saved) {
+    getToken(saved);
+  } else if (state.callback) {
+    showCallback(state.callback);
+    state.callback = null;
+  }
 }
 
 document.addEventListener("DOMContentLoaded", init);

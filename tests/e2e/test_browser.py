@@ -1,0 +1,157 @@
+"""The quickstart page in a real browser: Playwright driving Debian's Chromium (``/usr/bin/chromium``, headless)
+through the whole journey, Marc's login at the sandbox's screens included, to his balance on the page.
+
+Playwright's own browser download is never used. Without ``/usr/bin/chromium`` (``make browser`` installs it when
+it can) the test is skipped, and the skip says why.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from local.stack import start_stack
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is missing: install Debian's chromium (`make browser`) to run the browser tests",
+    ),
+]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+MARC = "D0999990I0"  # the sandbox's documented persona (sandbox/README.md)
+OTP = "12345678"
+WAIT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def stack(state_dir):
+    with start_stack(api_port=0, moto_port=0, sandbox_port=0, sandbox_screens_port=0, state_dir=state_dir) as running:
+        yield running
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    """A fresh headless Chromium page (new empty profile); its JS errors fail the test."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="quickstart-profile-") as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1100, "height": 900},
+        )
+        context.set_default_timeout(WAIT_MS)
+        tab = context.pages[0] if context.pages else context.new_page()
+        tab.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            yield tab
+        finally:
+            context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def start_connecting(stack, page: Page, user: str) -> None:
+    """The page, a token for ``user``, B.P Grand Ouest picked, Connect: the browser ends at the bank's screens."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{stack.api_url}/")
+    page.fill("#user-id", user)
+    page.get_by_role("button", name="Get a token").click()
+    expect(page.locator("#token-status")).to_contain_text(f"Signed in as {user}")
+    page.get_by_label("Pick B.P Grand Ouest").check()
+    page.locator("#connect-button").click()
+    page.wait_for_url(re.compile(re.escape(stack.sandbox.screens_origin) + r"/13807/"))
+
+
+def log_in_at_bank(page: Page, *, decision: str) -> None:
+    """Marc at the sandbox's screens: identifier, one-time code, then the decision button."""
+    page.fill("#identifier", MARC)
+    page.get_by_role("button", name="Valider").click()
+    page.fill("#otp", OTP)
+    page.get_by_role("button", name="Valider").click()
+    page.get_by_role("button", name=decision).click()
+
+
+def test_marc_connects_in_the_browser_and_sees_his_balance(stack, page, tmp_path):
+    from playwright.sync_api import expect
+
+    # Given the quickstart page, a token for user marc, and B.P Grand Ouest picked
+    # When he connects, the browser goes to the bank's login screens
+    start_connecting(stack, page, "marc")
+
+    # And he logs in there as the sandbox persona and accepts
+    log_in_at_bank(page, decision="Accepter")
+
+    # Then the callback brings him back to the page, connected, with the query string cleaned up
+    page.wait_for_url(re.compile(re.escape(stack.api_url) + r"/\?status=connected&"))
+    expect(page.locator("#connect-result")).to_contain_text("Connected to B.P Grand Ouest (13807)")
+    expect(page.locator("#connect-error")).to_be_hidden()
+    expect(page.locator("#connections-table")).to_contain_text("ACTIVE")
+    assert page.evaluate("window.location.search") == ""
+
+    # When he consents to every account (all boxes checked by default)
+    expect(page.locator("#consent-table")).to_contain_text("FR7613807008043001965405158")
+    page.get_by_role("button", name="Give consent").click()
+
+    # Then his accounts show their balances, the seed's 4321.95 EUR first
+    expect(page.locator("#accounts-table")).to_contain_text("4321.95 EUR")
+    expect(page.get_by_text("4321.95 EUR")).to_be_visible()
+    expect(page.locator("#accounts-identity")).to_contain_text("MALLOW MARC")
+    expect(page.locator("#connections-table")).to_contain_text("balances 3 · transactions 3")
+
+    # And his transactions come a page at a time, "More" following next_cursor
+    page.get_by_role("row", name=re.compile("Compte perso")).get_by_role("button", name="Transactions").click()
+    expect(page.locator("#transactions-count")).to_contain_text("100 transactions of FR7613807008043001965405158")
+    page.get_by_role("button", name="More").click()
+    expect(page.locator("#transactions-count")).to_contain_text("200 transactions")
+    assert page.locator("#transactions-table tbody tr").count() == 200
+
+    # And nothing went wrong on the way (every error box hidden)
+    for box in ("user", "banks", "connect", "connections", "consent", "accounts", "transactions"):
+        expect(page.locator(f"#{box}-error")).to_be_hidden()
+    page.locator("#accounts-step").scroll_into_view_if_needed()
+    page.screenshot(path=str(tmp_path / "quickstart.png"), full_page=True)
+
+
+def test_a_refusal_at_the_bank_is_shown_as_an_error(stack, page, tmp_path):
+    from playwright.sync_api import expect
+
+    # Given a user at the bank's screens
+    start_connecting(stack, page, "refusing-user")
+
+    # When he refuses access
+    log_in_at_bank(page, decision="Refuser")
+
+    # Then the page says the connection failed, with the callback's code and what it means
+    page.wait_for_url(re.compile(re.escape(stack.api_url) + r"/\?status=error&"))
+    error = page.locator("#connect-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("The connection failed")
+    expect(error).to_contain_text("access_denied")
+    expect(error).to_contain_text("You refused at the bank")
+    expect(page.locator("#connect-result")).to_be_hidden()
+    expect(page.locator("#connections-table")).to_contain_text("PENDING")
+    page.locator("#connect-step").screenshot(path=str(tmp_path / "refused.png"))

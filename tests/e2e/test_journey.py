@@ -1,0 +1,221 @@
+"""The fintech journey over real HTTP against the local stack (free ports): the seed's persona Marc connects
+B.P Grand Ouest through the sandbox's login screens, consents, reads his balances and every transaction, the
+refresher renews his token, and ``make demo`` (``local.demo``) prints his balances.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import boto3
+import pytest
+import requests
+
+from local import demo
+from local.aws import FAKE_CREDENTIALS
+from local.stack import start_stack
+from local.template import REGION
+from tests.sandbox.helpers import MARC, OTP, flow_id
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+BANK = "13807"
+TIMEOUT = 15
+MARC_IBANS = ("FR7613807008043001965405158", "FR7613807008043001965405255", "FR7613807008043001965405352")
+COMPTE_PERSO = "038-CPT30019654051"
+SEED_BALANCES = ["4321.95", "4179.95", "4348.95"]
+
+
+@pytest.fixture(scope="module")
+def stack(state_dir):
+    with start_stack(api_port=0, moto_port=0, sandbox_port=0, sandbox_screens_port=0, state_dir=state_dir) as running:
+        yield running
+
+
+class App:
+    """A fintech app calling the gateway for one user, with that user's token."""
+
+    def __init__(self, api_url: str, user: str) -> None:
+        self.api_url = api_url
+        self.http = requests.Session()
+        self.http.trust_env = False
+        token = self.http.get(f"{api_url}/_local/token", params={"user": user}, timeout=TIMEOUT)
+        assert token.status_code == 200, token.text
+        self.http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+
+    def call(self, method: str, path: str, expect: int = 200, **kwargs: Any) -> Any:
+        response = self.http.request(method, self.api_url + path, timeout=TIMEOUT, **kwargs)
+        assert response.status_code == expect, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json() if response.content else None
+
+    def connection(self, bank_code: str = BANK) -> dict[str, Any]:
+        (found,) = [c for c in self.call("GET", "/v1/connections") if c["bank_code"] == bank_code]
+        return found
+
+
+def log_in_at_bank(authorization_url: str, *, decision: str = "accept") -> str:
+    """Marc's browser at the sandbox's screens (identifier, OTP, decision): the URL the bank redirects back to."""
+    screens = authorization_url.split("?", 1)[0]
+    with requests.Session() as browser:
+        browser.trust_env = False
+        page = browser.get(authorization_url, allow_redirects=False, timeout=TIMEOUT)
+        assert page.status_code == 200, page.text
+        flow = flow_id(page.text)
+        assert browser.post(screens, data={"flow": flow, "identifier": MARC}, timeout=TIMEOUT).status_code == 200
+        assert browser.post(screens, data={"flow": flow, "otp": OTP}, timeout=TIMEOUT).status_code == 200
+        decided = browser.post(screens, data={"flow": flow, "decision": decision}, allow_redirects=False, timeout=5)
+    assert decided.status_code == 302, decided.text
+    return decided.headers["Location"]
+
+
+def back_at_the_app(stack, callback_url: str) -> dict[str, str]:
+    """The browser at the gateway's /oauth/callback: the query it is sent back to the app with."""
+    assert callback_url.startswith(f"{stack.api_url}/oauth/callback?")
+    response = requests.get(callback_url, allow_redirects=False, timeout=TIMEOUT)
+    assert response.status_code == 302, response.text
+    location = response.headers["Location"]
+    assert location.startswith(f"{stack.api_url}/?")
+    return {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}
+
+
+def make_refresh_due(stack, user: str, bank_code: str) -> None:
+    """As if the access token were about to expire: the connection's refresh comes due now."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=stack.moto_url, region_name=REGION, **FAKE_CREDENTIALS)
+    dynamodb.update_item(
+        TableName=stack.environment["CONNECTIONS_TABLE_NAME"],
+        Key={"user_id": {"S": user}, "bank_code": {"S": bank_code}},
+        UpdateExpression="SET refresh_due_at = :now",
+        ConditionExpression="attribute_exists(refresh_due_at)",
+        ExpressionAttributeValues={":now": {"N": str(int(time.time()))}},
+    )
+
+
+def all_transactions(app: App, account_id: str) -> tuple[list[dict[str, Any]], int]:
+    """Every transaction of the account, following next_cursor; and how many pages that took."""
+    path = f"/v1/connections/{BANK}/accounts/{quote(account_id, safe='')}/transactions"
+    transactions: list[dict[str, Any]] = []
+    cursor, pages = None, 0
+    while True:
+        page = app.call("GET", path, params={"cursor": cursor} if cursor else None)
+        transactions += page["transactions"]
+        pages += 1
+        cursor = page.get("next_cursor")
+        if not cursor or pages > 20:
+            return transactions, pages
+
+
+def test_marc_connects_consents_and_reads_everything(stack):
+    # Given a token for user marc, and the bank list
+    app = App(stack.api_url, "marc")
+    banks = app.call("GET", "/v1/banks")
+    assert any(bank["bank_code"] == BANK for bank in banks)
+
+    # When he connects B.P Grand Ouest, the app sending his browser to the login link
+    started = app.call(
+        "POST", "/v1/connections", json={"bank_code": BANK, "return_url": f"{stack.api_url}/"}, expect=201
+    )
+    assert started["authorization_url"].startswith(f"{stack.sandbox.screens_origin}/{BANK}/")
+    assert app.connection()["status"] == "PENDING"
+
+    # And he logs in at the sandbox's screens, which send his browser to the gateway's callback
+    outcome = back_at_the_app(stack, log_in_at_bank(started["authorization_url"]))
+
+    # Then he is back at the app, connected
+    assert outcome == {"status": "connected", "bank_code": BANK, "connection_id": started["connection_id"]}
+    connection = app.connection()
+    assert connection["status"] == "ACTIVE"
+    assert connection["connection_id"] == started["connection_id"]
+    assert connection["consent"] is None
+
+    # When the app lists his accounts and he consents to all of them
+    accounts = app.call("GET", f"/v1/connections/{BANK}/accounts")["accounts"]
+    assert tuple(account["iban"] for account in accounts) == MARC_IBANS
+    consent = {"balances": list(MARC_IBANS), "transactions": list(MARC_IBANS), "psu_identity": True}
+    answer = app.call("PUT", f"/v1/connections/{BANK}/consent", json={**consent, "trusted_beneficiaries": True})
+
+    # Then the consent is in force, on the connection too
+    assert answer["consent"]["balances"] == list(MARC_IBANS)
+    assert answer["consent"]["psu_identity"] is True
+    assert app.connection()["consent"]["transactions"] == list(MARC_IBANS)
+    assert app.call("GET", f"/v1/connections/{BANK}/identity")["full_name"] == "MALLOW MARC"
+
+    # And his balances are the seed's
+    balances = app.call("GET", f"/v1/connections/{BANK}/accounts/{COMPTE_PERSO}/balances")
+    assert [balance["amount"] for balance in balances] == SEED_BALANCES
+    assert {balance["currency"] for balance in balances} == {"EUR"}
+
+    # And every transaction comes, newest first, in the bank's pages of 100, each once
+    transactions, pages = all_transactions(app, COMPTE_PERSO)
+    assert len(transactions) > 300  # 3 to 6 a day over 90 days
+    assert pages == -(-len(transactions) // 100)
+    assert len({t["id"] for t in transactions}) == len(transactions)
+    assert all(Decimal(t["amount"]) < 0 for t in transactions if t["credit_debit"] == "debit")
+    assert transactions[0]["status"] == "pending"
+    assert transactions[-1]["status"] == "booked"
+
+    # When the refresher ticks with his access token due for renewal
+    before = app.connection()
+    make_refresh_due(stack, "marc", BANK)
+    result = stack.tick()
+
+    # Then it refreshed his connection: expiry moved forward (or stayed within the second), and the gateway
+    # reads his balances with the new token (the bank revoked the old one on refresh)
+    (run,) = result["runs"]
+    assert run["refreshed"] == 1, run
+    assert run["failed"] == run["reauth_required"] == 0
+    after = app.connection()
+    assert after["access_expires_at"] >= before["access_expires_at"]
+    balances = app.call("GET", f"/v1/connections/{BANK}/accounts/{COMPTE_PERSO}/balances")
+    assert [balance["amount"] for balance in balances] == SEED_BALANCES
+
+    # And his connection is still ACTIVE with the same consent
+    assert after["status"] == "ACTIVE"
+    assert after["connection_id"] == started["connection_id"]
+    assert after["consent"]["balances"] == list(MARC_IBANS)
+
+
+def test_a_refusal_at_the_bank_comes_back_as_an_error(stack):
+    # Given a user starting a connection
+    app = App(stack.api_url, "refuser")
+    started = app.call(
+        "POST", "/v1/connections", json={"bank_code": BANK, "return_url": f"{stack.api_url}/"}, expect=201
+    )
+
+    # When he refuses at the bank
+    outcome = back_at_the_app(stack, log_in_at_bank(started["authorization_url"], decision="refuse"))
+
+    # Then the app gets status=error with a stable code, and the connection stays PENDING
+    assert outcome == {"status": "error", "error": "access_denied"}
+    assert app.connection()["status"] == "PENDING"
+    problem = app.call("GET", f"/v1/connections/{BANK}/accounts", expect=409)
+    assert {"title", "code", "status"} <= set(problem)
+
+
+def test_make_demo_prints_marcs_balances(stack):
+    # When `make demo` runs against the stack
+    out = io.StringIO()
+    status = demo.main(["--base-url", stack.api_url], out=out)
+
+    # Then it went through and printed the seed's balances and the numbers
+    printed = out.getvalue()
+    assert status == 0, printed
+    assert "FR7613807008043001965405158 Compte perso: 4321.95 / 4179.95 / 4348.95 EUR" in printed
+    assert "   accounts: 3\n" in printed
+    assert "   connection: ACTIVE\n" in printed
+    (count,) = [line for line in printed.splitlines() if line.startswith("   transactions: ")]
+    assert int(count.split()[1]) > 900
+
+
+def test_demo_says_which_step_failed(stack, capsys):
+    # When the demo is pointed at a bank without the persona (the sandbox's screens refuse the identifier)
+    status = demo.main(["--base-url", stack.api_url, "--bank", "10207", "--user", "demo-error"], out=io.StringIO())
+
+    # Then it fails with the step and the reason
+    assert status == 1
+    error = capsys.readouterr().err
+    assert "demo failed at step 4" in error
+    assert "the bank refused the login" in error
