@@ -224,3 +224,15 @@ def test_translate_then_lint_passes_on_the_real_template(tmp_path):
 def test_sys_path_comes_from_pytest_config():
     # pythonpath = ["layers/aisp", "."] in pyproject, never sys.path.append in tests
     assert str(REPO_ROOT / "layers" / "aisp") in sys.path
+
+
+def test_every_checkov_skip_names_a_check_and_gives_a_reason(template):
+    skips = [
+        (name, skip)
+        for name, resource in template["Resources"].items()
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert skips, "make iac relies on explicit, reasoned skips"
+    for name, skip in skips:
+        assert skip["id"].startswith("CKV_"), name
+        assert len(skip.get("comment", "")) > 40, f"{name}: {skip['id']} needs a reason"
