@@ -197,3 +197,14 @@ def aws(gateway_env, monkeypatch):
             secrets=boto3.client("secretsmanager"),
         )
         clear_gateway_caches()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001 - pytest's hook signature
+    """Print the reliability suite's counts (tests/reliability/tally.py) after every run."""
+    from tests.reliability.tally import summary_lines
+
+    lines = summary_lines()
+    if lines:
+        terminalreporter.section("reliability suite")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -42,6 +42,7 @@ from local.template import Route  # noqa: E402
 from scripts.export_openapi import TARGET, http_functions  # noqa: E402
 from tests.conftest import FakeLambdaContext  # noqa: E402
 from tests.integration.journey import connect_persona  # noqa: E402
+from tests.reliability.tally import record  # noqa: E402
 from tests.sandbox.helpers import MARC, MARC_ACCOUNTS  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -135,6 +136,8 @@ def test_the_handlers_honour_the_openapi_document(fuzz_target, capsys):
         if response.headers.get(NOT_ROUTED):
             counts["not routed by API Gateway"] += 1
             return
+        if response.status_code >= 500:  # noqa: PLR2004 - counted for the summary; the checks below fail on it
+            counts["5xx"] += 1
         case.validate_response(response, checks=CHECKS, transport_kwargs={"app": fuzz_target})
         counts[f"{case.operation.method.upper()} {case.operation.path} → {response.status_code}"] += 1
         counts["cases"] += 1
@@ -172,4 +175,5 @@ def test_the_handlers_honour_the_openapi_document(fuzz_target, capsys):
         for key, value in sorted(counts.items()):
             if "→" in key:
                 print(f"  {value:4d}  {key}")  # noqa: T201
+    record("schemathesis", cases=counts["cases"], server_errors=counts["5xx"])
     assert counts["cases"] >= 400
