@@ -65,11 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template to serve")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="certificates and keys")
     parser.add_argument("--sandbox-admin", action="store_true", help="enable the sandbox's /_admin API")
+    parser.add_argument(
+        "--docker",
+        action="store_true",
+        help=(
+            "for sam local containers: moto and the sandbox also listen on every interface (reached as "
+            "host.docker.internal) and <state-dir>/sam-env.json is written for --env-vars"
+        ),
+    )
     parser.add_argument("--log-level", default="INFO", help="log level of the local stack (default INFO)")
     return parser
 
 
-def banner(stack: RunningStack) -> str:
+def banner(stack: RunningStack, *, docker: bool = False) -> str:
     """What ``make run`` prints once everything listens."""
     urls = stack.urls
     schedules = ", ".join(
@@ -84,8 +92,14 @@ def banner(stack: RunningStack) -> str:
         f"  sandbox screens   {urls.sandbox_screens}",
         f"  moto              {urls.moto}  (AWS_ENDPOINT_URL)",
         f"  schedules         {schedules or 'none running'}",
-        "local-ready " + json.dumps(asdict(urls)),
     ]
+    if docker:
+        env_file = stack.sam_env_path
+        lines += [
+            f"  sam local env     {env_file}  (sam local invoke|start-api --config-env local)",
+            "  note              moto and the sandbox listen on every interface: use this on a trusted network",
+        ]
+    lines.append("local-ready " + json.dumps(asdict(urls)))
     return "\n".join(lines) + "\n"
 
 
@@ -117,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             template=args.template,
             state_dir=args.state_dir,
             sandbox_admin=True if args.sandbox_admin else None,
+            docker=args.docker,
             api_port=ports["api_port"],
             moto_port=ports["moto_port"],
             sandbox_port=ports["sandbox_port"],
@@ -129,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"cannot start the local stack: {exc} (is a port in use? see --help for the flags)\n")
         return 1
     with stack:
-        sys.stdout.write(banner(stack))
+        sys.stdout.write(banner(stack, docker=args.docker))
         sys.stdout.flush()
         while not stopping.wait(1.0):
             pass

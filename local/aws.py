@@ -64,9 +64,11 @@ class LocalMotoServer(ThreadedMotoServer):
     thread outlives the server.
     """
 
-    def __init__(self, ip_address: str = "127.0.0.1", port: int = 5000) -> None:
+    def __init__(self, ip_address: str = "127.0.0.1", port: int = 5000, *, url_host: str | None = None) -> None:
         super().__init__(ip_address=ip_address, port=port, verbose=False)
         self._tracked: _TrackedWsgiServer | None = None
+        # Bound to every interface (0.0.0.0) for containers, but reached on loopback from this machine.
+        self._url_host = url_host or ip_address
 
     def start(self) -> None:
         """Bind, then serve from a background thread."""
@@ -93,9 +95,9 @@ class LocalMotoServer(ThreadedMotoServer):
 
     @property
     def url(self) -> str:
-        """``http://host:port`` of the server."""
-        host, port = self.get_host_and_port()
-        return f"http://{host}:{port}"
+        """``http://host:port`` of the server (``url_host`` if given)."""
+        _, port = self.get_host_and_port()
+        return f"http://{self._url_host}:{port}"
 
     def stop(self) -> None:
         """Stop serving, end open connections and release the port (werkzeug closes it after serving)."""

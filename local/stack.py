@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Self
 from local.adapter import ApiServer, FunctionRuntime, LocalApi, load_functions
 from local.aws import LocalMotoServer, create_secret, provision, reset_moto
 from local.jwt import LocalIssuer
+from local.sam_local import SAM_ENV_FILE, write_sam_env
 from local.template import (
     ACCOUNT_ID,
     REGION,
@@ -89,10 +90,12 @@ def local_parameters(api_url: str, sandbox: RunningSandbox) -> dict[str, str]:
         "BankAuthorizeUrlTemplate": sandbox.screens_origin + "/{bank_code}",
         "OAuthCallbackUrl": f"{api_url}/oauth/callback",
         "ReturnUrlAllowlist": f"{api_url}/,http://localhost:{port}/",
+        # The offline sandbox's private CA (BANK_CA_BUNDLE, honoured only when BANK_ENVIRONMENT=local).
+        "BankCaBundle": str(sandbox.ca_path),
     }
 
 
-def runtime_environment(moto_url: str, ca_path: Path) -> dict[str, str]:
+def runtime_environment(moto_url: str) -> dict[str, str]:
     """What the Lambda runtime (not the template) provides, pointed at the local services."""
     return {
         "AWS_ENDPOINT_URL": moto_url,
@@ -102,8 +105,6 @@ def runtime_environment(moto_url: str, ca_path: Path) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": "testing",
         # No X-Ray daemon locally (the template's Tracing: Active).
         "POWERTOOLS_TRACE_DISABLED": "1",
-        # The offline sandbox's private CA; only honoured when BANK_ENVIRONMENT=local.
-        "BANK_CA_BUNDLE": str(ca_path),
     }
 
 
@@ -288,6 +289,8 @@ class RunningStack:
         self._moto = moto
         self._cleanup = cleanup
         self._stopped = False
+        # The --env-vars file for sam local containers (docker=True only).
+        self.sam_env_path: Path | None = None
 
     @property
     def api_url(self) -> str:
@@ -354,14 +357,22 @@ class RunningStack:
         self.stop()
 
 
-def _start_sandbox(
-    *, host: str, port: int, screens_port: int, certs_dir: Path, redirect_uri: str, admin: bool | None
+def _start_sandbox(  # noqa: PLR0913 - the sandbox's settings the stack decides
+    *,
+    host: str,
+    bind_all: bool,
+    port: int,
+    screens_port: int,
+    certs_dir: Path,
+    redirect_uri: str,
+    admin: bool | None,
 ) -> RunningSandbox:
     # Imported here: the sandbox verifies signatures with the layer (aisp), which is on sys.path only now.
     from sandbox.server import SandboxConfig, start_sandbox  # noqa: PLC0415
 
     config = SandboxConfig(
         host=host,
+        bind_all=bind_all,
         port=port,
         screens_port=screens_port,
         certs_dir=certs_dir,
@@ -410,6 +421,7 @@ def start_stack(
     state_dir: Path = DEFAULT_STATE_DIR,
     sandbox_admin: bool | None = None,
     parameter_overrides: Mapping[str, str] | None = None,
+    docker: bool = False,
 ) -> RunningStack:
     """Start moto, the offline sandbox and the template's HTTP API; every port may be 0 (a free one).
 
@@ -430,6 +442,10 @@ def start_stack(
         Enable the sandbox's ``/_admin`` API (``None``: ``SANDBOX_ADMIN=1`` decides).
     parameter_overrides
         Template parameter values that win over the local ones.
+    docker
+        For ``sam local`` containers: moto and the sandbox also listen on every interface (containers reach them
+        as ``host.docker.internal``), and ``state_dir/sam-env.json`` (``--env-vars``) is written. The HTTP API and
+        the local JWT issuer stay on ``host``.
 
     Raises
     ------
@@ -453,12 +469,14 @@ def start_stack(
         cleanup.callback(_clear_parameter_caches)
         api_server = ApiServer(host, api_port)
         cleanup.callback(api_server.stop)
-        moto = LocalMotoServer(host, moto_port)
+        # 0.0.0.0 only on request: moto has no authentication (its secret holds the sandbox's TPP test keys).
+        moto = LocalMotoServer("0.0.0.0" if docker else host, moto_port, url_host=host)  # noqa: S104
         moto.start()
         cleanup.callback(moto.stop)
         reset_moto(moto.url)
         sandbox = _start_sandbox(
             host=host,
+            bind_all=docker,
             port=sandbox_port,
             screens_port=sandbox_screens_port,
             certs_dir=state_dir / "certs",
@@ -476,7 +494,7 @@ def start_stack(
             raise TemplateError(f"Parameters.{BANK_SECRET_PARAMETER}: needed to create the bank-credentials secret")
         create_secret(secret_name, sandbox.credentials, endpoint_url=moto.url)
         app = local_template.app(resolver)
-        environment = merged_environment(app.functions, runtime_environment(moto.url, sandbox.ca_path))
+        environment = merged_environment(app.functions, runtime_environment(moto.url))
         process_environment.apply(environment)
         layers.isolate()
         _clear_parameter_caches()
@@ -503,6 +521,8 @@ def start_stack(
             timers=timers,
             cleanup=cleanup.pop_all(),
         )
+    if docker:
+        stack.sam_env_path = write_sam_env(stack, state_dir / SAM_ENV_FILE)
     return stack
 
 

@@ -4,13 +4,14 @@
 
 ============================  ==================================================================================
 ``ca.pem`` / ``ca-key.pem``   the test CA; trust ``ca.pem`` to call the sandbox (``verify=``)
-``server.pem`` / ``-key``     the sandbox's TLS certificate (SAN ``127.0.0.1``, ``::1``, ``localhost``)
+``server.pem`` / ``-key``     TLS server certificate; SAN 127.0.0.1, ::1, localhost, host.docker.internal
 ``qwac.pem`` / ``-key``       the TPP's client certificate (mTLS); subject ``organizationIdentifier`` = client_id
 ``qseal.pem`` / ``-key``      the TPP's seal certificate; its key signs requests (``Signature``)
 ``bank-credentials.json``     the gateway's secret: client_id, QWAC cert/key, QSealC key, keyId (= client_id)
 ============================  ==================================================================================
 
-Existing files are reused as long as they are valid and match the client_id; private keys are written 0600.
+Existing files are reused as long as they are valid and match the client_id (and, for the server, the names);
+private keys are written 0600. ``host.docker.internal`` is how ``sam local`` containers reach the sandbox.
 """
 
 from __future__ import annotations
@@ -227,11 +228,23 @@ def _leaf(
     *,
     expected_org_id: str | None,
     make: Callable[[], _Issued],
+    expected_san: x509.SubjectAlternativeName | None = None,
 ) -> _Issued:
     existing = _load(cert_path, key_path)
-    if existing is not None and _still_fits(existing, ca, expected_org_id):
+    if (
+        existing is not None
+        and _still_fits(existing, ca, expected_org_id)
+        and (expected_san is None or _san(existing.cert) == expected_san)
+    ):
         return existing
     return _save(make(), cert_path, key_path)
+
+
+def _san(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
 
 
 def _still_fits(existing: _Issued, ca: _Issued, expected_org_id: str | None) -> bool:
@@ -267,6 +280,8 @@ def ensure_certificates(directory: Path, *, client_id: str = DEFAULT_CLIENT_ID) 
             x509.IPAddress(ip_address("127.0.0.1")),
             x509.IPAddress(ip_address("::1")),
             x509.DNSName("localhost"),
+            # Containers (sam local) reach the host's sandbox by this name.
+            x509.DNSName("host.docker.internal"),
         ]
     )
     _leaf(
@@ -277,6 +292,7 @@ def ensure_certificates(directory: Path, *, client_id: str = DEFAULT_CLIENT_ID) 
         make=lambda: _issue(
             ca, _name("localhost", "89C3 Offline Sandbox"), usage=ExtendedKeyUsageOID.SERVER_AUTH, san=san
         ),
+        expected_san=san,
     )
     qwac = _leaf(
         ca,

@@ -39,7 +39,12 @@ class SandboxConfig:
     Parameters
     ----------
     host
-        Loopback address to bind (the sandbox never listens on other interfaces).
+        Loopback address to bind, and the host of every URL the sandbox hands out.
+    bind_all
+        Also listen on every interface (``0.0.0.0``, or ``::`` for an IPv6 ``host``), so that containers
+        (``sam local``) reach the sandbox through ``host.docker.internal``. URLs keep ``host``; the admin API still
+        answers loopback clients only. Off by default: the sandbox's TPP keys are test keys, but its quotas and
+        tokens should not be reachable from the network without asking.
     port, screens_port
         HTTPS (API) and HTTP (login screens) ports; 0 picks free ports.
     certs_dir
@@ -57,6 +62,7 @@ class SandboxConfig:
     """
 
     host: str = "127.0.0.1"
+    bind_all: bool = False
     port: int = 8443
     screens_port: int = 8080
     certs_dir: Path = DEFAULT_CERTS_DIR
@@ -156,8 +162,15 @@ def _admin_enabled(config: SandboxConfig) -> bool:
     return os.environ.get(ADMIN_ENV, "") == "1"
 
 
+def listen_address(config: SandboxConfig) -> str:
+    """The address both listeners bind: ``config.host``, or every interface of its family with ``bind_all``."""
+    if not config.bind_all:
+        return config.host
+    return "::" if ":" in config.host else "0.0.0.0"  # noqa: S104 - opt-in, for sam local containers
+
+
 def start_sandbox(config: SandboxConfig | None = None) -> RunningSandbox:
-    """Create or reuse the certificates, bind both listeners on loopback and serve in background threads.
+    """Create or reuse the certificates, bind both listeners (loopback unless ``bind_all``), serve in threads.
 
     Raises
     ------
@@ -181,9 +194,10 @@ def start_sandbox(config: SandboxConfig | None = None) -> RunningSandbox:
         admin_enabled=_admin_enabled(config),
         base_latency_ms=config.latency_ms,
     )
-    api = HttpServer((config.host, config.port), ApiApp(core), _server_context(certs))
+    bind = listen_address(config)
+    api = HttpServer((bind, config.port), ApiApp(core), _server_context(certs), origin_host=config.host)
     try:
-        screens = HttpServer((config.host, config.screens_port), ScreensApp(core))
+        screens = HttpServer((bind, config.screens_port), ScreensApp(core), origin_host=config.host)
     except OSError:
         api.server_close()
         raise

@@ -214,6 +214,9 @@ class HttpServer(ThreadingHTTPServer):
         The application.
     ssl_context
         Server-side TLS context, or ``None`` for plain HTTP.
+    origin_host
+        Host name of :attr:`origin` when it differs from the bound address (bound to ``0.0.0.0``, reached at
+        ``127.0.0.1``).
     """
 
     daemon_threads = True
@@ -221,7 +224,14 @@ class HttpServer(ThreadingHTTPServer):
     request_queue_size = 256
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], app: App, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: App,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        origin_host: str | None = None,
+    ) -> None:
         self.app = app
         self.ssl_context = ssl_context
         self._connections: set[socket.socket] = set()
@@ -231,7 +241,8 @@ class HttpServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         scheme = "https" if ssl_context is not None else "http"
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        named = origin_host or self.host
+        host = f"[{named}]" if ":" in named else named
         self.origin = f"{scheme}://{host}:{self.port}"
 
     def server_bind(self) -> None:

@@ -95,7 +95,7 @@ def test_tables_are_created_from_the_template(stack, template):
         assert ttl["AttributeName"] == properties["TimeToLiveSpecification"]["AttributeName"]
         assert ttl["TimeToLiveStatus"] == "ENABLED"
 
-    # And the connections table is the one events/env.local.json names, with the refresher's index
+    # And the connections table has the local name (sam-env.json passes it to sam local), with the refresher's index
     connections = dynamodb.describe_table(TableName="aisp-connections")["Table"]
     assert [index["IndexName"] for index in connections["GlobalSecondaryIndexes"]] == ["RefreshDueIndex"]
     assert stack.environment["CONNECTIONS_TABLE_NAME"] == "aisp-connections"
@@ -106,7 +106,7 @@ def test_kms_key_and_alias_exist(stack):
     kms = _aws(stack, "kms")
     key_arn = stack.environment["TOKEN_KEY_ID"]
 
-    # Then the key exists, and its alias is the one events/env.local.json uses
+    # Then the key exists, with the local alias
     assert kms.describe_key(KeyId=key_arn)["KeyMetadata"]["Arn"] == key_arn
     alias = kms.describe_key(KeyId="alias/aisp-gateway-local-tokens")["KeyMetadata"]
     assert alias["Arn"] == key_arn

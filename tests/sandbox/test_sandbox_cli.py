@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from sandbox.server import SandboxConfig, listen_address
+from sandbox.web import HttpServer, Request, Response
 from tests.sandbox.helpers import CLIENT_ID, MARC, SandboxClient
 
 pytestmark = pytest.mark.integration
@@ -120,3 +122,25 @@ def test_concurrent_keep_alive_clients_refresh_and_read(client: SandboxClient) -
     current = client.refresh(tokens["refresh_token"]).json()["access_token"]
     assert client.get("/accounts", current).status_code == 200
     assert sum(client.get("/accounts", t).status_code == 200 for t in access_tokens[-8:]) == 0
+
+
+@pytest.mark.parametrize(
+    ("host", "bind_all", "expected"),
+    [("127.0.0.1", False, "127.0.0.1"), ("127.0.0.1", True, "0.0.0.0"), ("::1", True, "::"), ("::1", False, "::1")],  # noqa: S104
+)
+def test_the_sandbox_listens_on_every_interface_only_when_asked(host: str, bind_all: bool, expected: str) -> None:
+    assert listen_address(SandboxConfig(host=host, bind_all=bind_all)) == expected
+
+
+class _NoApp:
+    def handle(self, request: Request) -> Response:
+        raise AssertionError(f"no request expected: {request.url}")
+
+
+def test_a_server_bound_elsewhere_hands_out_urls_with_its_origin_host() -> None:
+    # Bound on loopback but named "localhost" in its URLs (as 0.0.0.0 is named 127.0.0.1 for sam local)
+    server = HttpServer(("127.0.0.1", 0), _NoApp(), origin_host="localhost")
+    try:
+        assert server.origin == f"http://localhost:{server.port}"
+    finally:
+        server.server_close()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import stat
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sandbox.banks import BANKS, french_iban, iban_is_valid, rib_key
@@ -58,6 +60,38 @@ def test_certs_are_reused_on_a_second_run(certs_dir: Path) -> None:
     ensure_certificates(certs_dir)
 
     assert {path.name: path.read_bytes() for path in certs_dir.iterdir()} == before
+
+
+def test_a_server_certificate_without_the_container_name_is_reissued(tmp_path: Path) -> None:
+    # Given a sandbox PKI whose server certificate predates the host.docker.internal name
+    first = ensure_certificates(tmp_path)
+    ca = x509.load_pem_x509_certificate(first.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(first.ca_key.read_bytes(), password=None)
+    server_key = serialization.load_pem_private_key(first.server_key.read_bytes(), password=None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    assert isinstance(server_key, rsa.RSAPrivateKey)
+    now = datetime.now(UTC)
+    old = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca.subject)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    first.server_cert.write_bytes(old.public_bytes(serialization.Encoding.PEM))
+
+    # When the sandbox starts again
+    second = ensure_certificates(tmp_path)
+
+    # Then the server certificate is reissued with every name, and the CA is kept
+    server = x509.load_pem_x509_certificate(second.server_cert.read_bytes())
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["localhost", "host.docker.internal"]
+    server.verify_directly_issued_by(ca)
 
 
 def test_another_client_id_reissues_only_the_tpp_certificates(tmp_path: Path) -> None:

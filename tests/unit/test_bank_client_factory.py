@@ -13,7 +13,7 @@ from moto import mock_aws
 
 from aisp.errors import ConfigurationError, NotFoundError
 from aisp.settings import load_settings
-from aisp.stet.factory import clear_bank_clients, get_bank_client
+from aisp.stet.factory import ca_bundle_path, clear_bank_clients, get_bank_client
 
 SECRET = "aisp/bank-credentials"
 
@@ -87,3 +87,22 @@ def test_unknown_bank_and_missing_configuration(environment, monkeypatch):
     load_settings.cache_clear()
     with pytest.raises(ConfigurationError, match="BANK_CREDENTIALS_SECRET_NAME"):
         get_bank_client("13807")
+
+
+def test_a_ca_given_as_pem_text_is_written_once_and_trusted(environment, monkeypatch):
+    # Given BANK_CA_BUNDLE holding the CA itself (sam local: the container cannot see the host's CA file)
+    ca, _secrets, ca_path = environment
+    pem = ca_path.read_text(encoding="ascii")
+    monkeypatch.setenv("BANK_CA_BUNDLE", pem)
+    load_settings.cache_clear()
+
+    # When the client is built
+    client = get_bank_client("13807")
+
+    # Then requests verifies against a file holding exactly that PEM, reused for the same PEM
+    assert isinstance(client._verify, str)
+    assert client._verify != str(ca_path)
+    assert Path(client._verify).read_text(encoding="ascii") == pem
+    assert ca_bundle_path(pem) == client._verify
+    # And a plain path is used as it is
+    assert ca_bundle_path(str(ca_path)) == str(ca_path)

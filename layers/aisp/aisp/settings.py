@@ -36,7 +36,8 @@ class BankSettings(EnvModel):
     # (the login screens a person's browser opens).
     bank_base_url_template: Annotated[str, Field(alias="BANK_BASE_URL_TEMPLATE")] = ""
     bank_authorize_url_template: Annotated[str, Field(alias="BANK_AUTHORIZE_URL_TEMPLATE")] = ""
-    # Only for `local`: the CA that signed the offline sandbox's server certificate.
+    # Only for `local`: the CA that signed the offline sandbox's server certificate, as a file path (make run) or
+    # as PEM text (sam local: a container cannot see the host's files).
     bank_ca_bundle: Annotated[str, Field(alias="BANK_CA_BUNDLE")] = ""
     bank_timeout_seconds: Annotated[float, Field(alias="BANK_TIMEOUT_SECONDS", gt=0, le=60)] = 10.0
     credentials_max_age_seconds: Annotated[int, Field(alias="CREDENTIALS_MAX_AGE_SECONDS", ge=0, le=86400)] = 300
