@@ -236,3 +236,42 @@ def test_every_checkov_skip_names_a_check_and_gives_a_reason(template):
     for name, skip in skips:
         assert skip["id"].startswith("CKV_"), name
         assert len(skip.get("comment", "")) > 40, f"{name}: {skip['id']} needs a reason"
+
+
+def test_alarms_watch_the_refresher_and_the_api_and_notify_the_optional_topic(template):
+    resources = template["Resources"]
+    alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+
+    # The dead-letter queue of the fan-out, the refresher's crashes, its failure rate and the API's 5xx rate
+    assert set(alarms) == {
+        "RefreshFanoutDeadLetterAlarm",
+        "TokenRefresherErrorsAlarm",
+        "TokenRefreshFailureRateAlarm",
+        "HttpApi5xxAlarm",
+    }
+    assert alarms["RefreshFanoutDeadLetterAlarm"]["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["RefreshFanoutDeadLetterQueue", "QueueName"]}}
+    ]
+    assert alarms["TokenRefresherErrorsAlarm"]["Dimensions"] == [
+        {"Name": "FunctionName", "Value": {"Ref": "TokenRefresherFunction"}}
+    ]
+    # The rate alarm reads the metrics the refresher publishes, in the namespace and service the functions use
+    environment = template["Globals"]["Function"]["Environment"]["Variables"]
+    published = {
+        query["MetricStat"]["Metric"]["MetricName"]: query["MetricStat"]["Metric"]
+        for query in alarms["TokenRefreshFailureRateAlarm"]["Metrics"]
+        if "MetricStat" in query
+    }
+    assert set(published) == {"TokenRefreshFailed", "TokensRefreshed"}
+    for metric in published.values():
+        assert metric["Namespace"] == environment["POWERTOOLS_METRICS_NAMESPACE"]
+        assert metric["Dimensions"] == [{"Name": "service", "Value": environment["POWERTOOLS_SERVICE_NAME"]}]
+    source = (REPO_ROOT / "layers/aisp/aisp/logic/refresh_tokens.py").read_text(encoding="utf-8")
+    assert all(f'name="{name}"' in source for name in published)
+    # Every alarm notifies AlarmTopicArn when one is given, and stays silent data-wise when nothing runs
+    for name, properties in alarms.items():
+        for key in ("AlarmActions", "OKActions"):
+            assert properties[key] == {
+                "Fn::If": ["NotifiesAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+            }, name
+        assert properties["TreatMissingData"] == "notBreaching", name
