@@ -73,6 +73,10 @@ def _schemas_of(module_name: str) -> dict[str, Any]:
     module = importlib.import_module(module_name)
     schema = module.app.get_openapi_schema(title=TITLE, version=_project_version())
     dumped: dict[str, Any] = json.loads(schema.model_dump_json(by_alias=True, exclude_none=True))
+    # Parameters a handler reads by itself (not declared to Powertools' validation) but documents.
+    for (method, path), parameters in getattr(module, "OPENAPI_QUERY_PARAMETERS", {}).items():
+        operation = dumped["paths"][path][method.lower()]
+        operation["parameters"] = [*operation.get("parameters", []), *parameters]
     return dumped
 
 

@@ -23,6 +23,25 @@ register_error_handlers(app)
 
 # Longer values are not ours (our states are 43 characters) or not plausible; they are treated as absent.
 MAX_LENGTHS: Final = {"state": 256, "code": 2048, "error": 64}
+# For docs/openapi.json only (scripts/export_openapi.py adds them to the operation): declaring them to Powertools
+# would validate them, and a browser would get a JSON 422 instead of the page or redirect below.
+DOCUMENTED_QUERY: Final = (
+    ("state", "The state our authorization_url carried: single-use, it finds the pending connection"),
+    ("code", "The authorization code the bank issued (exchanged once, never logged or echoed)"),
+    ("error", "The bank's OAuth error instead of a code (e.g. access_denied when the user declines)"),
+)
+OPENAPI_QUERY_PARAMETERS: Final = {
+    ("GET", "/oauth/callback"): [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": f"{text}. Over {MAX_LENGTHS[name]} characters, or repeated, it counts as absent.",
+            "schema": {"type": "string"},
+        }
+        for name, text in DOCUMENTED_QUERY
+    ]
+}
 SECURITY_HEADERS: Final = {
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
