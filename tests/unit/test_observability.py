@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
+import pytest
+
+from aisp.errors import ConnectionNotFoundError
 from aisp.observability import LazyTracer
 from tests.conftest import REPO_ROOT
 
@@ -56,3 +60,28 @@ def test_traced_lambda_handler_passes_through(lambda_context):
         return {"echo": event["x"]}
 
     assert handler({"x": 1}, lambda_context) == {"echo": 1}
+
+
+def test_the_tracer_logs_no_error_line_for_our_errors_but_keeps_it_for_bugs(caplog):
+    tracer = LazyTracer()
+
+    @tracer.capture_method
+    def refuse() -> None:
+        raise ConnectionNotFoundError("no connection to this bank")
+
+    @tracer.capture_method
+    def crash() -> None:
+        raise KeyError("bug")
+
+    with caplog.at_level(logging.DEBUG, logger="aws_lambda_powertools.tracing.tracer"):
+        # When a traced function raises one of our errors (an API answer such as a 404)
+        with pytest.raises(ConnectionNotFoundError):
+            refuse()
+        # And another raises something unexpected
+        with pytest.raises(KeyError):
+            crash()
+
+    # Then only the unexpected one left the tracer's ERROR line
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("aws_lambda_powertools")]
+    assert len(errors) == 1
+    assert errors[0].getMessage().endswith(".crash' method")

@@ -11,11 +11,14 @@ Nothing at init needs it, so the real tracer is built on the first traced call i
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, overload
 
 from aws_lambda_powertools import Logger, Metrics
+
+from aisp.errors import AispError
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
@@ -124,6 +127,24 @@ class LazyTracer:
 
         return wrapper
 
+
+class ExpectedErrorFilter(logging.Filter):
+    """Drops the "Exception received from ..." ERROR line (with traceback) that Powertools' tracer logs for every
+    exception leaving a traced function, when the exception is one of ours (:class:`~aisp.errors.AispError`).
+
+    Those are the API's answers (a 404, a bank 503...), logged once by ``aisp.api`` at the level each deserves
+    (``info`` for a refusal, ``exception`` for a failure); the tracer's copy turned every 404 into an ERROR line
+    with a traceback, which is noise to read and a false positive for any log-based alarm. Anything else (a bug)
+    keeps the tracer's line. The exception is still recorded on the X-Ray subsegment.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """``False`` for a record carrying one of our errors."""
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, AispError)
+
+
+logging.getLogger("aws_lambda_powertools.tracing.tracer").addFilter(ExpectedErrorFilter())
 
 logger = Logger()
 tracer = LazyTracer()
