@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from aisp.api.psu import MAX_HEADER_LENGTH, psu_from_event
+from aisp.models.psu import PsuInfo
 from aisp.stet import PsuContext
 
 
@@ -70,3 +74,20 @@ def test_ipv6_is_kept(load_event):
     event["requestContext"]["http"]["sourceIp"] = "2001:db8::1"
 
     assert psu_from_event(APIGatewayProxyEventV2(event)).ip_address == "2001:db8::1"
+
+
+def test_every_psu_info_field_is_a_psu_context_field_of_the_same_type():
+    # PsuInfo (aisp.models, importable without the bank client) mirrors part of aisp.stet.PsuContext: a field
+    # renamed on one side only would make as_kwargs() fail at the first bank call, so the two are held together here.
+    context_fields = {field.name: field for field in dataclasses.fields(PsuContext)}
+    info_types = typing.get_type_hints(PsuInfo)
+    context_types = typing.get_type_hints(PsuContext)
+    assert set(PsuInfo._fields) <= set(context_fields)
+    for name in PsuInfo._fields:
+        # the context may accept more (e.g. a datetime for date), never less
+        assert set(typing.get_args(info_types[name]) or (info_types[name],)) <= set(
+            typing.get_args(context_types[name]) or (context_types[name],)
+        ), name
+    # And a full PsuInfo builds a PsuContext
+    info = PsuInfo(ip_address="203.0.113.7", **{name: "x" for name in PsuInfo._fields if name != "ip_address"})
+    assert PsuContext(**info.as_kwargs()).ip_address == "203.0.113.7"
