@@ -80,8 +80,11 @@ class ApiApp:
         faults = self._core.faults
         if self._core.pause(faults.latency_seconds(scope, store.bank.code)):
             return Response(HTTPStatus.SERVICE_UNAVAILABLE, drop_connection=True)
-        rule = faults.pick(scope, store.bank.code)
-        if rule is not None:
+        rule = faults.pick(scope, store.bank.code, page=request.query.get("page"))
+        if rule is not None and rule.fault is FaultKind.SLOW:
+            if self._core.pause(rule.hang_seconds):
+                return Response(HTTPStatus.SERVICE_UNAVAILABLE, drop_connection=True)
+        elif rule is not None:
             return self._fault(rule, request)
         if request.client_id is None:
             return error_response(

@@ -3,7 +3,9 @@
 A fault rule applies to one scope (``token`` = the OAuth token/revoke endpoints, ``aisp`` = the account information
 endpoints, ``any``) and optionally one bank code. Which calls fail is deterministic: ``every=N`` fails the 1st,
 (N+1)th, (2N+1)th... matching call; ``ratio`` fails a share of calls drawn from a generator seeded with ``seed``;
-``times`` retires the rule after that many failures.
+``times`` retires the rule after that many failures. ``page`` narrows an AISP rule to one page of a paged list (the
+``page`` query parameter; a request without one is page ``1``), so a fault can hit the middle of a pagination.
+``slow`` is the one kind that still answers: it holds the call for ``hang_seconds``, then serves it normally.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class FaultKind(StrEnum):
     TIMEOUT = "timeout"
     TOO_MANY_REQUESTS = "429"
     TMRQ = "tmrq"
+    SLOW = "slow"  # hold for hang_seconds, then answer normally
 
 
 class FaultRule(BaseModel):
@@ -52,6 +55,7 @@ class FaultRule(BaseModel):
     times: int | None = Field(default=None, ge=1)
     retry_after: int = Field(default=60, ge=0)
     hang_seconds: float = Field(default=30.0, gt=0.0, le=MAX_HANG_SECONDS)
+    page: str | None = Field(default=None, min_length=1, max_length=16)
 
 
 class LatencyRule(BaseModel):
@@ -64,8 +68,15 @@ class LatencyRule(BaseModel):
     bank: str | None = None
 
 
-def _matches(rule_scope: Scope, rule_bank: str | None, scope: Scope, bank: str) -> bool:
-    return rule_scope in (Scope.ANY, scope) and rule_bank in (None, bank)
+def _page_of(page: str | None) -> str:
+    """The page a request asks for: no ``page`` parameter, or ``first``, is page 1."""
+    return "1" if page in (None, "", "first") else str(page)
+
+
+def _matches(rule: FaultRule, scope: Scope, bank: str, page: str | None) -> bool:
+    if rule.scope not in (Scope.ANY, scope) or rule.bank not in (None, bank):
+        return False
+    return rule.page is None or (scope is Scope.AISP and _page_of(rule.page) == _page_of(page))
 
 
 @dataclass(slots=True)
@@ -134,14 +145,17 @@ class FaultBoard:
                 return self._latency[key] / 1000
         return self.base_latency_ms / 1000
 
-    def pick(self, scope: Scope, bank: str) -> FaultRule | None:
-        """The rule that makes this call fail, if any (counts the call against every matching rule)."""
+    def pick(self, scope: Scope, bank: str, *, page: str | None = None) -> FaultRule | None:
+        """The rule that makes this call fail (or, ``slow``, wait), if any; counts the call against every matching rule.
+
+        ``page`` is the AISP call's ``page`` query parameter (``None`` when it has none).
+        """
         if not self._faults:
             return None
         with self._lock:
             chosen: FaultRule | None = None
             for active in self._faults:
-                if _matches(active.rule.scope, active.rule.bank, scope, bank) and active.fires() and chosen is None:
+                if _matches(active.rule, scope, bank, page) and active.fires() and chosen is None:
                     chosen = active.rule
             self._faults = [active for active in self._faults if not active.spent]
             return chosen

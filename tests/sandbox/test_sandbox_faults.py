@@ -53,6 +53,7 @@ def test_bad_admin_bodies_are_400(client: SandboxClient) -> None:
     assert client.admin("POST", "faults", {"fault": "418"}).status_code == 400
     assert client.admin("POST", "faults", {"fault": "500", "every": 0}).status_code == 400
     assert client.admin("POST", "faults", {"fault": "500", "bank": "99999"}).status_code == 400
+    assert client.admin("POST", "faults", {"fault": "500", "page": ""}).status_code == 400
     assert client.admin("POST", "latency", {"ms": -1}).status_code == 400
     assert client.admin("POST", "clock", {}).json()["message"].startswith("advance_seconds")
 
@@ -102,6 +103,37 @@ def test_a_timeout_hangs_then_drops_the_connection(client: SandboxClient) -> Non
         client.api.get(client.url(BALANCES), timeout=0.3)
     assert time.monotonic() - started < 1.0
     assert _statuses(client, token, 1) == [200]  # the rule fired once; a new connection is served
+
+
+def test_a_page_rule_hits_only_that_page_of_a_pagination(client: SandboxClient) -> None:
+    token = client.connect(MARC)["access_token"]
+    transactions = f"/accounts/{MARC_ACCOUNTS[0]}/transactions"
+    _fault(client, fault="503", scope="aisp", page="2")
+
+    queries = {"none": "", "first": "?page=first", "1": "?page=1", "2": "?page=2", "3": "?page=3"}
+    statuses = {page: client.get(transactions + q, token, psu_ip=PSU_IP).status_code for page, q in queries.items()}
+    balances = client.get(BALANCES, token, psu_ip=PSU_IP).status_code  # no page parameter: page 1
+    refreshed = client.refresh(client.connect(LEA, bank="10207")["refresh_token"], bank="10207").status_code
+
+    assert statuses == {"none": 200, "first": 200, "1": 200, "2": 503, "3": 200}
+    assert (balances, refreshed) == (200, 200)
+    (rule,) = client.admin("GET", "state").json()["faults"]
+    assert (rule["page"], rule["calls"], rule["fired"]) == ("2", 1, 1)
+
+
+def test_a_slow_page_is_held_then_served_and_the_rule_retires(client: SandboxClient) -> None:
+    token = client.connect(MARC)["access_token"]
+    transactions = f"/accounts/{MARC_ACCOUNTS[0]}/transactions"
+    _fault(client, fault="slow", scope="aisp", page="2", hang_seconds=0.5, times=2)
+
+    # Held longer than an impatient client waits...
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        client.api.get(client.url(f"{transactions}?page=2"), timeout=0.2)
+    # ...and then answered normally to a patient one
+    slow = client.get(f"{transactions}?page=2", token, psu_ip=PSU_IP)
+
+    assert slow.status_code == 200 and slow.json()["transactions"]
+    assert client.admin("GET", "state").json()["faults"] == []  # retired after two slow answers
 
 
 def test_forced_429_carries_retry_after(client: SandboxClient) -> None:

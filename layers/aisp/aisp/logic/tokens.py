@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from aisp.errors import ConflictError, ReauthRequiredError, RefreshInProgressError
+from aisp.errors import AispError, ConflictError, ReauthRequiredError, RefreshInProgressError
 from aisp.logic import services as _wiring
 from aisp.logic.ports import ConnectionRepository
 from aisp.logic.services import ConnectionServices
@@ -181,14 +181,20 @@ def _refresh_leased(
     # BPCE answers the same refresh token, or none: keep the one we have.
     fresh = TokenPair(access_token=issued.access_token, refresh_token=issued.refresh_token or tokens.refresh_token)
     now = services.clock.now()
-    stored = store_after_refresh(
-        services.connections,
-        connection,
-        tokens=fresh,
-        access_expires_at=access_expiry(issued, now),
-        now=now,
-        lease_owner=owner,
-    )
+    try:
+        stored = store_after_refresh(
+            services.connections,
+            connection,
+            tokens=fresh,
+            access_expires_at=access_expiry(issued, now),
+            now=now,
+            lease_owner=owner,
+        )
+    except Exception:
+        # Not written (DynamoDB or KMS failed): the stored refresh token still works, so free the lease for the
+        # next call rather than making every request wait for it to expire.
+        _release_quietly(services, key, owner)
+        raise
     if stored is None:
         logger.info("connection changed during refresh; using the stored tokens")
         current, current_tokens = services.connections.get_with_tokens(connection.user_id, connection.bank_code)
@@ -197,6 +203,13 @@ def _refresh_leased(
         return current, current_tokens
     metrics.add_metric(name="TokenRefreshed", unit=MetricUnit.Count, value=1)
     return stored, fresh
+
+
+def _release_quietly(services: ConnectionServices, key: ConnectionKey, owner: str) -> None:
+    try:
+        services.connections.release_lease(key, owner=owner)
+    except AispError:
+        logger.warning("refresh lease not released; it expires on its own", bank_code=key.bank_code)
 
 
 def _mark_reauth(services: ConnectionServices, connection: Connection) -> None:
