@@ -54,7 +54,9 @@ BankCodePath = Annotated[
 AccountIdPath = Annotated[
     str,
     Path(
-        pattern=r"^[A-Za-z0-9_\-:().,']{1,100}$",
+        # At least one character that is not a dot: "." and ".." are path segments, never an account.
+        pattern=r"^[A-Za-z0-9_\-:().,']*[A-Za-z0-9_\-:(),'][A-Za-z0-9_\-:().,']*$",
+        max_length=100,
         description="The account_id of GET .../accounts (the bank's resourceId)",
         examples=["038-CPT30019654051"],
     ),
@@ -92,7 +94,7 @@ def _psu() -> PsuInfo | None:
     summary="Accounts at every connected bank",
     description="Every ACTIVE connection's accounts, banks queried concurrently; a failing bank is an errors entry.",
     tags=["accounts"],
-    responses=responses((401,)),
+    responses=responses((401, 503)),
 )
 def handle_list_all_accounts() -> AllAccountsResponse:
     """Accounts across every active connection, with per-bank error entries."""

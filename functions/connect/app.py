@@ -35,7 +35,7 @@ def handle_list_banks() -> list[BankSummary]:
     "/v1/connections",
     summary="Start connecting a bank",
     tags=["connections"],
-    responses=responses((400, 401, 404), status=201, description="The bank's login link"),
+    responses=responses((400, 401, 404, 503), status=201, description="The bank's login link"),
 )
 def handle_create_connection(request: CreateConnectionRequest) -> Response[CreateConnectionResponse]:
     """Start the OAuth journey: 201 with the bank's login link."""
@@ -50,7 +50,7 @@ def handle_create_connection(request: CreateConnectionRequest) -> Response[Creat
     )
 
 
-@app.get("/v1/connections", summary="The user's connections", tags=["connections"], responses=responses((401,)))
+@app.get("/v1/connections", summary="The user's connections", tags=["connections"], responses=responses((401, 503)))
 def handle_list_connections() -> list[ConnectionSummary]:
     """List the user's connections (no tokens, ever)."""
     return list_connections(current_user(app.current_event))
@@ -60,7 +60,7 @@ def handle_list_connections() -> list[ConnectionSummary]:
     "/v1/connections/<bank_code>",
     summary="Delete a connection",
     tags=["connections"],
-    responses=responses((400, 401, 404, 409), status=204, description="Deleted", content={}),
+    responses=responses((400, 401, 404, 409, 503), status=204, description="Deleted", content={}),
 )
 def handle_delete_connection(bank_code: BankCodePath) -> Response[None]:
     """Forget a connection's tokens (revoked at the bank where it can): 204."""

@@ -40,7 +40,7 @@ CHROMIUM_ARGS = [
 ]
 MARC = "D0999990I0"  # the sandbox's documented persona (sandbox/README.md)
 OTP = "12345678"
-WAIT_MS = 15_000
+WAIT_MS = 30_000  # generous: the page waits on real servers, and CI machines get busy
 
 
 @pytest.fixture(scope="module")

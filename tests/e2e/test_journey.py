@@ -57,15 +57,16 @@ class App:
         return found
 
 
-def log_in_at_bank(authorization_url: str, *, decision: str = "accept") -> str:
-    """Marc's browser at the sandbox's screens (identifier, OTP, decision): the URL the bank redirects back to."""
+def log_in_at_bank(authorization_url: str, *, decision: str = "accept", identifier: str = MARC) -> str:
+    """A persona's browser (Marc's by default) at the sandbox's screens (identifier, OTP, decision): the URL the
+    bank redirects back to."""
     screens = authorization_url.split("?", 1)[0]
     with requests.Session() as browser:
         browser.trust_env = False
         page = browser.get(authorization_url, allow_redirects=False, timeout=TIMEOUT)
         assert page.status_code == 200, page.text
         flow = flow_id(page.text)
-        assert browser.post(screens, data={"flow": flow, "identifier": MARC}, timeout=TIMEOUT).status_code == 200
+        assert browser.post(screens, data={"flow": flow, "identifier": identifier}, timeout=TIMEOUT).status_code == 200
         assert browser.post(screens, data={"flow": flow, "otp": OTP}, timeout=TIMEOUT).status_code == 200
         decided = browser.post(screens, data={"flow": flow, "decision": decision}, allow_redirects=False, timeout=5)
     assert decided.status_code == 302, decided.text

@@ -30,6 +30,10 @@ RAISED: dict[str, Exception] = {
     "in_progress": errors.RequestInProgressError("a request with this Idempotency-Key is in progress"),
     "quota": errors.BankRateLimitedError("bank rate limit reached", status=429, bank_code="13807"),
     "boom": RuntimeError("access_token=eyJsecret in an unexpected place"),
+    "ddb_throttled": errors.PersistenceError("DynamoDB throttled", details={"error_type": "ThrottlingException"}),
+    # KMS details carry an error_type of their own: logging them must not collide with ours
+    "kms_down": errors.KeyServiceError("KMS could not decrypt a data key", details={"error_type": "KMSInternal"}),
+    "lease_held": errors.RefreshInProgressError("another refresh holds the lease"),
 }
 
 
@@ -78,6 +82,9 @@ def _call(app, load_event, lambda_context, path, query=None):
         ("in_progress", 409, "request_in_progress"),
         ("quota", 429, "bank_rate_limited"),
         ("boom", 500, "internal_error"),
+        ("ddb_throttled", 503, "service_unavailable"),
+        ("kms_down", 503, "service_unavailable"),
+        ("lease_held", 409, "conflict"),
     ],
 )
 def test_each_error_maps_to_its_status_and_code(resolver, load_event, lambda_context, kind, status, code):
@@ -133,3 +140,8 @@ def test_an_invalid_cursor_says_so_in_detail_and_field(resolver, load_event, lam
 def test_a_request_in_progress_says_when_to_retry(resolver, load_event, lambda_context):
     response = _call(resolver, load_event, lambda_context, "/raise/in_progress")
     assert response["headers"]["Retry-After"] == "1"
+
+
+def test_a_refresh_held_elsewhere_says_when_to_retry(resolver, load_event, lambda_context):
+    response = _call(resolver, load_event, lambda_context, "/raise/lease_held")
+    assert response["headers"]["Retry-After"] == "5"

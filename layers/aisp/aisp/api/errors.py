@@ -6,7 +6,8 @@ the constant message of our own error and the request id to correlate with the l
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import traceback
+from typing import TYPE_CHECKING, Any, Final
 
 from aisp import errors
 from aisp.models.api import Problem
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+_POWERTOOLS_VALIDATION: Final = "aws_lambda_powertools.event_handler.middlewares.openapi_validation"
 
 # Most specific first: the first class an error is an instance of wins.
 ERROR_MAP: tuple[tuple[type[errors.AispError], int, str, str], ...] = (
@@ -42,11 +44,17 @@ ERROR_MAP: tuple[tuple[type[errors.AispError], int, str, str], ...] = (
     (errors.BankUnavailableError, 503, "bank_unavailable", "The bank is unavailable; retry later"),
     (errors.BankProtocolError, 502, "bank_unavailable", "The bank answered something we could not understand"),
     (errors.UpstreamError, 502, "bank_unavailable", "The bank call failed"),
+    # Our own dependencies (DynamoDB throttled or down once botocore's retries are spent, KMS unavailable or
+    # refusing the key): nothing was written, the client may retry; logged with the stack trace for the operator.
+    (errors.PersistenceError, 503, "service_unavailable", "The service is temporarily unavailable; retry later"),
+    (errors.KeyServiceError, 503, "service_unavailable", "The service is temporarily unavailable; retry later"),
 )
 # When the bank throttles without saying for how long (BPCE's daily quota says nothing), and for a keyed request
 # still running: how long clients should wait before retrying.
 DEFAULT_RETRY_AFTER_SECONDS = 60
 IN_PROGRESS_RETRY_AFTER_SECONDS = 1
+# Another refresher holds the connection's lease (its bank call takes at most the bank timeout).
+REFRESH_RETRY_AFTER_SECONDS = 5
 
 
 def problem_response(
@@ -98,6 +106,44 @@ def classify(error: errors.AispError) -> tuple[int, str, str]:
     return 500, "internal_error", "Internal error"
 
 
+def unexpected_error_response(exc: BaseException, request_id: str | None) -> Response[str]:
+    """The answer to an exception no other handler took.
+
+    400 ``validation_error`` when it escaped Powertools' reading of the request body (its validation middleware's
+    ``_get_body``): a content type it does not read, a multipart body without a boundary, JSON nested deeper than the
+    recursion limit or an integer longer than ``int`` converts; the client's error, whatever the exception's class.
+    Otherwise 500 ``internal_error``: a bug of ours, logged with its traceback, nothing of it in the answer.
+    """
+    if not any(
+        frame.f_code.co_name == "_get_body" and frame.f_globals.get("__name__") == _POWERTOOLS_VALIDATION
+        for frame, _ in traceback.walk_tb(exc.__traceback__)
+    ):
+        logger.exception("unexpected error", error_type=type(exc).__name__)
+        return problem_response(500, "internal_error", "Internal error", request_id=request_id)
+    unsupported = isinstance(exc, NotImplementedError)  # Powertools' RequestUnsupportedContentType
+    logger.info("request body is unreadable", fields=["body"], error_type=type(exc).__name__)
+    return problem_response(
+        400,
+        "validation_error",
+        "The request is invalid",
+        detail="the request body must be application/json" if unsupported else "the request body is not readable JSON",
+        request_id=request_id,
+        field_errors=[{"field": "body", "message": "unsupported content type" if unsupported else "not JSON"}],
+    )
+
+
+def retry_headers(error: errors.AispError) -> dict[str, str]:
+    """``Retry-After`` for the errors a client should retry after a while (throttled, or still in progress)."""
+    if isinstance(error, errors.BankRateLimitedError):
+        retry_after = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_AFTER_SECONDS
+        return {"Retry-After": str(retry_after)}
+    if isinstance(error, errors.RequestInProgressError):
+        return {"Retry-After": str(IN_PROGRESS_RETRY_AFTER_SECONDS)}
+    if isinstance(error, errors.RefreshInProgressError):
+        return {"Retry-After": str(REFRESH_RETRY_AFTER_SECONDS)}
+    return {}
+
+
 def register_error_handlers(app: APIGatewayHttpResolver) -> None:
     """Attach the gateway's exception handlers to a resolver."""
     from aws_lambda_powertools.event_handler.exceptions import ServiceError  # noqa: PLC0415
@@ -124,18 +170,15 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
     @app.exception_handler(errors.AispError)  # type: ignore[untyped-decorator]
     def handle_aisp_error(exc: errors.AispError) -> Response[str]:
         status, code, title = classify(exc)
-        headers: dict[str, str] = {}
-        if isinstance(exc, errors.BankRateLimitedError):
-            retry_after = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER_SECONDS
-            headers["Retry-After"] = str(retry_after)
-        elif isinstance(exc, errors.RequestInProgressError):
-            headers["Retry-After"] = str(IN_PROGRESS_RETRY_AFTER_SECONDS)
+        headers = retry_headers(exc)
         # A 501 for a feature the bank lacks is an answer, not a failure of ours.
         expected = status < 500 or isinstance(exc, errors.BankFeatureNotSupportedError)  # noqa: PLR2004
+        # The details first: one of them may be named like our own keys (KMS details carry an error_type).
+        context = {**exc.details, "code": code, "error_type": type(exc).__name__}
         if expected:
-            logger.info("request refused", code=code, error_type=type(exc).__name__, **exc.details)
+            logger.info("request refused", **context)
         else:
-            logger.exception("request failed", code=code, error_type=type(exc).__name__, **exc.details)
+            logger.exception("request failed", **context)
         # Our messages are constant and secret-free, but an internal error's cause is for the logs only.
         detail = exc.message if expected or isinstance(exc, errors.UpstreamError) else None
         field = exc.details.get("field") if isinstance(exc, errors.InvalidRequestError) else None
@@ -165,5 +208,4 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
 
     @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
     def handle_unexpected(exc: Exception) -> Response[str]:
-        logger.exception("unexpected error", error_type=type(exc).__name__)
-        return problem_response(500, "internal_error", "Internal error", request_id=request_id())
+        return unexpected_error_response(exc, request_id())

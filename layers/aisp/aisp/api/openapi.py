@@ -29,7 +29,8 @@ ERROR_CODES: Final[dict[int, str]] = {
     429: "bank_rate_limited (see Retry-After)",
     501: "bank_feature_not_supported",
     502: "bank_unavailable (the bank answered something unusable)",
-    503: "bank_unavailable (the bank is down or timed out)",
+    503: "bank_unavailable (the bank is down or timed out) or service_unavailable (our data store or key service is "
+    "throttled or down; nothing was written)",
 }
 _RETRY_AFTER: Final = {
     "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer", "minimum": 0}}
