@@ -27,7 +27,7 @@ help:
 	@echo "make format  - ruff format + autofix"
 	@echo "make demo    - with make run going: Marc's whole journey over HTTP, printing the numbers"
 	@echo "make sandbox - the offline 89C3 bank alone (see sandbox/README.md)"
-	@echo "make bench   - benchmarks (cold start, refresher throughput)"
+	@echo "make bench   - benchmarks: cold start, warm overhead, pagination, refresher throughput, memory"
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "python3.13 not found: install it or pass PYTHON=/path/to/python3.13" >&2; exit 1; }
@@ -125,11 +125,15 @@ run: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/python -m local.demo $(ARGS)
 
-# Benchmarks print tables and write bench/results/*.json; never part of `make test`. Cold start and refresher
-# throughput so far; warm overhead, pagination and memory arrive with issue #8.
+# Benchmarks print tables and write bench/results/<name>.json; never part of `make test` (no timed assertion in tests).
+# Cold start, warm overhead (handler vs direct bank call), pagination (10,000 transactions), refresher throughput and
+# each function's peak memory; each starts its own sandbox and moto processes (bench/harness.py). ~5 min on 2 cores.
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.cold_start
+	$(BIN)/python -m bench.warm
+	$(BIN)/python -m bench.pagination
 	$(BIN)/python -m bench.refresher
+	$(BIN)/python -m bench.memory
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -33,8 +33,6 @@ import argparse
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,9 +42,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.harness import BANK, ROOT, MotoProcess, SandboxHost, quiet_stdout, use_layer
+
 BUDGET = 200.0
-BANK = "13807"
 TABLE = "aisp-connections-bench"
 SECRET = "aisp/bank-credentials"  # noqa: S105 - a secret name
 LAMBDA_TIMEOUT_SECONDS = 300
@@ -64,62 +62,6 @@ class ShiftedClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC).replace(microsecond=0) + self.offset
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port}")
-
-
-def child_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'aisp'}{os.pathsep}{ROOT}", "PYTHONDONTWRITEBYTECODE": "1"}
-
-
-class SandboxHost:
-    """``bench.sandbox_host`` in a child process."""
-
-    def __init__(self, certs: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.sandbox_host", "--certs", str(certs)],
-            cwd=ROOT,
-            env=child_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self._in: IO[str] = self.process.stdin
-        self._out: IO[str] = self.process.stdout
-        self.ready: dict[str, Any] = json.loads(self._out.readline())
-
-    def mint(self, count: int) -> list[tuple[str, str]]:
-        self._in.write(json.dumps({"mint": count, "bank": BANK}) + "\n")
-        self._in.flush()
-        return [tuple(pair) for pair in json.loads(self._out.readline())["tokens"]]
-
-    def admin(self, method: str, name: str, body: dict[str, Any] | None = None) -> Any:
-        import requests  # noqa: PLC0415
-
-        response = requests.request(
-            method, f"{self.ready['admin_url']}/{name}", json=body, verify=self.ready["ca_path"], timeout=10
-        )
-        response.raise_for_status()
-        return response.json() if response.content else None
-
-    def stop(self) -> None:
-        self._in.close()
-        self.process.wait(timeout=10)
 
 
 def configure_environment(moto_url: str, sandbox: dict[str, Any], workers: int) -> None:
@@ -356,23 +298,14 @@ def main() -> int:
     if args.n < 1 or args.baseline_n < 1 or args.fidelity_n < 0:
         parser.error("--n and --baseline-n must be positive, --fidelity-n >= 0")
 
-    out = sys.stdout
-    # The gateway logs to stdout (one JSON line per bank call, as in Lambda): keep that cost, not the noise.
-    sys.stdout = Path(os.devnull).open("w", encoding="utf-8")  # noqa: SIM115 - for the whole run
-    sys.path[:0] = [str(ROOT / "layers" / "aisp"), str(ROOT)]
-    moto_port = free_port()
-    moto = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
-        env=child_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    out = quiet_stdout()  # the gateway's JSON logs: their cost stays, their noise goes
+    use_layer()
     fidelity: Timed | None = None
+    moto = MotoProcess()
     with tempfile.TemporaryDirectory(prefix="bench-refresher-") as tmp:
         host = SandboxHost(Path(tmp) / "certs")
         try:
-            wait_for_port(moto_port)
-            configure_environment(f"http://127.0.0.1:{moto_port}", host.ready, args.workers)
+            configure_environment(moto.url, host.ready, args.workers)
             provision(host.ready)
             host.admin("POST", "latency", {"ms": args.latency_ms, "scope": "any"})
             print(f"{args.n} + {args.baseline_n} connections on the {args.dynamodb} table...", file=out, flush=True)
@@ -383,8 +316,7 @@ def main() -> int:
             dal_cpu = dal_client_cpu_ms() if args.dynamodb == "model" else 0.0
         finally:
             host.stop()
-            moto.terminate()
-            moto.wait(timeout=10)
+            moto.stop()
     assert baseline is not None
     report(out, args, refresher, baseline, fidelity=fidelity, dal_cpu=dal_cpu)
     return 0

@@ -4,13 +4,13 @@ The sandbox keeps one token pair per TPP × PSU (a new code for the same PSU rev
 handful of personas, so thousands of independent connections cannot come from its login screens. ``mint_grants``
 issues them directly in a bank's store, as its token endpoint would after a code exchange, without the "one pair per
 PSU" revocation: each pair refreshes, expires and is revoked on its own. Used by ``bench/refresher.py`` (through
-this module's command line, so the bank does not share the benchmark's GIL) and by the refresher's tests (in
-process).
+this module's command line, so the bank does not share the benchmark's GIL; ``bench.harness.SandboxHost`` drives it
+for every benchmark) and by the refresher's tests (in process).
 
-Usage: python -m bench.sandbox_host --certs DIR [--latency-ms 0]
-  prints ``{"api_origin", "admin_url", "ca_path", "credentials"}`` on one line, then answers one JSON line per
-  request line ``{"mint": N, "bank": "13807", "psu": "D0999990I0"}`` with ``{"tokens": [[access, refresh], ...]}``;
-  stops at end of input.
+Usage: python -m bench.sandbox_host --certs DIR [--latency-ms 0] [--redirect-uri URI ...]
+  prints ``{"api_origin", "screens_origin", "admin_url", "ca_path", "credentials"}`` on one line, then answers one
+  JSON line per request line ``{"mint": N, "bank": "13807", "psu": "D0999990I0"}`` with
+  ``{"tokens": [[access, refresh], ...]}``; stops at end of input.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from sandbox.core import SandboxCore
@@ -53,11 +54,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--certs", type=Path, required=True)
     parser.add_argument("--latency-ms", type=int, default=0)
+    parser.add_argument("--redirect-uri", action="append", default=[], help="registered redirect URI (repeatable)")
     args = parser.parse_args()
     config = SandboxConfig(port=0, screens_port=0, certs_dir=args.certs, admin=True, latency_ms=args.latency_ms)
+    if args.redirect_uri:
+        config = replace(config, redirect_uris=tuple(args.redirect_uri))
     with start_sandbox(config) as bank:
         ready = {
             "api_origin": bank.api_origin,
+            "screens_origin": bank.screens_origin,
             "admin_url": bank.admin_url,
             "ca_path": str(bank.ca_path),
             "credentials": bank.credentials,

@@ -22,6 +22,10 @@ PENDING_DAYS = 2
 MIN_PER_DAY = 3
 MAX_PER_DAY = 6
 SALARY_DAY = 28
+# HistoryProfile.BULK: 111 a day, 112 on days whose ordinal is a multiple of 9. Any 90 consecutive days hold exactly
+# ten of those, so the window always holds 90 * 111 + 10 = 10,000 transactions (100 pages of 100).
+BULK_PER_DAY = 111
+BULK_EXTRA_EVERY = 9
 
 CRDT = "CRDT"
 DBIT = "DBIT"
@@ -193,6 +197,8 @@ _TEMPLATES: dict[HistoryProfile, tuple[_Maker, ...]] = {
         _fees,
     ),
     HistoryProfile.CARD: (*(_card,) * 19, _refund),
+    # Card takings and payouts of a merchant: mostly credits, a few suppliers and fees.
+    HistoryProfile.BULK: (*(_customer_payment,) * 6, *(_refund,) * 2, _supplier_payment, _fees),
 }
 
 
@@ -208,11 +214,17 @@ def _format_cents(cents: int) -> str:
     return f"{cents // 100}.{cents % 100:02d}"
 
 
+def _day_count(rng: random.Random, profile: HistoryProfile, day: date) -> int:
+    if profile is HistoryProfile.BULK:  # a fixed count, so that the 90-day window is always 10,000
+        return BULK_PER_DAY + (1 if day.toordinal() % BULK_EXTRA_EVERY == 0 else 0)
+    return rng.randint(MIN_PER_DAY, MAX_PER_DAY)
+
+
 @lru_cache(maxsize=65_536)
 def day_entries(resource_id: str, profile: HistoryProfile, day: date) -> tuple[Entry, ...]:
     """All transactions of one account imputed on one day, always the same for the same inputs."""
     rng = random.Random(f"{resource_id}|{day.isoformat()}")  # noqa: S311 - test data, not security
-    drafts = [rng.choice(_TEMPLATES[profile])(rng, day) for _ in range(rng.randint(MIN_PER_DAY, MAX_PER_DAY))]
+    drafts = [rng.choice(_TEMPLATES[profile])(rng, day) for _ in range(_day_count(rng, profile, day))]
     if profile is HistoryProfile.RETAIL and day.day == SALARY_DAY:
         drafts.append(_salary(day))
     tag = hashlib.sha256(resource_id.encode()).hexdigest()[:6].upper()

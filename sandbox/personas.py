@@ -22,6 +22,7 @@ class HistoryProfile(StrEnum):
     RETAIL = "retail"
     PRO = "pro"
     CARD = "card"
+    BULK = "bulk"  # a merchant's collection account: 10,000 transactions over the 90 days (the benchmarks')
 
 
 class ReferenceDay(StrEnum):
@@ -254,6 +255,17 @@ _BRUNO_ACCOUNT = _bp_account(
     balances=_bp_balances("96.10", "96.10", "96.10"),
 )
 
+_BULK_ACCOUNT = _bp_account(
+    "13807",
+    "00804",
+    "30019654099",
+    name="Encaissements",
+    product="COMPTE COURANT",
+    usage="ORGA",
+    balances=_bp_balances("98412.37", "97120.55", "98412.37"),
+    profile=HistoryProfile.BULK,
+)
+
 PERSONAS_13807 = (
     Persona(
         identifier="D0999990I0",
@@ -326,6 +338,16 @@ PERSONAS_13807 = (
         purpose="SCA always fails: every OTP is refused, the flow locks after 3 failures",
         otp=None,
         accounts=(_BRUNO_ACCOUNT,),
+    ),
+    Persona(
+        identifier="D0999997I0",
+        connected_psu="MARCHE OUEST SAS",
+        first_name=None,
+        last_name="MARCHE OUEST SAS",
+        name_prefix=None,
+        purpose="Large history: one ORGA account with 10,000 transactions (100 pages of 100), consent given",
+        accounts=(_BULK_ACCOUNT,),
+        initial_consent=_everything(_BULK_ACCOUNT),
     ),
 )
 

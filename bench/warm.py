@@ -1,0 +1,289 @@
+"""Warm overhead: a gateway call through the handler against the same signed bank call made directly.
+
+Two routes, GET accounts and GET transactions (first page, 100 transactions), for persona Marc connected through the
+real journey (connect handler, the bank's screens, callback handler). The bank is the offline sandbox in its own
+process with ``--latency-ms`` (20 ms) added to every call; DynamoDB, KMS and Secrets Manager are a moto server in
+another process (``bench.harness``).
+
+* handler: the AccountsFunction's ``lambda_handler`` with the API Gateway payload 2.0 event the HTTP API sends,
+  through ``local.adapter.FunctionRuntime`` (the runtime's JSON decoding of the event and encoding of the answer
+  included): JWT ``sub``, connection read from DynamoDB, tokens opened (AES-GCM, data key cached per container),
+  the signed mTLS call, the answer mapped to our models and JSON (and the next-page cursor sealed);
+* direct: the same call with ``aisp.stet`` (``get_bank_client``: same keep-alive session, same signer, same PSU
+  headers) and the access token in hand, its answer parsed into the STET models.
+
+The two alternate call by call (the order flips every call) after ``--warmup`` untimed calls each, so a busy moment
+of the machine hits both alike. Budget: the gateway adds under 3 ms p50 to the bank's own latency (handler p50 -
+direct p50). The handler's one DynamoDB read is also timed alone (moto's share of the difference), and each path's
+CPU in this process. Then ``--profile-calls`` calls of each path run under cProfile, and the own time per call is
+summed by package, handler minus direct: where the handler's extra time goes.
+
+Usage: python -m bench.warm [--calls 500] [--warmup 30] [--latency-ms 20] [--profile-calls 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from bench.harness import (
+    BANK,
+    MARC_ACCOUNTS,
+    PSU_IP,
+    USER_AGENT,
+    Gateway,
+    bench_stack,
+    percentile,
+    quiet_stdout,
+    write_result,
+)
+
+BUDGET_MS = 3.0
+ACCOUNTS_FUNCTION = "AccountsFunction"
+FULL_VCPU_MB = 1769  # Lambda allocates CPU in proportion to memory: one full vCPU at 1769 MB
+USER = "bench-warm-marc"
+
+
+@dataclass
+class Case:
+    """One route: the handler call and the direct call it is compared with."""
+
+    name: str
+    handler: Callable[[], Any]
+    direct: Callable[[], Any]
+
+
+@dataclass
+class Timings:
+    """Wall and CPU milliseconds of one path's calls."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def time(self, call: Callable[[], Any], *, keep: bool) -> None:
+        cpu, start = time.process_time(), time.perf_counter()
+        call()
+        wall, cpu_used = (time.perf_counter() - start) * 1000, (time.process_time() - cpu) * 1000
+        if keep:
+            self.wall.append(wall)
+            self.cpu.append(cpu_used)
+
+
+@dataclass
+class Row:
+    """The timings of one case."""
+
+    name: str
+    handler: Timings
+    direct: Timings
+    read: Timings
+
+    def stats(self) -> dict[str, float]:
+        def p(samples: list[float], fraction: float) -> float:
+            return round(percentile(samples, fraction), 2)
+
+        return {
+            "handler_p50_ms": p(self.handler.wall, 0.5),
+            "handler_p95_ms": p(self.handler.wall, 0.95),
+            "direct_p50_ms": p(self.direct.wall, 0.5),
+            "direct_p95_ms": p(self.direct.wall, 0.95),
+            "ratio_p50": round(percentile(self.handler.wall, 0.5) / percentile(self.direct.wall, 0.5), 3),
+            "added_p50_ms": p(self.handler.wall, 0.5) - p(self.direct.wall, 0.5),
+            "added_p95_ms": p(self.handler.wall, 0.95) - p(self.direct.wall, 0.95),
+            "dynamodb_read_p50_ms": p(self.read.wall, 0.5),
+            "handler_cpu_ms": round(statistics.mean(self.handler.cpu), 2),
+            "direct_cpu_ms": round(statistics.mean(self.direct.cpu), 2),
+            "dynamodb_read_cpu_ms": round(statistics.mean(self.read.cpu), 2),
+        }
+
+
+def cases(gateway: Gateway) -> tuple[list[Case], Callable[[], Any]]:
+    """The two routes, and the handler's one DynamoDB read (the connection and its tokens) on its own."""
+    from aisp.dal import DynamoConnectionRepository  # noqa: PLC0415
+    from aisp.stet.client import PsuContext  # noqa: PLC0415
+    from aisp.stet.factory import get_bank_client  # noqa: PLC0415
+
+    repo = DynamoConnectionRepository()
+    _, tokens = repo.get_with_tokens(USER, BANK)
+    assert tokens is not None
+    access = tokens.access_token.get_secret_value()
+    client = get_bank_client(BANK)
+    # What the accounts handler sends for these events (PSU-* from the app's headers and the source IP).
+    psu = PsuContext(
+        ip_address=PSU_IP, http_method="GET", user_agent=USER_AGENT, accept="application/json", accept_language="fr-FR"
+    )
+    accounts_path = f"/v1/connections/{BANK}/accounts"
+    transactions_path = f"{accounts_path}/{MARC_ACCOUNTS[0]}/transactions"
+    accounts_fn, accounts_event = gateway.event("GET", accounts_path, sub=USER)
+    transactions_fn, transactions_event = gateway.event("GET", transactions_path, sub=USER)
+    accounts_runtime, transactions_runtime = gateway.runtime(accounts_fn), gateway.runtime(transactions_fn)
+
+    def handler_accounts() -> None:
+        result = accounts_runtime.invoke(accounts_event)
+        assert result["statusCode"] == 200, result
+
+    def handler_transactions() -> None:
+        result = transactions_runtime.invoke(transactions_event)
+        assert result["statusCode"] == 200, result
+
+    def direct_accounts() -> None:
+        assert len(client.get_accounts(access, psu).accounts) == 3
+
+    def direct_transactions() -> None:
+        assert len(client.get_transactions_page(access, MARC_ACCOUNTS[0], psu=psu).transactions) == 100
+
+    def read() -> None:
+        assert repo.get_with_tokens(USER, BANK)[1] is not None
+
+    routes = [
+        Case("GET accounts", handler_accounts, direct_accounts),
+        Case("GET transactions (100)", handler_transactions, direct_transactions),
+    ]
+    return routes, read
+
+
+def measure(case: Case, read: Callable[[], Any], calls: int, warmup: int) -> Row:
+    row = Row(case.name, Timings(), Timings(), Timings())
+    paths = [(case.handler, row.handler), (case.direct, row.direct), (read, row.read)]
+    for index in range(warmup + calls):
+        shift = index % len(paths)  # each path goes first, second and last in turn
+        for call, timings in paths[shift:] + paths[:shift]:
+            timings.time(call, keep=index >= warmup)
+    return row
+
+
+def _package(filename: str, function: str) -> str:
+    """Where a profiled function lives: a package, ``aisp.<module>``, the stdlib, or a builtin's owner."""
+    if filename == "~":  # a builtin: '<method 'read' of '_ssl._SSLSocket' objects>'
+        owner = re.search(r" of '?([\w.]+)", function)
+        return f"[{owner.group(1) if owner else 'builtins'}]"
+    path = Path(filename)
+    parts = path.parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].removesuffix(".py")
+    if "aisp" in parts:
+        package = len(parts) - parts[::-1].index("aisp")  # after the last "aisp" (layers/aisp/aisp/...)
+        return "aisp." + ".".join(parts[package:]).removesuffix(".py")
+    if "main" in parts and parts[-2] in {"local", "bench", "functions", "accounts"}:
+        return f"{parts[-2]}/{path.stem}"
+    return f"stdlib {path.stem}"
+
+
+def profile_by_package(call: Callable[[], Any], calls: int) -> dict[str, float]:
+    """Own time per call (ms), summed by :func:`_package`, under cProfile (which inflates Python-heavy parts)."""
+    import cProfile  # noqa: PLC0415
+    import pstats  # noqa: PLC0415
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        call()
+    profiler.disable()
+    totals: dict[str, float] = {}
+    entries: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    for (filename, _line, function), (_cc, _nc, own, _cum, _callers) in entries.items():
+        key = _package(filename, function)
+        totals[key] = totals.get(key, 0.0) + own * 1000 / calls
+    return totals
+
+
+def profile(case: Case, calls: int, out: IO[str]) -> dict[str, float]:
+    """Own time per call by package, handler minus direct: where the handler's extra time goes."""
+    handler, direct = profile_by_package(case.handler, calls), profile_by_package(case.direct, calls)
+    extra = {key: handler.get(key, 0.0) - direct.get(key, 0.0) for key in handler.keys() | direct.keys()}
+    top = sorted(extra.items(), key=lambda item: -abs(item[1]))[:18]
+    print(f"\n{case.name}: own time per call under cProfile, handler - direct (ms), {calls} calls", file=out)
+    for key, value in top:
+        print(f"  {key:44} {value:7.2f}   (handler {handler.get(key, 0.0):6.2f})", file=out)
+    return {key: round(value, 3) for key, value in top}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--profile-calls", type=int, default=100, help="calls per path under cProfile (0: none)")
+    args = parser.parse_args()
+    if args.calls < 2 or args.warmup < 0 or args.profile_calls < 0:
+        parser.error("--calls must be at least 2, --warmup and --profile-calls at least 0")
+    out = quiet_stdout()
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    print(f"warm overhead: {args.calls} calls per path after {args.warmup} warm-up calls...", file=out, flush=True)
+    profiles: dict[str, dict[str, float]] = {}
+    with bench_stack(latency_ms=args.latency_ms) as stack:
+        stack.gateway.connect(sub=USER)
+        routes, read = cases(stack.gateway)
+        memory_mb = stack.gateway.app.functions[ACCOUNTS_FUNCTION].memory_mb
+        rows = [measure(case, read, args.calls, args.warmup) for case in routes]
+        if args.profile_calls:
+            profiles = {case.name: profile(case, args.profile_calls, out) for case in routes}
+    report(out, args, rows, profiles, memory_mb)
+    return 0
+
+
+def report(
+    out: IO[str], args: argparse.Namespace, rows: list[Row], profiles: dict[str, dict[str, float]], memory_mb: int
+) -> None:
+    lines = [
+        "",
+        f"warm overhead, sandbox latency {args.latency_ms} ms, {args.calls} calls per path, {os.cpu_count()} CPUs "
+        f"(ms); budget: the gateway adds < {BUDGET_MS:g} ms p50",
+        f"{'route':24} {'handler p50':>11} {'p95':>6} {'direct p50':>10} {'p95':>6} {'ratio':>5} {'added p50':>9} "
+        f"{'ddb read':>8} {'rest':>5} {'CPU h/d':>11}  verdict",
+    ]
+    results: list[dict[str, Any]] = []
+    for row in rows:
+        stats = row.stats()
+        verdict = "ok" if stats["added_p50_ms"] < BUDGET_MS else "OVER BUDGET"
+        rest = stats["added_p50_ms"] - stats["dynamodb_read_p50_ms"]
+        results.append(
+            {"route": row.name, **stats, "added_p50_without_dynamodb_read_ms": round(rest, 2), "verdict": verdict}
+        )
+        cpu = f"{stats['handler_cpu_ms']:.1f}/{stats['direct_cpu_ms']:.1f}"
+        lines.append(
+            f"{row.name:24} {stats['handler_p50_ms']:11.2f} {stats['handler_p95_ms']:6.1f} "
+            f"{stats['direct_p50_ms']:10.2f} {stats['direct_p95_ms']:6.1f} {stats['ratio_p50']:5.2f} "
+            f"{stats['added_p50_ms']:9.2f} {stats['dynamodb_read_p50_ms']:8.2f} {rest:5.2f} {cpu:>11}  {verdict}"
+        )
+    lines += [
+        "added = handler p50 - direct p50; ddb read = the handler's one DynamoDB call (connection + tokens) timed",
+        "alone on the moto server (Python, a new TCP connection per call: moto answers Connection: close); rest =",
+        "added - ddb read; CPU h/d = this process's CPU ms per call, handler / direct (moto, bank: own processes)",
+    ]
+    share = min(memory_mb, FULL_VCPU_MB) / FULL_VCPU_MB
+    for result in results:
+        extra_cpu = result["handler_cpu_ms"] - result["direct_cpu_ms"]
+        result["lambda_extra_cpu_ms_estimate"] = round(extra_cpu / share, 1)
+        lines.append(
+            f"{result['route']}: {extra_cpu:.1f} ms more CPU a call than the direct call; "
+            f"at {memory_mb} MB ({share:.2f} vCPU) ~{extra_cpu / share:.0f} ms of wall time on Lambda"
+        )
+    print("\n".join(lines), file=out)
+    write_result(
+        "warm",
+        {
+            "calls": args.calls,
+            "warmup": args.warmup,
+            "bank_latency_ms": args.latency_ms,
+            "budget_added_p50_ms": BUDGET_MS,
+            "accounts_function_memory_mb": memory_mb,
+            "rows": results,
+            "profile_calls": args.profile_calls,
+            "extra_own_ms_per_call_by_package": profiles,
+        },
+        out,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
