@@ -11,9 +11,10 @@ import trustme
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
+from aisp.credentials import ca_bundle_file
 from aisp.errors import ConfigurationError, NotFoundError
 from aisp.settings import load_settings
-from aisp.stet.factory import ca_bundle_path, clear_bank_clients, get_bank_client
+from aisp.stet.factory import clear_bank_clients, get_bank_client
 
 SECRET = "aisp/bank-credentials"
 
@@ -103,6 +104,7 @@ def test_a_ca_given_as_pem_text_is_written_once_and_trusted(environment, monkeyp
     assert isinstance(client._verify, str)
     assert client._verify != str(ca_path)
     assert Path(client._verify).read_text(encoding="ascii") == pem
-    assert ca_bundle_path(pem) == client._verify
+    assert Path(client._verify).stat().st_mode & 0o077 == 0  # readable by this process only
+    assert ca_bundle_file(pem) == client._verify
     # And a plain path is used as it is
-    assert ca_bundle_path(str(ca_path)) == str(ca_path)
+    assert ca_bundle_file(str(ca_path)) == str(ca_path)

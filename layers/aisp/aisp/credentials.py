@@ -156,6 +156,25 @@ def qwac_cert_files(credentials: BankCredentials) -> tuple[str, str]:
         return _files[fingerprint]
 
 
+_ca_files: dict[str, str] = {}
+
+
+def ca_bundle_file(ca_bundle: str) -> str:
+    """A file path for ``requests``' ``verify=`` from ``BANK_CA_BUNDLE``: the path itself, or, for PEM text
+    (``sam local``: a container cannot see the host's CA file), a file written once per container like the QWAC pair
+    (0600 in a fresh 0700 directory, so no other local user can plant a CA there first)."""
+    if not ca_bundle.lstrip().startswith("-----BEGIN"):
+        return ca_bundle
+    with _files_lock:
+        cached = _ca_files.get(ca_bundle)
+        if cached and Path(cached).exists():
+            return cached
+        path = Path(tempfile.mkdtemp(prefix="aisp-ca-")) / "ca.pem"  # created 0700
+        _write_private(path, ca_bundle)
+        _ca_files[ca_bundle] = str(path)
+        return _ca_files[ca_bundle]
+
+
 def _write_private(path: Path, content: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:

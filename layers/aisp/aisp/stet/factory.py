@@ -7,18 +7,14 @@ secret rotation picked up after ``max_age`` builds fresh clients, while warm cal
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 import threading
-from pathlib import Path
 from typing import Final
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from aisp.banks import Bank, bank_base_url, get_registry
-from aisp.credentials import BankCredentials, get_bank_credentials, qwac_cert_files
+from aisp.credentials import BankCredentials, ca_bundle_file, get_bank_credentials, qwac_cert_files
 from aisp.settings import BankSettings, load_settings
 from aisp.signing import BankSignatureAuth
 from aisp.stet.client import BankClient
@@ -29,22 +25,6 @@ POOL_MAXSIZE: Final = 64
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str], BankClient] = {}
-
-
-def ca_bundle_path(ca_bundle: str) -> str:
-    """A file path for ``requests``' ``verify`` from ``BANK_CA_BUNDLE``: the path itself, or, for PEM text, a file
-    written once per container under the temp dir (named by the content's hash, so a changed CA gets a new file)."""
-    if not ca_bundle.lstrip().startswith("-----BEGIN"):
-        return ca_bundle
-    digest = hashlib.sha256(ca_bundle.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"aisp-bank-ca-{digest}.pem"
-    if not path.is_file():
-        # Write then rename: threads of a cold refresher may race here, and none may read a half-written file.
-        descriptor, staging = tempfile.mkstemp(dir=path.parent, suffix=".pem")
-        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-            handle.write(ca_bundle)
-        Path(staging).replace(path)
-    return str(path)
 
 
 def build_bank_client(bank: Bank, settings: BankSettings, credentials: BankCredentials) -> BankClient:
@@ -63,7 +43,7 @@ def build_bank_client(bank: Bank, settings: BankSettings, credentials: BankCrede
         client_id=credentials.client_id,
         auth=auth,
         cert=qwac_cert_files(credentials),
-        verify=ca_bundle_path(settings.bank_ca_bundle) if settings.bank_ca_bundle else True,
+        verify=ca_bundle_file(settings.bank_ca_bundle) if settings.bank_ca_bundle else True,
         timeout=(3.05, settings.bank_timeout_seconds),
         session=session,
     )
