@@ -124,14 +124,19 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def all_raw_values(aws) -> str:
-    """Every attribute of every connection item, decoded (bytes as latin-1 and utf-8), in one string."""
+def raw_strings(item: dict[str, Any]) -> str:
+    """Every value of a raw DynamoDB item, bytes decoded every way a token could hide in them (latin-1, utf-8,
+    hex), in one string."""
     parts: list[str] = []
-    for item in aws.dynamodb.scan(TableName=CONNECTIONS_TABLE)["Items"]:
-        for value in item.values():
-            for raw in value.values():
-                if isinstance(raw, bytes):
-                    parts += [raw.decode("latin-1"), raw.decode("utf-8", "replace"), raw.hex()]
-                else:
-                    parts.append(json.dumps(raw))
+    for value in item.values():
+        for raw in value.values():
+            if isinstance(raw, bytes):
+                parts += [raw.decode("latin-1"), raw.decode("utf-8", "replace"), raw.hex()]
+            else:
+                parts.append(json.dumps(raw))
     return "\n".join(parts)
+
+
+def all_raw_values(aws) -> str:
+    """:func:`raw_strings` of every connection item, in one string."""
+    return "\n".join(raw_strings(item) for item in aws.dynamodb.scan(TableName=CONNECTIONS_TABLE)["Items"])

@@ -26,7 +26,7 @@ from aisp.settings import load_settings
 from aisp.stet import PsuContext
 from aisp.stet.factory import clear_bank_clients, get_bank_client
 from tests.conftest import CONNECTIONS_TABLE
-from tests.integration.journey import BANK
+from tests.integration.journey import BANK, raw_strings
 from tests.reliability.tally import record
 
 SUITE = "faults"
@@ -146,18 +146,6 @@ def problem(response: dict[str, Any], status: int, code: str) -> dict[str, Any]:
     assert response["headers"]["Content-Type"] == PROBLEM
     assert response["headers"]["Cache-Control"] == "no-store"
     return body
-
-
-def raw_strings(item: dict[str, Any]) -> str:
-    """Every value of a raw DynamoDB item, bytes decoded every way a token could hide in them."""
-    parts: list[str] = []
-    for value in item.values():
-        for raw in value.values():
-            if isinstance(raw, bytes):
-                parts += [raw.decode("latin-1"), raw.decode("utf-8", "replace"), raw.hex()]
-            else:
-                parts.append(json.dumps(raw))
-    return "\n".join(parts)
 
 
 def assert_sealed(aws: Any, user: str, secrets: list[str], *, bank: str = BANK) -> dict[str, Any]:
