@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from local import demo
 from local.sam_local import sam_env_vars, write_sam_env
 from local.stack import start_stack
 from tests.e2e.test_journey import make_refresh_due
+from tests.reliability.stack_helpers import connect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -55,14 +54,7 @@ def env_file(stack, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def marc_connected(stack) -> None:
     """User ``user-marc`` connects Marc at 13807 through the stack's HTTP API and the sandbox's screens."""
-    with requests.Session() as session:
-        session.trust_env = False
-        gateway = demo.Gateway(stack.api_url, session, token=stack.token(USER))
-        with Path(os.devnull).open("w", encoding="utf-8") as quiet:
-            journey = demo.Journey(
-                gateway=gateway, out=quiet, user=USER, bank_code="13807", identifier="D0999990I0", otp="12345678"
-            )
-            journey.connect()
+    connect(stack, USER)
 
 
 def container_environment(function: str, env_file: Path) -> dict[str, str]:
