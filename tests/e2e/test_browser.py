@@ -86,13 +86,21 @@ def start_connecting(stack, page: Page, user: str) -> None:
     page.wait_for_url(re.compile(re.escape(stack.sandbox.screens_origin) + r"/13807/"))
 
 
-def log_in_at_bank(page: Page, *, decision: str) -> None:
-    """Marc at the sandbox's screens: identifier, one-time code, then the decision button."""
+def log_in_at_bank(stack, page: Page, *, decision: str, status: str) -> None:
+    """Marc at the sandbox's screens: identifier, one-time code, then the decision button, after which the callback
+    sends the browser back to the page with ``?status=<status>&...``.
+
+    The page reads that query string and removes it (``history.replaceState``) as soon as it loads, so the URL is
+    only transient: the navigation is awaited from before the click, never looked for afterwards, when a busy
+    machine may already have cleaned it up.
+    """
     page.fill("#identifier", MARC)
     page.get_by_role("button", name="Valider").click()
     page.fill("#otp", OTP)
     page.get_by_role("button", name="Valider").click()
-    page.get_by_role("button", name=decision).click()
+    back_at_the_page = re.compile(re.escape(stack.api_url) + rf"/\?status={status}&")
+    with page.expect_navigation(url=back_at_the_page):
+        page.get_by_role("button", name=decision).click()
 
 
 def test_marc_connects_in_the_browser_and_sees_his_balance(stack, page, tmp_path):
@@ -103,10 +111,8 @@ def test_marc_connects_in_the_browser_and_sees_his_balance(stack, page, tmp_path
     start_connecting(stack, page, "marc")
 
     # And he logs in there as the sandbox persona and accepts
-    log_in_at_bank(page, decision="Accepter")
-
-    # Then the callback brings him back to the page, connected, with the query string cleaned up
-    page.wait_for_url(re.compile(re.escape(stack.api_url) + r"/\?status=connected&"))
+    # Then the callback brings him back to the page (?status=connected&...), connected, with the query string cleaned up
+    log_in_at_bank(stack, page, decision="Accepter", status="connected")
     expect(page.locator("#connect-result")).to_contain_text("Connected to B.P Grand Ouest (13807)")
     expect(page.locator("#connect-error")).to_be_hidden()
     expect(page.locator("#connections-table")).to_contain_text("ACTIVE")
@@ -143,10 +149,9 @@ def test_a_refusal_at_the_bank_is_shown_as_an_error(stack, page, tmp_path):
     start_connecting(stack, page, "refusing-user")
 
     # When he refuses access
-    log_in_at_bank(page, decision="Refuser")
-
-    # Then the page says the connection failed, with the callback's code and what it means
-    page.wait_for_url(re.compile(re.escape(stack.api_url) + r"/\?status=error&"))
+    # Then the callback brings him back to the page (?status=error&...), which says the connection failed, with the
+    # callback's code and what it means
+    log_in_at_bank(stack, page, decision="Refuser", status="error")
     error = page.locator("#connect-error")
     expect(error).to_be_visible()
     expect(error).to_contain_text("The connection failed")
