@@ -22,6 +22,7 @@ import requests
 from pydantic import SecretStr
 
 from aisp.dal import DynamoConnectionRepository
+from aisp.dal.tables import ConnectionRecord
 from aisp.errors import BankTokenInvalidError
 from aisp.logic.refresh_tokens import RefresherServices, RefreshPolicy, clear_refresher, refresh_due_connections
 from aisp.logic.services import ConnectionServices, get_connection_services
@@ -338,7 +339,15 @@ def test_a_refresher_holding_the_lease_excludes_an_on_demand_refresh(wired, sand
     results: dict[str, Any] = {}
 
     def account_query() -> None:
-        time.sleep(0.3)  # the refresher's lease is taken by then, its bank call in flight
+        # Once the refresher holds the lease (its 0.8 s bank call then in flight), or has even finished on a thread
+        # starved that long; never on a guess of how long the refresher takes to start on a busy machine.
+        deadline = time.monotonic() + 10
+        while True:
+            record = ConnectionRecord.get(user, BANK, consistent_read=True)
+            if record.lease_owner is not None or record.access_expires_at > clock.now():
+                break
+            assert time.monotonic() < deadline, "the refresher never took the lease"
+            time.sleep(0.01)
         results["on_demand"] = usable_tokens(user, BANK, services=services)
 
     # When an account query needs the token while the refresher is refreshing it
