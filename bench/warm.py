@@ -8,7 +8,9 @@ another process (``bench.harness``).
 * handler: the AccountsFunction's ``lambda_handler`` with the API Gateway payload 2.0 event the HTTP API sends,
   through ``local.adapter.FunctionRuntime`` (the runtime's JSON decoding of the event and encoding of the answer
   included): JWT ``sub``, connection read from DynamoDB, tokens opened (AES-GCM, data key cached per container),
-  the signed mTLS call, the answer mapped to our models and JSON (and the next-page cursor sealed);
+  the signed mTLS call, the answer mapped to our models and JSON (and the next-page cursor sealed). The read runs
+  beside the bank call once the container has read this connection before (``aisp.logic.remembered``); a third
+  row clears that memory before each call, as for the first query of a connection in a fresh container;
 * direct: the same call with ``aisp.stet`` (``get_bank_client``: same keep-alive session, same signer, same PSU
   headers) and the access token in hand, its answer parsed into the STET models.
 
@@ -135,6 +137,15 @@ def cases(gateway: Gateway) -> tuple[list[Case], Callable[[], Any]]:
         result = transactions_runtime.invoke(transactions_event)
         assert result["statusCode"] == 200, result
 
+    def handler_accounts_not_remembered() -> None:
+        # The first query of a (user, bank) in a container: the connection is read before the bank is called.
+        from aisp.logic.services import get_account_services  # noqa: PLC0415 - the stack's own layer
+
+        remembered = get_account_services().remembered
+        assert remembered is not None
+        remembered.clear()
+        handler_accounts()
+
     def direct_accounts() -> None:
         assert len(client.get_accounts(access, psu).accounts) == 3
 
@@ -147,6 +158,7 @@ def cases(gateway: Gateway) -> tuple[list[Case], Callable[[], Any]]:
     routes = [
         Case("GET accounts", handler_accounts, direct_accounts),
         Case("GET transactions (100)", handler_transactions, direct_transactions),
+        Case("GET accounts, first call", handler_accounts_not_remembered, direct_accounts),
     ]
     return routes, read
 
@@ -239,26 +251,25 @@ def report(
         f"warm overhead, sandbox latency {args.latency_ms} ms, {args.calls} calls per path, {os.cpu_count()} CPUs "
         f"(ms); budget: the gateway adds < {BUDGET_MS:g} ms p50",
         f"{'route':24} {'handler p50':>11} {'p95':>6} {'direct p50':>10} {'p95':>6} {'ratio':>5} {'added p50':>9} "
-        f"{'ddb read':>8} {'rest':>5} {'CPU h/d':>11}  verdict",
+        f"{'ddb read':>8} {'CPU h/d':>11}  verdict",
     ]
     results: list[dict[str, Any]] = []
     for row in rows:
         stats = row.stats()
         verdict = "ok" if stats["added_p50_ms"] < BUDGET_MS else "OVER BUDGET"
-        rest = stats["added_p50_ms"] - stats["dynamodb_read_p50_ms"]
-        results.append(
-            {"route": row.name, **stats, "added_p50_without_dynamodb_read_ms": round(rest, 2), "verdict": verdict}
-        )
+        results.append({"route": row.name, **stats, "verdict": verdict})
         cpu = f"{stats['handler_cpu_ms']:.1f}/{stats['direct_cpu_ms']:.1f}"
         lines.append(
             f"{row.name:24} {stats['handler_p50_ms']:11.2f} {stats['handler_p95_ms']:6.1f} "
             f"{stats['direct_p50_ms']:10.2f} {stats['direct_p95_ms']:6.1f} {stats['ratio_p50']:5.2f} "
-            f"{stats['added_p50_ms']:9.2f} {stats['dynamodb_read_p50_ms']:8.2f} {rest:5.2f} {cpu:>11}  {verdict}"
+            f"{stats['added_p50_ms']:9.2f} {stats['dynamodb_read_p50_ms']:8.2f} {cpu:>11}  {verdict}"
         )
     lines += [
         "added = handler p50 - direct p50; ddb read = the handler's one DynamoDB call (connection + tokens) timed",
-        "alone on the moto server (Python, a new TCP connection per call: moto answers Connection: close); rest =",
-        "added - ddb read; CPU h/d = this process's CPU ms per call, handler / direct (moto, bank: own processes)",
+        "alone on the moto server (Python, a new TCP connection per call: moto answers Connection: close). A warm",
+        "query of a connection the container has read before makes that read beside the bank call",
+        "(aisp.logic.remembered); the first one in a container ('first call') waits for it. CPU h/d = this",
+        "process's CPU ms per call, handler / direct (moto, bank: own processes)",
     ]
     share = min(memory_mb, FULL_VCPU_MB) / FULL_VCPU_MB
     for result in results:

@@ -6,6 +6,13 @@
   the call retried once: first we re-read the connection (someone may have refreshed meanwhile), and only if it still
   holds the token the bank refused do we force a refresh. ``invalid_grant`` on that refresh makes the connection
   REAUTH_REQUIRED (``reauth_required``, 409).
+* Read-only sessions (``open_session(..., read_only=True)``: the account queries, never PUT /consents) of a
+  connection this container has read before (:mod:`aisp.logic.remembered`) do not wait for DynamoDB: the first bank
+  call starts at once with the remembered token while the connection is read beside it, and its answer is returned
+  only if that read confirms it: the same connection (id) with the same consent (a token refreshed meanwhile does not
+  matter, the bank accepted the one we sent). Otherwise the answer is dropped and the call made again on what the
+  read says; a read that fails (deleted, not active, unreadable) fails the request as it always did. Only banks that
+  revoke tokens qualify: a deleted connection's remembered token is then dead at the bank too.
 * Every bank call emits one EMF blob: ``BankCall`` (count) and ``BankLatency`` (ms), dimensions ``bank_code``,
   ``operation`` and ``outcome`` (``ok``, ``rate_limited``, ``unavailable``...). These go through their own
   ``EphemeralMetrics`` so that calls made from worker threads (``GET /v1/accounts``) never share a metric set.
@@ -15,13 +22,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aisp import errors
 from aisp.logic.services import AccountServices
-from aisp.logic.tokens import usable_tokens
+from aisp.logic.tokens import DEFAULT_MARGIN_SECONDS, usable_tokens
 from aisp.models.connection import Connection, ConnectionStatus, TokenPair
-from aisp.observability import logger
+from aisp.observability import logger, tracer
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 __all__ = ["BankSession", "bank_outcome", "open_session"]
 
@@ -60,8 +70,11 @@ def _record_call(bank_code: str, operation: str, outcome: str, elapsed_ms: float
     emitted.flush_metrics()
 
 
-def open_session(user_id: str, bank_code: str, services: AccountServices) -> BankSession:
+def open_session(user_id: str, bank_code: str, services: AccountServices, *, read_only: bool = False) -> BankSession:
     """A session on the user's connection to ``bank_code``, with a usable access token.
+
+    ``read_only``: the session only reads at the bank, so its first call may overlap the connection's read (see the
+    module docstring); the errors below then come from that call instead.
 
     Raises
     ------
@@ -70,23 +83,62 @@ def open_session(user_id: str, bank_code: str, services: AccountServices) -> Ban
     ReauthRequiredError
         The connection is PENDING or REAUTH_REQUIRED, or its refresh token was just refused.
     """
+    memory = services.remembered
+    if read_only and memory is not None and services.connections.registry.get(bank_code).capabilities.token_revocation:
+        recalled = memory.recall(user_id, bank_code)
+        if recalled is not None:
+            connection, tokens = recalled
+            if not connection.access_expired(services.connections.clock.now(), margin_seconds=DEFAULT_MARGIN_SECONDS):
+                read = tracer.in_worker_thread(_read)
+                reading = memory.submit(lambda: read(user_id, bank_code, services))
+                return BankSession(services, connection, tokens, reading=reading)
+    return BankSession(services, *_read(user_id, bank_code, services))
+
+
+def _read(
+    user_id: str, bank_code: str, services: AccountServices, *, margin_seconds: int = DEFAULT_MARGIN_SECONDS
+) -> tuple[Connection, TokenPair]:
+    """The connection and a usable token (refreshed when due), remembered for the next read-only session."""
+    memory = services.remembered
     try:
-        connection, tokens = usable_tokens(user_id, bank_code, services=services.connections)
+        connection, tokens = usable_tokens(
+            user_id, bank_code, services=services.connections, margin_seconds=margin_seconds
+        )
     except errors.ReauthRequiredError as exc:
+        if memory is not None:
+            memory.forget(user_id, bank_code)
         if exc.details.get("connection_status") == ConnectionStatus.REVOKED.value:
             # Deleted by the user: as gone as a connection that never existed (listed as REVOKED until purged).
             raise errors.ConnectionNotFoundError("connection not found", details={"bank_code": bank_code}) from exc
         raise
-    return BankSession(services, connection, tokens)
+    except Exception:
+        if memory is not None:
+            memory.forget(user_id, bank_code)
+        raise
+    if memory is not None:
+        memory.remember(connection, tokens)
+    return connection, tokens
 
 
 class BankSession:
-    """Calls the bank for one connection; refreshes and retries once after a 401."""
+    """Calls the bank for one connection; refreshes and retries once after a 401.
 
-    def __init__(self, services: AccountServices, connection: Connection, tokens: TokenPair) -> None:
+    With ``reading`` (a read of the connection in flight), ``connection`` and the token are what this container
+    remembered, until the first call settles them (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        services: AccountServices,
+        connection: Connection,
+        tokens: TokenPair,
+        *,
+        reading: Future[tuple[Connection, TokenPair]] | None = None,
+    ) -> None:
         self._services = services
         self.connection = connection
         self._tokens = tokens
+        self._reading = reading
         self._refreshed = False
 
     @property
@@ -97,7 +149,7 @@ class BankSession:
     def call[ResultT](self, operation: str, request: Callable[[str], ResultT]) -> ResultT:
         """Run ``request(access_token)``; after a 401, refresh the token once and run it once more."""
         try:
-            return self._timed(operation, request)
+            return self._first(operation, request) if self._reading is not None else self._timed(operation, request)
         except errors.BankTokenInvalidError:
             if self._refreshed:
                 raise
@@ -105,6 +157,35 @@ class BankSession:
             logger.info("bank refused the access token; refreshing", bank_code=self.bank_code, operation=operation)
             self._refresh()
             return self._timed(operation, request)
+
+    def _first[ResultT](self, operation: str, request: Callable[[str], ResultT]) -> ResultT:
+        """The call made on the remembered token while the connection is read; its outcome stands only if the read
+        confirms it, else the call is made again on what the read returned."""
+        remembered, sent = self.connection, self._tokens.access_token
+        try:
+            result = self._timed(operation, request)
+        except Exception:
+            self._settle()  # the read's own error (gone, not active...) wins over the bank's
+            if self._confirms(remembered) and self._tokens.access_token == sent:
+                raise
+            logger.info("remembered connection was stale; calling again", bank_code=self.bank_code)
+            return self._timed(operation, request)
+        self._settle()
+        if self._confirms(remembered):
+            return result
+        logger.info("remembered connection was stale; calling again", bank_code=self.bank_code)
+        return self._timed(operation, request)
+
+    def _settle(self) -> None:
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            self.connection, self._tokens = reading.result()
+
+    def _confirms(self, remembered: Connection) -> bool:
+        # The bank answered for this connection under this consent; ACTIVE is what the read itself requires.
+        return (
+            self.connection.connection_id == remembered.connection_id and self.connection.consent == remembered.consent
+        )
 
     def _timed[ResultT](self, operation: str, request: Callable[[str], ResultT]) -> ResultT:
         started = time.perf_counter()
@@ -120,10 +201,7 @@ class BankSession:
     def _refresh(self) -> None:
         refused = self._tokens.access_token.get_secret_value()
         user_id, bank_code = self.connection.user_id, self.bank_code
-        connections = self._services.connections
-        connection, tokens = usable_tokens(user_id, bank_code, services=connections)
+        connection, tokens = _read(user_id, bank_code, self._services)
         if tokens.access_token.get_secret_value() == refused:
-            connection, tokens = usable_tokens(
-                user_id, bank_code, services=connections, margin_seconds=FORCE_REFRESH_MARGIN_SECONDS
-            )
+            connection, tokens = _read(user_id, bank_code, self._services, margin_seconds=FORCE_REFRESH_MARGIN_SECONDS)
         self.connection, self._tokens = connection, tokens

@@ -22,6 +22,7 @@ from aisp.logic.ports import (
     OAuthStateRepository,
     SystemClock,
 )
+from aisp.logic.remembered import RememberedConnections
 from aisp.return_urls import AllowedPrefix
 from aisp.settings import ConnectSettings, StorageSettings, load_settings
 
@@ -99,6 +100,8 @@ class AccountServices:
     cursors: Callable[[], CursorSealer] = get_cursor_sealer
     # Banks queried at once by GET /v1/accounts.
     max_workers: int = 4
+    # Connections this container read, so that a read-only bank call overlaps the next read (None: never overlap).
+    remembered: RememberedConnections | None = None
 
 
 @cache
@@ -106,7 +109,9 @@ def get_account_services() -> AccountServices:
     """The account use cases over :func:`get_connection_services` and the STET data gateway."""
     from aisp.stet.gateway import StetAccountGateway  # noqa: PLC0415 - requests + signing on first use
 
-    return AccountServices(connections=get_connection_services(), bank=StetAccountGateway())
+    return AccountServices(
+        connections=get_connection_services(), bank=StetAccountGateway(), remembered=RememberedConnections()
+    )
 
 
 def clear_services() -> None:
