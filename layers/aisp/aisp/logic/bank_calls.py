@@ -104,16 +104,15 @@ def _read(
         connection, tokens = usable_tokens(
             user_id, bank_code, services=services.connections, margin_seconds=margin_seconds
         )
-    except errors.ReauthRequiredError as exc:
+    except Exception as exc:
         if memory is not None:
             memory.forget(user_id, bank_code)
-        if exc.details.get("connection_status") == ConnectionStatus.REVOKED.value:
+        if (
+            isinstance(exc, errors.ReauthRequiredError)
+            and exc.details.get("connection_status") == ConnectionStatus.REVOKED.value
+        ):
             # Deleted by the user: as gone as a connection that never existed (listed as REVOKED until purged).
             raise errors.ConnectionNotFoundError("connection not found", details={"bank_code": bank_code}) from exc
-        raise
-    except Exception:
-        if memory is not None:
-            memory.forget(user_id, bank_code)
         raise
     if memory is not None:
         memory.remember(connection, tokens)
@@ -166,13 +165,13 @@ class BankSession:
             result = self._timed(operation, request)
         except Exception:
             self._settle()  # the read's own error (gone, not active...) wins over the bank's
+            # A refusal stands only for the token the read holds (a 401 on an older one is not this token's).
             if self._confirms(remembered) and self._tokens.access_token == sent:
                 raise
-            logger.info("remembered connection was stale; calling again", bank_code=self.bank_code)
-            return self._timed(operation, request)
-        self._settle()
-        if self._confirms(remembered):
-            return result
+        else:
+            self._settle()
+            if self._confirms(remembered):
+                return result
         logger.info("remembered connection was stale; calling again", bank_code=self.bank_code)
         return self._timed(operation, request)
 
