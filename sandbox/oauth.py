@@ -5,10 +5,18 @@ requests; an authorization code is single-use and lives 5 minutes; ``redirect_ur
 one valid token pair per TPP × PSU (a new SCA revokes the previous pair); a refresh answers a new access token,
 revokes the previous access token and returns the same refresh token; revoking either token revokes both.
 Errors follow RFC 6749 §5.2 (``invalid_request``, ``invalid_client``, ``invalid_grant``, ``unsupported_grant_type``).
+
+PKCE as an RFC 7636 server: a code whose authorize request carried a ``code_challenge`` is exchanged only with the
+matching ``code_verifier`` (``S256`` or ``plain``), else ``invalid_grant``; a verifier sent for a code issued without
+a challenge is refused too (RFC 9700 §2.1.1: no PKCE downgrade).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import re
 from http import HTTPStatus
 
 from sandbox.core import SandboxCore
@@ -18,6 +26,9 @@ from sandbox.web import Request, Response, json_response
 _NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 SCOPE = "aisp offline_access"
 MAX_REMEMBERED_CODES = 10_000
+PKCE_METHODS = frozenset({"S256", "plain"})
+# RFC 7636 §4.1-4.2: verifiers, and so plain or S256 challenges, are 43-128 unreserved characters.
+PKCE_VALUE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 
 
 class OAuthError(Exception):
@@ -135,6 +146,7 @@ class TokenEndpoints:
         now = self._core.clock.now()
         with store.lock:
             record = self._check_code(store, store.codes.get(code), form["client_id"], redirect_uri, now)
+            _check_verifier(record, form.get("code_verifier"))
             record.used = True
             record.grant = self._new_grant(store, client_id=record.client_id, psu_id=record.psu_id)
             return record.grant
@@ -180,6 +192,25 @@ class TokenEndpoints:
             return grant
 
 
+def _check_verifier(record: AuthorizationCode, verifier: str | None) -> None:
+    """RFC 7636 §4.6, before the code is marked used: a wrong verifier does not burn the code for its owner."""
+    if record.code_challenge is None:
+        if verifier is not None:
+            raise _invalid_grant("code_verifier sent, but the authorization request had no code_challenge")
+        return
+    if verifier is None:
+        raise _invalid_grant("code_verifier is required: the authorization request had a code_challenge")
+    if not PKCE_VALUE.fullmatch(verifier):
+        raise _invalid_request("code_verifier must be 43-128 characters of [A-Za-z0-9-._~]")
+    if record.code_challenge_method == "S256":
+        digest = hashlib.sha256(verifier.encode("ascii")).digest()
+        expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    else:
+        expected = verifier
+    if not hmac.compare_digest(expected, record.code_challenge):
+        raise _invalid_grant("code_verifier does not match the code_challenge")
+
+
 def authenticate(core: SandboxCore, store: BankStore, authorization: str | None, client_id: str) -> Grant | None:
     """The grant behind a ``Bearer`` access token, if it is current, unexpired and issued to ``client_id``."""
     if not authorization:
@@ -196,8 +227,17 @@ def authenticate(core: SandboxCore, store: BankStore, authorization: str | None,
     return grant
 
 
-def issue_code(core: SandboxCore, store: BankStore, *, client_id: str, redirect_uri: str, psu_id: str) -> str:
-    """Create a one-time authorization code (caller does not hold the lock)."""
+def issue_code(
+    core: SandboxCore,
+    store: BankStore,
+    *,
+    client_id: str,
+    redirect_uri: str,
+    psu_id: str,
+    code_challenge: str | None = None,
+    code_challenge_method: str | None = None,
+) -> str:
+    """Create a one-time authorization code, bound to the authorize request's PKCE challenge if it had one."""
     code = new_token(CODE_BYTES)
     record = AuthorizationCode(
         code=code,
@@ -205,6 +245,8 @@ def issue_code(core: SandboxCore, store: BankStore, *, client_id: str, redirect_
         redirect_uri=redirect_uri,
         psu_id=psu_id,
         expires_at=core.clock.now() + core.settings.code_seconds,
+        code_challenge=code_challenge,
+        code_challenge_method=code_challenge_method,
     )
     with store.lock:
         if len(store.codes) >= MAX_REMEMBERED_CODES:

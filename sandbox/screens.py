@@ -1,7 +1,8 @@
 """The login screens a PSU's browser sees, served over plain HTTP on loopback (no client certificate, no warning).
 
 ``GET /{bank_code}/stet/psd2/oauth/authorize?response_type=code&client_id=..&redirect_uri=..&scope=aisp&state=..``
-starts a flow; the pages then post back to the same path, in the 89C3 guide's order:
+(plus PKCE's optional ``code_challenge`` and ``code_challenge_method``, RFC 7636) starts a flow; the pages then post
+back to the same path, in the 89C3 guide's order:
 
 1. identification, form field ``identifier`` (remote banking identifier, e.g. ``D0999990I0``);
 2. strong authentication, form field ``otp`` (the SMS code, ``12345678`` unless the persona is made to fail);
@@ -14,12 +15,13 @@ OTP re-displays the screen with a message; the third failure locks the flow.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from html import escape
 from http import HTTPStatus
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from sandbox.core import SandboxCore
-from sandbox.oauth import issue_code
+from sandbox.oauth import PKCE_METHODS, PKCE_VALUE, issue_code
 from sandbox.store import BankStore, Flow, Step, new_token
 from sandbox.web import Request, Response, html_response, redirect
 
@@ -163,16 +165,19 @@ class ScreensApp:
         if redirect_uri not in tpp.redirect_uris:
             return self._error(store, HTTPStatus.BAD_REQUEST, "Adresse de retour (redirect_uri) non enregistrée.")
         state = query.get("state")
-        if query.get("response_type") != "code":
-            return redirect(with_query(redirect_uri, _error_params("unsupported_response_type", state)))
-        if "aisp" not in query.get("scope", "").lower().split():
-            return redirect(with_query(redirect_uri, _error_params("invalid_scope", state)))
+        error = _authorize_error(query)
+        if error is not None:
+            return redirect(with_query(redirect_uri, _error_params(error, state)))
+        challenge = query.get("code_challenge")
         flow = Flow(
             flow_id=new_token(FLOW_ID_BYTES),
             client_id=client_id,
             redirect_uri=redirect_uri,
             state=state,
             expires_at=self._core.clock.now() + self._core.settings.flow_seconds,
+            code_challenge=challenge,
+            # RFC 7636 §4.3: plain when a challenge comes without a method
+            code_challenge_method=None if challenge is None else query.get("code_challenge_method", "plain"),
         )
         with store.lock:
             self._forget_expired(store)
@@ -229,7 +234,13 @@ class ScreensApp:
         if decision == "accept":
             flow.step = Step.DONE
             code = issue_code(
-                self._core, store, client_id=flow.client_id, redirect_uri=flow.redirect_uri, psu_id=flow.psu_id or ""
+                self._core,
+                store,
+                client_id=flow.client_id,
+                redirect_uri=flow.redirect_uri,
+                psu_id=flow.psu_id or "",
+                code_challenge=flow.code_challenge,
+                code_challenge_method=flow.code_challenge_method,
             )
             params = {"code": code, **({"state": flow.state} if flow.state is not None else {})}
             return redirect(with_query(flow.redirect_uri, params))
@@ -237,6 +248,20 @@ class ScreensApp:
             flow.step = Step.DONE
             return redirect(with_query(flow.redirect_uri, _error_params("access_denied", flow.state)))
         return self._render(store, flow, "Choisissez Accepter ou Refuser.")
+
+
+def _authorize_error(query: Mapping[str, str]) -> str | None:
+    """The OAuth error a redirect reports for an authorize request the screens cannot start, or ``None``."""
+    if query.get("response_type") != "code":
+        return "unsupported_response_type"
+    if "aisp" not in query.get("scope", "").lower().split():
+        return "invalid_scope"
+    challenge, method = query.get("code_challenge"), query.get("code_challenge_method")
+    if challenge is None:
+        return None if method is None else "invalid_request"
+    if (method or "plain") not in PKCE_METHODS or not PKCE_VALUE.fullmatch(challenge):
+        return "invalid_request"
+    return None
 
 
 def _error_params(error: str, state: str | None) -> dict[str, str]:

@@ -77,6 +77,9 @@ class Flow:
     step: Step = Step.IDENTIFICATION
     failures: int = 0
     psu_id: str | None = None
+    # PKCE (RFC 7636): what the authorize request carried, handed on to the code.
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -103,6 +106,8 @@ class AuthorizationCode:
     expires_at: float
     used: bool = False
     grant: Grant | None = None
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
 
 
 @dataclass(slots=True)

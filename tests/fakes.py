@@ -56,13 +56,21 @@ class FakeBankGateway:
     def of(self, operation: str) -> list[Call]:
         return [call for call in self.calls if call.operation == operation]
 
-    def authorization_url(self, bank_code: str, *, redirect_uri: str, state: str) -> str:
-        self._record("authorization_url", bank_code, redirect_uri=redirect_uri, state=state)
+    def authorization_url(
+        self, bank_code: str, *, redirect_uri: str, state: str, code_challenge: str | None = None
+    ) -> str:
+        self._record(
+            "authorization_url", bank_code, redirect_uri=redirect_uri, state=state, code_challenge=code_challenge
+        )
         query = urlencode({"response_type": "code", "redirect_uri": redirect_uri, "state": state})
         return f"https://www.{bank_code}.sandbox.api.89c3.com/stet/psd2/oauth/authorize?{query}"
 
-    def exchange_code(self, bank_code: str, *, code: str, redirect_uri: str) -> TokenResponse:
-        number = self._record("exchange_code", bank_code, code=code, redirect_uri=redirect_uri)
+    def exchange_code(
+        self, bank_code: str, *, code: str, redirect_uri: str, code_verifier: str | None = None
+    ) -> TokenResponse:
+        number = self._record(
+            "exchange_code", bank_code, code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
+        )
         if self.on_exchange is not None:
             self.on_exchange()
         if self.exchange_error is not None:
@@ -101,13 +109,19 @@ class CountingBankGateway:
         with self._lock:
             self.counts[operation] = self.counts.get(operation, 0) + 1
 
-    def authorization_url(self, bank_code: str, *, redirect_uri: str, state: str) -> str:
+    def authorization_url(
+        self, bank_code: str, *, redirect_uri: str, state: str, code_challenge: str | None = None
+    ) -> str:
         self._count("authorization_url")
-        return self.inner.authorization_url(bank_code, redirect_uri=redirect_uri, state=state)
+        return self.inner.authorization_url(
+            bank_code, redirect_uri=redirect_uri, state=state, code_challenge=code_challenge
+        )
 
-    def exchange_code(self, bank_code: str, *, code: str, redirect_uri: str) -> TokenResponse:
+    def exchange_code(
+        self, bank_code: str, *, code: str, redirect_uri: str, code_verifier: str | None = None
+    ) -> TokenResponse:
         self._count("exchange_code")
-        return self.inner.exchange_code(bank_code, code=code, redirect_uri=redirect_uri)
+        return self.inner.exchange_code(bank_code, code=code, redirect_uri=redirect_uri, code_verifier=code_verifier)
 
     def refresh(self, bank_code: str, *, refresh_token: str) -> TokenResponse:
         self._count("refresh")

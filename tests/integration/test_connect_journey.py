@@ -242,3 +242,38 @@ def test_marc_reconnects_after_deleting(gateway, load_event, lambda_context):
     assert again["connection_id"] == started["connection_id"]
     (listed,) = list_connections(load_event, lambda_context)
     assert listed["status"] == "ACTIVE"
+
+
+def test_the_login_link_carries_a_pkce_challenge_and_the_table_no_verifier(gateway, aws, load_event, lambda_context):
+    started = start(load_event, lambda_context)
+
+    query = parse_qs(urlsplit(started["authorization_url"]).query)
+    (item,) = aws.dynamodb.scan(TableName=STATES_TABLE)["Items"]
+
+    assert query["code_challenge_method"] == ["S256"]
+    assert len(query["code_challenge"][0]) == 43
+    # The verifier is sealed with the state: stored as an opaque blob, the state itself only as its hash
+    assert set(item["code_verifier"]) == {"B"}
+    assert query["state"][0] not in json.dumps(item, default=str)
+
+
+def test_a_stolen_code_injected_with_another_state_gets_no_token(gateway, load_event, lambda_context):
+    # Given Marc's login at the bank, whose code an attacker intercepts before Marc's browser reaches the callback
+    victim = start(load_event, lambda_context)
+    stolen = login_at_bank(victim["authorization_url"])
+    # And the attacker's own journey, whose state (and so whose PKCE verifier) the attacker holds
+    attacker = start(load_event, lambda_context, sub="user-mallory")
+    attacker_state = parse_qs(urlsplit(attacker["authorization_url"]).query)["state"][0]
+
+    # When the attacker delivers the stolen code with their own state (RFC 9700 §4.5)
+    injected = call_back(load_event, lambda_context, code=stolen["code"], state=attacker_state)
+
+    # Then the bank refuses the exchange (the code is bound to Marc's challenge): the attacker gets nothing
+    assert redirect_query(injected)["error"] == "token_exchange_failed"
+    assert gateway.bank.counts["exchange_code"] == 1
+    mallory, tokens = gateway.connections.get_with_tokens("user-mallory", BANK)
+    assert tokens is None and mallory.status.value != "ACTIVE"
+
+    # And Marc's own callback still connects him: the refused attempt did not burn his code
+    response = call_back(load_event, lambda_context, code=stolen["code"], state=stolen["state"])
+    assert redirect_query(response)["status"] == "connected"

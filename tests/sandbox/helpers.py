@@ -131,9 +131,11 @@ class SandboxClient:
         otp: str = OTP,
         redirect_uri: str = REDIRECT_URI,
         state: str = "state-123",
+        **params: str,
     ) -> str:
-        """Go through the three screens, accept, and return the authorization code."""
-        page = self.authorize(bank, redirect_uri=redirect_uri, state=state)
+        """Go through the three screens, accept, and return the authorization code (``params``: more authorize
+        parameters, e.g. PKCE's)."""
+        page = self.authorize(bank, redirect_uri=redirect_uri, state=state, **params)
         assert page.status_code == 200, page.text
         flow = flow_id(page.text)
         assert self.screen(flow, bank, identifier=identifier).status_code == 200
@@ -154,9 +156,11 @@ class SandboxClient:
         """``POST /token`` with ``client_id`` filled in."""
         return self.api.post(self.token_endpoint(bank), data={"client_id": CLIENT_ID, **form}, timeout=5)
 
-    def exchange(self, code: str, *, bank: str = "13807", redirect_uri: str = REDIRECT_URI) -> requests.Response:
-        """Authorization-code grant."""
-        return self.token(bank, grant_type="authorization_code", code=code, redirect_uri=redirect_uri)
+    def exchange(
+        self, code: str, *, bank: str = "13807", redirect_uri: str = REDIRECT_URI, **form: str
+    ) -> requests.Response:
+        """Authorization-code grant (``form``: more fields, e.g. ``code_verifier``)."""
+        return self.token(bank, grant_type="authorization_code", code=code, redirect_uri=redirect_uri, **form)
 
     def refresh(self, refresh_token: str, *, bank: str = "13807") -> requests.Response:
         """Refresh-token grant."""

@@ -21,6 +21,7 @@ from aisp.errors import (
 from aisp.logic.connections import callback_url_for, delete_connection, list_connections, start_connection
 from aisp.logic.services import ConnectPolicy
 from aisp.models.connection import ConnectionStatus, TokenPair
+from aisp.pkce import code_challenge, open_verifier
 from tests.conftest import STATES_TABLE
 
 DOMAIN = "api-id.execute-api.eu-west-3.amazonaws.com"
@@ -223,3 +224,32 @@ def test_nobody_deletes_another_users_connection(services, policy, bank):
     connection, tokens = services.connections.get_with_tokens("user-marc", "13807")
     assert connection.status is ConnectionStatus.ACTIVE and tokens is not None
     assert bank.of("revoke") == []
+
+
+def _registry_with(**capabilities):
+    banks = get_registry().banks
+    return BankRegistry(
+        [b.model_copy(update={"capabilities": b.capabilities.model_copy(update=capabilities)}) for b in banks]
+    )
+
+
+def test_start_sends_a_pkce_challenge_and_seals_its_verifier_with_the_state(aws, services, policy, bank):
+    started = _start(services, policy)
+
+    (call,) = bank.of("authorization_url")
+    state = parse_qs(urlsplit(started.authorization_url).query)["state"][0]
+    item = aws.dynamodb.get_item(TableName=STATES_TABLE, Key={"state_hash": {"S": hash_state(state)}})["Item"]
+    verifier = open_verifier(item["code_verifier"]["B"], state=state)
+    assert call.kwargs["code_challenge"] == code_challenge(verifier)
+
+
+def test_a_bank_without_pkce_gets_no_challenge_and_no_verifier_is_stored(aws, services, policy, bank):
+    services = dataclasses.replace(services, registry=_registry_with(pkce=False))
+
+    started = _start(services, policy)
+
+    (call,) = bank.of("authorization_url")
+    state = parse_qs(urlsplit(started.authorization_url).query)["state"][0]
+    item = aws.dynamodb.get_item(TableName=STATES_TABLE, Key={"state_hash": {"S": hash_state(state)}})["Item"]
+    assert call.kwargs["code_challenge"] is None
+    assert "code_verifier" not in item

@@ -14,6 +14,7 @@ from aisp.errors import BankProtocolError, BankUnavailableError, ReauthRequiredE
 from aisp.logic.connections import start_connection
 from aisp.logic.oauth_callback import handle_callback
 from aisp.models.connection import ConnectionStatus
+from aisp.pkce import code_challenge
 from tests.fakes import serialize_dynamodb_writes
 
 RETURN_URL = "https://app.example.com/connections/done?screen=banks"
@@ -56,9 +57,11 @@ def test_success_stores_encrypted_tokens_and_redirects_connected(aws, services, 
         "connection_id": [started.connection_id],
     }
     assert CODE not in result.redirect_url and state not in result.redirect_url
-    # And the code was exchanged once, with the same redirect_uri as /authorize
+    # And the code was exchanged once, with the same redirect_uri as /authorize and the verifier of its challenge
     (exchange,) = bank.of("exchange_code")
+    verifier = exchange.kwargs.pop("code_verifier")
     assert exchange.kwargs == {"code": CODE, "redirect_uri": "https://api.example.com/oauth/callback"}
+    assert code_challenge(verifier) == bank.of("authorization_url")[0].kwargs["code_challenge"]
     # And the connection is ACTIVE with its dates, and its tokens decrypt to what the bank issued
     connection, tokens = services.connections.get_with_tokens("user-marc", "13807")
     now = clock.now()

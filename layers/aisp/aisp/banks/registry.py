@@ -49,6 +49,8 @@ class BankCapabilities(BaseModel):
     token_revocation: bool
     # Days a refresh token stays valid after the last strong customer authentication.
     refresh_token_days: Annotated[int, Field(ge=1, le=180)]
+    # PKCE (RFC 7636, S256) on the authorization-code flow. On unless a bank is known to refuse the parameters.
+    pkce: bool = True
 
 
 class Bank(BaseModel):

@@ -35,6 +35,7 @@ def _to_state(record: OAuthStateRecord) -> OAuthState:
         created_at=record.created_at,
         expires_at=record.expires_at,
         consumed_at=record.consumed_at,
+        sealed_code_verifier=record.code_verifier,
     )
 
 
@@ -53,6 +54,7 @@ class DynamoOAuthStateRepository:
         redirect_uri: str,
         now: datetime,
         expires_at: datetime,
+        sealed_code_verifier: bytes | None = None,
     ) -> OAuthState:
         """Store a new pending state (never overwrites one: a collision of 256-bit values is a bug)."""
         record = OAuthStateRecord(
@@ -64,6 +66,7 @@ class DynamoOAuthStateRepository:
             redirect_uri=redirect_uri,
             created_at=now,
             expires_at=expires_at,
+            code_verifier=sealed_code_verifier,
         )
         with translated("create_oauth_state", bank_code=bank_code, connection_id=connection_id):
             record.save(condition=OAuthStateRecord.state_hash.does_not_exist())

@@ -156,6 +156,8 @@ class OAuthStateRecord(Model):
     created_at = UTCDateTimeAttribute()
     expires_at = TTLAttribute()
     consumed_at = UTCDateTimeAttribute(null=True)
+    # PKCE's code_verifier, sealed with the state itself (aisp.pkce): only the state's holder can open it.
+    code_verifier = BinaryAttribute(null=True, legacy_encoding=False)
 
 
 def reset_connections() -> None:

@@ -30,6 +30,7 @@ from aisp.logic.services import ConnectionServices, ConnectPolicy
 from aisp.models.api import ConnectionSummary, CreateConnectionResponse
 from aisp.models.connection import Connection, ConnectionStatus, TokenPair
 from aisp.observability import logger, metrics, tracer
+from aisp.pkce import code_challenge, new_code_verifier, seal_verifier
 from aisp.return_urls import is_allowed
 
 __all__ = [
@@ -105,7 +106,7 @@ def start_connection(
     """
     services = services or _wiring.get_connection_services()
     policy = policy or _wiring.get_connect_policy()
-    services.registry.get(bank_code)
+    bank = services.registry.get(bank_code)
     if not is_allowed(return_url, policy.return_urls):
         # Never log the URL itself: its query may carry the app's own identifiers.
         raise InvalidRequestError("return_url is not an allowed redirect target", details={"field": "return_url"})
@@ -116,8 +117,14 @@ def start_connection(
 
     state = secrets.token_urlsafe(STATE_BYTES)
     expires_at = now + policy.state_ttl
+    verifier = new_code_verifier() if bank.capabilities.pkce else None
     # Built before the state is stored: a configuration failure leaves no orphan state behind.
-    authorization_url = services.bank.authorization_url(bank_code, redirect_uri=redirect_uri, state=state)
+    authorization_url = services.bank.authorization_url(
+        bank_code,
+        redirect_uri=redirect_uri,
+        state=state,
+        code_challenge=None if verifier is None else code_challenge(verifier),
+    )
     services.states.create(
         state=state,
         user_id=user_id,
@@ -127,6 +134,7 @@ def start_connection(
         redirect_uri=redirect_uri,
         now=now,
         expires_at=expires_at,
+        sealed_code_verifier=None if verifier is None else seal_verifier(verifier, state=state),
     )
     metrics.add_metric(name="ConnectionStarted", unit=MetricUnit.Count, value=1)
     logger.info("connection journey started", status=connection.status.value)

@@ -27,6 +27,7 @@ from aisp.logic import services as _wiring
 from aisp.logic.services import ConnectionServices
 from aisp.models.connection import Connection, OAuthState, TokenPair
 from aisp.observability import logger, metrics, tracer
+from aisp.pkce import open_verifier
 from aisp.return_urls import append_query
 
 if TYPE_CHECKING:
@@ -93,6 +94,12 @@ def handle_callback(
     concurrent callbacks changes nothing and never reaches the bank: exactly one code exchange per state.
     """
     services = services or _wiring.get_connection_services()
+    if not state:
+        return _failed(None, CallbackError.INVALID_STATE, reason="missing")
+    return _journey_end(services, state, code, error)
+
+
+def _journey_end(services: ConnectionServices, state: str, code: str | None, error: str | None) -> CallbackResult:
     consumed = _consume(services, state)
     if isinstance(consumed, CallbackResult):
         return consumed
@@ -105,7 +112,7 @@ def handle_callback(
     if not code:
         return _failed(pending.return_url, CallbackError.TOKEN_EXCHANGE_FAILED, reason="missing_code")
 
-    issued = _exchange(services, pending, code)
+    issued = _exchange(services, pending, code, state)
     if isinstance(issued, CallbackResult):
         return issued
     try:
@@ -123,10 +130,8 @@ def handle_callback(
     return CallbackResult(outcome="connected", redirect_url=redirect, connection_id=connection.connection_id)
 
 
-def _consume(services: ConnectionServices, state: str | None) -> OAuthState | CallbackResult:
+def _consume(services: ConnectionServices, state: str) -> OAuthState | CallbackResult:
     """The pending request behind ``state``, consumed now; or the failure to report."""
-    if not state:
-        return _failed(None, CallbackError.INVALID_STATE, reason="missing")
     try:
         return services.states.consume(state, now=services.clock.now())
     except OAuthStateRejectedError as exc:
@@ -136,10 +141,17 @@ def _consume(services: ConnectionServices, state: str | None) -> OAuthState | Ca
         return _failed(exc.return_url, error_code, reason=exc.reason)
 
 
-def _exchange(services: ConnectionServices, pending: OAuthState, code: str) -> TokenResponse | CallbackResult:
+def _exchange(
+    services: ConnectionServices, pending: OAuthState, code: str, state: str
+) -> TokenResponse | CallbackResult:
     """The bank's tokens for ``code``; or the failure to report (bank down vs. bank refusal vs. our side)."""
     try:
-        return services.bank.exchange_code(pending.bank_code, code=code, redirect_uri=pending.redirect_uri)
+        verifier = None
+        if pending.sealed_code_verifier is not None:
+            verifier = open_verifier(pending.sealed_code_verifier, state=state)
+        return services.bank.exchange_code(
+            pending.bank_code, code=code, redirect_uri=pending.redirect_uri, code_verifier=verifier
+        )
     except (BankUnavailableError, BankRateLimitedError) as exc:
         return _failed(pending.return_url, CallbackError.BANK_UNAVAILABLE, reason=type(exc).__name__)
     except UpstreamError as exc:

@@ -198,8 +198,9 @@ class OAuthStateRepository(Protocol):
         redirect_uri: str,
         now: datetime,
         expires_at: datetime,
+        sealed_code_verifier: bytes | None = None,
     ) -> OAuthState:
-        """Store a state (hashed)."""
+        """Store a state (hashed), with PKCE's verifier sealed with it."""
         ...
 
     def consume(self, state: str, *, now: datetime) -> OAuthState:
@@ -210,12 +211,16 @@ class OAuthStateRepository(Protocol):
 class BankGateway(Protocol):
     """The banks' OAuth endpoints, by bank code."""
 
-    def authorization_url(self, bank_code: str, *, redirect_uri: str, state: str) -> str:
-        """The bank's login screen URL for this request."""
+    def authorization_url(
+        self, bank_code: str, *, redirect_uri: str, state: str, code_challenge: str | None = None
+    ) -> str:
+        """The bank's login screen URL for this request (``code_challenge``: PKCE S256)."""
         ...
 
-    def exchange_code(self, bank_code: str, *, code: str, redirect_uri: str) -> TokenResponse:
-        """Exchange an authorization code; raises ``UpstreamError`` subclasses."""
+    def exchange_code(
+        self, bank_code: str, *, code: str, redirect_uri: str, code_verifier: str | None = None
+    ) -> TokenResponse:
+        """Exchange an authorization code (with PKCE's verifier); raises ``UpstreamError`` subclasses."""
         ...
 
     def refresh(self, bank_code: str, *, refresh_token: str) -> TokenResponse:

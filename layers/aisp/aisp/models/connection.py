@@ -84,3 +84,5 @@ class OAuthState(BaseModel):
     created_at: AwareDatetime
     expires_at: AwareDatetime
     consumed_at: AwareDatetime | None = None
+    # PKCE's code_verifier sealed with the state (aisp.pkce); None when the bank gets no PKCE.
+    sealed_code_verifier: bytes | None = None

@@ -68,7 +68,13 @@ class _Method(StrEnum):
 
 
 def build_authorization_url(
-    authorize_base_url: str, *, client_id: str, redirect_uri: str, state: str, scope: str = "aisp"
+    authorize_base_url: str,
+    *,
+    client_id: str,
+    redirect_uri: str,
+    state: str,
+    scope: str = "aisp",
+    code_challenge: str | None = None,
 ) -> str:
     """Build the 89C3 authorize URL the PSU is redirected to.
 
@@ -78,22 +84,24 @@ def build_authorization_url(
         The establishment origin (plus optional prefix), e.g. ``https://www.13807.sandbox.api.89c3.com``.
     client_id, redirect_uri, state, scope
         OAuth2 parameters; ``redirect_uri`` must be sent identically to the later token request.
+    code_challenge
+        PKCE (RFC 7636): the ``S256`` challenge of the verifier the token request will send; ``None`` = no PKCE.
 
     Returns
     -------
     str
         ``{authorize_base_url}/stet/psd2/oauth/authorize?response_type=code&client_id=..&redirect_uri=..&scope=..&state=..``
     """
-    query = urlencode(
-        {
-            "response_type": "code",
-            "client_id": client_id,
-            "redirect_uri": redirect_uri,
-            "scope": scope,
-            "state": state,
-        },
-        quote_via=quote,
-    )
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": scope,
+        "state": state,
+    }
+    if code_challenge is not None:
+        params |= {"code_challenge": code_challenge, "code_challenge_method": "S256"}
+    query = urlencode(params, quote_via=quote)
     return f"{authorize_base_url.rstrip('/')}{OAUTH_PATH}/authorize?{query}"
 
 
@@ -258,10 +266,11 @@ class BankClient:
     # ------------------------------------------------------------------------------------------------------------
 
     @tracer.capture_method(capture_response=False)
-    def exchange_code(self, code: str, redirect_uri: str) -> TokenResponse:
+    def exchange_code(self, code: str, redirect_uri: str, *, code_verifier: str | None = None) -> TokenResponse:
         """Exchange an authorization code (``grant_type=authorization_code``) for tokens.
 
-        ``redirect_uri`` must be identical to the one sent to /authorize; ``scope`` is not sent (89C3 rule).
+        ``redirect_uri`` must be identical to the one sent to /authorize; ``scope`` is not sent (89C3 rule);
+        ``code_verifier`` is PKCE's (RFC 7636), sent when the authorize request carried its challenge.
 
         Raises
         ------
@@ -273,6 +282,8 @@ class BankClient:
         if not code or not redirect_uri:
             raise InvalidRequestError("authorization code and redirect_uri are required")
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        if code_verifier is not None:
+            form["code_verifier"] = code_verifier
         return self._token_call("exchange_code", form)
 
     @tracer.capture_method(capture_response=False)

@@ -34,20 +34,28 @@ __all__ = ["StetAccountGateway", "StetBankGateway"]
 class StetBankGateway:
     """OAuth operations of the BPCE establishments, one cached :class:`~aisp.stet.BankClient` per bank."""
 
-    def authorization_url(self, bank_code: str, *, redirect_uri: str, state: str) -> str:
-        """The login screen URL for ``bank_code`` (client id from the credentials secret)."""
+    def authorization_url(
+        self, bank_code: str, *, redirect_uri: str, state: str, code_challenge: str | None = None
+    ) -> str:
+        """The login screen URL for ``bank_code`` (client id from the credentials secret; PKCE when challenged)."""
         settings: BankSettings = load_settings(BankSettings)
         credentials = get_bank_credentials(
             settings.bank_credentials_secret_name, max_age=settings.credentials_max_age_seconds
         )
         bank = get_registry().get(bank_code)
         return build_authorization_url(
-            authorize_base_url(bank, settings), client_id=credentials.client_id, redirect_uri=redirect_uri, state=state
+            authorize_base_url(bank, settings),
+            client_id=credentials.client_id,
+            redirect_uri=redirect_uri,
+            state=state,
+            code_challenge=code_challenge,
         )
 
-    def exchange_code(self, bank_code: str, *, code: str, redirect_uri: str) -> TokenResponse:
-        """``grant_type=authorization_code`` at the bank's token endpoint."""
-        return get_bank_client(bank_code).exchange_code(code, redirect_uri)
+    def exchange_code(
+        self, bank_code: str, *, code: str, redirect_uri: str, code_verifier: str | None = None
+    ) -> TokenResponse:
+        """``grant_type=authorization_code`` at the bank's token endpoint (with PKCE's verifier when given)."""
+        return get_bank_client(bank_code).exchange_code(code, redirect_uri, code_verifier=code_verifier)
 
     def refresh(self, bank_code: str, *, refresh_token: str) -> TokenResponse:
         """``grant_type=refresh_token`` at the bank's token endpoint."""
