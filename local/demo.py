@@ -5,7 +5,8 @@ Against a running ``make run`` (``--base-url``, default http://127.0.0.1:3000), 
 1. a token for the user (``GET /_local/token``, the local identity provider);
 2. ``GET /v1/banks``, then ``POST /v1/connections`` with this API's root as ``return_url``;
 3. the bank's login screens, found from the ``authorization_url`` alone (identifier, one-time code, accept), then
-   the bank's redirect to the gateway's ``/oauth/callback``, which sends the browser back to ``return_url``;
+   the bank's redirect to the gateway's ``/oauth/callback``, which sends the browser back to ``return_url`` with a
+   one-time ``completion`` value, and ``POST .../complete`` with it, as the same user;
 4. ``GET /v1/connections`` (status), ``GET .../accounts``, ``PUT .../consent`` for every account;
 5. each account's balances and all of its transactions (``next_cursor`` until there is none), the identity;
 6. the connection's status again, and the numbers.
@@ -296,9 +297,15 @@ class Journey:
 
         self.title("callback: GET /oauth/callback")
         outcome = follow_callback(api.session, callback_url)
-        if outcome.get("status") != "connected":
+        if outcome.get("status") != "authorized" or not outcome.get("completion"):
             raise DemoError(f"the connection failed: status={outcome.get('status')} error={outcome.get('error')}")
-        self.say(f"   back at {return_url} with status=connected, connection_id={outcome.get('connection_id')}")
+        self.say(f"   back at {return_url} with status=authorized and a one-time completion value")
+
+        self.title(f"complete: POST /v1/connections/{self.bank_code}/complete {{completion}}")
+        done = api.call(
+            "POST", f"/v1/connections/{self.bank_code}/complete", body={"completion": outcome["completion"]}
+        )
+        self.say(f"   {connection_text(done)}")
 
     def connection_status(self) -> dict[str, Any]:
         self.title("status: GET /v1/connections")

@@ -13,14 +13,28 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aisp.api import current_user, register_error_handlers
+from aisp.api.headers import no_store, nosniff
 from aisp.api.openapi import responses
 from aisp.logic.banks import list_banks
-from aisp.logic.connections import delete_connection, list_connections, start_connection
-from aisp.models.api import BankSummary, ConnectionSummary, CreateConnectionRequest, CreateConnectionResponse
+from aisp.logic.connections import (
+    complete_connection,
+    delete_connection,
+    get_connection,
+    list_connections,
+    start_connection,
+)
+from aisp.models.api import (
+    BankSummary,
+    CompleteConnectionRequest,
+    ConnectionSummary,
+    CreateConnectionRequest,
+    CreateConnectionResponse,
+)
 from aisp.observability import logger, metrics, tracer
 
 app = APIGatewayHttpResolver(enable_validation=True)
 register_error_handlers(app)
+app.use([nosniff])
 
 BankCodePath = Annotated[str, Path(pattern=r"^[0-9]{5}$", description="Establishment code (cdetab)")]
 
@@ -36,6 +50,7 @@ def handle_list_banks() -> list[BankSummary]:
     summary="Start connecting a bank",
     tags=["connections"],
     responses=responses((400, 401, 404, 503), status=201, description="The bank's login link"),
+    middlewares=[no_store],
 )
 def handle_create_connection(request: CreateConnectionRequest) -> Response[CreateConnectionResponse]:
     """Start the OAuth journey: 201 with the bank's login link."""
@@ -45,15 +60,49 @@ def handle_create_connection(request: CreateConnectionRequest) -> Response[Creat
         return_url=request.return_url,
         api_domain=app.current_event.request_context.domain_name,
     )
-    return Response(
-        status_code=201, content_type="application/json", body=started, headers={"Cache-Control": "no-store"}
-    )
+    return Response(status_code=201, content_type="application/json", body=started)
 
 
-@app.get("/v1/connections", summary="The user's connections", tags=["connections"], responses=responses((401, 503)))
+@app.get(
+    "/v1/connections",
+    summary="The user's connections",
+    tags=["connections"],
+    responses=responses((401, 503)),
+    middlewares=[no_store],
+)
 def handle_list_connections() -> list[ConnectionSummary]:
     """List the user's connections (no tokens, ever)."""
     return list_connections(current_user(app.current_event))
+
+
+@app.get(
+    "/v1/connections/<bank_code>",
+    summary="One connection",
+    tags=["connections"],
+    responses=responses((400, 401, 404, 503)),
+    middlewares=[no_store],
+)
+def handle_get_connection(bank_code: BankCodePath) -> ConnectionSummary:
+    """The user's connection to this bank, as it stands now (no tokens, ever)."""
+    return get_connection(current_user(app.current_event), bank_code)
+
+
+@app.post(
+    "/v1/connections/<bank_code>/complete",
+    summary="Complete a connection the bank authorized",
+    tags=["connections"],
+    responses=responses(
+        (400, 401, 404, 409, 503),
+        description="ACTIVE: the connection serves data. 400 invalid_completion for a value that is unknown, used, "
+        "expired, for another bank or another user's (one answer for all)",
+    ),
+    middlewares=[no_store],
+)
+def handle_complete_connection(bank_code: BankCodePath, request: CompleteConnectionRequest) -> ConnectionSummary:
+    """Activate the connection with the callback's one-time ``completion`` value, as the user who started it."""
+    return complete_connection(
+        user_id=current_user(app.current_event), bank_code=bank_code, completion=request.completion
+    )
 
 
 @app.delete(
@@ -61,6 +110,7 @@ def handle_list_connections() -> list[ConnectionSummary]:
     summary="Delete a connection",
     tags=["connections"],
     responses=responses((400, 401, 404, 409, 503), status=204, description="Deleted", content={}),
+    middlewares=[no_store],
 )
 def handle_delete_connection(bank_code: BankCodePath) -> Response[None]:
     """Forget a connection's tokens (revoked at the bank where it can): 204."""

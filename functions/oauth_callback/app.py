@@ -1,8 +1,9 @@
 """OAuthCallbackFunction: ``GET /oauth/callback``, the bank's browser redirect (no JWT).
 
-Answers a 302 to the ``return_url`` stored with the state (``status=connected`` or ``status=error&error=<code>``),
-or, when the state matches nothing (no return_url to go to), a small static 400 page. Never echoes the code, the
-state or the bank's text; ``Cache-Control: no-store`` and ``Referrer-Policy: no-referrer`` on every answer.
+Answers a 302 to the ``return_url`` stored with the state (``status=authorized&bank_code=..&completion=..``, the
+one-time value the app completes the connection with, or ``status=error&error=<code>``), or, when the state matches
+nothing (no return_url to go to), a small static 400 page. Never echoes the code, the state or the bank's text;
+``Cache-Control: no-store`` and ``Referrer-Policy: no-referrer`` on every answer.
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ def _query_values(raw_query: str) -> dict[str, str | None]:
     tags=["connections"],
     responses={
         302: {
-            "description": "Back to the app's return_url with status=connected or status=error&error=<code>",
+            "description": "Back to the app's return_url with status=authorized&bank_code=<code>&completion=<value> "
+            "(complete it with POST /v1/connections/{bank_code}/complete within 5 minutes, as the same user) or "
+            "status=error&error=<code>",
             "headers": {"Location": {"description": "The app's return_url", "schema": {"type": "string"}}},
             "content": {},
         },

@@ -1,7 +1,7 @@
-// Quickstart page of the local stack: plain JS, no build step. Every call goes to the gateway's HTTP API on this
-// origin with the user's token, exactly as a fintech app would call it. The journey: token → bank → connect (the
-// bank's screens, then back here through /oauth/callback) → connections → consent → accounts and balances →
-// transactions, page by page with next_cursor.
+// Quickstart page of the local stack: plain JS, no build step. Every call goes to the gateway's HTTP API with the
+// user's token, exactly as a fintech app would call it. The journey: token → bank → connect (the bank's screens,
+// then back here through /oauth/callback with a one-time completion value) → complete → connections → consent →
+// accounts and balances → transactions, page by page with next_cursor.
 "use strict";
 
 const state = {
@@ -46,6 +46,32 @@ const HINTS = {
   503: "The bank (the offline sandbox) is unavailable.",
   504: "The bank (the offline sandbox) did not answer in time.",
 };
+
+// What each connection status means, in one sentence (GET /v1/connections' status and status_reason).
+const STATUS_TEXT = {
+  PENDING: "Waiting for you to finish logging in at the bank.",
+  AUTHORIZED: "The bank said yes; this page completes the connection now.",
+  ACTIVE: "Connected: the app can read what you consented to.",
+  REAUTH_REQUIRED: "The bank needs you to log in again: Reconnect (your consent and connection id are kept).",
+  FAILED: "Connecting did not work out: Reconnect to try again.",
+  REVOKED: "Deleted: its tokens are gone; it disappears from this list after a while.",
+};
+const REASON_TEXT = {
+  access_denied: "you refused at the bank, or it could not authenticate you",
+  login_expired: "the login was not finished in time",
+  bank_unavailable: "the bank was unavailable",
+  token_exchange_failed: "the bank gave no usable access",
+  completion_expired: "the app did not complete it in time",
+  completion_rejected: "someone else tried to complete it, so its access was revoked",
+  reauth_due: "your last strong authentication is too old",
+  access_revoked: "the bank withdrew the access",
+  access_expired: "the access ended with its token",
+};
+
+function statusText(connection) {
+  const reason = connection.status_reason ? REASON_TEXT[connection.status_reason] : null;
+  return STATUS_TEXT[connection.status] + (reason ? ` (${reason}.)` : "");
+}
 
 // What /oauth/callback's error=<code> means for the user.
 const CALLBACK_ERRORS = {
@@ -234,7 +260,8 @@ async function getToken(user) {
 
 // ---- 3. connect: the bank's screens, then back here -----------------------------------------------------------------
 
-async function connect() {
+// Starts a login at `bankCode` (a new connection, or a reconnection: the gateway keeps its connection_id).
+async function connect(bankCode = state.bank.bank_code) {
   const box = $("connect-error");
   clearError(box);
   $("connect-result").hidden = true;
@@ -242,7 +269,7 @@ async function connect() {
   try {
     const started = await api("/v1/connections", {
       method: "POST",
-      body: { bank_code: state.bank.bank_code, return_url: returnUrl },
+      body: { bank_code: bankCode, return_url: returnUrl },
     });
     $("connect-note").textContent = `Connection ${started.connection_id}: going to the bank's login screens…`;
     window.location.assign(started.authorization_url);
@@ -259,28 +286,45 @@ function readCallback() {
   return {
     status: params.get("status"),
     bankCode: params.get("bank_code"),
-    connectionId: params.get("connection_id"),
+    completion: params.get("completion"),
     error: params.get("error"),
   };
 }
 
-function showCallback(result) {
-  if (result.status === "connected") {
-    const box = $("connect-result");
-    box.textContent =
-      `Connected to ${bankLabel(result.bankCode)}, connection ${result.connectionId}. Choose consents below.`;
-    box.hidden = false;
-  } else {
-    const detail = CALLBACK_ERRORS[result.error] || "The bank connection did not complete.";
-    showError($("connect-error"), new ApiError(0, { title: "The connection failed", code: result.error, detail }));
-  }
+function showCallbackError(result) {
+  const detail = CALLBACK_ERRORS[result.error] || "The bank connection did not complete.";
+  showError($("connect-error"), new ApiError(0, { title: "The connection failed", code: result.error, detail }));
 }
 
-function afterCallback() {
+// The bank authorized the login: the signed-in user completes it with the one-time value (only they can).
+async function completeConnection(result) {
+  let connection;
+  try {
+    connection = await api(`/v1/connections/${encodeURIComponent(result.bankCode)}/complete`, {
+      method: "POST",
+      body: { completion: result.completion },
+    });
+  } catch (err) {
+    showError($("connect-error"), err);
+    await loadConnections();
+    return;
+  }
+  const box = $("connect-result");
+  box.textContent =
+    `Connected to ${bankLabel(result.bankCode)}, connection ${connection.connection_id}. Choose consents below.`;
+  box.hidden = false;
+  await loadConnections();
+  openConnection(result.bankCode);
+}
+
+async function afterCallback() {
   const result = state.callback;
   state.callback = null;
-  showCallback(result);
-  if (result.status === "connected" && result.bankCode) openConnection(result.bankCode);
+  if (result.status === "authorized" && result.bankCode && result.completion) {
+    await completeConnection(result);
+  } else {
+    showCallbackError(result);
+  }
 }
 
 // ---- 4. connections and their status --------------------------------------------------------------------------------
@@ -302,11 +346,15 @@ function renderConnections() {
     if (connection.status === "ACTIVE") {
       actions.append(button("Open", () => openConnection(code), "small"));
     }
+    if (["REAUTH_REQUIRED", "FAILED", "REVOKED"].includes(connection.status)) {
+      actions.append(button("Reconnect", (event) => busy(event.target, () => connect(code)), "small"));
+    }
     if (connection.status !== "REVOKED") {
       actions.append(button("Delete", (event) => busy(event.target, () => deleteConnection(code)), "small danger"));
     }
     const status = cell(null);
     status.append(el("span", connection.status, `badge ${connection.status.toLowerCase()}`));
+    status.append(el("div", statusText(connection), "muted status-text"));
     const row = el("tr", null, code === state.bankCode ? "current" : "");
     row.append(
       cell(bankLabel(code)),
@@ -336,6 +384,10 @@ async function loadConnections() {
 }
 
 async function deleteConnection(code) {
+  const question =
+    `Delete the connection to ${bankLabel(code)}? The app will no longer read this bank's data, and its access ` +
+    "is revoked at the bank.";
+  if (!window.confirm(question)) return;
   try {
     await api(`/v1/connections/${encodeURIComponent(code)}`, { method: "DELETE" });
     if (code === state.bankCode) closeConnection();
@@ -592,8 +644,11 @@ function init() {
   if (saved) {
     getToken(saved);
   } else if (state.callback) {
-    showCallback(state.callback);
-    state.callback = null;
+    // Back from the bank without a signed-in user: an authorized login waits for its user to sign in.
+    if (state.callback.status !== "authorized") {
+      showCallbackError(state.callback);
+      state.callback = null;
+    }
   }
 }
 

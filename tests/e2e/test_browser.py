@@ -111,8 +111,9 @@ def test_marc_connects_in_the_browser_and_sees_his_balance(stack, page, tmp_path
     start_connecting(stack, page, "marc")
 
     # And he logs in there as the sandbox persona and accepts
-    # Then the callback brings him back to the page (?status=connected&...), connected, with the query string cleaned up
-    log_in_at_bank(stack, page, decision="Accepter", status="connected")
+    # Then the callback brings him back to the page (?status=authorized&...&completion=...), which completes the
+    # connection as him, connected, with the query string cleaned up
+    log_in_at_bank(stack, page, decision="Accepter", status="authorized")
     expect(page.locator("#connect-result")).to_contain_text("Connected to B.P Grand Ouest (13807)")
     expect(page.locator("#connect-error")).to_be_hidden()
     expect(page.locator("#connections-table")).to_contain_text("ACTIVE")
@@ -158,5 +159,17 @@ def test_a_refusal_at_the_bank_is_shown_as_an_error(stack, page, tmp_path):
     expect(error).to_contain_text("access_denied")
     expect(error).to_contain_text("You refused at the bank")
     expect(page.locator("#connect-result")).to_be_hidden()
-    expect(page.locator("#connections-table")).to_contain_text("PENDING")
+    # And the connection is FAILED, explained in one sentence, with a way to try again
+    row = page.locator("#connections-table tbody tr")
+    expect(row).to_contain_text("FAILED")
+    expect(row).to_contain_text("you refused at the bank")
+    expect(row.get_by_role("button", name="Reconnect")).to_be_visible()
     page.locator("#connect-step").screenshot(path=str(tmp_path / "refused.png"))
+
+    # When he clicks Delete, the page asks first: declined, nothing happens; accepted, the connection is deleted
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    row.get_by_role("button", name="Delete").click()
+    expect(row).to_contain_text("FAILED")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Delete").click()
+    expect(row).to_contain_text("REVOKED")

@@ -73,6 +73,16 @@ def log_in_at_bank(authorization_url: str, *, decision: str = "accept", identifi
     return decided.headers["Location"]
 
 
+def complete(app: App, outcome: dict[str, str]) -> dict[str, Any]:
+    """The app completes the connection the callback authorized, with the one-time value it was sent back with."""
+    assert outcome["status"] == "authorized", outcome
+    done: dict[str, Any] = app.call(
+        "POST", f"/v1/connections/{outcome['bank_code']}/complete", json={"completion": outcome["completion"]}
+    )
+    assert done["status"] == "ACTIVE", done
+    return done
+
+
 def back_at_the_app(stack, callback_url: str) -> dict[str, str]:
     """The browser at the gateway's /oauth/callback: the query it is sent back to the app with."""
     assert callback_url.startswith(f"{stack.api_url}/oauth/callback?")
@@ -125,8 +135,11 @@ def test_marc_connects_consents_and_reads_everything(stack):
     # And he logs in at the sandbox's screens, which send his browser to the gateway's callback
     outcome = back_at_the_app(stack, log_in_at_bank(started["authorization_url"]))
 
-    # Then he is back at the app, connected
-    assert outcome == {"status": "connected", "bank_code": BANK, "connection_id": started["connection_id"]}
+    # Then he is back at the app, which completes the connection with the one-time value it was given
+    assert outcome == {"status": "authorized", "bank_code": BANK, "completion": outcome["completion"]}
+    assert app.connection()["status"] == "AUTHORIZED"
+    completed = app.call("POST", f"/v1/connections/{BANK}/complete", json={"completion": outcome["completion"]})
+    assert completed == app.connection()
     connection = app.connection()
     assert connection["status"] == "ACTIVE"
     assert connection["connection_id"] == started["connection_id"]
@@ -189,11 +202,13 @@ def test_a_refusal_at_the_bank_comes_back_as_an_error(stack):
     # When he refuses at the bank
     outcome = back_at_the_app(stack, log_in_at_bank(started["authorization_url"], decision="refuse"))
 
-    # Then the app gets status=error with a stable code, and the connection stays PENDING
+    # Then the app gets status=error with a stable code, and the connection says why rather than staying PENDING
     assert outcome == {"status": "error", "error": "access_denied"}
-    assert app.connection()["status"] == "PENDING"
+    connection = app.connection()
+    assert (connection["status"], connection["status_reason"]) == ("FAILED", "access_denied")
     problem = app.call("GET", f"/v1/connections/{BANK}/accounts", expect=409)
     assert {"title", "code", "status"} <= set(problem)
+    assert problem["code"] == "connection_failed"
 
 
 def test_make_demo_prints_marcs_balances(stack):

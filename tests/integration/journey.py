@@ -75,6 +75,17 @@ def call_back(load_event, lambda_context, name: str = "oauth_callback/success.js
     return callback_app.lambda_handler(event(load_event, name, **query), lambda_context)
 
 
+def complete(
+    load_event, lambda_context, completion: str, *, sub: str = "user-marc", bank_code: str = BANK
+) -> dict[str, Any]:
+    """POST /v1/connections/{bank_code}/complete through the connect handler; returns the raw response."""
+    loaded = event(load_event, "connect/complete_connection.json", sub=sub)
+    if bank_code != BANK:
+        loaded = at_path(loaded, f"/v1/connections/{bank_code}/complete", bank_code=bank_code)
+    loaded["body"] = json.dumps({"completion": completion})
+    return connect_app.lambda_handler(loaded, lambda_context)
+
+
 def redirect_query(response: dict[str, Any]) -> dict[str, str]:
     assert response["statusCode"] == 302, response.get("body")
     assert response["headers"]["Cache-Control"] == "no-store"
@@ -97,7 +108,11 @@ def connect_persona(
     started = start(load_event, lambda_context, sub=sub, bank_code=bank_code)
     bank_redirect = login_at_bank(started["authorization_url"], identifier=identifier)
     response = call_back(load_event, lambda_context, code=bank_redirect["code"], state=bank_redirect["state"])
-    assert redirect_query(response)["status"] == "connected"
+    back = redirect_query(response)
+    assert back["status"] == "authorized", back
+    completed = complete(load_event, lambda_context, back["completion"], sub=sub, bank_code=bank_code)
+    assert completed["statusCode"] == 200, completed["body"]
+    assert json.loads(completed["body"])["status"] == "ACTIVE"
     return started, bank_redirect
 
 

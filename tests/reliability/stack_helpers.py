@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from local.stack import RunningStack, start_stack
-from tests.e2e.test_journey import TIMEOUT, App, back_at_the_app, log_in_at_bank
+from tests.e2e.test_journey import TIMEOUT, App, back_at_the_app, complete, log_in_at_bank
 from tests.sandbox.helpers import MARC, MARC_ACCOUNTS, MARC_IBANS
 
 __all__ = [
@@ -90,8 +90,7 @@ def connect(stack: RunningStack, user: str, *, bank_code: str = BANK, identifier
         "POST", "/v1/connections", json={"bank_code": bank_code, "return_url": f"{stack.api_url}/"}, expect=201
     )
     callback_url = log_in_at_bank(started["authorization_url"], identifier=identifier)
-    outcome = back_at_the_app(stack, callback_url)
-    assert outcome["status"] == "connected", outcome
+    complete(app, back_at_the_app(stack, callback_url))
     return Connected(app=app, connection_id=started["connection_id"], callback_url=callback_url)
 
 

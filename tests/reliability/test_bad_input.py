@@ -734,6 +734,7 @@ ROUTE_VALUES: Final = {"bank_code": BANK, "account_id": ACCOUNT}
 # A body a wrongly accepted token could not do harm with (a bank the user has no connection to; an empty consent).
 ROUTE_BODIES: Final = {
     "POST /v1/connections": {"bank_code": "17515", "return_url": "$api/"},
+    "POST /v1/connections/{bank_code}/complete": {"completion": "x" * 43},
     "PUT /v1/connections/{bank_code}/consent": VALID_CONSENT,
 }
 
@@ -776,7 +777,51 @@ def jwt_cases() -> list[Case]:
     return cases
 
 
-CASES: Final = [*body_cases(), *iban_cases(), *unicode_cases(), *path_and_query_cases(), *jwt_cases()]
+def completion_cases() -> list[Case]:
+    """``POST .../complete``: a malformed body is a validation error naming the field; any well-formed value that
+    activates nothing is the one ``invalid_completion`` answer, whatever it is (no oracle)."""
+    complete = f"/v1/connections/{BANK}/complete"
+    invalid = "invalid_completion"
+    return [
+        bad_request("complete/no-body", "POST", complete, field="body"),
+        bad_request("complete/empty-object", "POST", complete, field="body.completion", body={}),
+        bad_request("complete/empty-value", "POST", complete, field="body.completion", body={"completion": ""}),
+        bad_request("complete/257-chars", "POST", complete, field="body.completion", body={"completion": "a" * 257}),
+        bad_request("complete/a-number", "POST", complete, field="body.completion", body={"completion": 42}),
+        bad_request("complete/a-list", "POST", complete, field="body.completion", body={"completion": ["a" * 43]}),
+        bad_request(
+            "complete/extra-user-id",
+            "POST",
+            complete,
+            field="body.user_id",
+            body={
+                "completion": "a" * 43,
+                "user_id": "someone-else",
+            },
+        ),
+        Case("complete/unknown-43-chars", "POST", complete, 400, invalid, body={"completion": "a" * 43}),
+        Case("complete/unicode", "POST", complete, 400, invalid, body={"completion": "\u00e9\u202e\U0001f600" * 10}),
+        Case("complete/nul", "POST", complete, 400, invalid, body={"completion": "a\x00" * 20}),
+        Case("complete/a-state-is-not-a-completion", "POST", complete, 400, invalid, body={"completion": "$cursor"}),
+        Case(
+            "complete/unknown-bank",
+            "POST",
+            "/v1/connections/99999/complete",
+            404,
+            "bank_not_found",
+            body={"completion": "a" * 43},
+        ),
+    ]
+
+
+CASES: Final = [
+    *body_cases(),
+    *iban_cases(),
+    *unicode_cases(),
+    *path_and_query_cases(),
+    *completion_cases(),
+    *jwt_cases(),
+]
 
 
 def _segment(value: dict[str, Any]) -> str:

@@ -593,10 +593,14 @@ def test_kms_failing_during_the_callback_stores_no_token_and_a_new_login_works(
     # Then his app is told the exchange failed, and the record holds no token in any form
     assert redirect_query(response)["error"] == "token_exchange_failed"
     item = assert_sealed(aws, USER, [])
-    assert item["status"]["S"] == ConnectionStatus.PENDING.value and "tokens" not in item
-    issued = issued_tokens(sandbox, MARC)
-    assert issued  # the bank did issue a pair...
-    assert_sealed(aws, USER, issued)  # ...which is nowhere in the table
+    assert item["status"]["S"] == ConnectionStatus.FAILED.value
+    assert item["status_reason"]["S"] == "token_exchange_failed"
+    assert not {"tokens", "pending_tokens"} & set(item)
+    grant = sandbox.core.stores[BANK].codes[redirect["code"]].grant
+    assert grant is not None  # the bank did issue a pair...
+    assert_sealed(aws, USER, [grant.access_token, grant.refresh_token])  # ...which is nowhere in the table
+    # ...and which was given back: nobody holds live tokens the gateway could not keep
+    assert grant.revoked and issued_tokens(sandbox, MARC) == []
 
     # And logging in again connects him
     connect_marc(load_event, lambda_context)

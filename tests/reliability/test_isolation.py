@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from local.stack import RunningStack
-from tests.e2e.test_journey import SEED_BALANCES, TIMEOUT
+from tests.e2e.test_journey import SEED_BALANCES, TIMEOUT, back_at_the_app, log_in_at_bank
 from tests.reliability.stack_helpers import (
     BANK,
     LEA,
@@ -48,10 +48,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 SUITE: Final = "isolation"
 ALICE, BOB, CAROL, DAVE = "iso-alice", "iso-bob", "iso-carol", "iso-dave"
+BAKERY = "D1020702I0"  # 10207's second persona (sandbox/README.md)
 # Every per-user route and the test that attacks it; the others, and why they are not per user.
 EXERCISED: Final = {
     "GET /v1/connections": "test_the_connection_list_is_ones_own",
+    "GET /v1/connections/{bank_code}": "test_nobody_reads_anothers_connection",
     "POST /v1/connections": "test_starting_a_connection_never_touches_anothers",
+    "POST /v1/connections/{bank_code}/complete": "test_nobody_completes_anothers_login",
     "PUT /v1/connections/{bank_code}/consent": "test_nobody_consents_for_another",
     "GET /v1/connections/{bank_code}/accounts": "test_nobody_lists_anothers_accounts",
     "GET /v1/connections/{bank_code}/accounts/{account_id}/balances": "test_nobody_reads_anothers_balances",
@@ -183,7 +186,49 @@ def test_starting_a_connection_never_touches_anothers(world: World):
 
         # Then they are his own, new, pending connections
         assert started["connection_id"] not in (world.alice.connection_id, world.alice_second.connection_id)
-    assert {c["status"] for c in world.dave.call("GET", "/v1/connections")} == {"PENDING"}
+    assert {c["bank_code"]: c["status"] for c in world.dave.call("GET", "/v1/connections")} == {
+        BANK: "PENDING",
+        SECOND_BANK: "PENDING",
+    }
+
+
+def test_nobody_reads_anothers_connection(world: World):
+    route = "GET /v1/connections/{bank_code}"
+    # Bob reads his own connection at the bank he shares with Alice, never hers
+    own = world.attempt(world.bob.app, route, "GET", f"/v1/connections/{BANK}", {200: None}).json()
+    assert own["connection_id"] == world.bob.connection_id
+    # And where he (or Carol) has none, there is nothing
+    for caller, bank_code in ((world.bob.app, SECOND_BANK), (world.carol, BANK), (world.carol, SECOND_BANK)):
+        world.attempt(caller, route, "GET", f"/v1/connections/{bank_code}", NOT_FOUND)
+
+
+def test_nobody_completes_anothers_login(world: World):
+    route = "POST /v1/connections/{bank_code}/complete"
+    invalid = {400: "invalid_completion"}
+    # Given Dave's login at 10207 (as the bakery, not Léa: a new SCA of Léa's would revoke Alice's pair there),
+    # authorized at the bank: his app holds a completion value
+    body = {"bank_code": SECOND_BANK, "return_url": f"{world.stack.api_url}/"}
+    started = world.dave.call("POST", "/v1/connections", json=body, expect=201)
+    back = back_at_the_app(world.stack, log_in_at_bank(started["authorization_url"], identifier=BAKERY))
+    assert back["status"] == "authorized"
+
+    # When Carol, then Bob, try it (Carol first: the value is spent by that attempt), and anyone tries values that
+    # are not theirs at Alice's banks
+    path = f"/v1/connections/{SECOND_BANK}/complete"
+    world.attempt(world.carol, route, "POST", path, invalid, victim=BOB, json={"completion": back["completion"]})
+    world.attempt(world.bob.app, route, "POST", path, invalid, victim=BOB, json={"completion": back["completion"]})
+    for caller, bank_code in ((world.bob.app, BANK), (world.carol, SECOND_BANK)):
+        path = f"/v1/connections/{bank_code}/complete"
+        world.attempt(caller, route, "POST", path, invalid, json={"completion": "x" * 43})
+
+    # Then Dave's login was refused for everyone (its tokens revoked: he logs in again), and Carol and Bob have
+    # nothing new; Dave's own value is spent
+    dave = {c["bank_code"]: c for c in world.dave.call("GET", "/v1/connections")}
+    assert (dave[SECOND_BANK]["status"], dave[SECOND_BANK]["status_reason"]) == ("FAILED", "completion_rejected")
+    world.dave.call(
+        "POST", f"/v1/connections/{SECOND_BANK}/complete", json={"completion": back["completion"]}, expect=400
+    )
+    assert world.carol.call("GET", "/v1/connections") == []
 
 
 def test_nobody_consents_for_another(world: World):

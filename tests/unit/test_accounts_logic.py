@@ -405,10 +405,13 @@ def test_all_accounts_lists_every_active_bank_and_reports_the_failing_one(
 
     result = accounts.list_all_accounts(MARC, psu=PSU, services=account_services)
 
+    # Then the REAUTH_REQUIRED connection is reported, never silently dropped, and its bank is not called
     assert [(a.bank_code, a.account_id) for a in result.accounts] == [("13807", ACCOUNT)]
     assert [(bank_code, type(error)) for bank_code, error in result.failures] == [
-        ("10207", errors.BankUnavailableError)
+        ("17515", errors.ReauthRequiredError),
+        ("10207", errors.BankUnavailableError),
     ]
+    assert "17515" not in {call.bank_code for call in account_bank.calls}
 
 
 def test_all_accounts_without_connections_is_empty(account_services, account_bank):

@@ -111,6 +111,7 @@ def test_list_connections_shows_the_users_connections(wired, load_event, lambda_
         "connection_id",
         "bank_code",
         "status",
+        "status_reason",
         "connected_at",
         "access_expires_at",
         "reauth_due_at",
@@ -148,3 +149,39 @@ def test_delete_validates_the_bank_code(wired, load_event, lambda_context, bank_
 
     assert response["statusCode"] == status
     assert _body(response)["code"] == code
+
+
+def test_one_connection_is_read_by_its_user_only(wired, load_event, lambda_context):
+    # Given no connection yet: 404
+    missing = app.lambda_handler(load_event("connect/get_connection.json"), lambda_context)
+    assert (missing["statusCode"], _body(missing)["code"]) == (404, "connection_not_found")
+
+    # When Marc starts one, he reads it, without tokens and uncached; another user still gets 404
+    app.lambda_handler(load_event("connect/create_connection.json"), lambda_context)
+    response = app.lambda_handler(load_event("connect/get_connection.json"), lambda_context)
+    as_eve = load_event("connect/get_connection.json")
+    as_eve["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = "user-eve"
+
+    assert response["statusCode"] == 200
+    assert _body(response)["status"] == "PENDING"
+    assert response["headers"]["Cache-Control"] == "no-store"
+    assert response["headers"]["X-Content-Type-Options"] == "nosniff"
+    assert app.lambda_handler(as_eve, lambda_context)["statusCode"] == 404
+
+
+def test_a_completion_value_that_activates_nothing_is_400_invalid_completion(wired, load_event, lambda_context):
+    response = app.lambda_handler(load_event("connect/complete_connection_unknown.json"), lambda_context)
+
+    assert response["statusCode"] == 400
+    problem = _body(response)
+    assert problem["code"] == "invalid_completion"
+    assert "errors" not in problem  # not a field error: the value is well formed, it just activates nothing
+    assert response["headers"]["Content-Type"] == "application/problem+json"
+    assert response["headers"]["X-Content-Type-Options"] == "nosniff"
+
+
+def test_every_answer_says_nosniff_and_the_bank_list_may_be_cached(load_event, lambda_context):
+    banks = app.lambda_handler(load_event("connect/list_banks.json"), lambda_context)
+
+    assert banks["headers"]["X-Content-Type-Options"] == "nosniff"
+    assert "Cache-Control" not in banks["headers"]  # the registry is no user's data

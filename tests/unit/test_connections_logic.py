@@ -158,6 +158,7 @@ def test_list_shows_only_the_callers_connections_without_tokens(services, policy
         "connection_id",
         "bank_code",
         "status",
+        "status_reason",
         "connected_at",
         "access_expires_at",
         "reauth_due_at",

@@ -42,7 +42,7 @@ def _redirect(response):
     return f"{location.scheme}://{location.netloc}{location.path}", parse_qs(location.query)
 
 
-def test_success_redirects_to_the_app_connected(wired, started, load_event, lambda_context, bank):
+def test_success_redirects_to_the_app_authorized(wired, started, load_event, lambda_context, bank):
     event = with_query(load_event("oauth_callback/success.json"), code="code-from-bank", state=started)
 
     response = app.lambda_handler(event, lambda_context)
@@ -52,11 +52,11 @@ def test_success_redirects_to_the_app_connected(wired, started, load_event, lamb
     assert base == "https://app.example.com/connections/done"
     assert query == {
         "screen": ["banks"],
-        "status": ["connected"],
+        "status": ["authorized"],
         "bank_code": ["13807"],
-        "connection_id": [connection.connection_id],
+        "completion": query["completion"],
     }
-    assert connection.status is ConnectionStatus.ACTIVE
+    assert connection.status is ConnectionStatus.AUTHORIZED
     assert "code-from-bank" not in response["headers"]["Location"]
     assert bank.of("exchange_code")[0].kwargs["code"] == "code-from-bank"
 
@@ -161,10 +161,10 @@ def test_logs_and_metrics_carry_ids_and_outcomes_never_secrets(
     # Given a successful callback, then its replay
     capsys.readouterr()
     event = with_query(load_event("oauth_callback/success.json"), code="code-from-bank-1234", state=started)
-    app.lambda_handler(event, lambda_context)
-    app.lambda_handler(event, lambda_context)
+    (completion,) = _redirect(app.lambda_handler(event, lambda_context))[1]["completion"]
+    replay = _redirect(app.lambda_handler(event, lambda_context))[1]
     output = log_stream.getvalue() + capsys.readouterr().out  # logs + metrics (EMF)
-    _, tokens = wired.connections.get_with_tokens("user-marc", "13807")
+    _, _, tokens = wired.connections.get_with_all_tokens("user-marc", "13807")
 
     # Then nothing secret was written: not the code, the state, the tokens or the app's return URL query
     for secret in (
@@ -173,13 +173,15 @@ def test_logs_and_metrics_carry_ids_and_outcomes_never_secrets(
         tokens.access_token.get_secret_value(),
         tokens.refresh_token.get_secret_value(),
         "screen=banks",
+        completion,
     ):
         assert secret not in output
+    assert "completion" not in replay  # the replay carries no completion value
     # And the log lines carry the request id and the connection; the metrics say what happened
     records = _json_lines(output)
-    activated = next(r for r in records if r.get("message") == "connection activated")
-    assert activated["correlation_id"] == "req-oauth-callback-success"
-    assert activated["connection_id"].startswith("cn_") and activated["bank_code"] == "13807"
+    authorized = next(r for r in records if r.get("message") == "connection authorized; awaiting completion")
+    assert authorized["correlation_id"] == "req-oauth-callback-success"
+    assert authorized["connection_id"].startswith("cn_") and authorized["bank_code"] == "13807"
     metric_names = [
         (metric["Name"], record.get("error_code"))
         for record in records
@@ -187,5 +189,5 @@ def test_logs_and_metrics_carry_ids_and_outcomes_never_secrets(
         for directive in record["_aws"]["CloudWatchMetrics"]
         for metric in directive["Metrics"]
     ]
-    assert ("ConnectionActivated", None) in metric_names
+    assert ("ConnectionAuthorized", None) in metric_names
     assert ("ConnectionFailed", "invalid_state") in metric_names

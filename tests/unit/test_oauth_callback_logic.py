@@ -10,10 +10,16 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from aisp.dal import refresh_shard
-from aisp.errors import BankProtocolError, BankUnavailableError, ReauthRequiredError
-from aisp.logic.connections import start_connection
+from aisp.errors import (
+    BankProtocolError,
+    BankUnavailableError,
+    InvalidCompletionError,
+    PersistenceError,
+    ReauthRequiredError,
+)
+from aisp.logic.connections import complete_connection, start_connection
 from aisp.logic.oauth_callback import handle_callback
-from aisp.models.connection import ConnectionStatus
+from aisp.models.connection import ConnectionStatus, StatusReason
 from aisp.pkce import code_challenge
 from tests.fakes import serialize_dynamodb_writes
 
@@ -39,7 +45,12 @@ def _query(url):
     return f"{parts.scheme}://{parts.netloc}{parts.path}", parse_qs(parts.query)
 
 
-def test_success_stores_encrypted_tokens_and_redirects_connected(aws, services, policy, bank, clock):
+def _completion(result):
+    (value,) = _query(result.redirect_url)[1]["completion"]
+    return value
+
+
+def test_success_seals_the_tokens_awaiting_completion_and_redirects_authorized(aws, services, policy, bank, clock):
     # Given a started journey
     started, state = _start(services, policy)
     clock.advance(minutes=2)
@@ -47,33 +58,47 @@ def test_success_stores_encrypted_tokens_and_redirects_connected(aws, services, 
     # When the bank redirects back with a code
     result = handle_callback(state=state, code=CODE, error=None, services=services)
 
-    # Then the browser goes back to the app with the outcome and nothing else of ours
+    # Then the browser goes back to the app with the outcome and a one-time completion value, nothing else of ours
     base, query = _query(result.redirect_url)
     assert base == "https://app.example.com/connections/done"
-    assert query == {
-        "screen": ["banks"],
-        "status": ["connected"],
-        "bank_code": ["13807"],
-        "connection_id": [started.connection_id],
-    }
+    completion = _completion(result)
+    assert query == {"screen": ["banks"], "status": ["authorized"], "bank_code": ["13807"], "completion": [completion]}
+    assert len(completion) == 43
     assert CODE not in result.redirect_url and state not in result.redirect_url
     # And the code was exchanged once, with the same redirect_uri as /authorize and the verifier of its challenge
     (exchange,) = bank.of("exchange_code")
     verifier = exchange.kwargs.pop("code_verifier")
     assert exchange.kwargs == {"code": CODE, "redirect_uri": "https://api.example.com/oauth/callback"}
     assert code_challenge(verifier) == bank.of("authorization_url")[0].kwargs["code_challenge"]
-    # And the connection is ACTIVE with its dates, and its tokens decrypt to what the bank issued
-    connection, tokens = services.connections.get_with_tokens("user-marc", "13807")
+    # And the connection is AUTHORIZED: the new tokens sealed awaiting completion, none serving yet
+    connection, tokens, pending = services.connections.get_with_all_tokens("user-marc", "13807")
     now = clock.now()
-    assert connection.status is ConnectionStatus.ACTIVE
-    assert connection.connected_at == now and connection.refresh_issued_at == now
-    assert connection.access_expires_at == now + timedelta(seconds=3600)
-    assert connection.reauth_due_at == now + timedelta(days=90)
+    assert connection.status is ConnectionStatus.AUTHORIZED
+    assert tokens is None and pending.access_token.get_secret_value().startswith("access-token-")
+    assert connection.connected_at is None
+    authorization = connection.pending
+    assert authorization.authorized_at == now and authorization.expires_at == now + timedelta(minutes=5)
+    assert authorization.access_expires_at == now + timedelta(seconds=3600)
+    assert authorization.reauth_due_at == now + timedelta(days=90)
     assert connection.version == 2
-    assert tokens.access_token.get_secret_value().startswith("access-token-")
+    # And it is due in the refresh index at the completion deadline, so an uncompleted login gets revoked
     item = aws.raw_connection("user-marc", "13807")
     assert item["refresh_shard"] == {"N": str(refresh_shard("user-marc", "13807"))}
+    assert item["refresh_due_at"] == {"N": str(int(authorization.expires_at.timestamp()))}
+
+    # When the user who started it completes it a minute later
+    clock.advance(minutes=1)
+    summary = complete_connection(user_id="user-marc", bank_code="13807", completion=completion, services=services)
+
+    # Then it is ACTIVE with the dates of the strong authentication, and due at its access expiry
+    connection, tokens = services.connections.get_with_tokens("user-marc", "13807")
+    assert summary.status is connection.status is ConnectionStatus.ACTIVE
+    assert connection.connected_at == connection.refresh_issued_at == now
+    assert connection.access_expires_at == now + timedelta(seconds=3600)
+    assert tokens == pending and connection.pending is None
+    item = aws.raw_connection("user-marc", "13807")
     assert item["refresh_due_at"] == {"N": str(int(connection.access_expires_at.timestamp()))}
+    assert not {"pending", "pending_tokens", "authorization_id"} & set(item)
 
 
 def test_reauth_due_is_capped_by_the_setting_and_the_bank(services, policy, clock):
@@ -83,7 +108,8 @@ def test_reauth_due_is_capped_by_the_setting_and_the_bank(services, policy, cloc
 
     handle_callback(state=state, code=CODE, error=None, services=services)
 
-    assert services.connections.find("user-marc", "13807").reauth_due_at == clock.now() + timedelta(days=30)
+    pending = services.connections.find("user-marc", "13807").pending
+    assert pending.reauth_due_at == clock.now() + timedelta(days=30)
 
 
 def test_a_replayed_callback_changes_nothing(services, policy, bank):
@@ -115,7 +141,11 @@ def test_an_expired_state_goes_back_with_state_expired(services, policy, bank, c
 
     assert _query(result.redirect_url)[1]["error"] == ["state_expired"]
     assert bank.of("exchange_code") == []
-    assert services.connections.find("user-marc", "13807").status is ConnectionStatus.PENDING
+    # The record is untouched (a newer journey may be under way), but it stands FAILED: its login link is dead
+    connection = services.connections.find("user-marc", "13807")
+    assert connection.status is ConnectionStatus.PENDING
+    assert connection.as_of(clock.now()).status is ConnectionStatus.FAILED
+    assert connection.as_of(clock.now()).status_reason is StatusReason.LOGIN_EXPIRED
 
 
 @pytest.mark.parametrize(
@@ -136,6 +166,9 @@ def test_the_bank_redirecting_with_an_error(services, policy, bank, bank_error, 
     assert _query(result.redirect_url)[1]["error"] == [expected]
     assert "script" not in result.redirect_url
     assert bank.of("exchange_code") == []
+    # The first login failed: the connection says so rather than staying PENDING
+    connection = services.connections.find("user-marc", "13807")
+    assert (connection.status, connection.status_reason.value) == (ConnectionStatus.FAILED, expected)
     # The state is used up: a later callback with it is invalid
     again = handle_callback(state=state, code=CODE, error=None, services=services)
     assert _query(again.redirect_url)[1]["error"] == ["invalid_state"]
@@ -159,38 +192,49 @@ def test_a_callback_without_code_or_error_fails_cleanly(services, policy, bank):
         (BankProtocolError("bank token response is empty", status=200, bank_code="13807"), "token_exchange_failed"),
     ],
 )
-def test_a_failed_exchange_leaves_no_active_record(services, policy, bank, failure, expected):
+def test_a_failed_exchange_leaves_a_failed_record_without_tokens(services, policy, bank, failure, expected):
     _, state = _start(services, policy)
     bank.exchange_error = failure
 
     result = handle_callback(state=state, code=CODE, error=None, services=services)
 
     assert _query(result.redirect_url)[1]["error"] == [expected]
-    connection, tokens = services.connections.get_with_tokens("user-marc", "13807")
-    assert connection.status is ConnectionStatus.PENDING and tokens is None
+    connection, tokens, pending = services.connections.get_with_all_tokens("user-marc", "13807")
+    assert (connection.status, connection.status_reason.value) == (ConnectionStatus.FAILED, expected)
+    assert tokens is None and pending is None
+
+
+def test_a_failed_reconnection_leaves_the_active_connection_as_it_was(services, policy, bank):
+    _connect(services, policy)
+    before = services.connections.get_with_tokens("user-marc", "13807")
+    _, state = _start(services, policy)
+
+    result = handle_callback(state=state, code=None, error="access_denied", services=services)
+
+    assert _query(result.redirect_url)[1]["error"] == ["access_denied"]
+    assert services.connections.get_with_tokens("user-marc", "13807") == before
 
 
 class RacingRepository:
-    """Delegates to the real repository; runs ``before_activate`` once, between the read and the write."""
+    """Delegates to the real repository; runs ``before_authorize`` once, between the read and the write."""
 
-    def __init__(self, inner, before_activate):
+    def __init__(self, inner, before_authorize):
         self._inner = inner
-        self._before_activate = before_activate
+        self._before_authorize = before_authorize
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def activate(self, **kwargs):
-        hook, self._before_activate = self._before_activate, None
+    def authorize(self, **kwargs):
+        hook, self._before_authorize = self._before_authorize, None
         if hook is not None:
             hook()
-        return self._inner.activate(**kwargs)
+        return self._inner.authorize(**kwargs)
 
 
-def test_new_tokens_win_over_a_concurrent_refresh(services, policy, bank):
+def test_a_reconnection_survives_a_concurrent_refresh(services, policy, bank):
     # Given an ACTIVE connection being reconnected
-    _, first_state = _start(services, policy)
-    handle_callback(state=first_state, code=CODE, error=None, services=services)
+    _connect(services, policy)
     _, state = _start(services, policy)
     repository = services.connections
 
@@ -204,13 +248,16 @@ def test_new_tokens_win_over_a_concurrent_refresh(services, policy, bank):
     racing = dataclasses.replace(services, connections=RacingRepository(repository, concurrent_refresh))
     result = handle_callback(state=state, code="second-code", error=None, services=racing)
 
-    # Then the callback's first write loses, it reads again and stores the tokens of the new authentication
-    assert _query(result.redirect_url)[1]["status"] == ["connected"]
-    connection, tokens = repository.get_with_tokens("user-marc", "13807")
+    # Then the callback's first write loses, it reads again and stores the new authentication awaiting completion,
+    # while the refreshed tokens keep serving
+    assert _query(result.redirect_url)[1]["status"] == ["authorized"]
+    connection, tokens, pending = repository.get_with_all_tokens("user-marc", "13807")
     (_, second_exchange) = bank.of("exchange_code")
     assert second_exchange.kwargs["code"] == "second-code"
-    assert tokens.access_token.get_secret_value() == f"access-token-{bank.issued:04d}-secret"
-    assert connection.version == 4  # 1 pending, 2 first callback, 3 the refresh, 4 the retried activation
+    assert pending.access_token.get_secret_value() == f"access-token-{bank.issued:04d}-secret"
+    assert connection.status is ConnectionStatus.ACTIVE and tokens is not None
+    # 1 pending, 2 first authorization, 3 its completion, 4 the refresh, 5 the retried authorization
+    assert connection.version == 5
 
 
 def test_concurrent_double_callbacks_exchange_the_code_once(services, policy, bank):
@@ -230,7 +277,50 @@ def test_concurrent_double_callbacks_exchange_the_code_once(services, policy, ba
         for thread in threads:
             thread.join()
 
-    # Then exactly one exchange happened; one side is connected, the other sees invalid_state
+    # Then exactly one exchange happened; one side is authorized, the other sees invalid_state
     assert len(bank.of("exchange_code")) == 1
-    assert sorted(result.outcome for result in results) == ["connected", "invalid_state"]
-    assert services.connections.find("user-marc", "13807").status is ConnectionStatus.ACTIVE
+    assert sorted(result.outcome for result in results) == ["authorized", "invalid_state"]
+    assert services.connections.find("user-marc", "13807").status is ConnectionStatus.AUTHORIZED
+
+
+def test_a_second_login_replaces_an_uncompleted_one_and_revokes_its_tokens(services, policy, bank):
+    # Given a login authorized but never completed, then a second one
+    _, first = _start(services, policy)
+    old = handle_callback(state=first, code=CODE, error=None, services=services)
+    _, _, old_tokens = services.connections.get_with_all_tokens("user-marc", "13807")
+    _, second = _start(services, policy)
+
+    new = handle_callback(state=second, code="second-code", error=None, services=services)
+
+    # Then the first one's tokens are revoked at the bank, its completion value activates nothing, the second does
+    (revoke,) = bank.of("revoke")
+    assert revoke.kwargs["token"] == old_tokens.refresh_token.get_secret_value()
+    with pytest.raises(InvalidCompletionError):
+        complete_connection(user_id="user-marc", bank_code="13807", completion=_completion(old), services=services)
+    done = complete_connection(user_id="user-marc", bank_code="13807", completion=_completion(new), services=services)
+    assert done.status is ConnectionStatus.ACTIVE
+
+
+def test_tokens_that_cannot_be_stored_are_given_back_to_the_bank(services, policy, bank):
+    class FailingRepository(RacingRepository):
+        def authorize(self, **kwargs):
+            raise PersistenceError("data store call failed")
+
+    _, state = _start(services, policy)
+    failing = dataclasses.replace(services, connections=FailingRepository(services.connections, None))
+
+    result = handle_callback(state=state, code=CODE, error=None, services=failing)
+
+    assert _query(result.redirect_url)[1]["error"] == ["token_exchange_failed"]
+    (revoke,) = bank.of("revoke")
+    assert revoke.kwargs["token"] == f"refresh-token-{bank.issued - 1:04d}-secret"
+    connection = services.connections.find("user-marc", "13807")
+    assert connection.status is ConnectionStatus.FAILED and not connection.has_tokens
+
+
+def _connect(services, policy):
+    _, state = _start(services, policy)
+    result = handle_callback(state=state, code=CODE, error=None, services=services)
+    return complete_connection(
+        user_id="user-marc", bank_code="13807", completion=_completion(result), services=services
+    )

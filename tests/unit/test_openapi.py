@@ -35,7 +35,7 @@ def test_it_documents_exactly_the_template_routes(generated):
     }
 
     assert documented == declared
-    assert len(declared) == 12
+    assert len(declared) == 14
 
 
 def test_security_is_the_jwt_everywhere_but_the_oauth_callback(generated):

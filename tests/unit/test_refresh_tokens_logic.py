@@ -26,7 +26,7 @@ from aisp.logic.refresh_tokens import (
     refresh_due_connections,
     refresh_fanout_request,
 )
-from aisp.models.connection import ConnectionStatus, TokenPair
+from aisp.models.connection import ConnectionStatus, StatusReason, TokenPair
 from tests.fakes import FakeBankGateway, RecordingFanoutQueue, RecordingPublisher
 
 POLICY = RefreshPolicy(workers=4, time_reserve_seconds=5)
@@ -427,3 +427,22 @@ def test_the_adapters_report_what_aws_refused(aws):
     assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "16"
     with pytest.raises(FanoutError):
         SqsFanoutQueue(url.replace("fanout", "missing"), client=sqs).send(requests[:1])
+
+
+def test_a_connection_past_its_reauth_due_date_is_reauth_required_without_asking_the_bank(
+    refresher, repo, bank, clock, aws, publisher
+):
+    # Given a connection whose strong authentication's validity ends before its next refresh
+    connection = seed(repo, clock, "old", reauth_in=timedelta(minutes=3))
+    clock.advance(minutes=4)
+
+    # When the refresher runs
+    summary = run(refresher)
+
+    # Then it is REAUTH_REQUIRED for that reason, the bank was not asked, and the fintech was told once
+    assert summary.reauth_required == 1 and bank.refreshed() == []
+    stored = repo.find("user-old", "13807")
+    assert (stored.status, stored.status_reason) == (ConnectionStatus.REAUTH_REQUIRED, StatusReason.REAUTH_DUE)
+    assert not stored.has_tokens
+    (event,) = publisher.events
+    assert event.detail_type.value == REAUTH and event.detail.connection_id == connection.connection_id

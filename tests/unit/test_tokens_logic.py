@@ -7,9 +7,16 @@ from datetime import timedelta
 import pytest
 from pydantic import SecretStr
 
-from aisp.errors import BankUnavailableError, ConflictError, ReauthRequiredError
-from aisp.logic.tokens import refresh_tokens, usable_tokens
-from aisp.models.connection import ConnectionStatus, TokenPair
+from aisp.errors import (
+    BankUnavailableError,
+    CompletionRequiredError,
+    ConflictError,
+    ConnectionFailedError,
+    ConnectionPendingError,
+    ReauthRequiredError,
+)
+from aisp.logic.tokens import not_usable, refresh_tokens, usable_tokens
+from aisp.models.connection import ConnectionStatus, StatusReason, TokenPair
 
 
 @pytest.fixture
@@ -220,3 +227,38 @@ def test_a_consent_write_during_the_refresh_does_not_drop_the_new_token(services
     stored_connection, stored = services.connections.get_with_tokens("user-marc", "13807")
     assert stored == tokens and tokens.access_token.get_secret_value().startswith("access-token-")
     assert stored_connection.version == active.version + 2
+
+
+def test_past_its_reauth_due_date_a_connection_is_reauth_required_and_the_event_left_for_the_refresher(
+    services, active, bank, clock
+):
+    # Given an ACTIVE connection whose strong authentication's validity just ended (the refresher has not run yet)
+    clock.advance(days=90, seconds=1)
+
+    # When an account query needs its token
+    with pytest.raises(ReauthRequiredError):
+        usable_tokens("user-marc", "13807", services=services)
+
+    # Then the bank is not asked, and the connection is REAUTH_REQUIRED, its event pending for the refresher
+    assert bank.calls == []
+    stored = services.connections.find("user-marc", "13807")
+    assert (stored.status, stored.status_reason) == (ConnectionStatus.REAUTH_REQUIRED, StatusReason.REAUTH_DUE)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "code"),
+    [
+        (ConnectionStatus.PENDING, ConnectionPendingError, "connection_pending"),
+        (ConnectionStatus.AUTHORIZED, CompletionRequiredError, "completion_required"),
+        (ConnectionStatus.FAILED, ConnectionFailedError, "connection_failed"),
+        (ConnectionStatus.REAUTH_REQUIRED, ReauthRequiredError, "reauth_required"),
+    ],
+)
+def test_a_connection_that_cannot_serve_says_why(active, status, error, code):
+    from aisp.api.errors import classify
+
+    refused = not_usable(active.model_copy(update={"status": status}))
+
+    assert type(refused) is error
+    assert classify(refused)[:2] == (409, code)
+    assert refused.details["connection_status"] == status.value

@@ -43,6 +43,15 @@ class InvalidCursorError(InvalidRequestError):
         super().__init__("invalid_cursor", details={"field": "cursor", "reason": reason})
 
 
+class InvalidCompletionError(InvalidRequestError):
+    """A completion value that activates nothing: unknown, used, expired, or another user's (one answer for all)."""
+
+    def __init__(self, reason: str) -> None:
+        # The reason is for the logs only: the client gets the same answer whatever it is (no oracle).
+        super().__init__("invalid completion", details={"reason": reason})
+        self.reason = reason
+
+
 class UnauthenticatedError(AispError):
     """The request carries no usable user identity (no JWT ``sub`` from the HTTP API authorizer)."""
 
@@ -65,6 +74,22 @@ class AccountNotFoundError(NotFoundError):
 
 class ConflictError(AispError):
     """A conditional write lost a race or the resource is not in the state the operation needs."""
+
+
+class ConnectionNotUsableError(ConflictError):
+    """The connection exists but its status cannot serve bank data (``details["connection_status"]`` says which)."""
+
+
+class ConnectionPendingError(ConnectionNotUsableError):
+    """The user's first login to this bank is not finished."""
+
+
+class CompletionRequiredError(ConnectionNotUsableError):
+    """The bank authorized the login, but the app has not completed the connection yet."""
+
+
+class ConnectionFailedError(ConnectionNotUsableError):
+    """The first login to this bank ended without a usable connection (``details["status_reason"]``)."""
 
 
 class IdempotencyKeyReusedError(ConflictError):

@@ -70,6 +70,8 @@ class StorageSettings(EnvModel):
     reauth_days: Annotated[int, Field(alias="REAUTH_DAYS", ge=1, le=180)] = 90
     # How long a REVOKED record (no tokens left) stays visible before DynamoDB TTL purges it.
     revoked_retention_days: Annotated[int, Field(alias="REVOKED_RETENTION_DAYS", ge=1, le=400)] = 30
+    # How long the app has to complete a login the bank authorized; its tokens are revoked after that.
+    completion_ttl_seconds: Annotated[int, Field(alias="COMPLETION_TTL_SECONDS", ge=30, le=3600)] = 300
 
 
 class OAuthStateSettings(EnvModel):

@@ -10,6 +10,7 @@ import traceback
 from typing import TYPE_CHECKING, Any, Final
 
 from aisp import errors
+from aisp.api.headers import NO_STORE, NOSNIFF
 from aisp.models.api import Problem
 from aisp.observability import logger
 
@@ -21,6 +22,7 @@ _POWERTOOLS_VALIDATION: Final = "aws_lambda_powertools.event_handler.middlewares
 
 # Most specific first: the first class an error is an instance of wins.
 ERROR_MAP: tuple[tuple[type[errors.AispError], int, str, str], ...] = (
+    (errors.InvalidCompletionError, 400, "invalid_completion", "The completion value is unknown, used or expired"),
     (errors.InvalidRequestError, 400, "validation_error", "The request is invalid"),
     (errors.UnauthenticatedError, 401, "unauthenticated", "Authentication is required"),
     (errors.UnknownBankError, 404, "bank_not_found", "No BPCE establishment has this bank code"),
@@ -28,6 +30,9 @@ ERROR_MAP: tuple[tuple[type[errors.AispError], int, str, str], ...] = (
     (errors.AccountNotFoundError, 404, "account_not_found", "The bank knows no such account for this user"),
     (errors.NotFoundError, 404, "not_found", "Not found"),
     (errors.ReauthRequiredError, 409, "reauth_required", "The user must log in to the bank again"),
+    (errors.ConnectionPendingError, 409, "connection_pending", "The user has not finished logging in to this bank"),
+    (errors.CompletionRequiredError, 409, "completion_required", "The app has not completed this connection yet"),
+    (errors.ConnectionFailedError, 409, "connection_failed", "Connecting this bank failed; connect it again"),
     (
         errors.IdempotencyKeyReusedError,
         422,
@@ -83,7 +88,7 @@ def problem_response(
         status_code=status,
         content_type=PROBLEM_CONTENT_TYPE,
         body=problem.model_dump_json(exclude_none=True),
-        headers={"Cache-Control": "no-store", **(headers or {})},
+        headers={**NO_STORE, **NOSNIFF, **(headers or {})},
     )
 
 

@@ -1,21 +1,32 @@
-"""Response headers every personal-data route sets."""
+"""Response headers of the API's answers (errors set the same ones in ``aisp.api.errors.problem_response``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import Response
     from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
-__all__ = ["no_store"]
+__all__ = ["NOSNIFF", "NO_STORE", "no_store", "nosniff"]
+
+# Every answer: a browser never second-guesses our content types (a JSON body is never rendered as HTML).
+NOSNIFF: Final = {"X-Content-Type-Options": "nosniff"}
+# Every answer that carries the user's data: no browser, proxy or CDN keeps a copy.
+NO_STORE: Final = {"Cache-Control": "no-store"}
+
+
+def nosniff(app: Any, next_middleware: NextMiddleware) -> Response[Any]:
+    """Powertools middleware: ``X-Content-Type-Options: nosniff`` on the answer."""
+    response = next_middleware(app)
+    for name, value in NOSNIFF.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def no_store(app: Any, next_middleware: NextMiddleware) -> Response[Any]:
-    """Powertools middleware: ``Cache-Control: no-store`` on every answer (account data, consents, cursors).
-
-    Error answers already carry it (``aisp.api.errors.problem_response``).
-    """
-    response = next_middleware(app)
-    response.headers.setdefault("Cache-Control", "no-store")
+    """Powertools middleware: ``Cache-Control: no-store`` (and ``nosniff``) on an answer with the user's data."""
+    response = nosniff(app, next_middleware)
+    for name, value in NO_STORE.items():
+        response.headers.setdefault(name, value)
     return response

@@ -20,11 +20,14 @@ __all__ = ["ACCOUNT_ERRORS", "BANK_ERRORS", "ERROR_CODES", "responses"]
 
 # Which codes each status carries (the problem's ``code``), for the document's readers.
 ERROR_CODES: Final[dict[int, str]] = {
-    400: "validation_error: a path, query, header or body field is invalid (detail `invalid_cursor` for a cursor)",
+    400: "validation_error: a path, query, header or body field is invalid (detail `invalid_cursor` for a cursor); "
+    "invalid_completion: the completion value is unknown, used, expired or another user's",
     401: "unauthenticated",
     403: "consent_required (no consent submitted yet) or account_not_consented (the consent does not cover it)",
     404: "bank_not_found, connection_not_found, account_not_found or not_found (no such route)",
-    409: "reauth_required (the user must log in to the bank again), request_in_progress or conflict",
+    409: "reauth_required (the user must log in to the bank again), connection_pending (the first login is not "
+    "finished), completion_required (the app has not completed the connection), connection_failed (connect "
+    "again), request_in_progress or conflict",
     422: "idempotency_key_reused (same Idempotency-Key, different body)",
     429: "bank_rate_limited (see Retry-After)",
     501: "bank_feature_not_supported",

@@ -25,21 +25,33 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import SecretStr
 
 from aisp.dal.errors import translated
-from aisp.dal.tables import ConnectionRecord
+from aisp.dal.tables import COMPLETION_KEY_PREFIX, CompletionRecord, ConnectionRecord
 from aisp.errors import ConflictError, ConnectionNotFoundError, InvalidRequestError, TokenIntegrityError
-from aisp.models.connection import Connection, ConnectionStatus, ConsentSnapshot, TokenPair
+from aisp.models.connection import (
+    Completion,
+    CompletionOutcome,
+    Connection,
+    ConnectionStatus,
+    ConsentSnapshot,
+    PendingAuthorization,
+    StatusReason,
+    TokenPair,
+)
 from aisp.models.refresh import ConnectionKey, LeasedConnection, ReauthNotice
 from aisp.observability import logger, tracer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pynamodb.expressions.condition import Condition
     from pynamodb.expressions.update import Action
+    from pynamodb.transactions import TransactWrite
 
     from aisp.crypto import TokenCipher
 
@@ -64,6 +76,11 @@ def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
+# A used or expired completion value stays this long after its deadline, so a late try is told apart from a forgery
+# (and, if it is another user's, still revokes what it would have activated).
+_COMPLETION_KEPT: Final = timedelta(days=1)
+
+
 def _lease_free(now_epoch: int) -> Condition:
     free: Condition = ConnectionRecord.lease_until.does_not_exist() | (ConnectionRecord.lease_until <= now_epoch)
     return free
@@ -84,6 +101,7 @@ def _bookkeeping_removals() -> list[Action]:
 
 def _to_connection(record: ConnectionRecord) -> Connection:
     consent = ConsentSnapshot.model_validate_json(record.consent) if record.consent else None
+    pending = PendingAuthorization.model_validate_json(record.pending) if record.pending else None
     return Connection(
         connection_id=record.connection_id,
         user_id=record.user_id,
@@ -99,7 +117,57 @@ def _to_connection(record: ConnectionRecord) -> Connection:
         consent=consent,
         has_tokens=record.tokens is not None,
         version=int(record.version),
+        status_reason=None if record.status_reason is None else StatusReason(record.status_reason),
+        journey_expires_at=record.journey_expires_at,
+        pending=pending,
     )
+
+
+def _due_epoch(*moments: datetime | None) -> int | None:
+    """``refresh_due_at`` for the earliest of ``moments`` (``None`` when there is none: out of the index)."""
+    present = [moment for moment in moments if moment is not None]
+    return _epoch(min(present)) if present else None
+
+
+def _index_actions(user_id: str, bank_code: str, due: int | None) -> list[Action]:
+    if due is None:
+        return [ConnectionRecord.refresh_shard.remove(), ConnectionRecord.refresh_due_at.remove()]
+    return [
+        ConnectionRecord.refresh_shard.set(refresh_shard(user_id, bank_code)),
+        ConnectionRecord.refresh_due_at.set(due),
+    ]
+
+
+def _pending_removals() -> list[Action]:
+    return [
+        ConnectionRecord.pending_tokens.remove(),
+        ConnectionRecord.pending.remove(),
+        ConnectionRecord.authorization_id.remove(),
+    ]
+
+
+def _to_completion(record: CompletionRecord) -> Completion:
+    return Completion(
+        completion_hash=record.key.removeprefix(COMPLETION_KEY_PREFIX),
+        user_id=record.user_id,
+        bank_code=record.bank_code,
+        connection_id=record.connection_id,
+        authorization_id=record.authorization_id,
+        created_at=record.created_at,
+        valid_until=record.valid_until,
+        consumed_at=record.consumed_at,
+        outcome=None if record.outcome is None else CompletionOutcome(record.outcome),
+    )
+
+
+def _transact(operation: str, bank_code: str, build: Callable[[TransactWrite], None]) -> None:
+    """One ``TransactWriteItems`` over the models' own client: every write happens, or none (a failed condition
+    anywhere → :class:`ConflictError`)."""
+    from pynamodb.transactions import TransactWrite  # noqa: PLC0415 - the two writers of a login only
+
+    client = ConnectionRecord._get_connection().connection  # noqa: SLF001 - share the models' botocore client
+    with translated(operation, bank_code=bank_code), TransactWrite(connection=client) as transaction:
+        build(transaction)
 
 
 class DynamoConnectionRepository:
@@ -162,13 +230,52 @@ class DynamoConnectionRepository:
         with translated("list_connections"):
             return [_to_connection(record) for record in ConnectionRecord.query(user_id, consistent_read=True)]
 
+    @tracer.capture_method(capture_response=False)
+    def get_with_all_tokens(
+        self, user_id: str, bank_code: str
+    ) -> tuple[Connection, TokenPair | None, TokenPair | None]:
+        """The connection, its serving tokens and those of its authorization awaiting completion (decrypted;
+        ``None`` where it has none).
+
+        Raises
+        ------
+        ConnectionNotFoundError
+            No such connection for this user.
+        TokenIntegrityError
+            A stored blob does not decrypt for this record.
+        """
+        record = self._get_record(user_id, bank_code)
+        if record is None:
+            raise ConnectionNotFoundError("connection not found", details={"bank_code": bank_code})
+        serving = None if record.tokens is None else self._open(record.tokens, user_id, bank_code)
+        pending = None if record.pending_tokens is None else self._open(record.pending_tokens, user_id, bank_code)
+        return _to_connection(record), serving, pending
+
+    @tracer.capture_method(capture_response=False)
+    def find_completion(self, completion_hash: str) -> Completion | None:
+        """The completion stored under ``completion_hash`` (strongly consistent), or ``None``."""
+        with translated("get_completion"):
+            try:
+                record = CompletionRecord.get(COMPLETION_KEY_PREFIX + completion_hash, consistent_read=True)
+            except CompletionRecord.DoesNotExist:
+                return None
+        return _to_completion(record)
+
     # ------------------------------------------------------------------------------------------------------------
     # Writes (all conditional)
     # ------------------------------------------------------------------------------------------------------------
 
     @tracer.capture_method(capture_response=False)
-    def create_pending(self, *, user_id: str, bank_code: str, connection_id: str, now: datetime) -> Connection:
-        """Create a PENDING connection.
+    def create_pending(
+        self,
+        *,
+        user_id: str,
+        bank_code: str,
+        connection_id: str,
+        now: datetime,
+        journey_expires_at: datetime | None = None,
+    ) -> Connection:
+        """Create a PENDING connection whose login link expires at ``journey_expires_at``.
 
         Raises
         ------
@@ -183,14 +290,17 @@ class DynamoConnectionRepository:
             created_at=now,
             updated_at=now,
             version=1,
+            journey_expires_at=journey_expires_at,
         )
         with translated("create_connection", bank_code=bank_code, connection_id=connection_id):
             record.save(condition=ConnectionRecord.user_id.does_not_exist())
         return _to_connection(record)
 
     @tracer.capture_method(capture_response=False)
-    def reopen(self, connection: Connection, *, now: datetime) -> Connection:
-        """A REVOKED connection starts a new journey: back to PENDING, no longer purged."""
+    def reopen(
+        self, connection: Connection, *, now: datetime, journey_expires_at: datetime | None = None
+    ) -> Connection:
+        """A REVOKED or FAILED connection starts a new journey: back to PENDING, no longer purged."""
         return self._update(
             connection.user_id,
             connection.bank_code,
@@ -198,11 +308,233 @@ class DynamoConnectionRepository:
             operation="reopen_connection",
             actions=[
                 ConnectionRecord.status.set(ConnectionStatus.PENDING.value),
+                ConnectionRecord.status_reason.remove(),
                 ConnectionRecord.purge_at.remove(),
                 ConnectionRecord.revoked_at.remove(),
+                ConnectionRecord.journey_expires_at.set(journey_expires_at)
+                if journey_expires_at is not None
+                else ConnectionRecord.journey_expires_at.remove(),
             ],
             now=now,
         )
+
+    @tracer.capture_method(capture_response=False)
+    def note_journey(self, connection: Connection, *, journey_expires_at: datetime) -> bool:
+        """A PENDING connection's new login link expires at ``journey_expires_at`` (bookkeeping: no version bump).
+
+        ``False`` when the connection is no longer PENDING (a callback got there first).
+        """
+        try:
+            with translated("note_journey", bank_code=connection.bank_code):
+                ConnectionRecord(connection.user_id, connection.bank_code).update(
+                    actions=[ConnectionRecord.journey_expires_at.set(journey_expires_at)],
+                    condition=ConnectionRecord.status == ConnectionStatus.PENDING.value,
+                )
+        except ConflictError:
+            return False
+        return True
+
+    @tracer.capture_method(capture_response=False)
+    def fail_journey(self, connection: Connection, *, reason: StatusReason, now: datetime) -> Connection:
+        """A first login ended without tokens: PENDING → FAILED with ``reason``.
+
+        Raises
+        ------
+        ConflictError
+            The connection changed since it was read, or is not PENDING any more; nothing was written.
+        """
+        return self._update(
+            connection.user_id,
+            connection.bank_code,
+            expected_version=connection.version,
+            operation="fail_journey",
+            actions=[
+                ConnectionRecord.status.set(ConnectionStatus.FAILED.value),
+                ConnectionRecord.status_reason.set(reason.value),
+                ConnectionRecord.journey_expires_at.remove(),
+            ],
+            now=now,
+            extra_condition=ConnectionRecord.status == ConnectionStatus.PENDING.value,
+        )
+
+    @tracer.capture_method(capture_response=False)
+    def authorize(
+        self,
+        *,
+        user_id: str,
+        bank_code: str,
+        connection_id: str,
+        expected_version: int | None,
+        tokens: TokenPair,
+        pending: PendingAuthorization,
+        completion_hash: str,
+        now: datetime,
+    ) -> Connection:
+        """Seal the tokens of a fresh login beside the serving ones, awaiting completion, and store its completion
+        value (hashed), in one transaction.
+
+        The connection becomes AUTHORIZED unless it is ACTIVE (its tokens keep serving until the completion). It
+        enters the refresh index due at the completion deadline at the latest, so the refresher revokes what is not
+        completed. A previous authorization awaiting completion is replaced (the caller revokes its tokens).
+
+        Raises
+        ------
+        ConflictError
+            The connection changed (or appeared) since it was read; nothing was written.
+        """
+        current = None if expected_version is None else self.find(user_id, bank_code)
+        status = current.status if current is not None else ConnectionStatus.PENDING
+        serving_due = None
+        if current is not None and status is ConnectionStatus.ACTIVE and current.has_tokens:
+            serving_due = current.access_expires_at
+        actions: list[Action] = [
+            ConnectionRecord.connection_id.set(connection_id),
+            ConnectionRecord.created_at.set(ConnectionRecord.created_at | now),
+            ConnectionRecord.pending_tokens.set(self._seal(tokens, user_id, bank_code)),
+            ConnectionRecord.pending.set(pending.model_dump_json()),
+            ConnectionRecord.authorization_id.set(pending.authorization_id),
+            *_index_actions(user_id, bank_code, _due_epoch(serving_due, pending.expires_at)),
+        ]
+        if status is not ConnectionStatus.ACTIVE:
+            actions += [
+                ConnectionRecord.status.set(ConnectionStatus.AUTHORIZED.value),
+                ConnectionRecord.status_reason.remove(),
+                ConnectionRecord.journey_expires_at.remove(),
+            ]
+        completion = CompletionRecord(
+            COMPLETION_KEY_PREFIX + completion_hash,
+            user_id=user_id,
+            bank_code=bank_code,
+            connection_id=connection_id,
+            authorization_id=pending.authorization_id,
+            created_at=now,
+            valid_until=pending.expires_at,
+            purge_at=pending.expires_at + _COMPLETION_KEPT,
+        )
+        condition, new_version = self._version_condition(expected_version)
+        record = ConnectionRecord(user_id, bank_code)
+        all_actions = [*actions, ConnectionRecord.updated_at.set(now), ConnectionRecord.version.set(new_version)]
+
+        def build(transaction: TransactWrite) -> None:
+            transaction.save(completion, condition=CompletionRecord.key.does_not_exist())
+            transaction.update(record, actions=all_actions, condition=condition)
+
+        _transact("authorize_connection", bank_code, build)
+        return self._read(user_id, bank_code)
+
+    @tracer.capture_method(capture_response=False)
+    def complete_authorization(self, connection: Connection, *, completion_hash: str, now: datetime) -> Connection:
+        """Activate the authorization awaiting completion and use up its completion value, in one transaction.
+
+        The pending tokens become the serving ones (moved as sealed, never decrypted here), with the dates of their
+        strong authentication; the connection is ACTIVE and due for refresh at its access expiry.
+
+        Raises
+        ------
+        ConflictError
+            The completion was used, expired or is another user's, or the connection changed since it was read, or
+            holds another authorization; nothing was written.
+        """
+        pending = connection.pending
+        if pending is None:
+            raise ConflictError("no authorization awaits completion", details={"bank_code": connection.bank_code})
+        user_id, bank_code = connection.user_id, connection.bank_code
+        access_due = pending.access_expires_at if pending.has_refresh_token else None
+        actions: list[Action] = [
+            ConnectionRecord.status.set(ConnectionStatus.ACTIVE.value),
+            ConnectionRecord.status_reason.remove(),
+            ConnectionRecord.tokens.set(ConnectionRecord.pending_tokens),
+            ConnectionRecord.access_expires_at.set(pending.access_expires_at),
+            ConnectionRecord.connected_at.set(pending.authorized_at),
+            ConnectionRecord.refresh_issued_at.set(pending.authorized_at),
+            ConnectionRecord.reauth_due_at.set(pending.reauth_due_at),
+            ConnectionRecord.revoked_at.remove(),
+            ConnectionRecord.purge_at.remove(),
+            ConnectionRecord.journey_expires_at.remove(),
+            *_pending_removals(),
+            # A new SCA: a new reauth_due_at, so the expiry notices start over; a refresh in flight loses its lease.
+            *_bookkeeping_removals(),
+            *_index_actions(user_id, bank_code, _due_epoch(access_due)),
+            ConnectionRecord.updated_at.set(now),
+            ConnectionRecord.version.set(connection.version + 1),
+        ]
+        condition = (ConnectionRecord.version == connection.version) & (
+            ConnectionRecord.authorization_id == pending.authorization_id
+        )
+        completion_condition = (
+            CompletionRecord.consumed_at.does_not_exist()
+            & (CompletionRecord.user_id == user_id)
+            & (CompletionRecord.bank_code == bank_code)
+            & (CompletionRecord.authorization_id == pending.authorization_id)
+            & (CompletionRecord.valid_until > now)
+        )
+
+        def build(transaction: TransactWrite) -> None:
+            transaction.update(
+                CompletionRecord(COMPLETION_KEY_PREFIX + completion_hash),
+                actions=[
+                    CompletionRecord.consumed_at.set(now),
+                    CompletionRecord.outcome.set(CompletionOutcome.COMPLETED.value),
+                ],
+                condition=completion_condition,
+            )
+            transaction.update(ConnectionRecord(user_id, bank_code), actions=actions, condition=condition)
+
+        _transact("complete_authorization", bank_code, build)
+        return self._read(user_id, bank_code)
+
+    @tracer.capture_method(capture_response=False)
+    def consume_completion(self, completion_hash: str, *, outcome: CompletionOutcome, now: datetime) -> bool:
+        """Use up a completion value without activating anything (rejected, expired); ``False`` if already used."""
+        try:
+            with translated("consume_completion"):
+                CompletionRecord(COMPLETION_KEY_PREFIX + completion_hash).update(
+                    actions=[CompletionRecord.consumed_at.set(now), CompletionRecord.outcome.set(outcome.value)],
+                    condition=CompletionRecord.key.exists() & CompletionRecord.consumed_at.does_not_exist(),
+                )
+        except ConflictError:
+            return False
+        return True
+
+    @tracer.capture_method(capture_response=False)
+    def discard_authorization(
+        self, connection: Connection, *, authorization_id: str, reason: StatusReason, now: datetime
+    ) -> Connection | None:
+        """Forget an authorization that will not be completed (its tokens were revoked at the bank).
+
+        The connection takes the authorization's uncompleted outcome (:meth:`PendingAuthorization.outcome`; an
+        ACTIVE one stays ACTIVE with its serving tokens) and its refresh index entry follows. Conditional on the
+        record still holding ``authorization_id``; ``None`` when it does not (completed, replaced or deleted).
+        """
+        pending = connection.pending
+        if pending is None or pending.authorization_id != authorization_id:
+            return None
+        user_id, bank_code = connection.user_id, connection.bank_code
+        actions: list[Action] = _pending_removals()
+        if connection.status is ConnectionStatus.ACTIVE:
+            actions += _index_actions(user_id, bank_code, _due_epoch(connection.access_expires_at))
+        else:
+            status, status_reason = pending.outcome(reason)
+            actions += [
+                ConnectionRecord.status.set(status.value),
+                ConnectionRecord.status_reason.set(status_reason.value)
+                if status_reason is not None
+                else ConnectionRecord.status_reason.remove(),
+                *_index_actions(user_id, bank_code, None),
+            ]
+        try:
+            return self._update(
+                user_id,
+                bank_code,
+                expected_version=None,
+                operation="discard_authorization",
+                actions=actions,
+                now=now,
+                extra_condition=ConnectionRecord.authorization_id == authorization_id,
+                bump=True,
+            )
+        except ConflictError:
+            return None
 
     @tracer.capture_method(capture_response=False)
     def activate(
@@ -281,7 +613,9 @@ class DynamoConnectionRepository:
             expected_version=connection.version,
             operation="store_refreshed_tokens",
             actions=[
-                *self._token_actions(connection.user_id, connection.bank_code, tokens, access_expires_at),
+                *self._token_actions(
+                    connection.user_id, connection.bank_code, tokens, access_expires_at, connection.pending
+                ),
                 ConnectionRecord.lease_until.remove(),
                 ConnectionRecord.lease_owner.remove(),
                 ConnectionRecord.refresh_failures.remove(),
@@ -292,7 +626,14 @@ class DynamoConnectionRepository:
         )
 
     @tracer.capture_method(capture_response=False)
-    def mark_reauth_required(self, connection: Connection, *, now: datetime, notify: bool = False) -> Connection:
+    def mark_reauth_required(
+        self,
+        connection: Connection,
+        *,
+        now: datetime,
+        notify: bool = False,
+        reason: StatusReason = StatusReason.ACCESS_REVOKED,
+    ) -> Connection:
         """The bank refused the refresh token: REAUTH_REQUIRED, tokens forgotten, lease released.
 
         Without ``notify`` the record leaves the refresh index. With ``notify`` it stays there, due ``now``, with a
@@ -302,6 +643,7 @@ class DynamoConnectionRepository:
         """
         actions: list[Action] = [
             ConnectionRecord.status.set(ConnectionStatus.REAUTH_REQUIRED.value),
+            ConnectionRecord.status_reason.set(reason.value),
             ConnectionRecord.tokens.remove(),
             ConnectionRecord.lease_until.remove(),
             ConnectionRecord.lease_owner.remove(),
@@ -357,9 +699,12 @@ class DynamoConnectionRepository:
             operation="revoke_connection",
             actions=[
                 ConnectionRecord.status.set(ConnectionStatus.REVOKED.value),
+                ConnectionRecord.status_reason.remove(),
+                ConnectionRecord.journey_expires_at.remove(),
                 ConnectionRecord.revoked_at.set(now),
                 ConnectionRecord.purge_at.set(purge_at),
                 ConnectionRecord.tokens.remove(),
+                *_pending_removals(),
                 ConnectionRecord.consent.remove(),
                 ConnectionRecord.access_expires_at.remove(),
                 ConnectionRecord.refresh_shard.remove(),
@@ -441,17 +786,21 @@ class DynamoConnectionRepository:
         except ConflictError:
             return None
         tokens: TokenPair | None = None
+        pending_tokens: TokenPair | None = None
         unreadable = False
-        if record.tokens is not None:
-            try:
+        try:
+            if record.tokens is not None:
                 tokens = self._open(record.tokens, key.user_id, key.bank_code)
-            except TokenIntegrityError:
-                logger.warning("stored token blob does not authenticate", bank_code=key.bank_code)
-                unreadable = True
+            if record.pending_tokens is not None:
+                pending_tokens = self._open(record.pending_tokens, key.user_id, key.bank_code)
+        except TokenIntegrityError:
+            logger.warning("stored token blob does not authenticate", bank_code=key.bank_code)
+            unreadable = True
         notice = record.reauth_notice
         return LeasedConnection(
             connection=_to_connection(record),
             tokens=tokens,
+            pending_tokens=pending_tokens,
             tokens_unreadable=unreadable,
             lease_owner=owner,
             lease_until=lease_until,
@@ -577,20 +926,31 @@ class DynamoConnectionRepository:
     # ------------------------------------------------------------------------------------------------------------
 
     def _token_actions(
-        self, user_id: str, bank_code: str, tokens: TokenPair, access_expires_at: datetime
+        self,
+        user_id: str,
+        bank_code: str,
+        tokens: TokenPair,
+        access_expires_at: datetime,
+        pending: PendingAuthorization | None = None,
     ) -> list[Action]:
-        actions: list[Action] = [
+        refresh_at = access_expires_at if tokens.refresh_token is not None else None
+        return [
             ConnectionRecord.tokens.set(self._seal(tokens, user_id, bank_code)),
             ConnectionRecord.access_expires_at.set(access_expires_at),
+            *_index_actions(user_id, bank_code, _due_epoch(refresh_at, pending.expires_at if pending else None)),
         ]
-        if tokens.refresh_token is not None:
-            actions += [
-                ConnectionRecord.refresh_shard.set(refresh_shard(user_id, bank_code)),
-                ConnectionRecord.refresh_due_at.set(_epoch(access_expires_at)),
-            ]
-        else:
-            actions += [ConnectionRecord.refresh_shard.remove(), ConnectionRecord.refresh_due_at.remove()]
-        return actions
+
+    @staticmethod
+    def _version_condition(expected_version: int | None) -> tuple[Condition, int]:
+        if expected_version is None:
+            return ConnectionRecord.user_id.does_not_exist(), 1
+        return ConnectionRecord.version == expected_version, expected_version + 1
+
+    def _read(self, user_id: str, bank_code: str) -> Connection:
+        record = self._get_record(user_id, bank_code)
+        if record is None:
+            raise ConnectionNotFoundError("connection not found", details={"bank_code": bank_code})
+        return _to_connection(record)
 
     def _update(
         self,
@@ -602,18 +962,25 @@ class DynamoConnectionRepository:
         actions: list[Action],
         now: datetime,
         extra_condition: Condition | None = None,
+        bump: bool = False,
     ) -> Connection:
+        """A conditional update on ``expected_version`` (``None``: on the item not existing), which bumps it.
+
+        With ``bump``, ``expected_version`` ``None`` means "whatever the version": ``extra_condition`` alone guards
+        the write, and the version is still incremented (``ADD``), so every reader of the old one loses its race.
+        """
         condition: Condition
-        if expected_version is None:
-            condition = ConnectionRecord.user_id.does_not_exist()
-            new_version = 1
+        version_action: Action
+        if bump and expected_version is None:
+            condition = ConnectionRecord.user_id.exists()
+            version_action = ConnectionRecord.version.add(1)
         else:
-            condition = ConnectionRecord.version == expected_version
-            new_version = expected_version + 1
+            condition, new_version = self._version_condition(expected_version)
+            version_action = ConnectionRecord.version.set(new_version)
         if extra_condition is not None:
             condition &= extra_condition
         record = ConnectionRecord(user_id, bank_code)
-        all_actions = [*actions, ConnectionRecord.updated_at.set(now), ConnectionRecord.version.set(new_version)]
+        all_actions = [*actions, ConnectionRecord.updated_at.set(now), version_action]
         with translated(operation, bank_code=bank_code, expected_version=expected_version):
             record.update(actions=all_actions, condition=condition)
         return _to_connection(record)

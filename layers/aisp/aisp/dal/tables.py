@@ -13,7 +13,9 @@ attribute              type  meaning
 user_id                S     partition key: the JWT ``sub``
 bank_code              S     sort key: establishment code (cdetab)
 connection_id          S     stable id, kept across reconnections
-status                 S     PENDING | ACTIVE | REAUTH_REQUIRED | REVOKED
+status                 S     PENDING | AUTHORIZED | ACTIVE | REAUTH_REQUIRED | FAILED | REVOKED
+status_reason          S     why FAILED or REAUTH_REQUIRED (``aisp.models.connection.StatusReason``)
+journey_expires_at     S     when the latest login link expires (a PENDING connection is FAILED after it)
 created_at/updated_at  S     ISO-8601 UTC
 connected_at           S     last successful strong authentication (code exchange)
 access_expires_at      S     access token expiry
@@ -22,11 +24,16 @@ reauth_due_at          S     when the user must authenticate again (refresh toke
 revoked_at             S     when the user deleted the connection
 tokens                 B     envelope-encrypted ``{access_token, refresh_token}`` (aisp.crypto), bound to user + bank
 consent                S     JSON ConsentSnapshot (issue 5)
+pending_tokens         B     the tokens of a login awaiting completion, sealed like ``tokens``        } an
+pending                S     JSON PendingAuthorization: its dates, deadline and where the connection  } authorization
+                                   goes back to if it is not completed                                } awaiting its
+authorization_id       S     the authorization's id, which its completion value names (conditions)     } completion
 version                N     optimistic lock: every write is conditional on the version read, and bumps it
 refresh_shard          N     0..15, stable hash of user + bank  } RefreshDueIndex keys: present only while ACTIVE
 refresh_due_at         N     epoch seconds = access expiry     } with a refresh token (sparse index); after a
                                    transient refresh failure: next attempt + margin; while a ConnectionReauthRequired
-                                   event is pending on a REAUTH_REQUIRED record: when to send it
+                                   event is pending on a REAUTH_REQUIRED record: when to send it; while an
+                                   authorization awaits completion: at the latest its deadline (then revoked)
 purge_at               N     TTL: set on REVOKED records only
 lease_until            N     epoch seconds: a refresh is in progress until then (absent = free)      } refresh
 lease_owner            S     who holds the lease (``refresher:<run>:<n>`` or ``on-demand:<uuid>``)  } lease
@@ -39,6 +46,10 @@ reauth_notified_at     S     when that event was sent
 
 The lease, failure and notice attributes are bookkeeping of the refresher: writing them never bumps ``version``
 (so a consent write racing with a refresh does not lose), each write carries its own condition instead.
+
+``OAuthStatesTable`` holds the two one-time values of a login, each keyed by the SHA-256 of its value: the OAuth
+``state`` (:class:`OAuthStateRecord`) and the completion value the callback hands the app
+(:class:`CompletionRecord`, key ``completion:<sha256>``, so the two kinds never collide).
 """
 
 from __future__ import annotations
@@ -57,7 +68,15 @@ from pynamodb.attributes import (
 from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
-__all__ = ["REFRESH_DUE_INDEX", "ConnectionRecord", "OAuthStateRecord", "RefreshDueIndex", "reset_connections"]
+__all__ = [
+    "COMPLETION_KEY_PREFIX",
+    "REFRESH_DUE_INDEX",
+    "CompletionRecord",
+    "ConnectionRecord",
+    "OAuthStateRecord",
+    "RefreshDueIndex",
+    "reset_connections",
+]
 
 REFRESH_DUE_INDEX = "RefreshDueIndex"
 
@@ -133,6 +152,11 @@ class ConnectionRecord(Model):
     expiry_notices = NumberSetAttribute(null=True)
     reauth_notice = UnicodeAttribute(null=True)
     reauth_notified_at = UTCDateTimeAttribute(null=True)
+    status_reason = UnicodeAttribute(null=True)
+    journey_expires_at = UTCDateTimeAttribute(null=True)
+    pending_tokens = BinaryAttribute(null=True, legacy_encoding=False)
+    pending = UnicodeAttribute(null=True)
+    authorization_id = UnicodeAttribute(null=True)
 
     refresh_due_index = RefreshDueIndex()
 
@@ -160,7 +184,33 @@ class OAuthStateRecord(Model):
     code_verifier = BinaryAttribute(null=True, legacy_encoding=False)
 
 
+COMPLETION_KEY_PREFIX = "completion:"
+
+
+class CompletionRecord(Model):
+    """A completion value (stored as ``completion:`` + its SHA-256) in ``OAuthStatesTable``: single use, for one user
+    and one authorization, until ``valid_until``; kept a day longer (TTL) so a late use is recognised as one."""
+
+    class Meta:
+        table_name = _TableName(_states_table)
+        region = None
+        host = None
+        connect_timeout_seconds = 2
+        read_timeout_seconds = 5
+
+    key = UnicodeAttribute(hash_key=True, attr_name="state_hash")
+    user_id = UnicodeAttribute()
+    bank_code = UnicodeAttribute()
+    connection_id = UnicodeAttribute()
+    authorization_id = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    valid_until = UTCDateTimeAttribute()
+    purge_at = TTLAttribute(attr_name="expires_at")
+    consumed_at = UTCDateTimeAttribute(null=True)
+    outcome = UnicodeAttribute(null=True)
+
+
 def reset_connections() -> None:
     """Drop the models' cached DynamoDB connections (tests switching mocks or endpoints)."""
-    for model in (ConnectionRecord, OAuthStateRecord):
+    for model in (ConnectionRecord, OAuthStateRecord, CompletionRecord):
         model._connection = None  # noqa: SLF001 - PynamoDB caches its TableConnection here

@@ -36,6 +36,7 @@ from aisp.cursors import CursorPosition
 from aisp.logic import services as _wiring
 from aisp.logic.bank_calls import BankSession, open_session
 from aisp.logic.services import AccountServices
+from aisp.logic.tokens import not_usable
 from aisp.models.accounts import (
     BalanceItem,
     BankAccountItem,
@@ -415,14 +416,19 @@ def list_all_accounts(
     """The accounts of every ACTIVE connection of the user, banks called concurrently (a small thread pool).
 
     A bank that fails (reauth needed, rate limited, down...) becomes a failure entry; the others are still listed.
+    Every other connection but a deleted one is a failure entry too, with the error its status maps to
+    (``reauth_required``, ``completion_required``...), without calling its bank: none is silently left out.
     """
     services = services or _wiring.get_account_services()
-    active = [
-        connection
+    now = services.connections.clock.now()
+    connections = [
+        connection.as_of(now)
         for connection in services.connections.connections.list_for_user(user_id)
-        if connection.status is ConnectionStatus.ACTIVE
+        if connection.status is not ConnectionStatus.REVOKED
     ]
+    active = [connection for connection in connections if connection.status is ConnectionStatus.ACTIVE]
     result = AllAccountsResult()
+    result.failures.extend((c.bank_code, not_usable(c)) for c in connections if c.status is not ConnectionStatus.ACTIVE)
     if not active:
         return result
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - only this route uses threads

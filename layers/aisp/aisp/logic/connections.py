@@ -1,13 +1,14 @@
-"""Use cases of the ``/v1/connections`` resource: start the OAuth journey, list, delete.
+"""Use cases of the ``/v1/connections`` resource: start the OAuth journey, complete it, read, list, delete.
 
 One connection per (user, bank code). Starting a journey again for the same bank reuses the connection (same
-``connection_id``): a new record is PENDING; an ACTIVE or REAUTH_REQUIRED one keeps its status (and its tokens) until
-the callback stores the new ones; a REVOKED one goes back to PENDING.
+``connection_id``): a new record is PENDING; an ACTIVE, REAUTH_REQUIRED or AUTHORIZED one keeps its status (and its
+tokens) until a login is completed; a REVOKED or FAILED one goes back to PENDING. Only the user who started a login
+can complete it, with the one-time value the callback gave the app. States and design: ``docs/connect.md``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import re
 import secrets
 import uuid
@@ -16,26 +17,29 @@ from typing import Final
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from aisp.banks import Bank
 from aisp.errors import (
     ConfigurationError,
     ConflictError,
     ConnectionNotFoundError,
+    InvalidCompletionError,
     InvalidRequestError,
     TokenCryptoError,
-    UpstreamError,
 )
 from aisp.logic import services as _wiring
+from aisp.logic.oauth_callback import completion_hash
+from aisp.logic.revocation import drop_authorization, revoke_quietly
 from aisp.logic.services import ConnectionServices, ConnectPolicy
 from aisp.models.api import ConnectionSummary, CreateConnectionResponse
-from aisp.models.connection import Connection, ConnectionStatus, TokenPair
+from aisp.models.connection import Completion, CompletionOutcome, Connection, ConnectionStatus, StatusReason, TokenPair
 from aisp.observability import logger, metrics, tracer
 from aisp.pkce import code_challenge, new_code_verifier, seal_verifier
 from aisp.return_urls import is_allowed
 
 __all__ = [
     "callback_url_for",
+    "complete_connection",
     "delete_connection",
+    "get_connection",
     "list_connections",
     "new_connection_id",
     "start_connection",
@@ -112,11 +116,11 @@ def start_connection(
         raise InvalidRequestError("return_url is not an allowed redirect target", details={"field": "return_url"})
     redirect_uri = callback_url_for(policy, api_domain)
     now = services.clock.now()
-    connection = _pending_connection(services, user_id, bank_code, now)
+    expires_at = now + policy.state_ttl
+    connection = _journey_connection(services, user_id, bank_code, now, expires_at)
     logger.append_keys(connection_id=connection.connection_id, bank_code=bank_code)
 
     state = secrets.token_urlsafe(STATE_BYTES)
-    expires_at = now + policy.state_ttl
     verifier = new_code_verifier() if bank.capabilities.pkce else None
     # Built before the state is stored: a configuration failure leaves no orphan state behind.
     authorization_url = services.bank.authorization_url(
@@ -146,31 +150,160 @@ def start_connection(
     )
 
 
-def _pending_connection(services: ConnectionServices, user_id: str, bank_code: str, now: datetime) -> Connection:
+def _journey_connection(
+    services: ConnectionServices, user_id: str, bank_code: str, now: datetime, journey_expires_at: datetime
+) -> Connection:
+    """The connection a new login journey belongs to: created PENDING, reopened (REVOKED, FAILED), or as it is."""
     repository = services.connections
     existing = repository.find(user_id, bank_code)
     if existing is None:
         try:
             return repository.create_pending(
-                user_id=user_id, bank_code=bank_code, connection_id=new_connection_id(), now=now
+                user_id=user_id,
+                bank_code=bank_code,
+                connection_id=new_connection_id(),
+                now=now,
+                journey_expires_at=journey_expires_at,
             )
         except ConflictError:
             existing = repository.find(user_id, bank_code)  # created concurrently: reuse it
             if existing is None:
                 raise
-    if existing.status is ConnectionStatus.REVOKED:
+    if existing.status in {ConnectionStatus.REVOKED, ConnectionStatus.FAILED}:
         try:
-            return repository.reopen(existing, now=now)
+            return repository.reopen(existing, now=now, journey_expires_at=journey_expires_at)
         except ConflictError:
             existing = repository.find(user_id, bank_code) or existing
+    if existing.status is ConnectionStatus.PENDING:
+        repository.note_journey(existing, journey_expires_at=journey_expires_at)
     return existing
 
 
 @tracer.capture_method(capture_response=False)
 def list_connections(user_id: str, *, services: ConnectionServices | None = None) -> list[ConnectionSummary]:
-    """The user's connections (every status), without any token."""
+    """The user's connections (every status, as they stand now), without any token."""
     services = services or _wiring.get_connection_services()
-    return [ConnectionSummary.from_connection(c) for c in services.connections.list_for_user(user_id)]
+    now = services.clock.now()
+    return [ConnectionSummary.from_connection(c.as_of(now)) for c in services.connections.list_for_user(user_id)]
+
+
+@tracer.capture_method(capture_response=False)
+def get_connection(user_id: str, bank_code: str, *, services: ConnectionServices | None = None) -> ConnectionSummary:
+    """The user's connection to ``bank_code`` as it stands now, without any token.
+
+    Raises
+    ------
+    UnknownBankError
+        ``bank_code`` is not in the registry.
+    ConnectionNotFoundError
+        The user has no connection to this bank (another user's connection is never visible).
+    """
+    services = services or _wiring.get_connection_services()
+    services.registry.get(bank_code)
+    connection = services.connections.find(user_id, bank_code)
+    if connection is None:
+        raise ConnectionNotFoundError("connection not found", details={"bank_code": bank_code})
+    return ConnectionSummary.from_connection(connection.as_of(services.clock.now()))
+
+
+@tracer.capture_method(capture_response=False)
+def complete_connection(
+    *, user_id: str, bank_code: str, completion: str, services: ConnectionServices | None = None
+) -> ConnectionSummary:
+    """Activate the connection the bank authorized, by the user who started its login, with its one-time value.
+
+    The completion value and the activation are written in one transaction: the value is used up exactly when the
+    connection becomes ACTIVE. Another user's attempt uses it up too, and the authorization's tokens are revoked at
+    the bank and forgotten (the person who logged in at the bank is not the user who asked for the link); so is an
+    attempt after the deadline. A reconnection's previous tokens served until now, and are revoked once replaced.
+
+    Raises
+    ------
+    InvalidCompletionError
+        The value is unknown, used, expired, another user's, or for another bank (one answer for all).
+    UnknownBankError
+        ``bank_code`` is not in the registry.
+    """
+    services = services or _wiring.get_connection_services()
+    bank = services.registry.get(bank_code)
+    now = services.clock.now()
+    key = completion_hash(completion)
+    found = _checked_completion(services, key, user_id=user_id, bank_code=bank_code, now=now)
+    for _ in range(MAX_WRITE_ATTEMPTS):
+        connection, serving = _read_serving(services, user_id, bank_code)
+        if connection is None or connection.pending is None:
+            raise InvalidCompletionError("no_authorization")
+        if connection.pending.authorization_id != found.authorization_id:
+            raise InvalidCompletionError("replaced")
+        try:
+            activated = services.connections.complete_authorization(connection, completion_hash=key, now=now)
+        except ConflictError:
+            again = services.connections.find_completion(key)
+            if again is None or again.consumed_at is not None:
+                raise InvalidCompletionError("used") from None
+            logger.info("connection changed while completing; retrying")
+            continue
+        if serving is not None:
+            revoke_quietly(services.bank, bank, serving, what="replaced_by_completion")
+        metrics.add_metric(name="ConnectionActivated", unit=MetricUnit.Count, value=1)
+        logger.info("connection activated", reauth_due_at=activated.reauth_due_at)
+        return ConnectionSummary.from_connection(activated)
+    raise ConflictError("connection kept changing while completing", details={"bank_code": bank_code})
+
+
+def _checked_completion(
+    services: ConnectionServices, key: str, *, user_id: str, bank_code: str, now: datetime
+) -> Completion:
+    """The completion stored under ``key`` if it may activate ``user_id``'s connection now, else
+    :class:`InvalidCompletionError`; another user's attempt, or a late one, also ends its authorization."""
+    found = services.connections.find_completion(key)
+    if found is None or not hmac.compare_digest(found.completion_hash, key):
+        raise InvalidCompletionError("unknown")
+    logger.append_keys(connection_id=found.connection_id, bank_code=found.bank_code)
+    if found.user_id != user_id:
+        _refuse(services, found, now, outcome=CompletionOutcome.REJECTED)
+        metrics.add_metric(name="CompletionRejected", unit=MetricUnit.Count, value=1)
+        logger.warning("completion attempted by another user than the one who started the login")
+        raise InvalidCompletionError("other_user")
+    if found.bank_code != bank_code:
+        raise InvalidCompletionError("other_bank")
+    if found.consumed_at is not None:
+        raise InvalidCompletionError("used")
+    if found.valid_until <= now:
+        _refuse(services, found, now, outcome=CompletionOutcome.EXPIRED)
+        raise InvalidCompletionError("expired")
+    return found
+
+
+def _read_serving(
+    services: ConnectionServices, user_id: str, bank_code: str
+) -> tuple[Connection | None, TokenPair | None]:
+    """The connection and its serving tokens (``None`` when it has none or they do not decrypt)."""
+    try:
+        return services.connections.get_with_tokens(user_id, bank_code)
+    except ConnectionNotFoundError:
+        return None, None
+    except TokenCryptoError as exc:
+        logger.warning("serving tokens unreadable; completing without revoking them", error_type=type(exc).__name__)
+        return services.connections.find(user_id, bank_code), None
+
+
+def _refuse(services: ConnectionServices, found: Completion, now: datetime, *, outcome: CompletionOutcome) -> None:
+    """Use up a completion value that activates nothing, and revoke and forget its authorization's tokens."""
+    if not services.connections.consume_completion(found.completion_hash, outcome=outcome, now=now):
+        return  # used meanwhile: whoever used it did what it needed
+    reason = (
+        StatusReason.COMPLETION_REJECTED if outcome is CompletionOutcome.REJECTED else StatusReason.COMPLETION_EXPIRED
+    )
+    drop_authorization(
+        services.connections,
+        services.bank,
+        services.registry.get(found.bank_code),
+        user_id=found.user_id,
+        authorization_id=found.authorization_id,
+        reason=reason,
+        now=now,
+    )
 
 
 @tracer.capture_method(capture_response=False)
@@ -194,13 +327,17 @@ def delete_connection(user_id: str, bank_code: str, *, services: ConnectionServi
     bank = services.registry.get(bank_code)
     revoked_at_bank: set[str] = set()
     for _ in range(MAX_WRITE_ATTEMPTS):
-        connection, tokens = _read_for_delete(services, user_id, bank_code)
+        connection, held = _read_for_delete(services, user_id, bank_code)
         logger.append_keys(connection_id=connection.connection_id, bank_code=bank_code)
         if connection.status is ConnectionStatus.REVOKED:
             logger.info("connection already revoked")
             return
-        if tokens is not None and bank.capabilities.token_revocation:
-            _revoke_at_bank(services, bank, tokens, revoked_at_bank)
+        for tokens in held:
+            # Serving tokens, and those of a login awaiting completion: each pair once, even across retries.
+            fingerprint = tokens.fingerprint()
+            if fingerprint not in revoked_at_bank:
+                revoke_quietly(services.bank, bank, tokens, what="deleted_connection")
+                revoked_at_bank.add(fingerprint)
         now = services.clock.now()
         try:
             services.connections.revoke(connection, now=now, purge_at=now + services.revoked_retention)
@@ -213,35 +350,15 @@ def delete_connection(user_id: str, bank_code: str, *, services: ConnectionServi
     raise ConflictError("connection kept changing during delete", details={"bank_code": bank_code})
 
 
-def _read_for_delete(services: ConnectionServices, user_id: str, bank_code: str) -> tuple[Connection, TokenPair | None]:
+def _read_for_delete(services: ConnectionServices, user_id: str, bank_code: str) -> tuple[Connection, list[TokenPair]]:
+    """The connection and every token pair it holds (serving, and awaiting completion)."""
     try:
-        return services.connections.get_with_tokens(user_id, bank_code)
+        connection, tokens, pending = services.connections.get_with_all_tokens(user_id, bank_code)
     except TokenCryptoError as exc:
         # The tokens cannot be revoked at the bank, but they are forgotten all the same.
         logger.warning("stored tokens unreadable; deleting without bank revocation", error_type=type(exc).__name__)
-        connection = services.connections.find(user_id, bank_code)
-        if connection is None:
+        found = services.connections.find(user_id, bank_code)
+        if found is None:
             raise ConnectionNotFoundError("connection not found", details={"bank_code": bank_code}) from None
-        return connection, None
-
-
-def _revoke_at_bank(services: ConnectionServices, bank: Bank, tokens: TokenPair, done: set[str]) -> None:
-    # BPCE: revoking either token revokes both; the refresh token is the one that matters.
-    if tokens.refresh_token is not None:
-        token, hint = tokens.refresh_token.get_secret_value(), "refresh_token"
-    else:
-        token, hint = tokens.access_token.get_secret_value(), "access_token"
-    fingerprint = hashlib.sha256(token.encode()).hexdigest()
-    if fingerprint in done:
-        return
-    try:
-        services.bank.revoke(bank.bank_code, token=token, token_type_hint=hint)
-    except (UpstreamError, ConfigurationError) as exc:
-        logger.warning(
-            "bank revocation failed; forgetting the tokens anyway",
-            error_type=type(exc).__name__,
-            status=getattr(exc, "status", None),
-        )
-    else:
-        logger.info("tokens revoked at the bank")
-    done.add(fingerprint)
+        return found, []
+    return connection, [held for held in (tokens, pending) if held is not None]

@@ -1,15 +1,21 @@
-"""The bank's browser redirect: consume the ``state`` once, exchange the code, store the tokens encrypted.
+"""The bank's browser redirect: consume the ``state`` once, exchange the code (with PKCE's verifier), seal the new
+tokens on the connection as an authorization awaiting completion, and hand the app a one-time completion value.
 
 Every outcome is a redirect to the ``return_url`` stored with the state, carrying only our own stable words:
-``status=connected&bank_code=..&connection_id=..`` or ``status=error&error=<code>``. The authorization code, the
+``status=authorized&bank_code=..&completion=..`` or ``status=error&error=<code>``. The authorization code, the
 state and the bank's ``error_description`` are never echoed or logged. A state that matches nothing has no
-``return_url``: the caller shows a small "invalid link" page instead (``redirect_url`` is ``None``).
+``return_url``: the caller shows a small "invalid link" page instead (``redirect_url`` is ``None``). The connection
+becomes usable only when the user who started the login completes it (:func:`aisp.logic.connections.
+complete_connection`); design and states: ``docs/connect.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
@@ -20,12 +26,24 @@ from aisp.errors import (
     BankRateLimitedError,
     BankUnavailableError,
     ConflictError,
+    ConnectionNotFoundError,
     OAuthStateRejectedError,
+    TokenCryptoError,
     UpstreamError,
 )
 from aisp.logic import services as _wiring
+from aisp.logic.revocation import revoke_quietly
 from aisp.logic.services import ConnectionServices
-from aisp.models.connection import Connection, OAuthState, TokenPair
+from aisp.logic.tokens import access_expiry
+from aisp.models.connection import (
+    RESUMABLE,
+    Connection,
+    ConnectionStatus,
+    OAuthState,
+    PendingAuthorization,
+    StatusReason,
+    TokenPair,
+)
 from aisp.observability import logger, metrics, tracer
 from aisp.pkce import open_verifier
 from aisp.return_urls import append_query
@@ -33,12 +51,10 @@ from aisp.return_urls import append_query
 if TYPE_CHECKING:
     from aisp.stet.schemas import TokenResponse
 
-__all__ = ["CallbackError", "CallbackResult", "handle_callback"]
+__all__ = ["COMPLETION_BYTES", "CallbackError", "CallbackResult", "completion_hash", "handle_callback"]
 
-# BPCE documents one hour; used when the token response has no expires_in.
-DEFAULT_ACCESS_TOKEN_SECONDS: Final = 3600
 MAX_WRITE_ATTEMPTS: Final = 3
-_DAY: Final = timedelta(days=1)
+COMPLETION_BYTES: Final = 32  # 256 bits from secrets, like the state
 
 
 class CallbackError(StrEnum):
@@ -57,13 +73,25 @@ _BANK_ERRORS: Final = {
     "server_error": CallbackError.BANK_UNAVAILABLE,
     "temporarily_unavailable": CallbackError.BANK_UNAVAILABLE,
 }
+# What a first login's failure leaves on its connection (FAILED with this reason).
+_FAILED_REASONS: Final = {
+    CallbackError.ACCESS_DENIED: StatusReason.ACCESS_DENIED,
+    CallbackError.STATE_EXPIRED: StatusReason.LOGIN_EXPIRED,
+    CallbackError.BANK_UNAVAILABLE: StatusReason.BANK_UNAVAILABLE,
+    CallbackError.TOKEN_EXCHANGE_FAILED: StatusReason.TOKEN_EXCHANGE_FAILED,
+}
+
+
+def completion_hash(completion: str) -> str:
+    """The table key of a completion value (only its SHA-256 is stored, like the state's)."""
+    return hashlib.sha256(completion.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
 class CallbackResult:
     """Where to send the browser. ``redirect_url`` is ``None`` when the state matched nothing (no return_url)."""
 
-    outcome: str  # "connected" or a CallbackError value
+    outcome: str  # "authorized" or a CallbackError value
     redirect_url: str | None
     connection_id: str | None = None
 
@@ -76,7 +104,7 @@ def handle_callback(
     error: str | None,
     services: ConnectionServices | None = None,
 ) -> CallbackResult:
-    """Complete a connection journey.
+    """End a login journey at the bank.
 
     Parameters
     ----------
@@ -86,7 +114,8 @@ def handle_callback(
     Returns
     -------
     CallbackResult
-        The redirect to the stored ``return_url`` with the outcome, or no redirect for an unknown state.
+        The redirect to the stored ``return_url`` with the outcome (a completion value on success), or no redirect
+        for an unknown state.
 
     Notes
     -----
@@ -106,28 +135,37 @@ def _journey_end(services: ConnectionServices, state: str, code: str | None, err
     pending = consumed
     logger.append_keys(connection_id=pending.connection_id, bank_code=pending.bank_code)
 
-    if error is not None:
-        mapped = _BANK_ERRORS.get(error.strip().lower(), CallbackError.TOKEN_EXCHANGE_FAILED)
-        return _failed(pending.return_url, mapped, reason="bank_redirected_with_error")
-    if not code:
-        return _failed(pending.return_url, CallbackError.TOKEN_EXCHANGE_FAILED, reason="missing_code")
+    if error is not None or not code:
+        mapped = CallbackError.TOKEN_EXCHANGE_FAILED
+        if error is not None:
+            mapped = _BANK_ERRORS.get(error.strip().lower(), CallbackError.TOKEN_EXCHANGE_FAILED)
+        reason = "bank_error" if error else "missing_code"
+        return _failed(pending.return_url, mapped, reason=reason, journey=(services, pending))
 
     issued = _exchange(services, pending, code, state)
     if isinstance(issued, CallbackResult):
         return issued
+    completion = secrets.token_urlsafe(COMPLETION_BYTES)
+    tokens = TokenPair(access_token=issued.access_token, refresh_token=issued.refresh_token)
     try:
-        connection = _store_tokens(services, pending, issued)
+        connection = _authorize(services, pending, issued, tokens, completion)
     except AispError as exc:
         logger.exception("tokens could not be stored", error_type=type(exc).__name__)
-        return _failed(pending.return_url, CallbackError.TOKEN_EXCHANGE_FAILED, reason=type(exc).__name__)
+        # Never leave live tokens nobody holds: give them back to the bank.
+        revoke_quietly(services.bank, services.registry.get(pending.bank_code), tokens, what="unstored")
+        return _failed(
+            pending.return_url,
+            CallbackError.TOKEN_EXCHANGE_FAILED,
+            reason=type(exc).__name__,
+            journey=(services, pending),
+        )
 
-    metrics.add_metric(name="ConnectionActivated", unit=MetricUnit.Count, value=1)
-    logger.info("connection activated", reauth_due_at=connection.reauth_due_at)
+    metrics.add_metric(name="ConnectionAuthorized", unit=MetricUnit.Count, value=1)
+    logger.info("connection authorized; awaiting completion", status=connection.status.value)
     redirect = append_query(
-        pending.return_url,
-        {"status": "connected", "bank_code": connection.bank_code, "connection_id": connection.connection_id},
+        pending.return_url, {"status": "authorized", "bank_code": connection.bank_code, "completion": completion}
     )
-    return CallbackResult(outcome="connected", redirect_url=redirect, connection_id=connection.connection_id)
+    return CallbackResult(outcome="authorized", redirect_url=redirect, connection_id=connection.connection_id)
 
 
 def _consume(services: ConnectionServices, state: str) -> OAuthState | CallbackResult:
@@ -153,59 +191,124 @@ def _exchange(
             pending.bank_code, code=code, redirect_uri=pending.redirect_uri, code_verifier=verifier
         )
     except (BankUnavailableError, BankRateLimitedError) as exc:
-        return _failed(pending.return_url, CallbackError.BANK_UNAVAILABLE, reason=type(exc).__name__)
+        return _failed(
+            pending.return_url, CallbackError.BANK_UNAVAILABLE, reason=type(exc).__name__, journey=(services, pending)
+        )
     except UpstreamError as exc:
         return _failed(
             pending.return_url,
             CallbackError.TOKEN_EXCHANGE_FAILED,
             reason=type(exc).__name__,
             oauth_error=exc.details.get("oauth_error"),
+            journey=(services, pending),
         )
     except AispError as exc:  # our side: configuration, credentials
         logger.exception("code exchange could not be attempted", error_type=type(exc).__name__)
-        return _failed(pending.return_url, CallbackError.TOKEN_EXCHANGE_FAILED, reason=type(exc).__name__)
+        return _failed(
+            pending.return_url,
+            CallbackError.TOKEN_EXCHANGE_FAILED,
+            reason=type(exc).__name__,
+            journey=(services, pending),
+        )
 
 
-def _store_tokens(services: ConnectionServices, pending: OAuthState, issued: TokenResponse) -> Connection:
-    """Write the new tokens, conditional on the version read; on a lost race, read again and retry.
+def _authorize(
+    services: ConnectionServices, pending: OAuthState, issued: TokenResponse, tokens: TokenPair, completion: str
+) -> Connection:
+    """Seal the new tokens on the connection, awaiting completion, with their completion value; retry a lost race.
 
-    The tokens of a fresh strong authentication supersede whatever a concurrent refresh wrote (the bank keeps one
-    token pair per PSU, so the older pair is already dead), hence the retry rather than giving up.
+    A previous authorization still awaiting completion is replaced and its tokens revoked at the bank (at BPCE the
+    new strong authentication has already revoked them if they were the same person's; if not, nobody should keep
+    them). The connection's serving tokens (an ACTIVE reconnection) are left alone.
     """
     bank = services.registry.get(pending.bank_code)
-    tokens = TokenPair(access_token=issued.access_token, refresh_token=issued.refresh_token)
-    expires_in = issued.expires_in if issued.expires_in is not None else DEFAULT_ACCESS_TOKEN_SECONDS
     reauth_days = min(bank.capabilities.refresh_token_days, services.reauth_days)
+    now = services.clock.now()
     for _ in range(MAX_WRITE_ATTEMPTS):
-        now = services.clock.now()
-        current = services.connections.find(pending.user_id, pending.bank_code)
+        current, replaced = _current(services, pending)
+        resume = current.status if current is not None else ConnectionStatus.PENDING
+        authorization = PendingAuthorization(
+            authorization_id=f"az_{uuid.uuid4().hex}",
+            authorized_at=now,
+            expires_at=now + services.completion_ttl,
+            access_expires_at=access_expiry(issued, now),
+            reauth_due_at=now + timedelta(days=reauth_days),
+            has_refresh_token=tokens.refresh_token is not None,
+            # An AUTHORIZED connection resumes what the replaced authorization would have.
+            resume_status=current.pending.resume_status if current and current.pending else resume,
+            resume_reason=_resume_reason(current),
+        )
         try:
-            return services.connections.activate(
+            connection = services.connections.authorize(
                 user_id=pending.user_id,
                 bank_code=pending.bank_code,
                 connection_id=current.connection_id if current else pending.connection_id,
                 expected_version=current.version if current else None,
                 tokens=tokens,
-                access_expires_at=now + timedelta(seconds=max(0, expires_in)),
-                reauth_due_at=_reauth_due(now, reauth_days),
+                pending=authorization,
+                completion_hash=completion_hash(completion),
                 now=now,
             )
         except ConflictError:
-            logger.info("connection changed while storing tokens; retrying")
+            logger.info("connection changed while storing the authorization; retrying")
+            continue
+        if replaced is not None:
+            revoke_quietly(services.bank, bank, replaced, what="replaced_authorization")
+        return connection
     raise ConflictError("connection kept changing while storing tokens", details={"bank_code": pending.bank_code})
 
 
-def _reauth_due(now: datetime, days: int) -> datetime:
-    return now + days * _DAY
+def _current(services: ConnectionServices, pending: OAuthState) -> tuple[Connection | None, TokenPair | None]:
+    """The connection as it is now, and the tokens of an authorization of it still awaiting completion."""
+    try:
+        connection, _, awaiting = services.connections.get_with_all_tokens(pending.user_id, pending.bank_code)
+    except ConnectionNotFoundError:  # never created (a record lost), or purged: created again below
+        return None, None
+    except TokenCryptoError as exc:
+        # Unreadable: they cannot be revoked, but they are replaced all the same.
+        logger.warning("pending tokens unreadable; replacing them", error_type=type(exc).__name__)
+        return services.connections.find(pending.user_id, pending.bank_code), None
+    return connection, awaiting
 
 
-def _failed(return_url: str | None, error: CallbackError, *, reason: str, oauth_error: object = None) -> CallbackResult:
+def _resume_reason(current: Connection | None) -> StatusReason | None:
+    if current is None:
+        return None
+    if current.pending is not None:
+        return current.pending.resume_reason
+    return current.status_reason if current.status in RESUMABLE else None
+
+
+def _failed(
+    return_url: str | None,
+    error: CallbackError,
+    *,
+    reason: str,
+    oauth_error: object = None,
+    journey: tuple[ConnectionServices, OAuthState] | None = None,
+) -> CallbackResult:
     # Its own EMF record, so the error_code dimension never leaks onto other metrics of the invocation.
     with single_metric(name="ConnectionFailed", unit=MetricUnit.Count, value=1) as metric:
         metric.add_dimension(name="error_code", value=error.value)
     logger.info("connection failed", error_code=error.value, reason=reason, oauth_error=oauth_error)
+    if journey is not None:
+        _fail_first_login(*journey, error)
     if return_url is None:
         return CallbackResult(outcome=error.value, redirect_url=None)
     return CallbackResult(
         outcome=error.value, redirect_url=append_query(return_url, {"status": "error", "error": error.value})
     )
+
+
+def _fail_first_login(services: ConnectionServices, journey: OAuthState, error: CallbackError) -> None:
+    """A first login that failed leaves its connection FAILED with the reason, not PENDING forever; a connection
+    in any other state (a reconnection) is left as it was."""
+    reason = _FAILED_REASONS.get(error)
+    if reason is None:
+        return
+    try:
+        current = services.connections.find(journey.user_id, journey.bank_code)
+        if current is not None and current.status is ConnectionStatus.PENDING:
+            services.connections.fail_journey(current, reason=reason, now=services.clock.now())
+    except AispError as exc:  # the redirect matters more; the journey's expiry shows it FAILED anyway
+        logger.warning("failed login not recorded on the connection", error_type=type(exc).__name__)

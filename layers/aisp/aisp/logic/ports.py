@@ -7,7 +7,16 @@ from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from aisp.models.connection import Connection, ConsentSnapshot, OAuthState, TokenPair
+from aisp.models.connection import (
+    Completion,
+    CompletionOutcome,
+    Connection,
+    ConsentSnapshot,
+    OAuthState,
+    PendingAuthorization,
+    StatusReason,
+    TokenPair,
+)
 from aisp.models.refresh import ConnectionKey, FanoutRequest, LeasedConnection, LifecycleEvent
 
 if TYPE_CHECKING:  # the STET package (requests, signing) loads only when a bank is called
@@ -64,16 +73,73 @@ class ConnectionRepository(Protocol):
         """The connection and its decrypted tokens; raises ``ConnectionNotFoundError``."""
         ...
 
+    def get_with_all_tokens(
+        self, user_id: str, bank_code: str
+    ) -> tuple[Connection, TokenPair | None, TokenPair | None]:
+        """The connection, its serving tokens and those awaiting completion; raises ``ConnectionNotFoundError``."""
+        ...
+
     def list_for_user(self, user_id: str) -> list[Connection]:
         """Every connection of the user."""
         ...
 
-    def create_pending(self, *, user_id: str, bank_code: str, connection_id: str, now: datetime) -> Connection:
+    def find_completion(self, completion_hash: str) -> Completion | None:
+        """The completion value stored under this hash, or ``None``."""
+        ...
+
+    def create_pending(
+        self,
+        *,
+        user_id: str,
+        bank_code: str,
+        connection_id: str,
+        now: datetime,
+        journey_expires_at: datetime | None = None,
+    ) -> Connection:
         """Create a PENDING connection; raises ``ConflictError`` if one exists."""
         ...
 
-    def reopen(self, connection: Connection, *, now: datetime) -> Connection:
-        """REVOKED → PENDING (conditional on the version)."""
+    def reopen(
+        self, connection: Connection, *, now: datetime, journey_expires_at: datetime | None = None
+    ) -> Connection:
+        """REVOKED or FAILED → PENDING (conditional on the version)."""
+        ...
+
+    def note_journey(self, connection: Connection, *, journey_expires_at: datetime) -> bool:
+        """A PENDING connection's new login link expires then; ``False`` if it is no longer PENDING."""
+        ...
+
+    def fail_journey(self, connection: Connection, *, reason: StatusReason, now: datetime) -> Connection:
+        """PENDING → FAILED with ``reason`` (conditional on the version and on PENDING)."""
+        ...
+
+    def authorize(
+        self,
+        *,
+        user_id: str,
+        bank_code: str,
+        connection_id: str,
+        expected_version: int | None,
+        tokens: TokenPair,
+        pending: PendingAuthorization,
+        completion_hash: str,
+        now: datetime,
+    ) -> Connection:
+        """Seal a login's tokens awaiting completion and store its completion value, in one transaction."""
+        ...
+
+    def complete_authorization(self, connection: Connection, *, completion_hash: str, now: datetime) -> Connection:
+        """Use up the completion value and make the authorization's tokens the serving ones, in one transaction."""
+        ...
+
+    def consume_completion(self, completion_hash: str, *, outcome: CompletionOutcome, now: datetime) -> bool:
+        """Use up a completion value without activating anything; ``False`` if it was used already."""
+        ...
+
+    def discard_authorization(
+        self, connection: Connection, *, authorization_id: str, reason: StatusReason, now: datetime
+    ) -> Connection | None:
+        """Forget an authorization that will not be completed; ``None`` if the record no longer holds it."""
         ...
 
     def activate(
@@ -103,9 +169,11 @@ class ConnectionRepository(Protocol):
         """Replace the tokens after a refresh (conditional on the version, on ACTIVE and on holding the lease)."""
         ...
 
-    def mark_reauth_required(self, connection: Connection, *, now: datetime, notify: bool = False) -> Connection:
-        """REAUTH_REQUIRED, tokens forgotten (conditional on the version); ``notify``: event pending for the
-        refresher, else out of the refresh index."""
+    def mark_reauth_required(
+        self, connection: Connection, *, now: datetime, notify: bool = False, reason: StatusReason = ...
+    ) -> Connection:
+        """REAUTH_REQUIRED for ``reason``, tokens forgotten (conditional on the version); ``notify``: event pending
+        for the refresher, else out of the refresh index."""
         ...
 
     def acquire_lease(

@@ -42,6 +42,7 @@ from typing import Final
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
+from aisp.banks import BankRegistry, get_registry
 from aisp.dal.connections import REFRESH_SHARDS
 from aisp.errors import (
     AispError,
@@ -54,8 +55,9 @@ from aisp.errors import (
     TokenRefreshBatchError,
 )
 from aisp.logic.ports import BankGateway, Clock, EventPublisher, FanoutQueue, RefreshRepository, SystemClock
+from aisp.logic.revocation import end_authorization
 from aisp.logic.tokens import access_expiry, store_after_refresh
-from aisp.models.connection import Connection, ConnectionStatus, TokenPair
+from aisp.models.connection import Connection, ConnectionStatus, StatusReason, TokenPair
 from aisp.models.refresh import (
     ConnectionKey,
     ConnectionLifecycleDetail,
@@ -112,6 +114,7 @@ class RefresherServices:
     fanout: FanoutQueue | None = None
     clock: Clock = field(default_factory=SystemClock)
     rng: random.Random = field(default_factory=random.Random)
+    registry: BankRegistry = field(default_factory=get_registry)
 
 
 class RefreshSummary(BaseModel):
@@ -128,6 +131,7 @@ class RefreshSummary(BaseModel):
     transient_failures: int = 0
     failed: int = 0
     skipped: int = 0
+    authorizations_ended: int = 0
     events_published: int = 0
     stopped_for_time: bool = False
     duration_ms: int = 0
@@ -140,6 +144,7 @@ class _Outcome(StrEnum):
     TRANSIENT = "transient"
     FAILED = "failed"
     SKIPPED = "skipped"  # leased elsewhere, refreshed already, changed meanwhile, or only a notice to send
+    AUTHORIZATION_ENDED = "authorization_ended"  # a login not completed in time: revoked and forgotten
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -310,6 +315,8 @@ class _Run:
             elif outcome is _Outcome.FAILED:
                 summary.failed += 1
                 summary.failed_ids.append(connection_id or "unknown")
+            elif outcome is _Outcome.AUTHORIZATION_ENDED:
+                summary.authorizations_ended += 1
             else:
                 summary.skipped += 1
 
@@ -474,23 +481,56 @@ class _Run:
         if exc.details.get("oauth_error") in _CLIENT_ERRORS:
             logger.error("bank refused our client credentials", bank_code=key.bank_code, status=exc.status)
             return self._failure(key, leased, owner, error="invalid_client", outcome=_Outcome.FAILED)
-        return self._reauth(key, leased.connection, reason=str(exc.details.get("oauth_error") or exc.status))
+        return self._reauth(
+            key,
+            leased.connection,
+            reason=str(exc.details.get("oauth_error") or exc.status),
+            status_reason=StatusReason.ACCESS_REVOKED,
+        )
 
-    def _triage(self, key: ConnectionKey, leased: LeasedConnection, owner: str) -> _Outcome | None:
-        """What to do with a leased record before calling the bank; ``None`` = refresh it."""
+    def _lifecycle(self, key: ConnectionKey, leased: LeasedConnection, owner: str) -> _Outcome | None:
+        """The transitions a deadline makes (and the notice left to send); ``None`` = an ACTIVE record to refresh."""
         connection = leased.connection
+        now = self.services.clock.now()
+        if connection.pending is not None and connection.pending.expires_at <= now:
+            return self._end_authorization(key, leased, owner)
         if connection.status is ConnectionStatus.REAUTH_REQUIRED and leased.reauth_notice is ReauthNotice.PENDING:
             self._send_reauth_notice(key)  # marked by an on-demand refresh; only the event is left to do
             return _Outcome.SKIPPED
         if connection.status is not ConnectionStatus.ACTIVE:
             self._release_quietly(key, owner)
             return _Outcome.SKIPPED
+        if connection.reauth_due(now):
+            return self._reauth(key, connection, reason="reauth_due", status_reason=StatusReason.REAUTH_DUE)
+        return None
+
+    def _triage(self, key: ConnectionKey, leased: LeasedConnection, owner: str) -> _Outcome | None:
+        """What to do with a leased record before calling the bank; ``None`` = refresh it."""
+        verdict = self._lifecycle(key, leased, owner)
+        if verdict is not None:
+            return verdict
+        connection = leased.connection
         if leased.tokens_unreadable:
             logger.error("stored tokens do not authenticate", connection_id=connection.connection_id)
             return self._failure(key, leased, owner, error="token_integrity", outcome=_Outcome.FAILED)
         if leased.tokens is None or leased.tokens.refresh_token is None:
-            return self._reauth(key, connection, reason="no_refresh_token")
+            return self._reauth(key, connection, reason="no_refresh_token", status_reason=StatusReason.ACCESS_EXPIRED)
         return None
+
+    def _end_authorization(self, key: ConnectionKey, leased: LeasedConnection, owner: str) -> _Outcome:
+        """A login authorized at the bank but not completed in time: its tokens revoked there and forgotten here."""
+        connection = leased.connection
+        end_authorization(
+            self.services.connections,
+            self.services.bank,
+            self.services.registry.get(key.bank_code),
+            connection,
+            leased.pending_tokens,
+            reason=StatusReason.COMPLETION_EXPIRED,
+            now=self.services.clock.now(),
+        )
+        self._release_quietly(key, owner)
+        return _Outcome.AUTHORIZATION_ENDED
 
     def _failure(
         self,
@@ -529,9 +569,13 @@ class _Run:
         )
         return outcome
 
-    def _reauth(self, key: ConnectionKey, connection: Connection, *, reason: str) -> _Outcome:
+    def _reauth(
+        self, key: ConnectionKey, connection: Connection, *, reason: str, status_reason: StatusReason
+    ) -> _Outcome:
         try:
-            self.services.connections.mark_reauth_required(connection, now=self.services.clock.now(), notify=True)
+            self.services.connections.mark_reauth_required(
+                connection, now=self.services.clock.now(), notify=True, reason=status_reason
+            )
         except ConflictError:
             logger.info("connection changed before it could be marked reauth_required")
             return _Outcome.SKIPPED

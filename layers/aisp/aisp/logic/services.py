@@ -50,6 +50,8 @@ class ConnectionServices:
     reauth_days: int = 90
     # How long a REVOKED record stays before its TTL purge.
     revoked_retention: timedelta = timedelta(days=30)
+    # How long the app has to complete a login the bank authorized (COMPLETION_TTL_SECONDS).
+    completion_ttl: timedelta = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +78,7 @@ def get_connection_services() -> ConnectionServices:
         registry=get_registry(),
         reauth_days=storage.reauth_days,
         revoked_retention=timedelta(days=storage.revoked_retention_days),
+        completion_ttl=timedelta(seconds=storage.completion_ttl_seconds),
     )
 
 

@@ -21,18 +21,26 @@ from typing import TYPE_CHECKING, Final
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from aisp.errors import AispError, ConflictError, ReauthRequiredError, RefreshInProgressError
+from aisp.errors import (
+    AispError,
+    CompletionRequiredError,
+    ConflictError,
+    ConnectionFailedError,
+    ConnectionPendingError,
+    ReauthRequiredError,
+    RefreshInProgressError,
+)
 from aisp.logic import services as _wiring
 from aisp.logic.ports import ConnectionRepository
 from aisp.logic.services import ConnectionServices
-from aisp.models.connection import Connection, ConnectionStatus, TokenPair
+from aisp.models.connection import Connection, ConnectionStatus, StatusReason, TokenPair
 from aisp.models.refresh import ConnectionKey
 from aisp.observability import logger, metrics, tracer
 
 if TYPE_CHECKING:  # the STET package (requests, signing) loads only when a bank is called
     from aisp.stet.schemas import TokenResponse
 
-__all__ = ["access_expiry", "refresh_tokens", "store_after_refresh", "usable_tokens"]
+__all__ = ["access_expiry", "not_usable", "refresh_tokens", "store_after_refresh", "usable_tokens"]
 
 DEFAULT_ACCESS_TOKEN_SECONDS: Final = 3600
 # Refresh a little before the expiry so that a call started now does not reach the bank with a dead token.
@@ -59,19 +67,45 @@ def usable_tokens(
     ConnectionNotFoundError
         No connection to this bank.
     ReauthRequiredError
-        The connection is not ACTIVE, has no tokens, or the bank refused its refresh token.
+        The connection is REAUTH_REQUIRED (or just became so: past its ``reauth_due_at``), REVOKED, has no tokens,
+        or the bank refused its refresh token.
+    ConnectionNotUsableError
+        The connection is PENDING, AUTHORIZED or FAILED (see :func:`not_usable`).
     RefreshInProgressError
         Another refresher holds the lease and did not store new tokens within a few seconds (a 409; retry).
     """
     services = services or _wiring.get_connection_services()
     connection, tokens = services.connections.get_with_tokens(user_id, bank_code)
+    now = services.clock.now()
+    if connection.status is ConnectionStatus.ACTIVE and connection.reauth_due(now):
+        # The strong authentication's validity is over: the bank would refuse the refresh token anyway.
+        _mark_reauth(services, connection, reason=StatusReason.REAUTH_DUE)
+        raise not_usable(connection.as_of(now))
     if connection.status is not ConnectionStatus.ACTIVE or tokens is None:
-        raise ReauthRequiredError(
-            "connection is not active", bank_code=bank_code, details={"connection_status": connection.status.value}
-        )
-    if not connection.access_expired(services.clock.now(), margin_seconds=margin_seconds):
+        raise not_usable(connection.as_of(now))
+    if not connection.access_expired(now, margin_seconds=margin_seconds):
         return connection, tokens
     return refresh_tokens(connection, tokens, services=services)
+
+
+def not_usable(connection: Connection) -> AispError:
+    """Why ``connection`` (as it stands now) cannot serve bank data: the error its status maps to.
+
+    PENDING, AUTHORIZED and FAILED each have their own (409 ``connection_pending``, ``completion_required``,
+    ``connection_failed``); REAUTH_REQUIRED, REVOKED or an ACTIVE one without tokens are ``reauth_required``.
+    """
+    details = {"connection_status": connection.status.value}
+    if connection.status_reason is not None:
+        details["status_reason"] = connection.status_reason.value
+    kinds: dict[ConnectionStatus, type[AispError]] = {
+        ConnectionStatus.PENDING: ConnectionPendingError,
+        ConnectionStatus.AUTHORIZED: CompletionRequiredError,
+        ConnectionStatus.FAILED: ConnectionFailedError,
+    }
+    kind = kinds.get(connection.status)
+    if kind is not None:
+        return kind("connection is not active", details={"bank_code": connection.bank_code, **details})
+    return ReauthRequiredError("connection is not active", bank_code=connection.bank_code, details=details)
 
 
 @tracer.capture_method(capture_response=False)
@@ -93,7 +127,7 @@ def refresh_tokens(
     """
     services = services or _wiring.get_connection_services()
     if tokens.refresh_token is None:
-        _mark_reauth(services, connection)
+        _mark_reauth(services, connection, reason=StatusReason.ACCESS_EXPIRED)
         raise ReauthRequiredError("connection has no refresh token", bank_code=connection.bank_code)
     key = ConnectionKey(connection.user_id, connection.bank_code)
     owner = f"on-demand:{uuid.uuid4().hex}"
@@ -168,7 +202,7 @@ def _refresh_leased(
 ) -> tuple[Connection, TokenPair]:
     key = ConnectionKey(connection.user_id, connection.bank_code)
     if tokens.refresh_token is None:
-        _mark_reauth(services, connection)
+        _mark_reauth(services, connection, reason=StatusReason.ACCESS_EXPIRED)
         raise ReauthRequiredError("connection has no refresh token", bank_code=connection.bank_code)
     try:
         issued = services.bank.refresh(connection.bank_code, refresh_token=tokens.refresh_token.get_secret_value())
@@ -212,9 +246,11 @@ def _release_quietly(services: ConnectionServices, key: ConnectionKey, owner: st
         logger.warning("refresh lease not released; it expires on its own", bank_code=key.bank_code)
 
 
-def _mark_reauth(services: ConnectionServices, connection: Connection) -> None:
+def _mark_reauth(
+    services: ConnectionServices, connection: Connection, *, reason: StatusReason = StatusReason.ACCESS_REVOKED
+) -> None:
     try:
-        services.connections.mark_reauth_required(connection, now=services.clock.now(), notify=True)
+        services.connections.mark_reauth_required(connection, now=services.clock.now(), notify=True, reason=reason)
     except ConflictError:
         logger.info("connection changed before it could be marked reauth_required")
         return

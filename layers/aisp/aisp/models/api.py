@@ -8,7 +8,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from aisp.banks import Bank, BankCapabilities, Network
 from aisp.iban import is_valid_iban, normalise_iban
-from aisp.models.connection import Connection, ConnectionStatus, ConsentSnapshot
+from aisp.models.connection import Connection, ConnectionStatus, ConsentSnapshot, StatusReason
 
 BankCodeField = Annotated[str, Field(pattern=r"^[0-9]{5}$", description="Establishment code (cdetab), 5 digits")]
 
@@ -75,13 +75,20 @@ class CreateConnectionResponse(BaseModel):
 
 
 class ConnectionSummary(BaseModel):
-    """One connection as listed by ``GET /v1/connections`` (never any token)."""
+    """One connection as listed by ``GET /v1/connections`` (never any token), as it stands now."""
 
     model_config = ConfigDict(frozen=True)
 
     connection_id: str
     bank_code: str
-    status: ConnectionStatus
+    status: ConnectionStatus = Field(
+        description="PENDING: first login not finished; AUTHORIZED: the bank authorized it, the app must complete "
+        "it (POST .../complete); ACTIVE: usable; REAUTH_REQUIRED: the user must log in again (Reconnect); "
+        "FAILED: the first login ended without a connection (status_reason says why); REVOKED: deleted by the user"
+    )
+    status_reason: StatusReason | None = Field(
+        default=None, description="Why a connection is FAILED or REAUTH_REQUIRED (null otherwise)"
+    )
     connected_at: AwareDatetime | None
     access_expires_at: AwareDatetime | None
     reauth_due_at: AwareDatetime | None
@@ -93,11 +100,27 @@ class ConnectionSummary(BaseModel):
             connection_id=connection.connection_id,
             bank_code=connection.bank_code,
             status=connection.status,
+            status_reason=connection.status_reason,
             connected_at=connection.connected_at,
             access_expires_at=connection.access_expires_at,
             reauth_due_at=connection.reauth_due_at,
             consent=connection.consent,
         )
+
+
+class CompleteConnectionRequest(BaseModel):
+    """``POST /v1/connections/{bank_code}/complete``: the one-time value the callback sent the app back with."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    completion: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=256,
+            description="The `completion` query parameter of the callback's redirect (single use, valid 5 minutes)",
+        ),
+    ]
 
 
 MAX_CONSENTED_ACCOUNTS: Final = 100

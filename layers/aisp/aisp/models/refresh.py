@@ -49,6 +49,8 @@ class LeasedConnection(BaseModel):
 
     connection: Connection
     tokens: TokenPair | None
+    # The tokens of an authorization awaiting completion (the connection's ``pending``), decrypted.
+    pending_tokens: TokenPair | None = None
     tokens_unreadable: bool = False
     lease_owner: str
     lease_until: int
