@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
             "host.docker.internal) and <state-dir>/sam-env.json is written for --env-vars"
         ),
     )
+    parser.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin the API allows (CORS), repeatable; http://localhost:<api port> always is",
+    )
     parser.add_argument("--log-level", default="INFO", help="log level of the local stack (default INFO)")
     return parser
 
@@ -85,7 +92,8 @@ def banner(stack: RunningStack, *, docker: bool = False) -> str:
     )
     lines = [
         "AISP gateway running locally (Ctrl-C to stop)",
-        f"  quickstart page   {urls.quickstart}",
+        f"  quickstart page   {urls.quickstart}  (or {urls.quickstart.replace('127.0.0.1', 'localhost')}: "
+        "the same page calling the API cross-origin, through CORS)",
         f"  HTTP API          {urls.api}  ({len(stack.app.routes)} routes from {stack.template.path.name})",
         f"  local token       {urls.api}/_local/token?user=marc",
         f"  sandbox API       {urls.sandbox_api}  (mTLS)",
@@ -136,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             moto_port=ports["moto_port"],
             sandbox_port=ports["sandbox_port"],
             sandbox_screens_port=ports["sandbox_screens_port"],
+            allowed_origins=args.allowed_origin,
         )
     except (TemplateError, StackError) as exc:
         sys.stderr.write(f"cannot start the local stack: {exc}\n")

@@ -7,8 +7,9 @@ Three pieces:
   with a Lambda-like context. One invocation at a time per function is what one warm Lambda instance does, and it
   is required here: a Powertools resolver keeps the current event on its module-level ``app`` object.
 * :class:`LocalApi` turns a request into an API Gateway payload 2.0 event (:mod:`local.events`), applies the JWT
-  authorizer, and serves the adapter's own routes: ``/`` (the quickstart page), ``/_local/static/*`` and
-  ``/_local/token`` (never in the template).
+  authorizer and the API's ``CorsConfiguration`` (preflights answered, headers added, as API Gateway does), and
+  serves the adapter's own routes: ``/`` (the quickstart page), ``/_local/static/*`` and ``/_local/token`` (never
+  in the template).
 * :class:`ApiServer`, a threaded ``http.server`` bound on construction (so the port is known before the functions'
   environment is resolved) that tracks its connections, so :meth:`ApiServer.stop` leaves no thread behind.
 """
@@ -45,7 +46,16 @@ from local.events import (
 )
 from local.jwt import JwtError, JwtValidator, LocalIssuer, claim_strings, token_scopes
 from local.servers import TrackedConnectionsMixin
-from local.template import ACCOUNT_ID, REGION, STACK_NAME, FunctionSpec, LocalApp, Route, TemplateError
+from local.template import (
+    ACCOUNT_ID,
+    REGION,
+    STACK_NAME,
+    CorsConfig,
+    FunctionSpec,
+    LocalApp,
+    Route,
+    TemplateError,
+)
 
 logger = logging.getLogger("local.api")
 
@@ -224,6 +234,15 @@ class LocalApi:
             local = self._local_route(request)
             if local is not None:
                 return local
+        cors = self.app.cors
+        origin = request.header("origin")
+        if cors is None or origin is None:
+            return self._api(request, request_id)
+        if request.method == "OPTIONS" and request.header("access-control-request-method") is not None:
+            return preflight(cors, origin)
+        return with_cors(self._api(request, request_id), cors, origin)
+
+    def _api(self, request: IncomingRequest, request_id: str) -> HttpResponse:
         matched = match_route(self.app.routes, request.method, request.raw_path)
         if matched is None:
             return gateway_message(404, "Not Found")
@@ -263,7 +282,10 @@ class LocalApi:
     def _local_route(self, request: IncomingRequest) -> HttpResponse | None:
         path = request.raw_path
         if path == "/":
-            return self._static("index.html")
+            page = self._static("index.html")
+            if page is not None:
+                page.headers += page_security_headers(request.server_port)
+            return page
         if path.startswith(LOCAL_PREFIX + "static/"):
             return self._static(path.removeprefix(LOCAL_PREFIX + "static/")) or gateway_message(404, "Not Found")
         if path == LOCAL_PREFIX + "token":
@@ -295,6 +317,56 @@ class LocalApi:
             return _json(400, {"message": str(exc)})
         body = {"access_token": token, "token_type": "Bearer", "expires_in": self.issuer.ttl_seconds}
         return _json(200, body, [("cache-control", "no-store")])
+
+
+# API Gateway answers preflights itself and replaces whatever CORS headers the integration sent.
+_CORS_PREFIX: Final = "access-control-"
+
+
+def preflight(cors: CorsConfig, origin: str) -> HttpResponse:
+    """API Gateway's answer to a CORS preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``):
+    204, with the configured headers only when the origin is allowed; no route, no authorizer."""
+    if not cors.allows(origin):
+        return HttpResponse(204)
+    headers = [("access-control-allow-origin", cors.allow_origin_value(origin))]
+    if cors.allow_methods:
+        headers.append(("access-control-allow-methods", ",".join(cors.allow_methods)))
+    if cors.allow_headers:
+        headers.append(("access-control-allow-headers", ",".join(cors.allow_headers)))
+    if cors.max_age is not None:
+        headers.append(("access-control-max-age", str(cors.max_age)))
+    if cors.allow_credentials:
+        headers.append(("access-control-allow-credentials", "true"))
+    return HttpResponse(204, headers)
+
+
+def with_cors(response: HttpResponse, cors: CorsConfig, origin: str) -> HttpResponse:
+    """A route's answer to a request with ``Origin``, with the CORS headers API Gateway adds (none for an origin
+    that is not allowed; the function's own are dropped either way)."""
+    response.headers = [(name, value) for name, value in response.headers if not name.lower().startswith(_CORS_PREFIX)]
+    if cors.allows(origin):
+        response.headers.append(("access-control-allow-origin", cors.allow_origin_value(origin)))
+        if cors.expose_headers:
+            response.headers.append(("access-control-expose-headers", ",".join(cors.expose_headers)))
+        if cors.allow_credentials:
+            response.headers.append(("access-control-allow-credentials", "true"))
+    return response
+
+
+def page_security_headers(port: int) -> list[tuple[str, str]]:
+    """The quickstart page's own policy: its scripts and styles only from itself, its API calls to itself (opened
+    as 127.0.0.1) or to 127.0.0.1 (opened as localhost), never framed, no Referer (its URL may carry a completion
+    value for an instant)."""
+    policy = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self' http://127.0.0.1:{port}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return [
+        ("content-security-policy", policy),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+    ]
 
 
 def _json(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> HttpResponse:

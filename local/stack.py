@@ -33,7 +33,7 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,9 +79,14 @@ class StackError(Exception):
     """The stack cannot start (the message says what to change)."""
 
 
-def local_parameters(api_url: str, sandbox: RunningSandbox) -> dict[str, str]:
-    """Template parameter values for the local stack."""
+def local_parameters(api_url: str, sandbox: RunningSandbox, allowed_origins: Sequence[str] = ()) -> dict[str, str]:
+    """Template parameter values for the local stack.
+
+    The API allows (CORS) a page served as ``http://localhost:<port>``: the quickstart page opened that way calls
+    the API at ``127.0.0.1`` cross-origin, as a fintech's web frontend calls it from its own origin.
+    """
     port = api_url.rsplit(":", 1)[1]
+    origins = dict.fromkeys([f"http://localhost:{port}", *allowed_origins])
     return {
         "JwtIssuer": f"{api_url}/_local",
         "JwtAudience": LOCAL_AUDIENCE,
@@ -90,6 +95,7 @@ def local_parameters(api_url: str, sandbox: RunningSandbox) -> dict[str, str]:
         "BankAuthorizeUrlTemplate": sandbox.screens_origin + "/{bank_code}",
         "OAuthCallbackUrl": f"{api_url}/oauth/callback",
         "ReturnUrlAllowlist": f"{api_url}/,http://localhost:{port}/",
+        "AllowedOrigins": ",".join(origins),
         # The offline sandbox's private CA (BANK_CA_BUNDLE, honoured only when BANK_ENVIRONMENT=local).
         "BankCaBundle": str(sandbox.ca_path),
     }
@@ -422,6 +428,7 @@ def start_stack(
     sandbox_admin: bool | None = None,
     parameter_overrides: Mapping[str, str] | None = None,
     docker: bool = False,
+    allowed_origins: Sequence[str] = (),
 ) -> RunningStack:
     """Start moto, the offline sandbox and the template's HTTP API; every port may be 0 (a free one).
 
@@ -446,6 +453,8 @@ def start_stack(
         For ``sam local`` containers: moto and the sandbox also listen on every interface (containers reach them
         as ``host.docker.internal``), and ``state_dir/sam-env.json`` (``--env-vars``) is written. The HTTP API and
         the local JWT issuer stay on ``host``.
+    allowed_origins
+        Browser origins the API allows (CORS), beside ``http://localhost:<api port>``.
 
     Raises
     ------
@@ -485,7 +494,7 @@ def start_stack(
         )
         cleanup.callback(sandbox.stop)
         parameters = local_template.parameter_values(
-            {**local_parameters(api_server.url, sandbox), **(parameter_overrides or {})}
+            {**local_parameters(api_server.url, sandbox, allowed_origins), **(parameter_overrides or {})}
         )
         resolver = Resolver(local_template.data, parameters=parameters)
         resources = provision(local_template, resolver, endpoint_url=moto.url)

@@ -127,6 +127,29 @@ class FunctionSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class CorsConfig:
+    """An HTTP API's ``CorsConfiguration`` (resolved); the adapter applies it as API Gateway does."""
+
+    allow_origins: tuple[str, ...]
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int | None = None
+    allow_credentials: bool = False
+
+    def allows(self, origin: str) -> bool:
+        """Whether ``origin`` is allowed: listed, or matched by ``*`` or a ``scheme://*`` pattern."""
+        return any(
+            pattern in {"*", origin} or (pattern.endswith("://*") and origin.startswith(pattern[:-1]))
+            for pattern in self.allow_origins
+        )
+
+    def allow_origin_value(self, origin: str) -> str:
+        """The ``Access-Control-Allow-Origin`` value for an allowed ``origin``."""
+        return "*" if "*" in self.allow_origins and not self.allow_credentials else origin
+
+
+@dataclass(frozen=True, slots=True)
 class LocalApp:
     """Everything the adapter serves: the functions (resolved), their routes and their schedules."""
 
@@ -134,6 +157,7 @@ class LocalApp:
     routes: tuple[Route, ...]
     schedules: tuple[Schedule, ...]
     authorizers: tuple[JwtAuthorizer, ...]
+    cors: CorsConfig | None = None
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -406,7 +430,37 @@ class LocalTemplate:
             routes=tuple(routes),
             schedules=tuple(schedules),
             authorizers=tuple(authorizers.values()),
+            cors=self.cors(resolver),
         )
+
+    def cors(self, resolver: Resolver) -> CorsConfig | None:
+        """The HTTP API's ``CorsConfiguration`` (one API is served on one port, so at most one may set it)."""
+        sources = [(IMPLICIT_API, (self.data.get("Globals") or {}).get("HttpApi") or {})]
+        sources += list(self.resources_of_type(HTTP_API_TYPE))
+        configs: list[CorsConfig] = []
+        for api, properties in sources:
+            where = f"{api}.CorsConfiguration"
+            raw = resolver.resolve(properties.get("CorsConfiguration", NO_VALUE), where)
+            if raw is NO_VALUE or raw is None or raw is False:
+                continue
+            if raw is True:  # SAM: CorsConfiguration: true allows every origin
+                configs.append(CorsConfig(allow_origins=("*",)))
+                continue
+            if not isinstance(raw, dict):
+                raise TemplateError(f"{where}: expected true or a map")
+            configs.append(
+                CorsConfig(
+                    allow_origins=_strings(raw, "AllowOrigins"),
+                    allow_methods=tuple(m.upper() for m in _strings(raw, "AllowMethods")),
+                    allow_headers=tuple(h.lower() for h in _strings(raw, "AllowHeaders")),
+                    expose_headers=tuple(h.lower() for h in _strings(raw, "ExposeHeaders")),
+                    max_age=int(raw["MaxAge"]) if raw.get("MaxAge") is not None else None,
+                    allow_credentials=bool(raw.get("AllowCredentials", False)),
+                )
+            )
+        if len(configs) > 1:
+            raise TemplateError("more than one HttpApi sets CorsConfiguration: the local adapter serves one API")
+        return configs[0] if configs else None
 
     def _function_globals(self) -> Mapping[str, Any]:
         return dict((self.data.get("Globals") or {}).get("Function") or {})
@@ -550,6 +604,11 @@ class LocalTemplate:
             interval_seconds=rate_seconds(expression),
             input=str(payload) if payload is not None else None,
         )
+
+
+def _strings(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """A list property as strings, empty entries (an empty CommaDelimitedList) left out."""
+    return tuple(str(value) for value in _as_list(config.get(key, [])) if str(value))
 
 
 def _check_unique_routes(routes: Sequence[Route]) -> None:

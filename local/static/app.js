@@ -1,5 +1,7 @@
 // Quickstart page of the local stack: plain JS, no build step. Every call goes to the gateway's HTTP API with the
-// user's token, exactly as a fintech app would call it. The journey: token → bank → connect (the bank's screens,
+// user's token, exactly as a fintech app would call it. Opened as http://localhost:<port>, the page calls the API at
+// 127.0.0.1 on the same port: another origin, as a fintech's web frontend on its own domain calls the gateway (the
+// API's CORS configuration allows it); opened as 127.0.0.1, it calls its own origin. The journey: token → bank → connect (the bank's screens,
 // then back here through /oauth/callback with a one-time completion value) → complete → connections → consent →
 // accounts and balances → transactions, page by page with next_cursor.
 "use strict";
@@ -16,6 +18,11 @@ const state = {
   tx: { account: null, cursor: null, count: 0 },
   callback: null, // the outcome /oauth/callback sent the browser back with
 };
+
+const API_ORIGIN =
+  window.location.hostname === "localhost"
+    ? `${window.location.protocol}//127.0.0.1:${window.location.port}`
+    : window.location.origin;
 
 const bankKey = (bank) => `${bank.bank_code}/${bank.short_name}`;
 
@@ -92,7 +99,8 @@ async function api(path, options = {}) {
   }
   let response;
   try {
-    response = await fetch(path, init);
+    // The local identity provider (/_local/token) is this page's own; everything else is the API.
+    response = await fetch(options.local ? path : API_ORIGIN + path, init);
   } catch (err) {
     throw new ApiError(0, { title: "Cannot reach the local API", detail: "Is `make run` still running?" });
   }
@@ -238,7 +246,7 @@ async function getToken(user) {
   const box = $("user-error");
   clearError(box);
   try {
-    const body = await api(`/_local/token?user=${encodeURIComponent(user)}`, { auth: false });
+    const body = await api(`/_local/token?user=${encodeURIComponent(user)}`, { auth: false, local: true });
     if (state.user !== user) closeConnection();
     state.user = user;
     state.token = body.access_token;
@@ -624,7 +632,7 @@ async function loadMoreTransactions() {
 // ---- start ----------------------------------------------------------------------------------------------------------
 
 function init() {
-  $("api-origin").textContent = window.location.origin;
+  $("api-origin").textContent = API_ORIGIN;
   state.callback = readCallback();
   const saved = sessionStorage.getItem("quickstart.user");
   if (saved) $("user-id").value = saved;

@@ -73,11 +73,17 @@ def page() -> Iterator[Page]:
     assert errors == [], f"JavaScript errors on the page: {errors}"
 
 
+def page_origin(stack) -> str:
+    """The page is opened as ``http://localhost:<port>``: another origin than the API (``127.0.0.1``), which it
+    calls through CORS, as a fintech's web frontend on its own domain does."""
+    return stack.api_url.replace("127.0.0.1", "localhost")
+
+
 def start_connecting(stack, page: Page, user: str) -> None:
     """The page, a token for ``user``, B.P Grand Ouest picked, Connect: the browser ends at the bank's screens."""
     from playwright.sync_api import expect
 
-    page.goto(f"{stack.api_url}/")
+    page.goto(f"{page_origin(stack)}/")
     page.fill("#user-id", user)
     page.get_by_role("button", name="Get a token").click()
     expect(page.locator("#token-status")).to_contain_text(f"Signed in as {user}")
@@ -98,7 +104,7 @@ def log_in_at_bank(stack, page: Page, *, decision: str, status: str) -> None:
     page.get_by_role("button", name="Valider").click()
     page.fill("#otp", OTP)
     page.get_by_role("button", name="Valider").click()
-    back_at_the_page = re.compile(re.escape(stack.api_url) + rf"/\?status={status}&")
+    back_at_the_page = re.compile(re.escape(page_origin(stack)) + rf"/\?status={status}&")
     with page.expect_navigation(url=back_at_the_page):
         page.get_by_role("button", name=decision).click()
 
@@ -106,7 +112,9 @@ def log_in_at_bank(stack, page: Page, *, decision: str, status: str) -> None:
 def test_marc_connects_in_the_browser_and_sees_his_balance(stack, page, tmp_path):
     from playwright.sync_api import expect
 
-    # Given the quickstart page, a token for user marc, and B.P Grand Ouest picked
+    # Given the quickstart page on its own origin, a token for user marc, and B.P Grand Ouest picked
+    api_calls: list[str] = []
+    page.on("request", lambda request: api_calls.append(request.url) if "/v1/" in request.url else None)
     # When he connects, the browser goes to the bank's login screens
     start_connecting(stack, page, "marc")
 
@@ -135,6 +143,10 @@ def test_marc_connects_in_the_browser_and_sees_his_balance(stack, page, tmp_path
     page.get_by_role("button", name="More").click()
     expect(page.locator("#transactions-count")).to_contain_text("200 transactions")
     assert page.locator("#transactions-table tbody tr").count() == 200
+
+    # And every API call went cross-origin, to 127.0.0.1, allowed by the API's CORS configuration
+    assert api_calls and all(url.startswith(f"{stack.api_url}/v1/") for url in api_calls)
+    assert page.evaluate("window.location.origin") == page_origin(stack)
 
     # And nothing went wrong on the way (every error box hidden)
     for box in ("user", "banks", "connect", "connections", "consent", "accounts", "transactions"):

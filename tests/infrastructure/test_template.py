@@ -275,3 +275,36 @@ def test_alarms_watch_the_refresher_and_the_api_and_notify_the_optional_topic(te
                 "Fn::If": ["NotifiesAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
             }, name
         assert properties["TreatMissingData"] == "notBreaching", name
+
+
+def test_cors_is_off_by_default_and_follows_the_allowed_origins_parameter(template):
+    # The parameter is empty by default, and the HttpApi's CORS exists only when it is not
+    assert template["Parameters"]["AllowedOrigins"] == {
+        "Type": "CommaDelimitedList",
+        "Default": "",
+        "Description": template["Parameters"]["AllowedOrigins"]["Description"],
+    }
+    assert template["Conditions"]["HasAllowedOrigins"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "AllowedOrigins"}]}, ""]}]
+    }
+    condition, cors, otherwise = template["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"]["Fn::If"]
+    assert (condition, otherwise) == ("HasAllowedOrigins", {"Ref": "AWS::NoValue"})
+    assert cors["AllowOrigins"] == {"Ref": "AllowedOrigins"}
+    # Exactly the headers a browser frontend sends, and no cookies: the token travels in Authorization
+    assert cors["AllowHeaders"] == ["authorization", "content-type", "idempotency-key"]
+    assert cors["AllowCredentials"] is False
+
+
+@pytest.mark.skipif(not SAM_PYTHON.exists(), reason="SAM CLI venv missing: run `make dev` (make test does)")
+def test_the_translated_api_carries_the_cors_configuration_under_its_condition(tmp_path):
+    source = tmp_path / "template.yaml"
+    source.write_text((REPO_ROOT / "template.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    output = tmp_path / "translated.json"
+    translate = [str(SAM_PYTHON), "-m", "scripts.translate_template", str(source), str(output)]
+    subprocess.run(translate, capture_output=True, text=True, timeout=120, check=True, cwd=REPO_ROOT)  # noqa: S603
+
+    body = json.loads(output.read_text(encoding="utf-8"))["Resources"]["HttpApi"]["Properties"]["Body"]
+    condition, cors, otherwise = body["x-amazon-apigateway-cors"]["Fn::If"]
+    assert (condition, otherwise) == ("HasAllowedOrigins", {"Ref": "AWS::NoValue"})
+    assert cors["allowMethods"] == ["GET", "POST", "PUT", "DELETE"]
+    assert cors["maxAge"] == 600
