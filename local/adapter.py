@@ -391,8 +391,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # Without the query string, like the template's access log: the callback's holds the code and the state.
+        # (A request line that did not parse has no path: nothing of it is logged.)
         status = code.value if isinstance(code, HTTPStatus) else code
-        logger.debug('"%s %s %s" %s %s', self.command, self.path.partition("?")[0], self.request_version, status, size)
+        path = getattr(self, "path", "-").partition("?")[0]
+        logger.debug('"%s %s %s" %s %s', self.command, path, self.request_version, status, size)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """A request the HTTP parser refused (a malformed or over-long request line, an unknown HTTP version):
+        API Gateway's kind of answer, ``{"message": ...}``, and the connection closed. Never the line itself."""
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # what the parser assumes of a line it could not read
+            self.request_version = self.protocol_version  # answer with a status line and headers all the same
+        self._send(gateway_message(code, HTTPStatus(code).phrase))
 
     def _dispatch(self) -> None:
         started = time.monotonic()

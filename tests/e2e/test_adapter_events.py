@@ -211,3 +211,30 @@ def test_static_segment_wins_over_a_path_parameter(echo_api):
     # Then the most specific route wins
     assert event["routeKey"] == "GET /items/special"
     assert "pathParameters" not in event
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status", "message"),
+    [
+        (b"GARBAGE", 400, "Bad Request"),
+        (b"\x16\x03\x01\x02\x00", 400, "Bad Request"),  # a TLS hello on the plain-HTTP port
+        (b"GET / HTTP/9.9", 505, "HTTP Version Not Supported"),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1", 414, "URI Too Long"),
+    ],
+)
+def test_a_malformed_request_line_gets_a_gateway_answer_not_a_crash(echo_api, capfd, request_line, status, message):
+    import socket
+
+    # When a client sends a request line the HTTP parser refuses
+    with socket.create_connection(("127.0.0.1", echo_api.server.port), timeout=5) as raw:
+        raw.sendall(request_line + b"\r\nHost: x\r\n\r\n")
+        raw.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+
+    # Then it gets an HTTP answer in API Gateway's shape, and no handler thread failed
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode())
+    assert json.loads(body) == {"message": message}
+    assert "Traceback" not in capfd.readouterr().err
