@@ -210,9 +210,13 @@ class Gateway:
         return int(result["statusCode"]), json.loads(body) if body else None, result
 
     def connect(self, *, sub: str, identifier: str = MARC, bank_code: str = BANK) -> None:
-        """The connect journey through the handlers: POST /v1/connections, the bank's screens, GET /oauth/callback."""
+        """The connect journey through the handlers: POST /v1/connections, the bank's screens, GET /oauth/callback,
+        then the app's POST .../complete as the same user."""
         login = self.start_login(sub=sub, identifier=identifier, bank_code=bank_code)
-        self.callback(login)
+        completion = self.callback(login)
+        path = f"/v1/connections/{bank_code}/complete"
+        status, body, _ = self.call("POST", path, sub=sub, body={"completion": completion})
+        assert status == 200 and body["status"] == "ACTIVE", body
 
     def start_login(self, *, sub: str, identifier: str = MARC, bank_code: str = BANK) -> dict[str, str]:
         """POST /v1/connections, then the persona at the bank's screens; returns the bank's redirect query."""
@@ -228,11 +232,13 @@ class Gateway:
     def callback_event(self, query: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
         return self.event("GET", "/oauth/callback", sub="", query=query)
 
-    def callback(self, query: Mapping[str, str]) -> None:
+    def callback(self, query: Mapping[str, str]) -> str:
+        """GET /oauth/callback with the bank's redirect query; returns the completion value the app gets."""
         function, event = self.callback_event(query)
         result = self.runtime(function).invoke(event)
         location = result["headers"]["Location"]
-        assert result["statusCode"] == 302 and "status=connected" in location, location
+        assert result["statusCode"] == 302 and "status=authorized" in location, location
+        return str(parse_qs(urlsplit(location).query)["completion"][0])
 
 
 def deploy(moto_url: str, sandbox: Mapping[str, Any]) -> Gateway:
