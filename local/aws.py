@@ -44,6 +44,7 @@ HANDLED_TYPES: Final = frozenset(
         "AWS::DynamoDB::Table",
         "AWS::KMS::Key",
         "AWS::KMS::Alias",
+        "AWS::Logs::LogGroup",
         "AWS::Serverless::Function",
         "AWS::Serverless::HttpApi",
         "AWS::Serverless::LayerVersion",
@@ -129,6 +130,23 @@ def _create_key(kms: KMSClient, properties: Mapping[str, Any]) -> ResourceValue:
     return ResourceValue(ref=metadata["KeyId"], attributes={"Arn": metadata["Arn"], "KeyId": metadata["KeyId"]})
 
 
+def local_log_group_name(logical_id: str) -> str:
+    """``AuditLogGroup`` → ``/aisp/audit`` (CloudFormation would generate a name; ours is readable)."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", logical_id.removesuffix("LogGroup").removesuffix("Logs"))
+    return "/aisp/" + words.lower()
+
+
+def _create_log_group(logs: Any, name: str, properties: Mapping[str, Any]) -> ResourceValue:
+    arguments: dict[str, Any] = {"logGroupName": name}
+    if properties.get("KmsKeyId"):
+        arguments["kmsKeyId"] = str(properties["KmsKeyId"])
+    logs.create_log_group(**arguments)
+    if properties.get("RetentionInDays"):
+        logs.put_retention_policy(logGroupName=name, retentionInDays=int(properties["RetentionInDays"]))
+    (group,) = logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+    return ResourceValue(ref=name, attributes={"Arn": str(group["arn"])})
+
+
 def _create_table(dynamodb: DynamoDBClient, name: str, properties: Mapping[str, Any]) -> ResourceValue:
     arguments: dict[str, Any] = {key: properties[key] for key in TABLE_PROPERTIES if key in properties}
     stream = properties.get("StreamSpecification")
@@ -147,7 +165,7 @@ def _create_table(dynamodb: DynamoDBClient, name: str, properties: Mapping[str, 
 
 
 def provision(template: LocalTemplate, resolver: Resolver, *, endpoint_url: str) -> dict[str, ResourceValue]:
-    """Create the template's KMS keys, aliases and DynamoDB tables in moto; record them in ``resolver``.
+    """Create the template's KMS keys, aliases, log groups and DynamoDB tables in moto; record them in ``resolver``.
 
     Returns
     -------
@@ -161,6 +179,7 @@ def provision(template: LocalTemplate, resolver: Resolver, *, endpoint_url: str)
     """
     kms = aws_client("kms", endpoint_url)
     dynamodb = aws_client("dynamodb", endpoint_url)
+    logs = aws_client("logs", endpoint_url)
     created: dict[str, ResourceValue] = {}
     try:
         for name, properties in template.resources_of_type("AWS::KMS::Key"):
@@ -169,6 +188,10 @@ def provision(template: LocalTemplate, resolver: Resolver, *, endpoint_url: str)
             resolved = resolver.resolve(properties, name)
             kms.create_alias(AliasName=resolved["AliasName"], TargetKeyId=resolved["TargetKeyId"])
             created[name] = resolver.resources[name] = ResourceValue(ref=resolved["AliasName"])
+        for name, properties in template.resources_of_type("AWS::Logs::LogGroup"):
+            resolved = resolver.resolve(properties, name)
+            group = str(resolved.get("LogGroupName") or local_log_group_name(name))
+            created[name] = resolver.resources[name] = _create_log_group(logs, group, resolved)
         for name, properties in template.resources_of_type("AWS::DynamoDB::Table"):
             resolved = resolver.resolve(properties, name)
             table_name = str(resolved.get("TableName") or local_table_name(name))
@@ -176,6 +199,7 @@ def provision(template: LocalTemplate, resolver: Resolver, *, endpoint_url: str)
     finally:
         kms.close()
         dynamodb.close()
+        logs.close()
     skipped = sorted(
         f"{name} ({resource.get('Type')})"
         for name, resource in template.resources.items()

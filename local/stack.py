@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Self
 from local.adapter import ApiServer, FunctionRuntime, LocalApi, load_functions
 from local.aws import LocalMotoServer, create_secret, provision, reset_moto
 from local.jwt import LocalIssuer
+from local.logs import SubscriptionDelivery
 from local.sam_local import SAM_ENV_FILE, write_sam_env
 from local.template import (
     ACCOUNT_ID,
@@ -282,6 +283,7 @@ class RunningStack:
         secret_name: str,
         timers: dict[str, ScheduleTimer],
         cleanup: contextlib.ExitStack,
+        subscriptions: tuple[SubscriptionDelivery, ...] = (),
     ) -> None:
         self.template = template
         self.app = app
@@ -291,6 +293,7 @@ class RunningStack:
         self.environment = dict(environment)
         self.secret_name = secret_name
         self.timers = timers
+        self.subscriptions = subscriptions
         self._api_server = api_server
         self._moto = moto
         self._cleanup = cleanup
@@ -346,6 +349,11 @@ class RunningStack:
     def tick(self, function: str | None = None) -> Any:
         """Invoke a scheduled function once, now (the e2e tests' "refresher tick")."""
         return self.schedule_timer(function).tick()
+
+    def deliver_logs(self) -> int:
+        """Deliver the log lines every subscription filter has collected, now (instead of within a second);
+        returns how many lines their destinations took."""
+        return sum(subscription.deliver() for subscription in self.subscriptions)
 
     def stop(self) -> None:
         """Stop the timers, the API, the sandbox and moto; restore the environment and modules; free the ports."""
@@ -413,6 +421,19 @@ def _timers(
         interval = float(refresher_interval) if custom else rate  # type: ignore[arg-type]
         timers[schedule.function] = ScheduleTimer(template, schedule, functions[schedule.function], interval=interval)
     return timers
+
+
+def _subscriptions(
+    app: LocalApp, functions: Mapping[str, FunctionRuntime], resources: Mapping[str, ResourceValue]
+) -> tuple[SubscriptionDelivery, ...]:
+    deliveries = []
+    for subscription in app.subscriptions:
+        group = resources.get(subscription.log_group)
+        if group is None:
+            raise TemplateError(f"{subscription.name}.LogGroupName: {subscription.log_group} was not created locally")
+        destination = functions[subscription.destination]
+        deliveries.append(SubscriptionDelivery(subscription, destination, log_group=group.ref))
+    return tuple(deliveries)
 
 
 def start_stack(
@@ -514,6 +535,10 @@ def start_stack(
         timers = _timers(local_template, app, functions, refresher_interval)
         for timer in timers.values():
             cleanup.callback(timer.stop)
+        subscriptions = _subscriptions(app, functions, resources)
+        for subscription in subscriptions:
+            subscription.attach()
+            cleanup.callback(subscription.detach)
         if refresher_interval == "template" or (refresher_interval is not None and refresher_interval > 0):
             for timer in timers.values():
                 timer.start()
@@ -529,6 +554,7 @@ def start_stack(
             secret_name=secret_name,
             timers=timers,
             cleanup=cleanup.pop_all(),
+            subscriptions=subscriptions,
         )
     if docker:
         stack.sam_env_path = write_sam_env(stack, state_dir / SAM_ENV_FILE)

@@ -8,6 +8,7 @@ that is not emulated, a parameter without a value) raises :class:`TemplateError`
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ PSEUDO_PARAMETERS: Final[Mapping[str, str]] = {
 
 FUNCTION_TYPE: Final = "AWS::Serverless::Function"
 HTTP_API_TYPE: Final = "AWS::Serverless::HttpApi"
+SUBSCRIPTION_TYPE: Final = "AWS::Logs::SubscriptionFilter"
 LAYER_TYPE: Final = "AWS::Serverless::LayerVersion"
 SCHEDULE_EVENT_TYPES: Final = frozenset({"Schedule", "ScheduleV2"})
 IMPLICIT_API: Final = "ServerlessHttpApi"
@@ -149,6 +151,28 @@ class CorsConfig:
         return "*" if "*" in self.allow_origins and not self.allow_credentials else origin
 
 
+_JSON_FILTER: Final = re.compile(r'^\{\s*\$\.([A-Za-z_][A-Za-z0-9_]*)\s*=\s*("([^"]*)"|-?[0-9]+)\s*\}$')
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """An ``AWS::Logs::SubscriptionFilter``: lines of ``log_group`` matching ``{ $.key = value }`` go to a function."""
+
+    name: str
+    log_group: str
+    key: str
+    value: str | int
+    destination: str
+
+    def matches(self, line: str) -> bool:
+        """Whether a JSON log line matches the filter pattern (a line that is not a JSON object never does)."""
+        try:
+            parsed = json.loads(line)
+        except ValueError:
+            return False
+        return isinstance(parsed, dict) and self.key in parsed and parsed[self.key] == self.value
+
+
 @dataclass(frozen=True, slots=True)
 class LocalApp:
     """Everything the adapter serves: the functions (resolved), their routes and their schedules."""
@@ -158,6 +182,7 @@ class LocalApp:
     schedules: tuple[Schedule, ...]
     authorizers: tuple[JwtAuthorizer, ...]
     cors: CorsConfig | None = None
+    subscriptions: tuple[Subscription, ...] = ()
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -431,7 +456,37 @@ class LocalTemplate:
             schedules=tuple(schedules),
             authorizers=tuple(authorizers.values()),
             cors=self.cors(resolver),
+            subscriptions=self.subscriptions(set(functions)),
         )
+
+    def subscriptions(self, functions: set[str]) -> tuple[Subscription, ...]:
+        """The template's subscription filters: a JSON ``{ $.key = value }`` pattern to one of its functions.
+
+        Raises
+        ------
+        TemplateError
+            Another kind of pattern or destination, which the local stack cannot deliver faithfully.
+        """
+        found: list[Subscription] = []
+        for name, properties in self.resources_of_type(SUBSCRIPTION_TYPE):
+            pattern = _JSON_FILTER.fullmatch(str(properties.get("FilterPattern", "")))
+            if pattern is None:
+                raise TemplateError(f"{name}.FilterPattern: only {{ $.key = value }} is emulated locally")
+            group, destination = properties.get("LogGroupName"), properties.get("DestinationArn")
+            target = destination.get("Fn::GetAtt") if isinstance(destination, dict) else None
+            if not isinstance(group, dict) or "Ref" not in group or not target or target[0] not in functions:
+                raise TemplateError(f"{name}: LogGroupName must be !Ref a log group, DestinationArn a function's Arn")
+            key, raw, text = pattern.groups()
+            found.append(
+                Subscription(
+                    name=name,
+                    log_group=str(group["Ref"]),
+                    key=key,
+                    value=text if text is not None else int(raw),
+                    destination=str(target[0]),
+                )
+            )
+        return tuple(found)
 
     def cors(self, resolver: Resolver) -> CorsConfig | None:
         """The HTTP API's ``CorsConfiguration`` (one API is served on one port, so at most one may set it)."""

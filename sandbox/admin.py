@@ -97,7 +97,11 @@ class AdminApp:
         banks: dict[str, Any] = {}
         for code, store in self._core.stores.items():
             with store.lock:
-                banks[code] = {"grants": len(store.grants), "consents_changed": len(store.consents)}
+                banks[code] = {
+                    "grants": len(store.grants),
+                    "consents_changed": len(store.consents),
+                    "served": dict(store.served),
+                }
         body = {
             "now": datetime.fromtimestamp(now, UTC).isoformat(),
             "clock_offset_seconds": self._core.clock.offset,

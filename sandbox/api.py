@@ -77,6 +77,8 @@ class ApiApp:
         return self._oauth[name](store, request)
 
     def _serve(self, scope: Scope, store: BankStore, request: Request, answer: Callable[[], Response]) -> Response:
+        with store.lock:
+            store.served[scope.value] += 1
         faults = self._core.faults
         if self._core.pause(faults.latency_seconds(scope, store.bank.code)):
             return Response(HTTPStatus.SERVICE_UNAVAILABLE, drop_connection=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -158,6 +159,8 @@ class BankStore:
         self.grants: dict[tuple[str, str], Grant] = {}
         self.consents: dict[tuple[str, str], Consent] = {}
         self.quota = QuotaCounter()
+        # Requests that reached this bank's token or AISP endpoints (faults and refusals included), by scope.
+        self.served: Counter[str] = Counter()
 
     def reset(self) -> None:
         """Forget every flow, code, token, consent change and quota count."""
@@ -169,6 +172,7 @@ class BankStore:
             self.grants.clear()
             self.consents.clear()
             self.quota = QuotaCounter()
+            self.served.clear()
 
     def consent_for(self, client_id: str, psu: Persona) -> Consent:
         """The PSU's current consent for this TPP (the persona's initial one until a PUT /consents)."""

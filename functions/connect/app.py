@@ -12,6 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from aisp import audit
 from aisp.api import current_user, register_error_handlers
 from aisp.api.headers import no_store, nosniff
 from aisp.api.openapi import responses
@@ -121,5 +122,6 @@ def handle_delete_connection(bank_code: BankCodePath) -> Response[None]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler(capture_response=False)
+@audit.invocation
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -6,6 +6,7 @@ refresher renews his token, and ``make demo`` (``local.demo``) prints his balanc
 from __future__ import annotations
 
 import io
+import json
 import time
 from decimal import Decimal
 from typing import Any
@@ -105,6 +106,25 @@ def make_refresh_due(stack, user: str, bank_code: str) -> None:
     )
 
 
+def audit_records(stack) -> list[dict[str, Any]]:
+    """Every record of the audit trail, as the template's AuditLogGroup holds them (moto), once the subscription
+    filter has delivered the functions' audit lines to the shipper (now rather than within a second)."""
+    stack.deliver_logs()
+    logs = boto3.client("logs", endpoint_url=stack.moto_url, region_name=REGION, **FAKE_CREDENTIALS)
+    group = stack.resources["AuditLogGroup"].ref
+    events: list[dict[str, Any]] = []
+    for page in logs.get_paginator("filter_log_events").paginate(logGroupName=group):
+        events += page["events"]
+    return [json.loads(event["message"]) for event in events]
+
+
+def bank_requests(stack, bank_code: str = BANK) -> int:
+    """How many requests the bank (the sandbox) served at its token and AISP endpoints."""
+    store = stack.sandbox.core.stores[bank_code]
+    with store.lock:
+        return sum(store.served.values())
+
+
 def all_transactions(app: App, account_id: str) -> tuple[list[dict[str, Any]], int]:
     """Every transaction of the account, following next_cursor; and how many pages that took."""
     path = f"/v1/connections/{BANK}/accounts/{quote(account_id, safe='')}/transactions"
@@ -121,6 +141,7 @@ def all_transactions(app: App, account_id: str) -> tuple[list[dict[str, Any]], i
 
 def test_marc_connects_consents_and_reads_everything(stack):
     # Given a token for user marc, and the bank list
+    audited_before, served_before = len(audit_records(stack)), bank_requests(stack)
     app = App(stack.api_url, "marc")
     banks = app.call("GET", "/v1/banks")
     assert any(bank["bank_code"] == BANK for bank in banks)
@@ -190,6 +211,45 @@ def test_marc_connects_consents_and_reads_everything(stack):
     assert after["status"] == "ACTIVE"
     assert after["connection_id"] == started["connection_id"]
     assert after["consent"]["balances"] == list(MARC_IBANS)
+
+    # And the audit trail holds one record per call the bank served, and each lifecycle change, and no secret
+    assert_audited(stack, app, audited_before, served_before, started["connection_id"], outcome["completion"])
+
+
+def assert_audited(
+    stack, app: App, audited_before: int, served_before: int, connection_id: str, completion: str
+) -> None:
+    """The audit trail of Marc's journey: one record per call the bank served, the lifecycle changes, ids only."""
+    records = audit_records(stack)[audited_before:]
+    bank_calls = [r for r in records if r["kind"] == "bank_call"]
+    assert len(bank_calls) == bank_requests(stack) - served_before
+    assert {r["operation"] for r in bank_calls} >= {
+        "exchange_code",
+        "get_accounts",
+        "put_consents",
+        "get_balances",
+        "get_transactions",
+        "refresh",
+    }
+    changes = [r["operation"] for r in records if r["kind"] == "lifecycle"]
+    assert changes == ["started", "authorized", "activated"]
+    for record in records:
+        assert (record["user_id"], record["bank_code"]) == ("marc", BANK)
+        assert record["connection_id"] == connection_id
+        assert record["request_id"] and record["time"].endswith("Z")
+    # (the second balances read first tried the token the refresher had just replaced: that attempt is audited too)
+    balances_read = [r for r in bank_calls if r["operation"] == "get_balances"]
+    assert [r["outcome"] for r in balances_read] == ["ok", "token_invalid", "ok"]
+    assert {(r["account_id"], r["attended"], r["caller"]) for r in balances_read} == {(COMPTE_PERSO, True, "marc")}
+    refreshed = next(r for r in bank_calls if r["operation"] == "refresh")
+    assert refreshed["attended"] is False and "caller" not in refreshed  # the refresher, nobody present
+    # And no record holds a secret or an IBAN
+    text = json.dumps(records)
+    store = stack.sandbox.core.stores[BANK]
+    with store.lock:
+        issued = [*store.access_tokens, *store.refresh_tokens, *store.codes]
+    for secret in (*issued, *MARC_IBANS, completion, app.http.headers["Authorization"][7:]):
+        assert secret not in text
 
 
 def test_a_refusal_at_the_bank_comes_back_as_an_error(stack):

@@ -21,7 +21,10 @@ FUNCTIONS = {
     "ConsentsFunction": "functions/consents/",
     "AccountsFunction": "functions/accounts/",
     "TokenRefresherFunction": "functions/token_refresher/",
+    "AuditShipperFunction": "functions/audit_shipper/",
 }
+# Every function but the audit shipper calls the banks, so reads the one bank-credentials secret.
+BANK_CALLERS = set(FUNCTIONS) - {"AuditShipperFunction"}
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +138,13 @@ def test_policies_are_least_privilege(template):
         for statement in _statements(function):
             assert statement["Resource"] != "*", name
             assert not any(action.endswith(":*") for action in statement["Action"]), name
-        # The secret: read-only, on the one named secret
+        # The secret: read-only, on the one named secret, for the functions that call banks only
         secret = [
             p["AWSSecretsManagerGetSecretValuePolicy"] for p in policies if "AWSSecretsManagerGetSecretValuePolicy" in p
         ]
-        assert len(secret) == 1, name
-        assert "${BankCredentialsSecretName}-*" in secret[0]["SecretArn"]["Fn::Sub"]
+        assert len(secret) == (1 if name in BANK_CALLERS else 0), name
+        if secret:
+            assert "${BankCredentialsSecretName}-*" in secret[0]["SecretArn"]["Fn::Sub"]
         # No SAM policy template granting a whole service (e.g. DynamoDBCrudPolicy includes Scan)
         assert not any("CrudPolicy" in key for p in policies for key in p), name
     # Nobody scans the connections table; only the refresher queries the due index; only it publishes events
@@ -171,6 +175,8 @@ def test_event_files_are_http_api_v2_or_scheduler_payloads():
         if path.parent.name == "token_refresher":
             # the schedule, or a message of the refresher's own fan-out queue
             assert event.get("source") == "aws.scheduler" or event["Records"][0]["eventSource"] == "aws:sqs"
+        elif path.parent.name == "audit_shipper":
+            assert event["awslogs"]["data"]  # a CloudWatch Logs subscription delivery
         else:
             assert event["version"] == "2.0"
             assert event["requestContext"]["http"]["sourceIp"]
@@ -248,6 +254,7 @@ def test_alarms_watch_the_refresher_and_the_api_and_notify_the_optional_topic(te
         "TokenRefresherErrorsAlarm",
         "TokenRefreshFailureRateAlarm",
         "HttpApi5xxAlarm",
+        "AuditShipperDeadLetterAlarm",
     }
     assert alarms["RefreshFanoutDeadLetterAlarm"]["Dimensions"] == [
         {"Name": "QueueName", "Value": {"Fn::GetAtt": ["RefreshFanoutDeadLetterQueue", "QueueName"]}}
@@ -308,3 +315,31 @@ def test_the_translated_api_carries_the_cors_configuration_under_its_condition(t
     assert (condition, otherwise) == ("HasAllowedOrigins", {"Ref": "AWS::NoValue"})
     assert cors["allowMethods"] == ["GET", "POST", "PUT", "DELETE"]
     assert cors["maxAge"] == 600
+
+
+def test_the_audit_trail_is_shipped_from_the_functions_logs_to_its_own_kept_group(template):
+    from aisp.audit import MARKER, MARKER_VERSION
+
+    resources = template["Resources"]
+    # Every function logs to our own group, the shipper to a group of its own (its lines never loop back)
+    assert template["Globals"]["Function"]["LoggingConfig"]["LogGroup"] == {"Ref": "FunctionsLogGroup"}
+    shipper = resources["AuditShipperFunction"]["Properties"]
+    assert shipper["LoggingConfig"]["LogGroup"] == {"Ref": "AuditShipperLogGroup"}
+    # The subscription sends the marked audit lines of that group to the shipper, which may be invoked by it only
+    subscription = resources["AuditSubscription"]["Properties"]
+    assert subscription["LogGroupName"] == {"Ref": "FunctionsLogGroup"}
+    assert subscription["FilterPattern"] == f"{{ $.{MARKER} = {MARKER_VERSION} }}"
+    assert subscription["DestinationArn"] == {"Fn::GetAtt": ["AuditShipperFunction", "Arn"]}
+    permission = resources["AuditShipperInvokePermission"]["Properties"]
+    assert permission["SourceArn"] == {"Fn::GetAtt": ["FunctionsLogGroup", "Arn"]}
+    # The shipper writes to the audit group and nothing else; a delivery it fails goes to its (alarmed) DLQ
+    (statement,) = [s for p in shipper["Policies"] for s in p.get("Statement", [])]
+    assert statement["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert statement["Resource"] == {"Fn::GetAtt": ["AuditLogGroup", "Arn"]}
+    assert shipper["DeadLetterQueue"]["TargetArn"] == {"Fn::GetAtt": ["AuditShipperDeadLetterQueue", "Arn"]}
+    # The audit group: kept for the parameter's days, encrypted with its own key, kept when the stack goes
+    audit_group = resources["AuditLogGroup"]
+    assert audit_group["Properties"]["RetentionInDays"] == {"Ref": "AuditRetentionDays"}
+    assert audit_group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["AuditKey", "Arn"]}
+    assert audit_group["DeletionPolicy"] == audit_group["UpdateReplacePolicy"] == "Retain"
+    assert template["Parameters"]["AuditRetentionDays"]["Default"] == 1827  # noqa: PLR2004 - five years

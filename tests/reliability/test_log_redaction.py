@@ -15,9 +15,10 @@ connection items) and urllib3 logs the URLs this test's own browser opens, by de
 
 Secrets are the ones really issued during the run: the bank's access and refresh tokens and authorization codes (the
 sandbox's token generator, recorded), the OAuth ``state`` values (from the login links and the callback requests),
-the user JWTs (issued and presented), the private keys of the bank-credentials secret, and every IBAN an answer
-carried. Each is looked for as is, URL-encoded and JSON-escaped; IBANs also with spaces every 4 characters and in lower
-case; keys line by line (so an escaped or joined PEM is found too). Any JWT-shaped string, private-key marker or
+the completion values (from the callback's redirects), the user JWTs (issued and presented), the private keys of the
+bank-credentials secret, and every IBAN an answer carried. Each is looked for as is, URL-encoded and JSON-escaped;
+IBANs also with spaces every 4 characters and in lower case; keys line by line (so an escaped or joined PEM is found
+too). Any JWT-shaped string, private-key marker or
 checksum-valid IBAN is reported even if not recorded. The same scan must flag control lines planted through the same
 loggers and stdout with secrets of the run: it can fail. Counted in the reliability summary as ``log-redaction``.
 """
@@ -235,6 +236,9 @@ class Recorder:
                 self.secrets.add("state", next(iter(query.get("state", [])), None))
             response = handle(request)
             self._answer(response)
+            for name, value in response.headers:
+                if name.lower() == "location":  # the callback's redirect: the app's one-time completion value
+                    self.secrets.add("completion", parse_qs(urlsplit(value).query).get("completion", [None])[0])
             return response
 
         self._monkeypatch.setattr(issuer, "issue", recording_issue)
@@ -344,7 +348,8 @@ def test_no_secret_in_any_log_line_of_the_journey(state_dir, capfd, monkeypatch)
     ]
 
     # Then the run issued every kind of secret, and debug lines were captured too (the functions' own: control 0)
-    issued = {kind: secrets.count(kind) for kind in ("bank token", "authorization code", "state", "jwt", "iban")}
+    kinds = ("bank token", "authorization code", "state", "completion", "jwt", "iban")
+    issued = {kind: secrets.count(kind) for kind in kinds}
     assert all(issued.values()), issued
     assert secrets.count("private key") == 2  # noqa: PLR2004
     assert any(line.startswith("DEBUG local.") and CONTROL not in line for line in capture.lines)

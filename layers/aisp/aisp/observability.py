@@ -10,6 +10,7 @@ Nothing at init needs it, so the real tracer is built on the first traced call i
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import threading
@@ -91,24 +92,30 @@ class LazyTracer:
         return self._deferred(handler, "capture_lambda_handler", capture_response, capture_error)
 
     def in_worker_thread[F: Callable[..., Any]](self, function: F) -> F:
-        """``function`` for a worker thread: it runs under the calling thread's current X-Ray segment.
+        """``function`` for a worker thread: it runs in the calling thread's invocation, under its X-Ray segment.
 
-        The X-Ray SDK keeps the current segment in a thread-local, so a traced call made from a thread pool would
-        find none (and log "cannot find the current segment"). Call this in the submitting thread.
+        A new thread starts with empty context variables (the audit trail's current invocation is one) and the
+        X-Ray SDK keeps the current segment in a thread-local, so a call made from a thread pool would find
+        neither (and log "cannot find the current segment"). Call this in the submitting thread; the wrapper may
+        run in several threads at once (each gets its own copy of the context).
         """
+        context = contextvars.copy_context()
         tracer = self.real
-        if tracer.disabled:
-            return function
-        recorder: Any = tracer.provider
-        entity = recorder.get_trace_entity()
+        recorder: Any = None if tracer.disabled else tracer.provider
+        entity = None if recorder is None else recorder.get_trace_entity()
 
-        @functools.wraps(function)
-        def run(*args: Any, **kwargs: Any) -> Any:
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            if recorder is None:
+                return function(*args, **kwargs)
             recorder.set_trace_entity(entity)
             try:
                 return function(*args, **kwargs)
             finally:
                 recorder.clear_trace_entities()
+
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return context.copy().run(traced, *args, **kwargs)
 
         return run  # type: ignore[return-value]
 

@@ -74,6 +74,12 @@ class StorageSettings(EnvModel):
     completion_ttl_seconds: Annotated[int, Field(alias="COMPLETION_TTL_SECONDS", ge=30, le=3600)] = 300
 
 
+class AuditSettings(EnvModel):
+    """Where the audit trail is kept (AuditShipperFunction only): the template's ``AuditLogGroup``."""
+
+    audit_log_group_name: Annotated[str, Field(alias="AUDIT_LOG_GROUP_NAME", min_length=1, max_length=512)]
+
+
 class OAuthStateSettings(EnvModel):
     """Where pending OAuth ``state`` values live (the connect and callback functions only)."""
 

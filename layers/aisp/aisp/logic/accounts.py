@@ -162,7 +162,7 @@ def list_accounts(
     """
     services = services or _wiring.get_account_services()
     _registered(services, bank_code)
-    session = open_session(user_id, bank_code, services, read_only=True)
+    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True)
     with _bank_errors(session):
         accounts = session.call(
             "get_accounts", lambda token: services.bank.get_accounts(bank_code, access_token=token, psu=psu)
@@ -185,11 +185,12 @@ def get_balances(
     """
     services = services or _wiring.get_account_services()
     _registered(services, bank_code)
-    session = open_session(user_id, bank_code, services, read_only=True)
+    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True)
     with _bank_errors(session, account=True):
         balances = session.call(
             "get_balances",
             lambda token: services.bank.get_balances(bank_code, access_token=token, account_id=account_id, psu=psu),
+            account_id=account_id,
         )
     return [BalanceItem.from_stet(balance) for balance in balances.balances]
 
@@ -268,6 +269,7 @@ class _Pager:
                 date_to=position.date_to,
                 page_url=position.page_url,
             ),
+            account_id=self.account_id,
         )
         self.slowest_ms = max(self.slowest_ms, (time.perf_counter() - started) * 1000)
         try:
@@ -324,7 +326,7 @@ def get_transactions(
         # Our date_to is inclusive; STET's dateTo is exclusive (and 9999-12-31 has no day after it: no bound).
         date_to = query.date_to + timedelta(days=1) if query.date_to is not None and query.date_to < date.max else None
         start = CursorPosition(page_url=None, date_from=query.date_from, date_to=date_to)
-    session = open_session(user_id, bank_code, services, read_only=True)
+    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True)
     max_items = ALL_MAX_TRANSACTIONS if query.all_pages else query.limit
     pager = _Pager(
         session=session,
@@ -360,7 +362,7 @@ def get_trusted_beneficiaries(
     bank = _registered(services, bank_code)
     if not bank.capabilities.trusted_beneficiaries:
         raise _unsupported(bank, "trusted_beneficiaries")
-    session = open_session(user_id, bank_code, services, read_only=True)
+    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True)
     with _bank_errors(session):
         found = session.call(
             "get_trusted_beneficiaries",
@@ -384,7 +386,7 @@ def get_identity(
     bank = _registered(services, bank_code)
     if not bank.capabilities.identity:
         raise _unsupported(bank, "identity")
-    session = open_session(user_id, bank_code, services, read_only=True)
+    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True)
     with _bank_errors(session):
         if bank.stet_version.startswith(_LEGACY_IDENTITY_VERSION):
             accounts = session.call(

@@ -20,11 +20,13 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from aisp import errors
+from aisp import audit, errors
+from aisp.audit import bank_outcome
 from aisp.logic.services import AccountServices
 from aisp.logic.tokens import DEFAULT_MARGIN_SECONDS, usable_tokens
 from aisp.models.connection import Connection, ConnectionStatus, TokenPair
@@ -33,29 +35,10 @@ from aisp.observability import logger, tracer
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-__all__ = ["BankSession", "bank_outcome", "open_session"]
+__all__ = ["BankSession", "open_session"]
 
 # A margin longer than any access token's life: usable_tokens then refreshes whatever the stored expiry says.
 FORCE_REFRESH_MARGIN_SECONDS: Final = 10 * 365 * 86400
-
-_OUTCOMES: Final[tuple[tuple[type[Exception], str], ...]] = (
-    (errors.BankRateLimitedError, "rate_limited"),
-    (errors.ReauthRequiredError, "reauth_required"),
-    (errors.BankTokenInvalidError, "token_invalid"),
-    (errors.BankAccessDeniedError, "access_denied"),
-    (errors.BankNotFoundError, "not_found"),
-    (errors.BankClientError, "client_error"),
-    (errors.BankUnavailableError, "unavailable"),
-    (errors.BankProtocolError, "protocol_error"),
-    (errors.UpstreamError, "failed"),
-)
-
-
-def bank_outcome(error: Exception | None) -> str:
-    """The ``outcome`` dimension of a bank call that raised ``error`` (``ok`` when it did not)."""
-    if error is None:
-        return "ok"
-    return next((name for cls, name in _OUTCOMES if isinstance(error, cls)), "error")
 
 
 def _record_call(bank_code: str, operation: str, outcome: str, elapsed_ms: float) -> None:
@@ -70,9 +53,12 @@ def _record_call(bank_code: str, operation: str, outcome: str, elapsed_ms: float
     emitted.flush_metrics()
 
 
-def open_session(user_id: str, bank_code: str, services: AccountServices, *, read_only: bool = False) -> BankSession:
+def open_session(
+    user_id: str, bank_code: str, services: AccountServices, *, attended: bool, read_only: bool = False
+) -> BankSession:
     """A session on the user's connection to ``bank_code``, with a usable access token.
 
+    ``attended``: the user is present (the calls carry their ``PSU-*`` context), as the audit trail records it.
     ``read_only``: the session only reads at the bank, so its first call may overlap the connection's read (see the
     module docstring); the errors below then come from that call instead.
 
@@ -91,8 +77,8 @@ def open_session(user_id: str, bank_code: str, services: AccountServices, *, rea
             if not connection.access_expired(services.connections.clock.now(), margin_seconds=DEFAULT_MARGIN_SECONDS):
                 read = tracer.in_worker_thread(_read)
                 reading = memory.submit(lambda: read(user_id, bank_code, services))
-                return BankSession(services, connection, tokens, reading=reading)
-    return BankSession(services, *_read(user_id, bank_code, services))
+                return BankSession(services, connection, tokens, attended=attended, reading=reading)
+    return BankSession(services, *_read(user_id, bank_code, services), attended=attended)
 
 
 def _read(
@@ -132,11 +118,13 @@ class BankSession:
         connection: Connection,
         tokens: TokenPair,
         *,
+        attended: bool,
         reading: Future[tuple[Connection, TokenPair]] | None = None,
     ) -> None:
         self._services = services
         self.connection = connection
         self._tokens = tokens
+        self._attended = attended
         self._reading = reading
         self._refreshed = False
 
@@ -145,24 +133,30 @@ class BankSession:
         """The connection's establishment."""
         return self.connection.bank_code
 
-    def call[ResultT](self, operation: str, request: Callable[[str], ResultT]) -> ResultT:
-        """Run ``request(access_token)``; after a 401, refresh the token once and run it once more."""
+    def call[ResultT](
+        self, operation: str, request: Callable[[str], ResultT], *, account_id: str | None = None
+    ) -> ResultT:
+        """Run ``request(access_token)``; after a 401, refresh the token once and run it once more.
+
+        Every attempt that reaches the bank is counted (metrics) and audited (for ``account_id`` if it is about one).
+        """
+        call = functools.partial(self._timed, operation, request, account_id)
         try:
-            return self._first(operation, request) if self._reading is not None else self._timed(operation, request)
+            return self._first(call) if self._reading is not None else call()
         except errors.BankTokenInvalidError:
             if self._refreshed:
                 raise
             self._refreshed = True
             logger.info("bank refused the access token; refreshing", bank_code=self.bank_code, operation=operation)
             self._refresh()
-            return self._timed(operation, request)
+            return call()
 
-    def _first[ResultT](self, operation: str, request: Callable[[str], ResultT]) -> ResultT:
+    def _first[ResultT](self, call: Callable[[], ResultT]) -> ResultT:
         """The call made on the remembered token while the connection is read; its outcome stands only if the read
         confirms it, else the call is made again on what the read returned."""
         remembered, sent = self.connection, self._tokens.access_token
         try:
-            result = self._timed(operation, request)
+            result = call()
         except Exception:
             self._settle()  # the read's own error (gone, not active...) wins over the bank's
             # A refusal stands only for the token the read holds (a 401 on an older one is not this token's).
@@ -173,7 +167,7 @@ class BankSession:
             if self._confirms(remembered):
                 return result
         logger.info("remembered connection was stale; calling again", bank_code=self.bank_code)
-        return self._timed(operation, request)
+        return call()
 
     def _settle(self) -> None:
         reading, self._reading = self._reading, None
@@ -186,7 +180,7 @@ class BankSession:
             self.connection.connection_id == remembered.connection_id and self.connection.consent == remembered.consent
         )
 
-    def _timed[ResultT](self, operation: str, request: Callable[[str], ResultT]) -> ResultT:
+    def _timed[ResultT](self, operation: str, request: Callable[[str], ResultT], account_id: str | None) -> ResultT:
         started = time.perf_counter()
         error: Exception | None = None
         try:
@@ -195,7 +189,17 @@ class BankSession:
             error = exc
             raise
         finally:
-            _record_call(self.bank_code, operation, bank_outcome(error), (time.perf_counter() - started) * 1000)
+            outcome = bank_outcome(error)
+            _record_call(self.bank_code, operation, outcome, (time.perf_counter() - started) * 1000)
+            audit.bank_call(
+                operation,
+                outcome,
+                user_id=self.connection.user_id,
+                bank_code=self.bank_code,
+                connection_id=self.connection.connection_id,
+                account_id=account_id,
+                attended=self._attended,
+            )
 
     def _refresh(self) -> None:
         refused = self._tokens.access_token.get_secret_value()

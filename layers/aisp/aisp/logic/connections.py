@@ -17,6 +17,7 @@ from typing import Final
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from aisp import audit
 from aisp.errors import (
     ConfigurationError,
     ConflictError,
@@ -142,6 +143,7 @@ def start_connection(
     )
     metrics.add_metric(name="ConnectionStarted", unit=MetricUnit.Count, value=1)
     logger.info("connection journey started", status=connection.status.value)
+    audit.lifecycle(connection, "started")
     return CreateConnectionResponse(
         connection_id=connection.connection_id,
         bank_code=bank_code,
@@ -244,9 +246,17 @@ def complete_connection(
             logger.info("connection changed while completing; retrying")
             continue
         if serving is not None:
-            revoke_quietly(services.bank, bank, serving, what="replaced_by_completion")
+            revoke_quietly(
+                services.bank,
+                bank,
+                serving,
+                what="replaced_by_completion",
+                user_id=user_id,
+                connection_id=activated.connection_id,
+            )
         metrics.add_metric(name="ConnectionActivated", unit=MetricUnit.Count, value=1)
         logger.info("connection activated", reauth_due_at=activated.reauth_due_at)
+        audit.lifecycle(activated, "activated")
         return ConnectionSummary.from_connection(activated)
     raise ConflictError("connection kept changing while completing", details={"bank_code": bank_code})
 
@@ -264,6 +274,7 @@ def _checked_completion(
         _refuse(services, found, now, outcome=CompletionOutcome.REJECTED)
         metrics.add_metric(name="CompletionRejected", unit=MetricUnit.Count, value=1)
         logger.warning("completion attempted by another user than the one who started the login")
+        audit.completion_rejected(found)
         raise InvalidCompletionError("other_user")
     if found.bank_code != bank_code:
         raise InvalidCompletionError("other_bank")
@@ -336,14 +347,22 @@ def delete_connection(user_id: str, bank_code: str, *, services: ConnectionServi
             # Serving tokens, and those of a login awaiting completion: each pair once, even across retries.
             fingerprint = tokens.fingerprint()
             if fingerprint not in revoked_at_bank:
-                revoke_quietly(services.bank, bank, tokens, what="deleted_connection")
+                revoke_quietly(
+                    services.bank,
+                    bank,
+                    tokens,
+                    what="deleted_connection",
+                    user_id=user_id,
+                    connection_id=connection.connection_id,
+                )
                 revoked_at_bank.add(fingerprint)
         now = services.clock.now()
         try:
-            services.connections.revoke(connection, now=now, purge_at=now + services.revoked_retention)
+            deleted = services.connections.revoke(connection, now=now, purge_at=now + services.revoked_retention)
         except ConflictError:
             logger.info("connection changed during delete; retrying")
             continue
+        audit.lifecycle(deleted, "deleted")
         metrics.add_metric(name="ConnectionDeleted", unit=MetricUnit.Count, value=1)
         logger.info("connection deleted", previous_status=connection.status.value)
         return

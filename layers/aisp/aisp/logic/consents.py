@@ -116,7 +116,7 @@ def _submit_once(*, call: ConsentCall, psu: PsuInfo | None, services: AccountSer
 def _submit(
     user_id: str, bank_code: str, request: SubmitConsentRequest, psu: PsuInfo | None, services: AccountServices
 ) -> SubmitConsentResponse:
-    session = open_session(user_id, bank_code, services)
+    session = open_session(user_id, bank_code, services, attended=psu is not None)
     logger.append_keys(connection_id=session.connection.connection_id, bank_code=bank_code)
     try:
         session.call(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+from aisp import audit
 from aisp.errors import (
     AispError,
     BankRateLimitedError,
@@ -152,7 +153,10 @@ def _journey_end(services: ConnectionServices, state: str, code: str | None, err
     except AispError as exc:
         logger.exception("tokens could not be stored", error_type=type(exc).__name__)
         # Never leave live tokens nobody holds: give them back to the bank.
-        revoke_quietly(services.bank, services.registry.get(pending.bank_code), tokens, what="unstored")
+        bank = services.registry.get(pending.bank_code)
+        revoke_quietly(
+            services.bank, bank, tokens, what="unstored", user_id=pending.user_id, connection_id=pending.connection_id
+        )
         return _failed(
             pending.return_url,
             CallbackError.TOKEN_EXCHANGE_FAILED,
@@ -162,6 +166,7 @@ def _journey_end(services: ConnectionServices, state: str, code: str | None, err
 
     metrics.add_metric(name="ConnectionAuthorized", unit=MetricUnit.Count, value=1)
     logger.info("connection authorized; awaiting completion", status=connection.status.value)
+    audit.lifecycle(connection, "authorized")
     redirect = append_query(
         pending.return_url, {"status": "authorized", "bank_code": connection.bank_code, "completion": completion}
     )
@@ -187,9 +192,7 @@ def _exchange(
         verifier = None
         if pending.sealed_code_verifier is not None:
             verifier = open_verifier(pending.sealed_code_verifier, state=state)
-        return services.bank.exchange_code(
-            pending.bank_code, code=code, redirect_uri=pending.redirect_uri, code_verifier=verifier
-        )
+        issued = _audited_exchange(services, pending, code, verifier)
     except (BankUnavailableError, BankRateLimitedError) as exc:
         return _failed(
             pending.return_url, CallbackError.BANK_UNAVAILABLE, reason=type(exc).__name__, journey=(services, pending)
@@ -209,6 +212,23 @@ def _exchange(
             CallbackError.TOKEN_EXCHANGE_FAILED,
             reason=type(exc).__name__,
             journey=(services, pending),
+        )
+    return issued
+
+
+def _audited_exchange(
+    services: ConnectionServices, pending: OAuthState, code: str, verifier: str | None
+) -> TokenResponse:
+    """The code exchange at the bank, audited (the person is at the bank's redirect: attended)."""
+    with audit.calling(
+        "exchange_code",
+        user_id=pending.user_id,
+        bank_code=pending.bank_code,
+        connection_id=pending.connection_id,
+        attended=True,
+    ):
+        return services.bank.exchange_code(
+            pending.bank_code, code=code, redirect_uri=pending.redirect_uri, code_verifier=verifier
         )
 
 
@@ -253,7 +273,14 @@ def _authorize(
             logger.info("connection changed while storing the authorization; retrying")
             continue
         if replaced is not None:
-            revoke_quietly(services.bank, bank, replaced, what="replaced_authorization")
+            revoke_quietly(
+                services.bank,
+                bank,
+                replaced,
+                what="replaced_authorization",
+                user_id=pending.user_id,
+                connection_id=connection.connection_id,
+            )
         return connection
     raise ConflictError("connection kept changing while storing tokens", details={"bank_code": pending.bank_code})
 
@@ -309,6 +336,7 @@ def _fail_first_login(services: ConnectionServices, journey: OAuthState, error: 
     try:
         current = services.connections.find(journey.user_id, journey.bank_code)
         if current is not None and current.status is ConnectionStatus.PENDING:
-            services.connections.fail_journey(current, reason=reason, now=services.clock.now())
+            failed = services.connections.fail_journey(current, reason=reason, now=services.clock.now())
+            audit.lifecycle(failed, "failed", outcome=reason.value)
     except AispError as exc:  # the redirect matters more; the journey's expiry shows it FAILED anyway
         logger.warning("failed login not recorded on the connection", error_type=type(exc).__name__)

@@ -42,6 +42,7 @@ from typing import Final
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
+from aisp import audit
 from aisp.banks import BankRegistry, get_registry
 from aisp.dal.connections import REFRESH_SHARDS
 from aisp.errors import (
@@ -445,9 +446,12 @@ class _Run:
             return verdict or _Outcome.SKIPPED
         connection, tokens = leased.connection, leased.tokens
         try:
-            issued = self.services.bank.refresh(
-                key.bank_code, refresh_token=leased.tokens.refresh_token.get_secret_value()
-            )
+            with audit.calling(
+                "refresh", user_id=key.user_id, bank_code=key.bank_code, connection_id=connection.connection_id
+            ):
+                issued = self.services.bank.refresh(
+                    key.bank_code, refresh_token=leased.tokens.refresh_token.get_secret_value()
+                )
         except ReauthRequiredError as exc:
             return self._refused(key, leased, owner, exc)
         except (BankRateLimitedError, BankUnavailableError) as exc:
@@ -573,12 +577,13 @@ class _Run:
         self, key: ConnectionKey, connection: Connection, *, reason: str, status_reason: StatusReason
     ) -> _Outcome:
         try:
-            self.services.connections.mark_reauth_required(
+            marked = self.services.connections.mark_reauth_required(
                 connection, now=self.services.clock.now(), notify=True, reason=status_reason
             )
         except ConflictError:
             logger.info("connection changed before it could be marked reauth_required")
             return _Outcome.SKIPPED
+        audit.lifecycle(marked, "reauth_required", outcome=status_reason.value)
         logger.info(
             "connection needs a new strong authentication",
             connection_id=connection.connection_id,

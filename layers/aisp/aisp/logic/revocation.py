@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from aisp import audit
 from aisp.errors import ConfigurationError, ConnectionNotFoundError, TokenCryptoError, UpstreamError
 from aisp.observability import logger
 
@@ -21,8 +22,10 @@ if TYPE_CHECKING:
 __all__ = ["drop_authorization", "end_authorization", "revoke_quietly"]
 
 
-def revoke_quietly(bank_gateway: BankGateway, bank: Bank, tokens: TokenPair, *, what: str) -> bool:
-    """Revoke ``tokens`` at ``bank`` if it can revoke; never raises.
+def revoke_quietly(
+    bank_gateway: BankGateway, bank: Bank, tokens: TokenPair, *, what: str, user_id: str, connection_id: str | None
+) -> bool:
+    """Revoke ``tokens`` (of ``user_id``'s connection) at ``bank`` if it can revoke; never raises.
 
     BPCE revokes both tokens when either is revoked: the refresh token is sent when there is one. ``what`` names the
     tokens in the log line (never their value). Returns whether the bank confirmed.
@@ -34,7 +37,8 @@ def revoke_quietly(bank_gateway: BankGateway, bank: Bank, tokens: TokenPair, *, 
     else:
         token, hint = tokens.access_token.get_secret_value(), "access_token"
     try:
-        bank_gateway.revoke(bank.bank_code, token=token, token_type_hint=hint)
+        with audit.calling("revoke", user_id=user_id, bank_code=bank.bank_code, connection_id=connection_id):
+            bank_gateway.revoke(bank.bank_code, token=token, token_type_hint=hint)
     except (UpstreamError, ConfigurationError) as exc:
         logger.warning(
             "bank revocation failed",
@@ -66,11 +70,19 @@ def end_authorization(
     if connection.pending is None:
         return None
     if pending_tokens is not None:
-        revoke_quietly(bank_gateway, bank, pending_tokens, what="uncompleted_authorization")
+        revoke_quietly(
+            bank_gateway,
+            bank,
+            pending_tokens,
+            what="uncompleted_authorization",
+            user_id=connection.user_id,
+            connection_id=connection.connection_id,
+        )
     ended = repository.discard_authorization(
         connection, authorization_id=connection.pending.authorization_id, reason=reason, now=now
     )
     if ended is not None:
+        audit.lifecycle(ended, "authorization_ended", outcome=reason.value)
         logger.info("authorization ended uncompleted", reason=reason.value, status=ended.status.value)
     return ended
 

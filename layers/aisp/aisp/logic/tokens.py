@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from aisp import audit
 from aisp.errors import (
     AispError,
     CompletionRequiredError,
@@ -205,7 +206,13 @@ def _refresh_leased(
         _mark_reauth(services, connection, reason=StatusReason.ACCESS_EXPIRED)
         raise ReauthRequiredError("connection has no refresh token", bank_code=connection.bank_code)
     try:
-        issued = services.bank.refresh(connection.bank_code, refresh_token=tokens.refresh_token.get_secret_value())
+        with audit.calling(
+            "refresh",
+            user_id=connection.user_id,
+            bank_code=connection.bank_code,
+            connection_id=connection.connection_id,
+        ):
+            issued = services.bank.refresh(connection.bank_code, refresh_token=tokens.refresh_token.get_secret_value())
     except ReauthRequiredError:
         _mark_reauth(services, connection)  # releases the lease in the same write
         raise
@@ -250,9 +257,12 @@ def _mark_reauth(
     services: ConnectionServices, connection: Connection, *, reason: StatusReason = StatusReason.ACCESS_REVOKED
 ) -> None:
     try:
-        services.connections.mark_reauth_required(connection, now=services.clock.now(), notify=True, reason=reason)
+        marked = services.connections.mark_reauth_required(
+            connection, now=services.clock.now(), notify=True, reason=reason
+        )
     except ConflictError:
         logger.info("connection changed before it could be marked reauth_required")
         return
+    audit.lifecycle(marked, "reauth_required", outcome=reason.value)
     metrics.add_metric(name="ConnectionReauthRequired", unit=MetricUnit.Count, value=1)
     logger.info("connection needs a new strong authentication")

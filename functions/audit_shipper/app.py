@@ -1,0 +1,36 @@
+"""AuditShipperFunction: the destination of the subscription filter on the functions' log group.
+
+Writes the audit lines the functions printed (``aisp.audit``) to the audit log group (``aisp.audit_sink``). A
+failure raises: CloudWatch Logs invokes asynchronously, so Lambda retries the delivery twice, then puts it in the
+dead-letter queue; nothing is dropped silently. Design: ``docs/audit.md``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from aisp.audit_sink import LogGroupWriter, decode_subscription
+from aisp.observability import logger, metrics, tracer
+from aisp.settings import AuditSettings, load_settings
+
+
+@cache
+def writer() -> LogGroupWriter:
+    """The container's writer to ``AUDIT_LOG_GROUP_NAME``."""
+    settings: AuditSettings = load_settings(AuditSettings)
+    return LogGroupWriter(settings.audit_log_group_name)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    batch = decode_subscription(event)
+    written = writer().write(batch.events)
+    metrics.add_metric(name="AuditRecordsShipped", unit=MetricUnit.Count, value=written)
+    logger.info("audit records shipped", records=written, source=batch.source)
+    return {"written": written}
