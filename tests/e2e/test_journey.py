@@ -20,7 +20,7 @@ from local import demo
 from local.aws import FAKE_CREDENTIALS
 from local.stack import start_stack
 from local.template import REGION
-from tests.sandbox.helpers import MARC, OTP, flow_id
+from tests.sandbox.helpers import MARC, OTP, SOPHIE, flow_id
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -269,6 +269,36 @@ def test_a_refusal_at_the_bank_comes_back_as_an_error(stack):
     problem = app.call("GET", f"/v1/connections/{BANK}/accounts", expect=409)
     assert {"title", "code", "status"} <= set(problem)
     assert problem["code"] == "connection_failed"
+
+
+def test_a_connection_the_bank_revoked_is_reported_then_reconnected_under_the_same_id(stack):
+    # Given Sophie's connection (a user of her own), consented, which the bank then revokes (her app's access withdrawn)
+    app = App(stack.api_url, "sophie")
+    body = {"bank_code": BANK, "return_url": f"{stack.api_url}/"}
+    started = app.call("POST", "/v1/connections", json=body, expect=201)
+    complete(app, back_at_the_app(stack, log_in_at_bank(started["authorization_url"], identifier=SOPHIE)))
+    store = stack.sandbox.core.stores[BANK]
+    store.revoke_psu(SOPHIE)
+
+    # When the app reads her accounts, then lists every bank's
+    refused = app.call("GET", f"/v1/connections/{BANK}/accounts", expect=409)
+    everything = app.call("GET", "/v1/accounts")
+
+    # Then she must log in again, and the listing says so rather than dropping the bank
+    assert refused["code"] == "reauth_required"
+    connection = app.connection()
+    assert (connection["status"], connection["status_reason"]) == ("REAUTH_REQUIRED", "access_revoked")
+    assert everything["accounts"] == []
+    assert [(e["bank_code"], e["code"]) for e in everything["errors"]] == [(BANK, "reauth_required")]
+
+    # When she reconnects (the page's Reconnect: a new login for the same bank), and her app completes it
+    again = app.call("POST", "/v1/connections", json=body, expect=201)
+    complete(app, back_at_the_app(stack, log_in_at_bank(again["authorization_url"], identifier=SOPHIE)))
+
+    # Then it is the same connection, ACTIVE again, and her accounts are read
+    assert again["connection_id"] == started["connection_id"]
+    assert app.connection()["status"] == "ACTIVE" and app.connection()["status_reason"] is None
+    assert app.call("GET", f"/v1/connections/{BANK}/accounts")["accounts"]
 
 
 def test_make_demo_prints_marcs_balances(stack):

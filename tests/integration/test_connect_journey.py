@@ -500,3 +500,31 @@ def test_the_refresher_revokes_an_authorization_nobody_completed(gateway, aws, l
     assert not {"refresh_shard", "refresh_due_at", "pending", "pending_tokens"} & set(
         aws.raw_connection("user-marc", BANK)
     )
+
+
+def test_an_expired_reconnection_leaves_the_active_connection_and_its_tokens(gateway, load_event, lambda_context):
+    from aisp.logic.refresh_tokens import RefresherServices, RefreshPolicy, refresh_due_connections
+    from tests.fakes import FakeClock, RecordingPublisher
+
+    # Given Marc's ACTIVE connection, and a reconnection whose login Sophie finished and nobody completes
+    connect_marc(load_event, lambda_context)
+    _, serving = gateway.connections.get_with_tokens("user-marc", BANK)
+    _authorized(load_event, lambda_context, identifier=SOPHIE)
+    _, _, sophies = gateway.connections.get_with_all_tokens("user-marc", BANK)
+
+    # When the refresher runs after the completion's deadline
+    later = FakeClock(datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=6))
+    services = RefresherServices(
+        connections=gateway.connections, bank=gateway.bank, events=RecordingPublisher(), clock=later
+    )
+    summary = refresh_due_connections(
+        remaining_ms=lambda: 300_000, run_id="run-1", services=services, policy=RefreshPolicy()
+    )
+
+    # Then the uncompleted tokens are revoked and gone, and Marc's connection still serves his own
+    assert summary.authorizations_ended == 1
+    with pytest.raises(BankTokenInvalidError):
+        get_bank_client(BANK).get_accounts(sophies.access_token.get_secret_value(), psu=None)
+    connection, tokens, pending = gateway.connections.get_with_all_tokens("user-marc", BANK)
+    assert connection.status.value == "ACTIVE" and pending is None and tokens == serving
+    assert get_bank_client(BANK).get_accounts(tokens.access_token.get_secret_value(), psu=None).accounts
