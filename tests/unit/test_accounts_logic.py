@@ -175,7 +175,9 @@ def test_balances_are_normalized(account_services, marc):
 
 
 def test_a_bank_501_is_feature_not_supported(account_services, marc, account_bank):
-    account_bank.fail("get_trusted_beneficiaries", errors.BankUnavailableError("NIMP", status=501, bank_code="13807"))
+    account_bank.fail(
+        "get_trusted_beneficiaries", errors.BankNotImplementedError("NIMP", status=501, bank_code="13807")
+    )
 
     with pytest.raises(errors.BankFeatureNotSupportedError):
         accounts.get_trusted_beneficiaries(MARC, "13807", psu=PSU, services=account_services)

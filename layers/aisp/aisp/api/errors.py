@@ -41,6 +41,7 @@ ERROR_MAP: tuple[tuple[type[errors.AispError], int, str, str], ...] = (
     (errors.ConsentRejectedError, 403, "account_not_consented", "The user has not consented to this data"),
     (errors.BankAccessDeniedError, 403, "account_not_consented", "The user has not consented to this data"),
     (errors.BankFeatureNotSupportedError, 501, "bank_feature_not_supported", "This bank does not offer this feature"),
+    (errors.BankNotImplementedError, 501, "bank_feature_not_supported", "This bank does not offer this feature"),
     (errors.BankUnavailableError, 503, "bank_unavailable", "The bank is unavailable; retry later"),
     (errors.BankProtocolError, 502, "bank_unavailable", "The bank answered something we could not understand"),
     (errors.UpstreamError, 502, "bank_unavailable", "The bank call failed"),
@@ -172,7 +173,9 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
         status, code, title = classify(exc)
         headers = retry_headers(exc)
         # A 501 for a feature the bank lacks is an answer, not a failure of ours.
-        expected = status < 500 or isinstance(exc, errors.BankFeatureNotSupportedError)  # noqa: PLR2004
+        expected = status < 500 or isinstance(  # noqa: PLR2004
+            exc, errors.BankFeatureNotSupportedError | errors.BankNotImplementedError
+        )
         # The details first: one of them may be named like our own keys (KMS details carry an error_type).
         context = {**exc.details, "code": code, "error_type": type(exc).__name__}
         if expected:

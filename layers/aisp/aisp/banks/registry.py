@@ -11,7 +11,7 @@ import json
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -63,6 +63,8 @@ class Bank(BaseModel):
     stet_version: Annotated[str, Field(pattern=r"^1\.[0-9]+\.[0-9]+(\.[0-9]+)?$")]
     api_prefix: Annotated[str, Field(pattern=r"^/stet/psd2/v[0-9.]+$")]
     capabilities: BankCapabilities
+    # STET types dateFrom/dateTo as date-time; a bank that wants YYYY-MM-DD says "date" (BPCE takes both).
+    date_format: Literal["date-time", "date"] = "date-time"
     # True for the establishments the 89C3 sandbox serves.
     sandbox: bool = False
 

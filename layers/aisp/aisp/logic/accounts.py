@@ -72,7 +72,6 @@ MAX_PAGES_PER_REQUEST: Final = 50
 # Fetch another page only if at least max(this, twice the slowest page so far) remains of the invocation.
 MIN_TIME_RESERVE_MS: Final = 3000
 HTTP_BAD_REQUEST: Final = 400
-HTTP_NOT_IMPLEMENTED: Final = 501
 # STET 1.4.0 had no GET /end-user-identity: the PSU's name comes as connectedPsu on GET /accounts.
 _LEGACY_IDENTITY_VERSION: Final = "1.4.0"
 
@@ -120,9 +119,7 @@ def _bank_errors(session: BankSession, *, account: bool = False, bad_request: st
         raise errors.AccountNotFoundError(
             "the bank knows no such account", details={"bank_code": exc.bank_code}
         ) from exc
-    except errors.BankUnavailableError as exc:
-        if exc.status != HTTP_NOT_IMPLEMENTED:
-            raise
+    except errors.BankNotImplementedError as exc:
         raise errors.BankFeatureNotSupportedError(
             "the bank does not implement this feature", details={"bank_code": exc.bank_code}
         ) from exc
@@ -166,7 +163,7 @@ def list_accounts(
         accounts = session.call(
             "get_accounts", lambda token: services.bank.get_accounts(bank_code, access_token=token, psu=psu)
         )
-    return ListAccountsResponse.from_stet(bank_code, accounts)
+    return ListAccountsResponse.from_stet(bank_code, accounts, session.connection.consent)
 
 
 @tracer.capture_method(capture_response=False)

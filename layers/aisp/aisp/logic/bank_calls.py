@@ -46,6 +46,7 @@ _OUTCOMES: Final[tuple[tuple[type[Exception], str], ...]] = (
     (errors.BankNotFoundError, "not_found"),
     (errors.BankClientError, "client_error"),
     (errors.BankUnavailableError, "unavailable"),
+    (errors.BankNotImplementedError, "not_implemented"),
     (errors.BankProtocolError, "protocol_error"),
     (errors.UpstreamError, "failed"),
 )

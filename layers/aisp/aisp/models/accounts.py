@@ -2,7 +2,8 @@
 
 The bank's STET shapes (1.4.0, 1.4.2, 1.5; :mod:`aisp.stet.schemas`) are mapped here, once, into one stable shape:
 snake_case names, amounts as decimal strings (signed for transactions: debits are negative), ISO dates, transaction
-status ``booked | pending | other``, remittance as a list of lines. Nothing of the bank's free text is added beyond
+status ``booked | pending | future | information | rejected | other`` (STET 1.5's BOOK, PDNG, FUTR, INFO, RJCT;
+OTHR and anything unknown are ``other``), remittance as a list of lines. Nothing of the bank's free text is added beyond
 the data fields themselves (names, products, remittance lines).
 """
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # the STET package (requests, signing) loads only when a bank is called
+    from aisp.models.connection import ConsentSnapshot
     from aisp.stet.schemas import (
         Account,
         AccountList,
@@ -39,12 +41,18 @@ __all__ = [
     "decimal_string",
 ]
 
-TransactionStatusName = Literal["booked", "pending", "other"]
+TransactionStatusName = Literal["booked", "pending", "future", "information", "rejected", "other"]
 CreditDebit = Literal["credit", "debit"]
 DecimalString = Annotated[
     str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", description="Decimal amount as a string", examples=["-150.00"])
 ]
-_STATUS: dict[str, TransactionStatusName] = {"BOOK": "booked", "PDNG": "pending"}
+_STATUS: dict[str, TransactionStatusName] = {
+    "BOOK": "booked",  # accounted
+    "PDNG": "pending",  # to be accounted, already in the instant balance
+    "FUTR": "future",  # on the books, value applied at a future date
+    "INFO": "information",  # for information only, never booked on the account
+    "RJCT": "rejected",  # did not happen
+}
 _CREDIT_DEBIT: dict[str, CreditDebit] = {"CRDT": "credit", "DBIT": "debit"}
 
 
@@ -84,6 +92,20 @@ class AccountLinksAvailable(_Out):
     balances: bool
     transactions: bool
 
+    @classmethod
+    def from_stet(cls, account: Account, consent: ConsentSnapshot | None) -> AccountLinksAvailable:
+        """The bank's ``_links`` decide: a link that is there, even the seed's ``{"templated": false}`` without an
+        ``href``, means available (the URL is built from the resource id); ``_links`` without it means not. Only an
+        account with no ``_links`` member at all falls back on the consent on record."""
+        links = account.links
+        if links is not None:
+            return cls(balances=links.balances is not None, transactions=links.transactions is not None)
+        keys = {key for key in (account.iban, account.resource_id) if key}
+        return cls(
+            balances=consent is not None and not keys.isdisjoint(consent.balances),
+            transactions=consent is not None and not keys.isdisjoint(consent.transactions),
+        )
+
 
 class AccountItem(_Out):
     """One account of the user at one bank."""
@@ -103,8 +125,7 @@ class AccountItem(_Out):
     links: AccountLinksAvailable
 
     @classmethod
-    def from_stet(cls, account: Account) -> AccountItem:
-        links = account.links
+    def from_stet(cls, account: Account, consent: ConsentSnapshot | None = None) -> AccountItem:
         return cls(
             account_id=account.resource_id,
             iban=account.iban,
@@ -116,10 +137,7 @@ class AccountItem(_Out):
             psu_status=account.psu_status,
             linked_account=account.linked_account,
             balances=[BalanceItem.from_stet(balance) for balance in account.balances],
-            links=AccountLinksAvailable(
-                balances=bool(links and links.balances and links.balances.href),
-                transactions=bool(links and links.transactions and links.transactions.href),
-            ),
+            links=AccountLinksAvailable.from_stet(account, consent),
         )
 
 
@@ -131,10 +149,12 @@ class ListAccountsResponse(_Out):
     connected_psu: str | None = Field(description="The PSU's name, when the bank gives it with the accounts")
 
     @classmethod
-    def from_stet(cls, bank_code: str, accounts: AccountList) -> ListAccountsResponse:
+    def from_stet(
+        cls, bank_code: str, accounts: AccountList, consent: ConsentSnapshot | None = None
+    ) -> ListAccountsResponse:
         return cls(
             bank_code=bank_code,
-            accounts=[AccountItem.from_stet(account) for account in accounts.accounts],
+            accounts=[AccountItem.from_stet(account, consent) for account in accounts.accounts],
             connected_psu=accounts.connected_psu,
         )
 
@@ -147,7 +167,10 @@ class TransactionItem(_Out):
     amount: DecimalString
     currency: str
     credit_debit: CreditDebit
-    status: TransactionStatusName
+    status: TransactionStatusName = Field(
+        description="booked (BOOK), pending (PDNG: not yet booked, already in the instant balance), future (FUTR: "
+        "booked with a future value date), information (INFO: never booked), rejected (RJCT), other (OTHR or unknown)"
+    )
     booking_date: date | None
     value_date: date | None
     transaction_date: date | None

@@ -40,6 +40,8 @@ def build_bank_client(bank: Bank, settings: BankSettings, credentials: BankCrede
         bank_code=bank.bank_code,
         base_url=bank_base_url(bank, settings),
         api_prefix=bank.api_prefix,
+        stet_version=bank.stet_version,
+        date_format=bank.date_format,
         client_id=credentials.client_id,
         auth=auth,
         cert=qwac_cert_files(credentials),
