@@ -17,15 +17,17 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import jsonschema
+import requests
 import yaml
 from hypothesis import strategies as st
+from requests.adapters import BaseAdapter
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stet"
 REFERENCE_DIR = Path(
@@ -323,6 +325,47 @@ class Spec:
             path = "/".join(str(p) for p in error.absolute_path)
             problems.append(f"body {path or '<root>'}: {error.message}")
         return problems
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A bank in the test process
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Recorded:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+
+@dataclass
+class InProcessBank(BaseAdapter):
+    """A bank inside the test process (a ``requests`` adapter: no socket). It records each request and answers
+    ``answer(method, url)`` → (status, body): a JSON value, raw ``bytes`` sent as they are, or ``None`` (no body)."""
+
+    answer: Callable[[str, str], tuple[int, Any]] = lambda _m, _u: (200, {})
+    seen: list[Recorded] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def send(self, request: requests.PreparedRequest, **_kwargs: Any) -> requests.Response:
+        body = request.body.encode() if isinstance(request.body, str) else request.body
+        self.seen.append(Recorded(request.method or "", request.url or "", dict(request.headers), body))
+        status, payload = self.answer(request.method or "", request.url or "")
+        response = requests.Response()
+        response.status_code = status
+        raw = payload if isinstance(payload, bytes) else b"" if payload is None else json.dumps(payload).encode()
+        response._content = raw  # noqa: SLF001
+        response.headers["Content-Type"] = "application/hal+json; charset=utf-8"
+        response.url = request.url or ""
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 # ----------------------------------------------------------------------------------------------------------------

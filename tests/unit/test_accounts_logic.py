@@ -13,6 +13,7 @@ from aisp.logic.accounts import TransactionQuery
 from aisp.models.connection import ConnectionStatus, ConsentSnapshot
 from aisp.models.psu import PsuInfo
 from tests.fakes import stet_account, stet_transaction
+from tests.seed import seed_json
 
 MARC = "user-marc"
 ACCOUNT = "038-CPT30019654051"
@@ -201,6 +202,11 @@ def test_a_feature_the_registry_says_is_missing_never_reaches_the_bank(
 
 
 def test_identity_on_stet_1_4_0_comes_from_connected_psu(account_services, marc, account_bank):
+    # The seed says GET /endUserIdentity comes "with STET standard v1.4.2.17"; 13807's sandbox product is 1.4.0.47,
+    # which has no such endpoint, yet the seed's own GET /accounts for Marc ends with "connectedPsu": "MALLOW MARC".
+    # So the registry's identity=true on 13807 stands, served from GET /accounts (here the guide's body as printed).
+    account_bank.accounts["13807"] = seed_json("accounts-marc")
+
     identity = accounts.get_identity(MARC, "13807", psu=PSU, services=account_services)
 
     assert identity.full_name == "MALLOW MARC"

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -28,7 +26,6 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from requests.adapters import BaseAdapter
 
 from aisp.models.accounts import (
     BalanceItem,
@@ -40,7 +37,17 @@ from aisp.models.accounts import (
 from aisp.signing import BankSignatureAuth
 from aisp.stet import BankClient, ConsentRequest, PsuContext
 from tests.stet_contract import REFERENCE_DIR as STET_REFERENCE
-from tests.stet_contract import SOURCES, Json, Operation, Spec, extract, from_schema, load_extract, load_reference
+from tests.stet_contract import (
+    SOURCES,
+    InProcessBank,
+    Json,
+    Operation,
+    Spec,
+    extract,
+    from_schema,
+    load_extract,
+    load_reference,
+)
 
 ORIGIN = "https://www.13807.live.api.89c3.com"
 TOKEN = "access-token-1"
@@ -88,40 +95,6 @@ PREFIXES = {"1.4.0.47": "/stet/psd2/v1", "1.4.2.17": "/stet/psd2/v1.4.2", "1.5.0
 # ----------------------------------------------------------------------------------------------------------------
 # An in-process bank
 # ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Recorded:
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes | None
-
-
-@dataclass
-class InProcessBank(BaseAdapter):
-    """Records each request and answers ``answer(method, url)`` → (status, JSON body or None)."""
-
-    answer: Callable[[str, str], tuple[int, Any]] = lambda _m, _u: (200, {})
-    seen: list[Recorded] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        super().__init__()
-
-    def send(self, request: requests.PreparedRequest, **_kwargs: Any) -> requests.Response:
-        body = request.body.encode() if isinstance(request.body, str) else request.body
-        self.seen.append(Recorded(request.method or "", request.url or "", dict(request.headers), body))
-        status, payload = self.answer(request.method or "", request.url or "")
-        response = requests.Response()
-        response.status_code = status
-        response._content = b"" if payload is None else json.dumps(payload).encode()  # noqa: SLF001
-        response.headers["Content-Type"] = "application/hal+json; charset=utf-8"
-        response.url = request.url or ""
-        response.request = request
-        return response
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 def client_for(stet_version: str, bank: InProcessBank, *, date_format: str = "date-time") -> BankClient:
