@@ -324,6 +324,55 @@ def test_dates_go_to_the_bank_with_an_exclusive_date_to(account_services, marc, 
     assert (call.kwargs["date_from"], call.kwargs["date_to"]) == (date(2026, 11, 1), date(2026, 12, 1))
 
 
+@pytest.mark.parametrize(("bank_code", "days"), [("13807", 90), ("17515", 90)])
+def test_a_date_from_beyond_the_banks_history_is_refused_naming_the_limit(
+    account_services, active_connection, account_bank, clock, bank_code, days
+):
+    # Given a connection, and the registry's history depth for the bank
+    active_connection(MARC, bank_code)
+    account_bank.transactions[(bank_code, ACCOUNT)] = [stet_transaction(1)]
+    today = clock.now().date()
+    earliest = today - timedelta(days=days)
+
+    # When the app asks from one day before what the bank keeps
+    with pytest.raises(errors.InvalidRequestError) as caught:
+        accounts.get_transactions(
+            MARC,
+            bank_code,
+            ACCOUNT,
+            TransactionQuery(date_from=earliest - timedelta(days=1)),
+            psu=PSU,
+            services=account_services,
+        )
+
+    # Then a 400 names the limit and the earliest date, and the bank is not called
+    assert f"{days} days" in caught.value.message and earliest.isoformat() in caught.value.message
+    assert caught.value.details == {"field": "date_from", "history_days": days, "earliest": earliest.isoformat()}
+    assert account_bank.calls == []
+    # And from the earliest day on, the bank is asked
+    accounts.get_transactions(
+        MARC, bank_code, ACCOUNT, TransactionQuery(date_from=earliest), psu=PSU, services=account_services
+    )
+    assert [c.operation for c in account_bank.calls] == ["get_transactions"]
+
+
+def test_the_89c3_sandboxs_13807_lists_no_trusted_beneficiaries_as_the_seed_says(account_services, marc, account_bank):
+    # Given the registry as the 89C3 sandbox serves it (the seed: beneficiaries "will not be available")
+    from dataclasses import replace
+
+    from aisp.banks import load_registry
+
+    sandbox = replace(
+        account_services,
+        connections=replace(account_services.connections, registry=load_registry(environment="sandbox")),
+    )
+
+    # When / Then 501 without calling the bank
+    with pytest.raises(errors.BankFeatureNotSupportedError):
+        accounts.get_trusted_beneficiaries(MARC, "13807", psu=PSU, services=sandbox)
+    assert account_bank.calls == []
+
+
 @pytest.mark.parametrize(
     "query",
     [

@@ -11,7 +11,7 @@ from aisp.models.connection import ConnectionStatus
 from functions.connect import app
 
 
-def test_list_banks_returns_the_registry_with_the_seed_sandbox_banks(load_event, lambda_context):
+def test_list_banks_returns_the_registry_with_the_seed_sandbox_banks(gateway_env, load_event, lambda_context):
     # Given the GET /v1/banks event of an authenticated user
     event = load_event("connect/list_banks.json")
 

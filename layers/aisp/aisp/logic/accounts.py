@@ -195,6 +195,17 @@ def get_balances(
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _check_history(bank: Bank, query: TransactionQuery, today: date) -> None:
+    """A ``date_from`` older than the bank keeps is refused, naming the limit (the bank would silently serve less)."""
+    days = bank.capabilities.history_days
+    earliest = today - timedelta(days=days)
+    if query.date_from is not None and query.date_from < earliest:
+        raise errors.InvalidRequestError(
+            f"date_from is older than the {days} days of transactions this bank keeps: the earliest is {earliest}",
+            details={"field": "date_from", "history_days": days, "earliest": earliest.isoformat()},
+        )
+
+
 def _check_query(query: TransactionQuery) -> None:
     if query.cursor is not None and (query.date_from is not None or query.date_to is not None):
         raise errors.InvalidRequestError(
@@ -305,14 +316,17 @@ def get_transactions(
     Raises
     ------
     InvalidRequestError
-        Conflicting parameters; :class:`~aisp.errors.InvalidCursorError` for a cursor that does not open.
+        Conflicting parameters, a ``date_from`` older than the registry's ``history_days`` for the bank (the message
+        names the limit and the earliest date); :class:`~aisp.errors.InvalidCursorError` for a cursor that does not
+        open.
     ConsentRequiredError, ConsentRejectedError, AccountNotFoundError
         See the module docstring.
     """
     services = services or _wiring.get_account_services()
-    _registered(services, bank_code)
+    bank = _registered(services, bank_code)
     _check_query(query)
     now = services.connections.clock.now()
+    _check_history(bank, query, now.date())
     bound = {"user_id": user_id, "bank_code": bank_code, "account_id": account_id}
     if query.cursor is not None:
         start = services.cursors().open(query.cursor, now=now, **bound)

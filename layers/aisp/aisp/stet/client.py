@@ -94,7 +94,13 @@ class _Method(StrEnum):
 
 
 def build_authorization_url(
-    authorize_base_url: str, *, client_id: str, redirect_uri: str, state: str, scope: str = "aisp"
+    authorize_base_url: str,
+    *,
+    client_id: str,
+    redirect_uri: str,
+    state: str,
+    scope: str = "aisp",
+    oauth_path: str = OAUTH_PATH,
 ) -> str:
     """Build the 89C3 authorize URL the PSU is redirected to.
 
@@ -104,6 +110,8 @@ def build_authorization_url(
         The establishment origin (plus optional prefix), e.g. ``https://www.13807.sandbox.api.89c3.com``.
     client_id, redirect_uri, state, scope
         OAuth2 parameters; ``redirect_uri`` must be sent identically to the later token request.
+    oauth_path
+        Where the bank's OAuth endpoints live (89C3: ``/stet/psd2/oauth``; the registry may name another).
 
     Returns
     -------
@@ -120,7 +128,7 @@ def build_authorization_url(
         },
         quote_via=quote,
     )
-    return f"{authorize_base_url.rstrip('/')}{OAUTH_PATH}/authorize?{query}"
+    return f"{authorize_base_url.rstrip('/')}{oauth_path}/authorize?{query}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +233,8 @@ class BankClient:
         The STET release the bank serves (registry); shapes the PUT /consents body (1.5 adds ``owners``).
     date_format
         ``date-time`` (STET) or ``date`` (a bank that wants ``YYYY-MM-DD``) for ``dateFrom``/``dateTo``.
+    oauth_path
+        Path of the token and revoke endpoints under ``base_url`` (89C3: ``/stet/psd2/oauth``).
     session
         A ``requests.Session`` to reuse (keep-alive, tests); one is created otherwise.
     timeout
@@ -252,6 +262,7 @@ class BankClient:
         verify: str | bool = True,
         stet_version: str = DEFAULT_STET_VERSION,
         date_format: DateFormat = "date-time",
+        oauth_path: str = OAUTH_PATH,
         session: requests.Session | None = None,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         max_get_retries: int = 2,
@@ -273,6 +284,7 @@ class BankClient:
         self._base = base_url.rstrip("/")
         self._origin = _origin(base_url)
         self._api = f"{self._base}/{api_prefix.strip('/')}"
+        self._oauth = f"{self._base}/{oauth_path.strip('/')}"
         self._auth = auth
         self._cert = cert
         self._verify = verify
@@ -330,7 +342,7 @@ class BankClient:
             form["token_type_hint"] = token_type_hint
         self._request(
             _Method.POST,
-            f"{self._base}{OAUTH_PATH}/revoke",
+            f"{self._oauth}/revoke",
             operation="revoke",
             endpoint=Endpoint.REVOKE,
             form=form,
@@ -339,7 +351,7 @@ class BankClient:
     def _token_call(self, operation: str, form: dict[str, str]) -> TokenResponse:
         response, request_id = self._request(
             _Method.POST,
-            f"{self._base}{OAUTH_PATH}/token",
+            f"{self._oauth}/token",
             operation=operation,
             endpoint=Endpoint.TOKEN,
             form={**form, "client_id": self.client_id},

@@ -42,6 +42,7 @@ def build_bank_client(bank: Bank, settings: BankSettings, credentials: BankCrede
         api_prefix=bank.api_prefix,
         stet_version=bank.stet_version,
         date_format=bank.date_format,
+        oauth_path=bank.oauth_path,
         client_id=credentials.client_id,
         auth=auth,
         cert=qwac_cert_files(credentials),

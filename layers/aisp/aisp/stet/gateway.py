@@ -42,7 +42,11 @@ class StetBankGateway:
         )
         bank = get_registry().get(bank_code)
         return build_authorization_url(
-            authorize_base_url(bank, settings), client_id=credentials.client_id, redirect_uri=redirect_uri, state=state
+            authorize_base_url(bank, settings),
+            client_id=credentials.client_id,
+            redirect_uri=redirect_uri,
+            state=state,
+            oauth_path=bank.oauth_path,
         )
 
     def exchange_code(self, bank_code: str, *, code: str, redirect_uri: str) -> TokenResponse:
