@@ -209,6 +209,11 @@ class BankProtocolError(UpstreamError):
     """The bank answered 2xx with a body we cannot understand (not JSON, missing required structure)."""
 
 
+class BankSignatureInvalidError(BankProtocolError):
+    """The bank's answer does not verify (its ``Signature``/``Digest`` by a pinned certificate, or the echo of our
+    ``X-Request-ID``) and the bank's policy is ``enforce``: the data is not used."""
+
+
 class RefreshInProgressError(ConflictError):
     """Another refresher holds the connection's refresh lease and did not finish in time; retry shortly."""
 

@@ -43,6 +43,7 @@ ERROR_MAP: tuple[tuple[type[errors.AispError], int, str, str], ...] = (
     (errors.BankFeatureNotSupportedError, 501, "bank_feature_not_supported", "This bank does not offer this feature"),
     (errors.BankNotImplementedError, 501, "bank_feature_not_supported", "This bank does not offer this feature"),
     (errors.BankUnavailableError, 503, "bank_unavailable", "The bank is unavailable; retry later"),
+    (errors.BankSignatureInvalidError, 502, "bank_signature_invalid", "The bank's answer failed its signature check"),
     (errors.BankProtocolError, 502, "bank_unavailable", "The bank answered something we could not understand"),
     (errors.UpstreamError, 502, "bank_unavailable", "The bank call failed"),
     # Our own dependencies (DynamoDB throttled or down once botocore's retries are spent, KMS unavailable or
@@ -80,11 +81,12 @@ def problem_response(
         request_id=request_id,
         errors=field_errors,
     )
+    request_header = {"X-Request-ID": request_id} if request_id else {}
     return Response(
         status_code=status,
         content_type=PROBLEM_CONTENT_TYPE,
         body=problem.model_dump_json(exclude_none=True),
-        headers={"Cache-Control": "no-store", **(headers or {})},
+        headers={"Cache-Control": "no-store", **request_header, **(headers or {})},
     )
 
 

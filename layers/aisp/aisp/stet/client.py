@@ -6,8 +6,9 @@ Every call sends a fresh ``X-Request-ID`` (UUID4) and an ``Accept`` the spec's o
 exception escape. AISP calls are signed by :class:`~aisp.signing.BankSignatureAuth` and carry ``PSU-*`` headers only
 when a :class:`PsuContext` is given (the PSU is connected); batch calls pass ``None`` and no PSU header is invented
 (RTS art. 36(5), 89C3 "4 accesses per day"). Only GETs are retried, on 5xx other than 501 / timeout / connection
-errors. Transaction filters go out as STET's ``format: date-time`` (the Europe/Paris midnight that starts the day)
-unless the bank's registry entry says it wants plain dates.
+errors. AISP answers are checked per :class:`ResponseVerification` (the bank's ``Signature``/``Digest`` by a pinned
+certificate, and the echo of our ``X-Request-ID``). Transaction filters go out as STET's ``format: date-time``
+(the Europe/Paris midnight that starts the day) unless the bank's registry entry says it wants plain dates.
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ from typing import Any, Final, Literal
 from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+from aws_lambda_powertools.metrics import MetricUnit
 
 from aisp.errors import (
     BankNotFoundError,
     BankProtocolError,
+    BankSignatureInvalidError,
     BankUnavailableError,
     ConfigurationError,
     InvalidRequestError,
     UpstreamError,
 )
-from aisp.observability import logger, tracer
-from aisp.signing import BankSignatureAuth, format_http_date
+from aisp.observability import logger, metrics, tracer
+from aisp.signing import BankSignatureAuth, PinnedCertificates, SignatureError, format_http_date, verify_response
 from aisp.stet.errors import BpceCode, Endpoint, error_for_response, error_for_transport
 from aisp.stet.schemas import (
     DEFAULT_STET_VERSION,
@@ -51,7 +54,7 @@ from aisp.stet.schemas import (
     parse_stet,
 )
 
-__all__ = ["BankClient", "PsuContext", "build_authorization_url"]
+__all__ = ["BankClient", "PsuContext", "ResponseVerification", "build_authorization_url"]
 
 OAUTH_PATH: Final = "/stet/psd2/oauth"
 DEFAULT_TIMEOUT: Final = (3.05, 10.0)
@@ -85,6 +88,19 @@ def paris_midnight(day: date) -> str:
     """
     summer = _last_sunday(day.year, 3) < day <= _last_sunday(day.year, 10)
     return f"{day.isoformat()}T00:00:00{'+02:00' if summer else '+01:00'}"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseVerification:
+    """How a bank's signed answers are checked (registry policy + pinned certificates; see aisp.signing.response).
+
+    ``off``: not at all. ``log``: a failure is logged and counted (``BankSignatureInvalid``), the answer used; an
+    answer signed by a certificate we did not pin is only logged at info (nothing pinned yet). ``enforce``: a
+    failure is a :class:`~aisp.errors.BankSignatureInvalidError` (502 ``bank_signature_invalid``).
+    """
+
+    mode: Literal["off", "log", "enforce"]
+    pinned: PinnedCertificates
 
 
 class _Method(StrEnum):
@@ -235,6 +251,8 @@ class BankClient:
         ``date-time`` (STET) or ``date`` (a bank that wants ``YYYY-MM-DD``) for ``dateFrom``/``dateTo``.
     oauth_path
         Path of the token and revoke endpoints under ``base_url`` (89C3: ``/stet/psd2/oauth``).
+    response_verification
+        The check of the bank's signed AISP answers and of their ``X-Request-ID`` echo; ``None`` = none.
     session
         A ``requests.Session`` to reuse (keep-alive, tests); one is created otherwise.
     timeout
@@ -263,6 +281,7 @@ class BankClient:
         stet_version: str = DEFAULT_STET_VERSION,
         date_format: DateFormat = "date-time",
         oauth_path: str = OAUTH_PATH,
+        response_verification: ResponseVerification | None = None,
         session: requests.Session | None = None,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         max_get_retries: int = 2,
@@ -285,6 +304,16 @@ class BankClient:
         self._origin = _origin(base_url)
         self._api = f"{self._base}/{api_prefix.strip('/')}"
         self._oauth = f"{self._base}/{oauth_path.strip('/')}"
+        if (
+            response_verification is not None
+            and response_verification.mode == "enforce"
+            and not (response_verification.pinned)
+        ):
+            raise ConfigurationError(
+                "response signatures cannot be enforced without a pinned bank certificate",
+                details={"bank_code": bank_code},
+            )
+        self._verification = response_verification
         self._auth = auth
         self._cert = cert
         self._verify = verify
@@ -664,6 +693,8 @@ class BankClient:
                     request_id=request_id,
                 )
                 if 200 <= response.status_code < 300:  # noqa: PLR2004 - HTTP success class
+                    if endpoint is Endpoint.AISP:
+                        self._check_answer(response, request_id, operation)
                     return response, request_id
                 error = error_for_response(
                     response, operation=operation, endpoint=endpoint, bank_code=self.bank_code, request_id=request_id
@@ -672,6 +703,48 @@ class BankClient:
             if not retryable or attempt >= attempts:
                 raise error from cause
             self._sleep(self._backoff(attempt - 1))
+
+    def _check_answer(self, response: requests.Response, request_id: str, operation: str) -> None:
+        """Check the answer's signature, digest and request id echo per :class:`ResponseVerification`."""
+        check = self._verification
+        if check is None or check.mode == "off":
+            return
+        sent = response.request
+        try:
+            verify_response(
+                sent.method or "",
+                sent.url or "",
+                response.headers,
+                response.content,
+                request_id=request_id,
+                pinned=check.pinned,
+            )
+        except SignatureError as exc:
+            if exc.reason == "unpinned_key" and check.mode == "log":
+                logger.info(
+                    "bank response signed by a certificate not pinned",
+                    bank_code=self.bank_code,
+                    operation=operation,
+                    request_id=request_id,
+                )
+                return
+            metrics.add_metric(name="BankSignatureInvalid", unit=MetricUnit.Count, value=1)
+            logger.warning(
+                "bank response signature invalid",
+                bank_code=self.bank_code,
+                operation=operation,
+                request_id=request_id,
+                reason=exc.reason,
+                mode=check.mode,
+            )
+            if check.mode == "enforce":
+                raise BankSignatureInvalidError(
+                    "bank response failed its signature check",
+                    status=response.status_code,
+                    bank_code=self.bank_code,
+                    request_id=request_id,
+                    details={"operation": operation, "reason": exc.reason},
+                ) from None
 
     @staticmethod
     def _backoff(attempt: int) -> float:
