@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import jsonschema
@@ -28,6 +28,9 @@ import requests
 import yaml
 from hypothesis import strategies as st
 from requests.adapters import BaseAdapter
+
+if TYPE_CHECKING:
+    from aisp.stet import BankClient
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stet"
 REFERENCE_DIR = Path(
@@ -366,6 +369,27 @@ class InProcessBank(BaseAdapter):
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def in_process_client(bank: InProcessBank, **overrides: Any) -> BankClient:
+    """A :class:`~aisp.stet.BankClient` whose session goes to ``bank`` (signing with the golden vectors' test key)."""
+    from aisp.signing import BankSignatureAuth  # noqa: PLC0415 - the layer, only for tests that call a bank
+    from aisp.stet import BankClient  # noqa: PLC0415
+
+    key = json.loads((Path(__file__).parent / "fixtures" / "signature-vectors.json").read_text())["private_key_pem"]
+    session = requests.Session()
+    session.mount("https://", bank)
+    arguments: dict[str, Any] = {
+        "bank_code": "13807",
+        "base_url": "https://www.13807.live.api.89c3.com",
+        "api_prefix": "/stet/psd2/v1.4.2",
+        "client_id": "PSDFR-ACPR-13807",
+        "auth": BankSignatureAuth(key_id="PSDFR-ACPR-13807", private_key_pem=key),
+        "cert": None,
+        "session": session,
+        "max_get_retries": 0,
+    }
+    return BankClient(**{**arguments, **overrides})
 
 
 # ----------------------------------------------------------------------------------------------------------------

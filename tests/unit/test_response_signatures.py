@@ -6,8 +6,6 @@ No socket is open here (unit tier): a keyId URL is an identifier, never fetched,
 from __future__ import annotations
 
 import datetime as dt
-import json
-from pathlib import Path
 
 import pytest
 import requests
@@ -19,7 +17,6 @@ from cryptography.x509.oid import NameOID
 from aisp.errors import BankSignatureInvalidError, ConfigurationError
 from aisp.observability import metrics
 from aisp.signing import (
-    BankSignatureAuth,
     PinnedCertificates,
     SignatureError,
     certificate_fingerprint,
@@ -30,7 +27,7 @@ from aisp.signing import (
 from aisp.signing.response import RESPONSE_SIGNED_HEADERS
 from aisp.stet import BankClient
 from aisp.stet.client import ResponseVerification
-from tests.stet_contract import InProcessBank
+from tests.stet_contract import InProcessBank, in_process_client
 
 ORIGIN = "https://www.17515.live.api.89c3.com"
 URL = f"{ORIGIN}/stet/psd2/v1.4.2/accounts?x=1"
@@ -137,19 +134,11 @@ def test_an_answer_replayed_to_another_request_does_not_verify():
 
 
 def _client(bank: InProcessBank, mode: str, pinned: PinnedCertificates = PINNED) -> BankClient:
-    key = json.loads((Path(__file__).parents[1] / "fixtures" / "signature-vectors.json").read_text())["private_key_pem"]
-    session = requests.Session()
-    session.mount("https://", bank)
-    return BankClient(
+    return in_process_client(
+        bank,
         bank_code="17515",
         base_url=ORIGIN,
-        api_prefix="/stet/psd2/v1.4.2",
-        client_id="PSDFR-ACPR-13807",
-        auth=BankSignatureAuth(key_id="PSDFR-ACPR-13807", private_key_pem=key),
-        cert=None,
         response_verification=ResponseVerification(mode=mode, pinned=pinned),  # type: ignore[arg-type]
-        session=session,
-        max_get_retries=0,
     )
 
 

@@ -9,36 +9,20 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-import requests
 
 from aisp.models.accounts import ListAccountsResponse
 from aisp.models.api import SubmitConsentRequest
-from aisp.signing import BankSignatureAuth
 from aisp.stet import BankClient, ConsentRequest, TokenResponse
 from tests.seed import GUIDE, Repair, repaired, seed_json, seed_names, seed_text
-from tests.stet_contract import InProcessBank
+from tests.stet_contract import InProcessBank, in_process_client
 
 ORIGIN = "https://www.13807.sandbox.api.89c3.com"
-VECTORS = Path(__file__).parents[1] / "fixtures" / "signature-vectors.json"
 
 
 def _client(bank: InProcessBank) -> BankClient:
-    key = json.loads(VECTORS.read_text())["private_key_pem"]
-    session = requests.Session()
-    session.mount("https://", bank)
-    return BankClient(
-        bank_code="13807",
-        base_url=ORIGIN,
-        api_prefix="/stet/psd2/v1",
-        stet_version="1.4.0.47",
-        client_id="PSDFR-ACPR-13807",
-        auth=BankSignatureAuth(key_id="PSDFR-ACPR-13807", private_key_pem=key),
-        cert=None,
-        session=session,
-    )
+    return in_process_client(bank, base_url=ORIGIN, api_prefix="/stet/psd2/v1", stet_version="1.4.0.47")
 
 
 @pytest.mark.skipif(not GUIDE.is_file(), reason="shared/reference is not beside the repository")

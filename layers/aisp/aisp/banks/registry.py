@@ -102,8 +102,8 @@ class Profile(BaseModel):
     note: str | None = None
 
 
-class Bank(BaseModel):
-    """One establishment (brand), resolved for one environment."""
+class _Brand(BaseModel):
+    """What names an establishment, in the file and once resolved."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -111,19 +111,18 @@ class Bank(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=120)]
     short_name: Annotated[str, Field(pattern=r"^[A-Z0-9]{2,12}$")]
     network: Network
+
+
+class Bank(_Brand, Profile):
+    """One establishment (brand), resolved for one environment: its names, its profile there, where to reach it."""
+
     environment: Environment = "live"
-    stet_version: Annotated[str, Field(pattern=r"^1\.[0-9]+\.[0-9]+(\.[0-9]+)?$")]
-    api_prefix: PathPrefix
-    date_format: Literal["date-time", "date"] = "date-time"
-    capabilities: BankCapabilities
-    response_signature: ResponseSignaturePolicy = ResponseSignaturePolicy()
     # True for the establishments the 89C3 sandbox serves (the entry names a sandbox profile).
     sandbox: bool = False
     # Origins per environment for a bank outside 89C3's host scheme; None = HOST_TEMPLATES.
     hosts: dict[str, HttpsOrigin] | None = None
     oauth_path: PathPrefix = DEFAULT_OAUTH_PATH
     sources: tuple[str, ...] = ()
-    note: str | None = None
 
     @property
     def pkce(self) -> bool:
@@ -145,15 +144,9 @@ class ProfileChoice(BaseModel):
     note: str | None = None
 
 
-class BankEntry(BaseModel):
+class BankEntry(_Brand):
     """One ``banks`` entry of the file."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    bank_code: BankCode
-    name: Annotated[str, Field(min_length=1, max_length=120)]
-    short_name: Annotated[str, Field(pattern=r"^[A-Z0-9]{2,12}$")]
-    network: Network
     environments: dict[Environment, str | ProfileChoice]
     hosts: dict[Literal["sandbox", "live"], HttpsOrigin] | None = None
     oauth_path: PathPrefix = DEFAULT_OAUTH_PATH

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # the STET package (requests, signing) loads only when a bank is called
-    from aisp.models.connection import ConsentSnapshot
+    from aisp.models.connection import CardReference, ConsentSnapshot
     from aisp.stet.schemas import (
         Account,
         AccountList,
@@ -100,11 +100,30 @@ class AccountLinksAvailable(_Out):
         links = account.links
         if links is not None:
             return cls(balances=links.balances is not None, transactions=links.transactions is not None)
-        keys = {key for key in (account.iban, account.resource_id) if key}
+        if consent is None:
+            return cls(balances=False, transactions=False)
+        keys = {key for key in (account.iban, account.resource_id, masked_pan(account)) if key}
         return cls(
-            balances=consent is not None and not keys.isdisjoint(consent.balances),
-            transactions=consent is not None and not keys.isdisjoint(consent.transactions),
+            balances=not keys.isdisjoint(_consent_keys(consent.balances)),
+            transactions=not keys.isdisjoint(_consent_keys(consent.transactions)),
         )
+
+
+_CARD_SCHEMES = frozenset({"CPAN", "MPAN", "TPAN"})
+
+
+def masked_pan(account: Account) -> str | None:
+    """A card account's masked number: ``accountId.other.identification`` under a card scheme (STET CPAN...)."""
+    other = account.account_id.other if account.account_id else None
+    if other is None or other.identification is None:
+        return None
+    scheme = (other.scheme_name or "").upper()
+    card = (account.cash_account_type or "").upper() == "CARD"
+    return other.identification if scheme in _CARD_SCHEMES or (card and not scheme) else None
+
+
+def _consent_keys(items: list[str | CardReference]) -> set[str]:
+    return {item if isinstance(item, str) else item.card for item in items}
 
 
 class AccountItem(_Out):
@@ -121,6 +140,10 @@ class AccountItem(_Out):
     currency: str | None
     psu_status: str | None = Field(description="e.g. Account Holder, Co-account Holder")
     linked_account: str | None = Field(description="For a card: the cash account it is set up on")
+    masked_pan: str | None = Field(
+        description='For a card: its masked number, to put in a consent as {"card": masked_pan}',
+        examples=["497010XXXXXX4242"],
+    )
     balances: list[BalanceItem] = Field(description="Embedded when the account is consented for balances")
     links: AccountLinksAvailable
 
@@ -136,6 +159,7 @@ class AccountItem(_Out):
             currency=account.currency or (account.account_id.currency if account.account_id else None),
             psu_status=account.psu_status,
             linked_account=account.linked_account,
+            masked_pan=masked_pan(account),
             balances=[BalanceItem.from_stet(balance) for balance in account.balances],
             links=AccountLinksAvailable.from_stet(account, consent),
         )

@@ -72,6 +72,8 @@ __all__ = [
 DEFAULT_STET_VERSION: Final = "1.4.2.17"
 _MAX_REPORTED_FIELDS: Final = 10
 _IBAN_RE: Final = re.compile(r"^[A-Z]{2}[0-9]{2}[a-zA-Z0-9]{1,30}$")
+# A masked card number (PAN): digits and at least one mask character; a clear full number never goes to a bank.
+_MASKED_PAN_RE: Final = re.compile(r"^(?=[0-9]*[X*])[0-9X*]{12,19}$")
 _DATE_PREFIX_RE: Final = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:$|[T ])")
 _TZ_NO_COLON_RE: Final = re.compile(r"([+-]\d{2})(\d{2})$")
 
@@ -578,6 +580,9 @@ class ConsentRequest(StetModel):
 
     balances: list[str] = Field(default_factory=list)
     transactions: list[str] = Field(default_factory=list)
+    # Deferred-debit cards by masked number: STET's {"other": {"identification", "schemeName": "CPAN"}}.
+    card_balances: list[str] = Field(default_factory=list)
+    card_transactions: list[str] = Field(default_factory=list)
     trusted_beneficiaries: bool = False
     psu_identity: bool = False
 
@@ -589,12 +594,19 @@ class ConsentRequest(StetModel):
             raise ValueError("not an IBAN")
         return list(dict.fromkeys(normalised))
 
+    @field_validator("card_balances", "card_transactions")
+    @classmethod
+    def _check_cards(cls, value: list[str]) -> list[str]:
+        if any(not _MASKED_PAN_RE.match(card) for card in value):
+            raise ValueError("not a masked card number")
+        return list(dict.fromkeys(value))
+
     def to_stet(self, stet_version: str = DEFAULT_STET_VERSION) -> dict[str, Any]:
         """The STET ``Access`` object of ``stet_version``: 1.5 requires ``owners`` (CR378, the account owners'
         identities), which the gateway never asks for, so it is sent empty."""
         access: dict[str, Any] = {
-            "balances": [{"iban": iban} for iban in self.balances],
-            "transactions": [{"iban": iban} for iban in self.transactions],
+            "balances": _identifications(self.balances, self.card_balances),
+            "transactions": _identifications(self.transactions, self.card_transactions),
             "trustedBeneficiaries": self.trusted_beneficiaries,
             "psuIdentity": self.psu_identity,
         }
@@ -609,9 +621,17 @@ class ConsentRequest(StetModel):
     def __repr__(self) -> str:
         # IBANs are personal data: show counts only.
         return (
-            f"ConsentRequest(balances=<{len(self.balances)} ibans>, transactions=<{len(self.transactions)} ibans>, "
+            f"ConsentRequest(balances=<{len(self.balances)} ibans, {len(self.card_balances)} cards>, "
+            f"transactions=<{len(self.transactions)} ibans, {len(self.card_transactions)} cards>, "
             f"trusted_beneficiaries={self.trusted_beneficiaries}, psu_identity={self.psu_identity})"
         )
+
+
+def _identifications(ibans: list[str], cards: list[str]) -> list[dict[str, Any]]:
+    """STET ``AccountIdentification`` items: ``{"iban"}``, then cards as ``{"other": {... "schemeName": "CPAN"}}``."""
+    return [{"iban": iban} for iban in ibans] + [
+        {"other": {"identification": card, "schemeName": "CPAN"}} for card in cards
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------
