@@ -59,7 +59,12 @@ class ApiApp:
             return self._serve(Scope.TOKEN, store, request, lambda: self._oauth_call(rest[1], store, request))
         version = VERSIONS.get(rest[0])
         if version is not None and len(rest) > 1:
-            return self._serve(Scope.AISP, store, request, lambda: self._aisp.handle(store, version, rest[1:], request))
+            response = self._serve(
+                Scope.AISP, store, request, lambda: self._aisp.handle(store, version, rest[1:], request)
+            )
+            if self._core.response_seal is not None and not response.drop_connection:
+                self._core.response_seal.seal(store.bank.code, request, response)
+            return response
         return self._not_found(request)
 
     def _not_found(self, request: Request) -> Response:

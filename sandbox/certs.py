@@ -7,7 +7,9 @@
 ``server.pem`` / ``-key``     TLS server certificate; SAN 127.0.0.1, ::1, localhost, host.docker.internal
 ``qwac.pem`` / ``-key``       the TPP's client certificate (mTLS); subject ``organizationIdentifier`` = client_id
 ``qseal.pem`` / ``-key``      the TPP's seal certificate; its key signs requests (``Signature``)
-``bank-credentials.json``     the gateway's secret: client_id, QWAC cert/key, QSealC key, keyId (= client_id)
+``bank-signing.pem`` / ``-key`` the bank's seal certificate; its key signs the API's answers, as BPCE's does
+``bank-credentials.json``     the gateway's secret: client_id, QWAC cert/key, QSealC key, keyId (= client_id), and
+                              the bank signing certificate pinned for every sandbox bank code
 ============================  ==================================================================================
 
 Existing files are reused as long as they are valid and match the client_id (and, for the server, the names);
@@ -32,7 +34,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sandbox.banks import BANKS
+
 DEFAULT_CLIENT_ID = "PSDFR-ACPR-13807"
+# The organizationIdentifier of the bank's own seal certificate (BPCE SA's, as an eIDAS PSD2 identifier would read).
+BANK_ORGANIZATION_ID = "PSDFR-ACPR-30007"
 KEY_SIZE = 2048
 CA_DAYS = 3650
 LEAF_DAYS = 730
@@ -53,6 +59,8 @@ class CertificatePaths:
     qwac_key: Path
     qseal_cert: Path
     qseal_key: Path
+    bank_signing_cert: Path
+    bank_signing_key: Path
     credentials: Path
 
     @classmethod
@@ -68,6 +76,8 @@ class CertificatePaths:
             qwac_key=directory / "qwac-key.pem",
             qseal_cert=directory / "qseal.pem",
             qseal_key=directory / "qseal-key.pem",
+            bank_signing_cert=directory / "bank-signing.pem",
+            bank_signing_key=directory / "bank-signing-key.pem",
             credentials=directory / "bank-credentials.json",
         )
 
@@ -310,11 +320,24 @@ def ensure_certificates(directory: Path, *, client_id: str = DEFAULT_CLIENT_ID) 
         expected_org_id=client_id,
         make=lambda: _issue(ca, _name(f"{client_id} QSealC", "Sandbox TPP", client_id), usage=None, seal=True),
     )
-    _write_credentials(paths.credentials, client_id=client_id, qwac=qwac, qseal=qseal)
+    bank_seal = _leaf(
+        ca,
+        paths.bank_signing_cert,
+        paths.bank_signing_key,
+        expected_org_id=BANK_ORGANIZATION_ID,
+        make=lambda: _issue(
+            ca,
+            _name("89C3 Offline Sandbox API seal", "89C3 Offline Sandbox", BANK_ORGANIZATION_ID),
+            usage=None,
+            seal=True,
+        ),
+    )
+    _write_credentials(paths.credentials, client_id=client_id, qwac=qwac, qseal=qseal, bank_seal=bank_seal)
     return paths
 
 
-def _write_credentials(path: Path, *, client_id: str, qwac: _Issued, qseal: _Issued) -> None:
+def _write_credentials(path: Path, *, client_id: str, qwac: _Issued, qseal: _Issued, bank_seal: _Issued) -> None:
+    bank_pem = _cert_pem(bank_seal.cert).decode()
     content = json.dumps(
         {
             "client_id": client_id,
@@ -322,6 +345,7 @@ def _write_credentials(path: Path, *, client_id: str, qwac: _Issued, qseal: _Iss
             "qwac_key_pem": _key_pem(qwac.key).decode(),
             "qseal_key_pem": _key_pem(qseal.key).decode(),
             "qseal_key_id": client_id,
+            "bank_signing_certificates": {bank.code: [bank_pem] for bank in BANKS},
         },
         indent=2,
     ).encode()
@@ -345,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("TPP QWAC key", paths.qwac_key),
         ("TPP QSealC certificate", paths.qseal_cert),
         ("TPP QSealC key", paths.qseal_key),
+        ("bank response-signing certificate", paths.bank_signing_cert),
         ("gateway credentials (secret JSON)", paths.credentials),
     ):
         sys.stdout.write(f"{label:36} {path}\n")

@@ -9,6 +9,7 @@ from sandbox.banks import BANKS
 from sandbox.clock import Clock
 from sandbox.faults import FaultBoard
 from sandbox.personas import PERSONAS
+from sandbox.signature import ResponseSeal
 from sandbox.store import BankStore, Settings, TppRegistration
 
 
@@ -26,12 +27,15 @@ class SandboxCore:
         Whether ``/_admin/...`` answers (loopback callers only).
     base_latency_ms
         Latency applied to every token and AISP call.
+    response_seal
+        Signs every AISP answer as BPCE does; ``None`` leaves them unsigned.
     """
 
     settings: Settings
     tpp: TppRegistration
     admin_enabled: bool = False
     base_latency_ms: int = 0
+    response_seal: ResponseSeal | None = None
     clock: Clock = field(default_factory=Clock)
     stores: dict[str, BankStore] = field(default_factory=dict)
     faults: FaultBoard = field(init=False)

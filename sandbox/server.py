@@ -23,6 +23,7 @@ from sandbox.api import ApiApp
 from sandbox.certs import DEFAULT_CLIENT_ID, CertificatePaths, ensure_certificates
 from sandbox.core import SandboxCore
 from sandbox.screens import ScreensApp
+from sandbox.signature import ResponseSeal
 from sandbox.store import Settings, TppRegistration
 from sandbox.web import HttpServer
 
@@ -193,6 +194,9 @@ def start_sandbox(config: SandboxConfig | None = None) -> RunningSandbox:
         ),
         admin_enabled=_admin_enabled(config),
         base_latency_ms=config.latency_ms,
+        response_seal=ResponseSeal(
+            private_key_pem=certs.bank_signing_key.read_text(), certificate_pem=certs.bank_signing_cert.read_text()
+        ),
     )
     bind = listen_address(config)
     api = HttpServer((bind, config.port), ApiApp(core), _server_context(certs), origin_host=config.host)

@@ -1,16 +1,23 @@
-"""Checking a TPP's request signature: one call into the gateway's verifier, plus the bank's own policy.
+"""Signatures both ways: the TPP's requests are checked, the bank's answers are sealed.
 
-The cryptography (draft-cavage ``rsa-sha256``, ``Digest`` against the body) is :func:`aisp.signing.verify_request`;
-the sandbox decides what the signature must cover (``(request-target)``, ``x-request-id``, ``digest`` and every
-``psu-*`` header sent) and which ``keyId`` is acceptable (BPCE: the client_id).
+Requests: the cryptography (draft-cavage ``rsa-sha256``, ``Digest`` against the body) is
+:func:`aisp.signing.verify_request`; the sandbox decides what the signature must cover (``(request-target)``,
+``x-request-id``, ``digest`` and every ``psu-*`` header sent) and which ``keyId`` is acceptable (BPCE: the client_id).
+
+Answers: :class:`ResponseSeal` signs every AISP answer as BPCE does (keyId
+``https://www.<code>.sandbox.api.89c3.com/api/keyid/certificate_<sha256 hex>``, headers ``digest date content-type
+x-request-id (request-target)``, plus ``Digest``), with the sandbox's bank seal certificate, which
+``bank-credentials.json`` pins for the gateway.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from aisp.signing import SignatureError, verify_request
+from aisp.signing import SignatureError, certificate_fingerprint, sign_response, verify_request
 from sandbox.store import TppRegistration
+from sandbox.web import Request, Response
 
 ALWAYS_SIGNED = ("(request-target)", "x-request-id", "digest")
 PSU_PREFIX = "psu-"
@@ -71,3 +78,28 @@ def check_signature(tpp: TppRegistration, *, method: str, url: str, headers: Map
         raise SignatureRejected(_MESSAGES.get(exc.reason, "Invalid request signature"), reason=exc.reason) from None
     if key_id != tpp.key_id:
         raise SignatureRejected("Unknown signature keyId", reason="unknown_key_id")
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseSeal:
+    """The bank's answer-signing key and certificate."""
+
+    private_key_pem: str
+    certificate_pem: str
+
+    def key_id(self, bank_code: str) -> str:
+        """BPCE's keyId form on the 89C3 sandbox host of ``bank_code``."""
+        fingerprint = certificate_fingerprint(self.certificate_pem)
+        return f"https://www.{bank_code}.sandbox.api.89c3.com/api/keyid/certificate_{fingerprint}"
+
+    def seal(self, bank_code: str, request: Request, response: Response) -> None:
+        """Add ``Date``, ``Digest`` and ``Signature`` to ``response`` (the answer to ``request``), in place."""
+        added = sign_response(
+            request.method,
+            request.url,
+            dict(response.headers),
+            response.body,
+            key_id=self.key_id(bank_code),
+            private_key_pem=self.private_key_pem,
+        )
+        response.headers.extend(added.items())

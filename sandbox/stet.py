@@ -1,7 +1,9 @@
 """STET JSON bodies, in the two shapes the sandbox serves.
 
-* ``/stet/psd2/v1`` follows STET 1.4.0.47 (the 89C3 guide's product): ``connectedPsu`` on GET /accounts,
-  ``remittanceInformation`` as an array of strings, dates as ``YYYY-MM-DD``, no ``next`` on the last page.
+* ``/stet/psd2/v1`` follows STET 1.4.0.47 as the 89C3 guide prints it: GET /accounts is the guide's body (top-level
+  ``_links`` ``{"last": {}, "self": {}, "first": {}}``, consented accounts linked by ``{"templated": false}`` without
+  ``href``, ``connectedPsu`` last), ``remittanceInformation`` as an array of strings, dates as ``YYYY-MM-DD``, no
+  ``next`` on the last page.
 * ``/stet/psd2/v1.4.2`` follows STET 1.4.2 as BPCE serves it: ``accountId.currency``, identity only through
   GET /end-user-identity, ``remittanceInformation`` as ``{"unstructured": [...]}``, ``bookingDate`` as
   ``YYYY-MM-DDT00:00:00+0100`` (offset without colon, as captured from BPCE), ``expectedBookingDate`` on pending
@@ -109,11 +111,12 @@ def account_json(
         "resourceId": account.resource_id,
         "product": account.product,
     }
+    seed_links = version is ApiVersion.V1  # the guide's links carry no href: clients build the URL from resourceId
     if key in consent.balances:
         body["balances"] = [balance_json(balance, account.currency, today) for balance in account.balances]
-        links["balances"] = {"href": account_href(base, account, "balances"), "templated": False}
+        links["balances"] = _account_link(base, account, "balances", seed=seed_links)
     if key in consent.transactions:
-        links["transactions"] = {"href": account_href(base, account, "transactions"), "templated": False}
+        links["transactions"] = _account_link(base, account, "transactions", seed=seed_links)
     body["_links"] = links
     body["usage"] = account.usage
     body["psuStatus"] = account.psu_status
@@ -126,15 +129,23 @@ def account_json(
     return body
 
 
+def _account_link(base: str, account: Account, resource: str, *, seed: bool) -> JsonObject:
+    if seed:
+        return {"templated": False}
+    return {"href": account_href(base, account, resource), "templated": False}
+
+
 def accounts_json(persona: Persona, *, bank: Bank, consent: Consent, version: ApiVersion, today: date) -> JsonObject:
-    """``HalAccounts`` for GET /accounts."""
+    """``HalAccounts`` for GET /accounts (on ``/v1``, the guide's links: no ``href``, no beneficiaries link)."""
     base = api_base(bank, version)
-    links: JsonObject = {"self": link(f"{base}/accounts"), "first": link(f"{base}/accounts")}
-    links["last"] = link(f"{base}/accounts")
-    if version is ApiVersion.V1_4_2 and consent.psu_identity and bank.identity_supported:
-        links["endUserIdentity"] = link(f"{base}/end-user-identity")
-    if consent.trusted_beneficiaries and bank.beneficiaries_supported:
-        links["beneficiaries"] = link(f"{base}/trusted-beneficiaries")
+    if version is ApiVersion.V1:
+        links: JsonObject = {"last": {}, "self": {}, "first": {}}
+    else:
+        links = {"self": link(f"{base}/accounts"), "first": link(f"{base}/accounts"), "last": link(f"{base}/accounts")}
+        if consent.psu_identity and bank.identity_supported:
+            links["endUserIdentity"] = link(f"{base}/end-user-identity")
+        if consent.trusted_beneficiaries and bank.beneficiaries_supported:
+            links["beneficiaries"] = link(f"{base}/trusted-beneficiaries")
     body: JsonObject = {
         "_links": links,
         "accounts": [

@@ -188,12 +188,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(response)
 
     def _write(self, response: Response) -> None:
-        head = [
-            f"HTTP/1.1 {response.status} {_reason(response.status)}",
-            f"Date: {formatdate(usegmt=True)}",
-            f"Server: {self.server_version}",
-            f"Content-Length: {len(response.body)}",
-        ]
+        head = [f"HTTP/1.1 {response.status} {_reason(response.status)}"]
+        if not any(name.lower() == "date" for name, _ in response.headers):  # a signed answer dates itself
+            head.append(f"Date: {formatdate(usegmt=True)}")
+        head += [f"Server: {self.server_version}", f"Content-Length: {len(response.body)}"]
         head.extend(f"{name}: {value}" for name, value in response.headers)
         if self.close_connection:
             head.append("Connection: close")

@@ -31,6 +31,7 @@ from tests.sandbox.helpers import (
     MARC,
     MARC_ACCOUNTS,
     MARC_IBANS,
+    SOPHIE,
     TECHN,
     TECHN_ACCOUNT,
     TECHN_IBAN,
@@ -437,3 +438,45 @@ def test_all_accounts_across_two_banks_with_one_failing(gateway, sandbox, admin,
             "title": "The bank is unavailable; retry later",
         }
     ]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Deferred-debit cards
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_a_card_goes_in_the_consent_then_is_listed_with_its_cash_account_and_its_transactions_read(
+    gateway, load_event, lambda_context
+):
+    # Given Sophie (a current account and a deferred-debit card) connected
+    connect_persona(load_event, lambda_context, identifier=SOPHIE, sub="user-sophie")
+    response, listed = _accounts_of(load_event, lambda_context, sub="user-sophie")
+    assert response["statusCode"] == 200, listed
+    cash, card = listed["accounts"]
+    assert (card["cash_account_type"], card["iban"], card["masked_pan"]) == ("CARD", None, "497010XXXXXX4242")
+    assert card["linked_account"] == cash["account_id"]
+
+    # When her app consents to the card's balances and transactions, and to the cash account's balances only
+    body = {
+        "balances": [cash["iban"], {"card": card["masked_pan"]}],
+        "transactions": [{"card": card["masked_pan"]}],
+        "psu_identity": False,
+        "trusted_beneficiaries": False,
+    }
+    response, answer = _submit(load_event, lambda_context, body, sub="user-sophie")
+    assert response["statusCode"] == 200, answer
+    assert answer["consent"]["transactions"] == [{"card": "497010XXXXXX4242"}]
+
+    # Then the bank applies it: the card is linked for both, the cash account for balances only
+    _, listed = _accounts_of(load_event, lambda_context, sub="user-sophie")
+    by_id = {account["account_id"]: account for account in listed["accounts"]}
+    assert by_id[card["account_id"]]["links"] == {"balances": True, "transactions": True}
+    assert by_id[cash["account_id"]]["links"] == {"balances": True, "transactions": False}
+    # And the card's transactions (its slips) are readable; the cash account's are no longer consented
+    response, page = _transactions(load_event, lambda_context, card["account_id"], sub="user-sophie")
+    assert response["statusCode"] == 200, page
+    assert page["transactions"] and all(
+        t["remittance"][0].startswith(("CB ", "AVOIR CB ")) for t in page["transactions"]
+    )
+    response, problem = _transactions(load_event, lambda_context, cash["account_id"], sub="user-sophie")
+    _problem(response, problem, 403, "account_not_consented")

@@ -20,6 +20,7 @@ from aisp.errors import (
     BankAccessDeniedError,
     BankClientError,
     BankNotFoundError,
+    BankNotImplementedError,
     BankProtocolError,
     BankRateLimitedError,
     BankTokenInvalidError,
@@ -131,7 +132,8 @@ def test_exchange_code_sends_form_without_scope_over_mtls(
         "redirect_uri": REDIRECT_URI,
         "client_id": CLIENT_ID,
     }
-    assert seen.header("Content-Type") == "application/x-www-form-urlencoded"
+    # The seed's token request: "Content-Type:application/x-www-form-urlencoded; charset=utf-8"
+    assert seen.header("Content-Type") == "application/x-www-form-urlencoded; charset=utf-8"
     assert seen.header("Accept") == "application/json"
     assert seen.header("Signature") is None
     assert seen.header("Authorization") is None
@@ -256,7 +258,8 @@ def test_get_accounts_signed_with_psu_headers(
     assert seen.signature_error is None
     assert seen.key_id == CLIENT_ID
     assert seen.header("Authorization") == f"Bearer {ACCESS_TOKEN}"
-    assert seen.header("Accept") == "application/json"
+    # STET's GETs produce application/hal+json only; BPCE answers application/json: both, HAL first
+    assert seen.header("Accept") == "application/hal+json, application/json"
     assert seen.header("PSU-IP-Address") == "192.168.0.1"
     assert seen.header("PSU-IP-Port") == "51000"
     assert seen.header("PSU-User-Agent") == "Mozilla/5.0"
@@ -372,14 +375,87 @@ def test_account_id_is_percent_encoded_and_dates_sent(
         ACCESS_TOKEN, account_id, psu=None, date_from=date(2026, 9, 1), date_to=date(2026, 10, 1)
     )
 
-    # Then the id is one encoded path segment, the dates are STET params, and the signature covers the raw target
+    # Then the id is one encoded path segment, the dates are STET date-times (the Paris midnight starting each day,
+    # summer time here), and the signature covers the raw target
     (seen,) = recorder.seen
     path, _, query = seen.raw_uri.partition("?")
     assert path == f"{API}/accounts/123%2Fcard%20x/transactions"
-    assert parse_qs(query) == {"dateFrom": ["2026-09-01"], "dateTo": ["2026-10-01"]}
+    assert query == "dateFrom=2026-09-01T00:00:00%2B02:00&dateTo=2026-10-01T00:00:00%2B02:00"
+    assert parse_qs(query) == {"dateFrom": ["2026-09-01T00:00:00+02:00"], "dateTo": ["2026-10-01T00:00:00+02:00"]}
     assert seen.signature_error is None
     assert page.transactions[0].booking_date == date(2026, 9, 2)
     assert page.next_url is None
+
+
+def test_a_bank_that_wants_plain_dates_gets_them(
+    bank: HTTPServer, recorder: BankRecorder, make_client: ClientFactory
+) -> None:
+    # Given a bank whose registry entry says date_format "date"
+    bank.expect_request(f"{API}/accounts/{ACCOUNT_ID}/transactions", method="GET").respond_with_handler(
+        recorder.wrap(always(lambda: json_response(page_body(1))))
+    )
+
+    # When reading a winter range
+    make_client(date_format="date").get_transactions_page(
+        ACCESS_TOKEN, ACCOUNT_ID, psu=None, date_from=date(2026, 1, 5), date_to=date(2026, 2, 1)
+    )
+
+    # Then the filters are YYYY-MM-DD
+    assert recorder.seen[0].raw_uri.partition("?")[2] == "dateFrom=2026-01-05&dateTo=2026-02-01"
+
+
+def test_put_consents_sends_the_access_body_of_the_banks_stet_version(
+    bank: HTTPServer, recorder: BankRecorder, make_client: ClientFactory
+) -> None:
+    # Given a STET 1.5 bank and a 1.4.2 bank answering PUT /consents
+    bank.expect_request(f"{API}/consents", method="PUT").respond_with_handler(
+        recorder.wrap(always(lambda: Response(status=201)))
+    )
+    consent = ConsentRequest(balances=[IBAN], transactions=[IBAN], psu_identity=True)
+
+    # When the consent is sent to each
+    make_client(stet_version="1.5.0.43").put_consents(ACCESS_TOKEN, consent, PSU)
+    make_client(stet_version="1.4.2.17").put_consents(ACCESS_TOKEN, consent, PSU)
+
+    # Then 1.5 gets its required "owners" (empty: the gateway never asks for the owners' identities), 1.4.2 not
+    v15, v142 = (json.loads(seen.body) for seen in recorder.seen)
+    assert v15 == {
+        "balances": [{"iban": IBAN}],
+        "transactions": [{"iban": IBAN}],
+        "trustedBeneficiaries": False,
+        "psuIdentity": True,
+        "owners": [],
+    }
+    assert "owners" not in v142 and v142["balances"] == [{"iban": IBAN}]
+    assert [seen.signature_error for seen in recorder.seen] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(501, {"status": 501, "message": "NIMP"}), (501, ""), (400, {"status": 400, "message": "NIMP"})],
+    ids=["501-nimp", "501-empty", "400-nimp"],
+)
+def test_not_implemented_is_final(
+    bank: HTTPServer,
+    recorder: BankRecorder,
+    make_client: ClientFactory,
+    fake_sleep: FakeSleep,
+    status: int,
+    body: Any,
+) -> None:
+    # Given a bank that says it cannot provide trusted beneficiaries (STET 501, or BPCE's NIMP code)
+    bank.expect_request(f"{API}/trusted-beneficiaries", method="GET").respond_with_handler(
+        recorder.wrap(always(lambda: json_response(body, status=status) if body else Response(status=status)))
+    )
+
+    # When asked
+    with pytest.raises(BankNotImplementedError) as excinfo:
+        make_client().get_trusted_beneficiaries(ACCESS_TOKEN, PSU)
+
+    # Then the answer is final: one call, no backoff (a 501 is not "unavailable, retry later")
+    assert excinfo.value.status == status
+    assert len(recorder.seen) == 1
+    assert fake_sleep.delays == []
 
 
 def test_balances_beneficiaries_identity(bank: HTTPServer, recorder: BankRecorder, make_client: ClientFactory) -> None:
@@ -728,7 +804,7 @@ def test_pagination_relative_next_then_empty_href(
     assert pages[0].next_url == f"https://127.0.0.1:{bank.port}{TX_PATH}?dateFrom=2026-09-01&page=2"
     assert pages[-1].next_url is None
     assert [s.raw_uri for s in recorder.seen] == [
-        f"{TX_PATH}?dateFrom=2026-09-01",
+        f"{TX_PATH}?dateFrom=2026-09-01T00:00:00%2B02:00",
         f"{TX_PATH}?dateFrom=2026-09-01&page=2",
         f"{TX_PATH}?dateFrom=2026-09-01&page=3",
     ]

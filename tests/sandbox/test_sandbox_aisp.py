@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -186,8 +187,11 @@ def test_the_deferred_debit_card_persona(client: SandboxClient) -> None:
 
     accounts = client.get("/accounts", access, psu_ip=PSU_IP).json()["accounts"]
     cash, card = accounts
-    card_balances = client.get(card["_links"]["balances"]["href"], access, psu_ip=PSU_IP).json()["balances"]
-    card_page = client.get(card["_links"]["transactions"]["href"], access, psu_ip=PSU_IP).json()
+    # /v1 links as the guide prints them ({"templated": false}, no href): the URL is built from the resource id
+    assert card["_links"] == {"balances": {"templated": False}, "transactions": {"templated": False}}
+    card_id = quote(card["resourceId"], safe="")
+    card_balances = client.get(f"/accounts/{card_id}/balances", access, psu_ip=PSU_IP).json()["balances"]
+    card_page = client.get(f"/accounts/{card_id}/transactions", access, psu_ip=PSU_IP).json()
 
     assert card["cashAccountType"] == "CARD"
     assert card["linkedAccount"] == cash["resourceId"]

@@ -37,20 +37,33 @@ def test_certs_creates_the_pki_and_the_gateway_secret(certs_dir: Path) -> None:
     server = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
     qwac = x509.load_pem_x509_certificate(paths.qwac_cert.read_bytes())
     qseal = x509.load_pem_x509_certificate(paths.qseal_cert.read_bytes())
+    bank_seal = x509.load_pem_x509_certificate(paths.bank_signing_cert.read_bytes())
     secret = json.loads(paths.credentials.read_text())
 
-    for leaf in (server, qwac, qseal):
+    for leaf in (server, qwac, qseal, bank_seal):
         leaf.verify_directly_issued_by(ca)
     san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} >= {"127.0.0.1"}
     assert "localhost" in san.get_values_for_type(x509.DNSName)
     assert ExtendedKeyUsageOID.CLIENT_AUTH in qwac.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert _org_id(qwac) == _org_id(qseal) == "PSDFR-ACPR-13807"
-    assert list(secret) == ["client_id", "qwac_cert_pem", "qwac_key_pem", "qseal_key_pem", "qseal_key_id"]
+    assert list(secret) == [
+        "client_id",
+        "qwac_cert_pem",
+        "qwac_key_pem",
+        "qseal_key_pem",
+        "qseal_key_id",
+        "bank_signing_certificates",
+    ]
+    # The bank's answer-signing certificate, pinned for every bank code the sandbox serves
+    assert secret["bank_signing_certificates"] == {
+        code: [paths.bank_signing_cert.read_text()] for code in ("13807", "10207", "17515")
+    }
     assert secret["client_id"] == secret["qseal_key_id"] == "PSDFR-ACPR-13807"
     assert secret["qwac_cert_pem"] == paths.qwac_cert.read_text()
     assert secret["qseal_key_pem"] == paths.qseal_key.read_text()
-    for private in (paths.ca_key, paths.server_key, paths.qwac_key, paths.qseal_key, paths.credentials):
+    keys = (paths.ca_key, paths.server_key, paths.qwac_key, paths.qseal_key, paths.bank_signing_key)
+    for private in (*keys, paths.credentials):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
 
 

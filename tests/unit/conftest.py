@@ -28,8 +28,12 @@ def bank():
 
 @pytest.fixture
 def services(aws, bank, clock):
-    """The connection use cases over moto-backed repositories (real KMS envelope), a fake bank and a fake clock."""
-    from aisp.banks import get_registry
+    """The connection use cases over moto-backed repositories (real KMS envelope), a fake bank and a fake clock.
+
+    The registry is resolved for ``local``, the environment the fakes stand in for (the offline sandbox: 13807 with
+    trusted beneficiaries); tests of the 89C3 sandbox's or live view build their own.
+    """
+    from aisp.banks import load_registry
     from aisp.dal import DynamoConnectionRepository, DynamoOAuthStateRepository
     from aisp.logic.services import ConnectionServices
 
@@ -37,7 +41,7 @@ def services(aws, bank, clock):
         connections=DynamoConnectionRepository(),
         states=DynamoOAuthStateRepository(),
         bank=bank,
-        registry=get_registry(),
+        registry=load_registry(environment="local"),
         clock=clock,
         reauth_days=90,
     )

@@ -17,6 +17,7 @@ from aisp.models.accounts import (
     TransactionItem,
     decimal_string,
 )
+from aisp.models.connection import ConsentSnapshot
 from aisp.stet.schemas import AccountList, BalanceList, BeneficiaryList, EndUserIdentity, Transaction
 
 # The 89C3 sandbox guide's GET /accounts for Marc (consented) and Tech-N Co (not consented), STET 1.4.0.47.
@@ -44,7 +45,8 @@ GUIDE_ACCOUNTS = {
                 },
                 {"balanceType": "OTHR", "name": "Solde TP", "balanceAmount": {"amount": "4348.95", "currency": "EUR"}},
             ],
-            "_links": {"balances": {"href": "/b", "templated": False}, "transactions": {"href": "/t"}},
+            # As the seed prints it: the links are there, without href
+            "_links": {"balances": {"templated": False}, "transactions": {"templated": False}},
             "usage": "PRIV",
             "psuStatus": "Account Holder",
             "name": "Compte perso",
@@ -213,3 +215,54 @@ def test_balances_identity_and_beneficiaries():
         "bic": "AGRIFRPP",
         "is_trusted": True,
     }
+
+
+@pytest.mark.parametrize(
+    ("status", "name"),
+    [
+        ("BOOK", "booked"),
+        ("PDNG", "pending"),
+        ("FUTR", "future"),
+        ("INFO", "information"),
+        ("RJCT", "rejected"),
+        ("OTHR", "other"),
+        ("XXXX", "other"),
+        (" futr ", "future"),
+    ],
+)
+def test_every_stet_1_5_transaction_status_keeps_its_meaning(status, name):
+    # Given a transaction in one of STET 1.5's statuses (or an unknown one)
+    transaction = Transaction.model_validate(
+        {"transactionAmount": {"amount": "1", "currency": "EUR"}, "creditDebitIndicator": "CRDT", "status": status}
+    )
+
+    # When normalized / Then a future, information-only or rejected entry is never reported as plain "other"
+    assert TransactionItem.from_stet(transaction).status == name
+
+
+def _account(links):
+    body = {"resourceId": "038-CPT30019654051", "accountId": {"iban": "FR7613807008043001965405158"}}
+    if links is not ...:
+        body["_links"] = links
+    return AccountList.model_validate({"accounts": [body]}).accounts[0]
+
+
+@pytest.mark.parametrize(
+    ("links", "consent", "expected"),
+    [
+        # The seed's consented accounts: links without href are links
+        ({"balances": {"templated": False}, "transactions": {"templated": False}}, None, (True, True)),
+        ({"balances": {}}, None, (True, False)),
+        ({"transactions": {"href": "/t"}}, None, (False, True)),
+        # The seed's account before consent: "_links": {} says nothing is available, whatever we recorded
+        ({}, {"balances": ["FR7613807008043001965405158"]}, (False, False)),
+        # No _links at all: the consent on record decides
+        (..., {"balances": ["FR7613807008043001965405158"], "transactions": []}, (True, False)),
+        (..., None, (False, False)),
+    ],
+    ids=["seed-templated", "empty-link", "href", "empty-links", "no-links-consented", "no-links-no-consent"],
+)
+def test_link_availability_follows_the_links_presence_and_the_consent(links, consent, expected):
+    snapshot = None if consent is None else ConsentSnapshot(**consent)
+    item = AccountItem.from_stet(_account(links), snapshot)
+    assert (item.links.balances, item.links.transactions) == expected

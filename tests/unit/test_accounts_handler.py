@@ -53,6 +53,7 @@ def test_accounts_route_answers_the_normalized_accounts(marc, account_bank, load
 
     assert response["statusCode"] == 200
     assert response["headers"]["Cache-Control"] == "no-store"
+    assert response["headers"]["X-Request-ID"] == "req-get-accounts-13807"  # the API's request id reaches the app
     assert body["bank_code"] == "13807" and body["connected_psu"] == "MALLOW MARC"
     (account,) = body["accounts"]
     assert account["account_id"] == ACCOUNT and account["iban"] == IBAN

@@ -13,6 +13,7 @@ from aisp.logic.accounts import TransactionQuery
 from aisp.models.connection import ConnectionStatus, ConsentSnapshot
 from aisp.models.psu import PsuInfo
 from tests.fakes import stet_account, stet_transaction
+from tests.seed import seed_json
 
 MARC = "user-marc"
 ACCOUNT = "038-CPT30019654051"
@@ -175,7 +176,9 @@ def test_balances_are_normalized(account_services, marc):
 
 
 def test_a_bank_501_is_feature_not_supported(account_services, marc, account_bank):
-    account_bank.fail("get_trusted_beneficiaries", errors.BankUnavailableError("NIMP", status=501, bank_code="13807"))
+    account_bank.fail(
+        "get_trusted_beneficiaries", errors.BankNotImplementedError("NIMP", status=501, bank_code="13807")
+    )
 
     with pytest.raises(errors.BankFeatureNotSupportedError):
         accounts.get_trusted_beneficiaries(MARC, "13807", psu=PSU, services=account_services)
@@ -199,6 +202,11 @@ def test_a_feature_the_registry_says_is_missing_never_reaches_the_bank(
 
 
 def test_identity_on_stet_1_4_0_comes_from_connected_psu(account_services, marc, account_bank):
+    # The seed says GET /endUserIdentity comes "with STET standard v1.4.2.17"; 13807's sandbox product is 1.4.0.47,
+    # which has no such endpoint, yet the seed's own GET /accounts for Marc ends with "connectedPsu": "MALLOW MARC".
+    # So the registry's identity=true on 13807 stands, served from GET /accounts (here the guide's body as printed).
+    account_bank.accounts["13807"] = seed_json("accounts-marc")
+
     identity = accounts.get_identity(MARC, "13807", psu=PSU, services=account_services)
 
     assert identity.full_name == "MALLOW MARC"
@@ -314,6 +322,55 @@ def test_dates_go_to_the_bank_with_an_exclusive_date_to(account_services, marc, 
 
     (call,) = account_bank.of("get_transactions")
     assert (call.kwargs["date_from"], call.kwargs["date_to"]) == (date(2026, 11, 1), date(2026, 12, 1))
+
+
+@pytest.mark.parametrize(("bank_code", "days"), [("13807", 90), ("17515", 90)])
+def test_a_date_from_beyond_the_banks_history_is_refused_naming_the_limit(
+    account_services, active_connection, account_bank, clock, bank_code, days
+):
+    # Given a connection, and the registry's history depth for the bank
+    active_connection(MARC, bank_code)
+    account_bank.transactions[(bank_code, ACCOUNT)] = [stet_transaction(1)]
+    today = clock.now().date()
+    earliest = today - timedelta(days=days)
+
+    # When the app asks from one day before what the bank keeps
+    with pytest.raises(errors.InvalidRequestError) as caught:
+        accounts.get_transactions(
+            MARC,
+            bank_code,
+            ACCOUNT,
+            TransactionQuery(date_from=earliest - timedelta(days=1)),
+            psu=PSU,
+            services=account_services,
+        )
+
+    # Then a 400 names the limit and the earliest date, and the bank is not called
+    assert f"{days} days" in caught.value.message and earliest.isoformat() in caught.value.message
+    assert caught.value.details == {"field": "date_from", "history_days": days, "earliest": earliest.isoformat()}
+    assert account_bank.calls == []
+    # And from the earliest day on, the bank is asked
+    accounts.get_transactions(
+        MARC, bank_code, ACCOUNT, TransactionQuery(date_from=earliest), psu=PSU, services=account_services
+    )
+    assert [c.operation for c in account_bank.calls] == ["get_transactions"]
+
+
+def test_the_89c3_sandboxs_13807_lists_no_trusted_beneficiaries_as_the_seed_says(account_services, marc, account_bank):
+    # Given the registry as the 89C3 sandbox serves it (the seed: beneficiaries "will not be available")
+    from dataclasses import replace
+
+    from aisp.banks import load_registry
+
+    sandbox = replace(
+        account_services,
+        connections=replace(account_services.connections, registry=load_registry(environment="sandbox")),
+    )
+
+    # When / Then 501 without calling the bank
+    with pytest.raises(errors.BankFeatureNotSupportedError):
+        accounts.get_trusted_beneficiaries(MARC, "13807", psu=PSU, services=sandbox)
+    assert account_bank.calls == []
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,8 @@ RAISED: dict[str, Exception] = {
     "denied": errors.BankAccessDeniedError("not consented", status=403, bank_code="13807"),
     "down": errors.BankUnavailableError("bank unavailable", status=503, bank_code="13807"),
     "garbled": errors.BankProtocolError("bank body not understood", status=200, bank_code="13807"),
+    "unsigned": errors.BankSignatureInvalidError("bank response failed its signature check", status=200),
+    "not_here": errors.BankNotImplementedError("bank does not provide this resource", status=501, bank_code="13807"),
     "config": errors.ConfigurationError("invalid environment configuration: TOKEN_KEY_ID: missing"),
     "cursor": errors.InvalidCursorError("expired"),
     "no_consent": errors.ConsentRequiredError("no consent was submitted for this connection"),
@@ -71,6 +73,8 @@ def _call(app, load_event, lambda_context, path, query=None):
         ("denied", 403, "account_not_consented"),
         ("down", 503, "bank_unavailable"),
         ("garbled", 502, "bank_unavailable"),
+        ("unsigned", 502, "bank_signature_invalid"),
+        ("not_here", 501, "bank_feature_not_supported"),
         ("config", 500, "internal_error"),
         ("cursor", 400, "validation_error"),
         ("no_consent", 403, "consent_required"),
@@ -98,6 +102,8 @@ def test_each_error_maps_to_its_status_and_code(resolver, load_event, lambda_con
     body = json.loads(response["body"])
     assert (body["status"], body["code"], body["type"]) == (status, code, f"urn:aisp-gateway:error:{code}")
     assert body["request_id"] == "req-get-v1-banks"
+    # and the request id in a header too, as on every answer (aisp.api.headers)
+    assert response["headers"]["X-Request-ID"] == "req-get-v1-banks"
     # Internal causes stay in the logs
     assert "eyJsecret" not in response["body"]
     assert "TOKEN_KEY_ID" not in response["body"]

@@ -17,6 +17,8 @@ from aisp.settings import load_settings
 from aisp.stet.factory import clear_bank_clients, get_bank_client
 
 SECRET = "aisp/bank-credentials"
+LOCAL_BANKS = ("13807", "10207", "17515")
+BANK_SEAL = trustme.CA().issue_cert("bank-seal.example", key_type=trustme.KeyType.RSA)
 
 
 def _secret(ca: trustme.CA, client_id: str = "PSDFR-ACPR-13807") -> str:
@@ -29,6 +31,10 @@ def _secret(ca: trustme.CA, client_id: str = "PSDFR-ACPR-13807") -> str:
             "qwac_key_pem": qwac.private_key_pem.bytes().decode(),
             "qseal_key_pem": qseal.private_key_pem.bytes().decode(),
             "qseal_key_id": client_id,
+            # The offline sandbox's banks enforce signed answers in `local`: their seal certificate is pinned here
+            "bank_signing_certificates": {
+                code: [BANK_SEAL.cert_chain_pems[0].bytes().decode()] for code in LOCAL_BANKS
+            },
         }
     )
 
@@ -64,6 +70,9 @@ def test_client_is_wired_from_registry_settings_and_credentials(environment):
     cert_path, key_path = client._cert
     assert Path(cert_path).is_file() and Path(key_path).is_file()
     assert client._timeout == (3.05, 10.0)
+    # The registry's local policy (enforce) with the secret's pinned certificate
+    assert client._verification is not None and client._verification.mode == "enforce"
+    assert len(client._verification.pinned.by_fingerprint) == 1
     # Warm calls reuse the same client (and its keep-alive session)
     assert get_bank_client("13807") is client
     assert get_bank_client("17515") is not client
@@ -108,3 +117,14 @@ def test_a_ca_given_as_pem_text_is_written_once_and_trusted(environment, monkeyp
     assert ca_bundle_file(pem) == client._verify
     # And a plain path is used as it is
     assert ca_bundle_file(str(ca_path)) == str(ca_path)
+
+
+def test_enforce_without_a_pinned_certificate_refuses_to_build(environment):
+    ca, secrets, _ = environment
+    secret = json.loads(_secret(ca))
+    del secret["bank_signing_certificates"]
+    secrets.put_secret_value(SecretId=SECRET, SecretString=json.dumps(secret))
+    parameters.clear_caches()
+
+    with pytest.raises(ConfigurationError, match="pinned bank certificate"):
+        get_bank_client("13807")

@@ -11,7 +11,7 @@ from aisp.models.connection import ConnectionStatus
 from functions.connect import app
 
 
-def test_list_banks_returns_the_registry_with_the_seed_sandbox_banks(load_event, lambda_context):
+def test_list_banks_returns_the_registry_with_the_seed_sandbox_banks(gateway_env, load_event, lambda_context):
     # Given the GET /v1/banks event of an authenticated user
     event = load_event("connect/list_banks.json")
 
@@ -180,7 +180,7 @@ def test_a_completion_value_that_activates_nothing_is_400_invalid_completion(wir
     assert response["headers"]["X-Content-Type-Options"] == "nosniff"
 
 
-def test_every_answer_says_nosniff_and_the_bank_list_may_be_cached(load_event, lambda_context):
+def test_every_answer_says_nosniff_and_the_bank_list_may_be_cached(gateway_env, load_event, lambda_context):
     banks = app.lambda_handler(load_event("connect/list_banks.json"), lambda_context)
 
     assert banks["headers"]["X-Content-Type-Options"] == "nosniff"

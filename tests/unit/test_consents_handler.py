@@ -43,6 +43,7 @@ def test_the_consent_is_forwarded_and_answered(marc, account_bank, load_event, l
 
     assert response["statusCode"] == 200, body
     assert response["headers"]["Cache-Control"] == "no-store"
+    assert response["headers"]["X-Request-ID"] == "req-put-consent-13807"  # the API's request id reaches the app
     assert body["bank_code"] == "13807" and body["connection_id"] == marc.connection_id
     assert body["consent"]["balances"] == IBANS and body["consent"]["transactions"] == IBANS[:2]
     assert body["consent"]["psu_identity"] is True and body["consent"]["trusted_beneficiaries"] is True

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -26,6 +27,7 @@ from aisp.stet import (
     TransactionPage,
     build_authorization_url,
 )
+from aisp.stet.client import paris_midnight
 from aisp.stet.errors import BpceCode, parse_error_info, parse_retry_after
 from aisp.stet.schemas import StetErrorBody, decode_json, parse_stet
 
@@ -377,13 +379,75 @@ def test_remittance_shapes(raw: Any, expected: list[str]) -> None:
     assert transaction.remittance_information == expected
 
 
-@pytest.mark.parametrize("raw", [42, [1, 2], {"unstructured": [{"x": 1}]}])
-def test_bad_remittance_is_protocol_error(raw: Any) -> None:
-    # Given a remittanceInformation of an impossible shape
-    # When / Then
-    with pytest.raises(BankProtocolError) as excinfo:
-        parse_stet(TransactionPage, {"transactions": [_tx(remittanceInformation=raw)]}, where="t")
-    assert excinfo.value.details["fields"] == ["transactions.0.remittanceInformation"]
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # STET 1.5 StructuredRemittanceInformation: the creditor reference sits one level down.
+        (
+            {
+                "unstructured": ["FACTURE 12"],
+                "structured": [
+                    {
+                        "creditorReferenceInformation": {
+                            "type": {"code": "SCOR", "issuer": "ISO"},
+                            "reference": "RF18539007547034",
+                        },
+                        "referredDocumentAmount": {"remittedAmount": {"amount": 12.5, "currency": "EUR"}},
+                    }
+                ],
+            },
+            ["FACTURE 12", "RF18539007547034"],
+        ),
+        # Only referred documents: their numbers.
+        ({"structured": [{"referredDocumentInformation": [{"number": "F-1"}, {"number": "F-2"}]}]}, ["F-1 F-2"]),
+        # What we cannot read is skipped, never the page.
+        (42, []),
+        ([1, "A", None], ["A"]),
+        ({"unstructured": [{"x": 1}, "B"], "structured": [{"invoicer": {"name": "X"}}, "S"]}, ["B", "S"]),
+        ({"unstructured": 7}, []),
+    ],
+    ids=["1.5-creditor-reference", "referred-documents", "number", "mixed-list", "odd-items", "odd-unstructured"],
+)
+def test_remittance_detail_never_fails_the_page(raw: Any, expected: list[str]) -> None:
+    # Given a page whose one transaction has a remittance of the 1.5 structured shape, or one we cannot read
+    payload = {"transactions": [_tx(remittanceInformation=raw), _tx(entryReference="2")]}
+
+    # When the page is parsed
+    page = parse_stet(TransactionPage, payload, where="get_transactions")
+
+    # Then the page survives whole, with what could be read of the remittance
+    assert [t.remittance_information for t in page.transactions] == [expected, []]
+
+
+def test_optional_details_of_the_wrong_type_are_absent_not_fatal() -> None:
+    # Given an account list and a page where optional members have the wrong JSON type
+    accounts = {
+        "accounts": [
+            {
+                "resourceId": 123,
+                "accountId": "FR7613807008043001965405158",
+                "name": ["x"],
+                "balances": [
+                    {"balanceType": "CLBD", "name": "ok", "balanceAmount": {"amount": "1.00", "currency": "EUR"}},
+                    {"balanceType": "VALU", "balanceAmount": "lots"},
+                ],
+                "_links": {"balances": {"href": 5, "templated": "no"}},
+            }
+        ]
+    }
+    page = {"transactions": [_tx(entryReference=42, endToEndId={"x": 1}, additionalTransactionInformation=[1])]}
+
+    # When parsed
+    (account,) = parse_stet(AccountList, accounts, where="get_accounts").accounts
+    (transaction,) = parse_stet(TransactionPage, page, where="get_transactions").transactions
+
+    # Then the readable members are kept (an integer id as text), the others are absent, the bad balance dropped
+    assert account.resource_id == "123" and account.account_id is None and account.name is None
+    assert [b.name for b in account.balances] == ["ok"]
+    assert account.links is not None and account.links.balances is not None
+    assert account.links.balances.href is None and account.links.balances.templated is None
+    assert transaction.entry_reference == "42"
+    assert transaction.end_to_end_id is None and transaction.additional_transaction_information is None
 
 
 @pytest.mark.parametrize(
@@ -414,18 +478,27 @@ def test_malformed_transactions_body_is_protocol_error(payload: Any, fields: lis
 
 
 def test_protocol_error_never_contains_values() -> None:
-    # Given a wrong body carrying an IBAN and a name where structure is expected
-    payload = {"accounts": [{"accountId": "FR7613807008043001965405158", "balances": "MALLOW MARC"}]}
+    # Given a wrong body carrying an IBAN and a name where required structure is expected
+    payload = {
+        "transactions": [
+            _tx(transactionAmount={"amount": "FR7613807008043001965405158", "currency": "EUR"}),
+            _tx(creditDebitIndicator=None, status={"MALLOW MARC": 1}),
+        ]
+    }
 
     # When parsed
     with pytest.raises(BankProtocolError) as excinfo:
-        parse_stet(AccountList, payload, where="get_accounts")
+        parse_stet(TransactionPage, payload, where="get_transactions")
 
     # Then neither the message, the details nor the chained validation error text show the values
     rendered = str(excinfo.value) + repr(excinfo.value.details) + str(excinfo.value.__cause__)
     assert "FR7613807008043001965405158" not in rendered
     assert "MALLOW" not in rendered
-    assert set(excinfo.value.details["fields"]) == {"accounts.0.accountId", "accounts.0.balances"}
+    assert set(excinfo.value.details["fields"]) == {
+        "transactions.0.transactionAmount.amount",
+        "transactions.1.creditDebitIndicator",
+        "transactions.1.status",
+    }
 
 
 def test_links_tolerate_junk() -> None:
@@ -600,6 +673,17 @@ def test_consent_request_defaults_are_an_empty_access() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("version", "owners"), [("1.4.0.47", False), ("1.4.2.17", False), ("1.5.0.43", True), ("1.6.2", True)]
+)
+def test_consent_request_adds_owners_from_stet_1_5(version: str, owners: bool) -> None:
+    # Given / When an empty consent for a bank of this STET version / Then 1.5+ has its required "owners"
+    access = ConsentRequest().to_stet(version)
+    assert ("owners" in access) is owners
+    if owners:
+        assert access["owners"] == []
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Wire-level helpers: JSON decoding, error bodies, Retry-After, authorize URL, PSU headers
 # ----------------------------------------------------------------------------------------------------------------
@@ -716,6 +800,38 @@ def test_build_authorization_url_encodes_parameters() -> None:
     }
     assert list(query) == ["response_type", "client_id", "redirect_uri", "scope", "state"]
     assert " " not in url
+
+
+def test_authorize_scope_is_the_stet_scope_not_the_seeds_upper_case() -> None:
+    # The seed's authorize example says "scope:AISP"; we send STET's scope "aisp" on purpose. OAuth scopes are
+    # case-sensitive (RFC 6749 §3.3); STET 1.4.0.47 and 1.5 define only "aisp" (securityDefinitions/securitySchemes),
+    # the seed's own token responses grant "aisp offline_access", and production 89C3 integrations (NOTES §6) send
+    # "aisp". The offline sandbox takes either (tests/sandbox: test_the_seed_upper_case_scope_is_accepted).
+    url = build_authorization_url("https://b.example", client_id="c", redirect_uri="https://r.example/cb", state="s")
+
+    assert parse_qs(urlsplit(url).query)["scope"] == ["aisp"]
+
+
+@pytest.mark.parametrize(
+    ("day", "expected"),
+    [
+        (date(2026, 1, 5), "2026-01-05T00:00:00+01:00"),
+        (date(2026, 3, 29), "2026-03-29T00:00:00+01:00"),  # the March switch day: midnight is still winter time
+        (date(2026, 3, 30), "2026-03-30T00:00:00+02:00"),
+        (date(2026, 10, 25), "2026-10-25T00:00:00+02:00"),  # the October switch day: midnight is still summer time
+        (date(2026, 10, 26), "2026-10-26T00:00:00+01:00"),
+        (date(2027, 3, 28), "2027-03-28T00:00:00+01:00"),
+        (date(2027, 3, 29), "2027-03-29T00:00:00+02:00"),
+        (date(2024, 12, 31), "2024-12-31T00:00:00+01:00"),
+    ],
+)
+def test_paris_midnight_matches_the_time_zone_database(day: date, expected: str) -> None:
+    # Given a day around the EU summer-time switches / When rendered / Then it is Paris midnight, as zoneinfo says
+    assert paris_midnight(day) == expected
+    paris = datetime.combine(day, datetime.min.time(), ZoneInfo("Europe/Paris"))
+    assert datetime.fromisoformat(expected) == paris and datetime.fromisoformat(expected).utcoffset() == (
+        paris.utcoffset()
+    )
 
 
 def test_psu_context_headers_in_stet_order() -> None:

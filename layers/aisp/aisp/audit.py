@@ -52,6 +52,8 @@ _OUTCOMES: Final[tuple[tuple[type[Exception], str], ...]] = (
     (errors.BankNotFoundError, "not_found"),
     (errors.BankClientError, "client_error"),
     (errors.BankUnavailableError, "unavailable"),
+    (errors.BankNotImplementedError, "not_implemented"),
+    (errors.BankSignatureInvalidError, "signature_invalid"),
     (errors.BankProtocolError, "protocol_error"),
     (errors.UpstreamError, "failed"),
 )

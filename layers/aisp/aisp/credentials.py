@@ -3,7 +3,11 @@
 The secret (its *name* is ``BANK_CREDENTIALS_SECRET_NAME``) is a JSON object::
 
     {"client_id": "PSDFR-ACPR-12345", "qwac_cert_pem": "...", "qwac_key_pem": "...",
-     "qseal_key_pem": "...", "qseal_key_id": "PSDFR-ACPR-12345"}
+     "qseal_key_pem": "...", "qseal_key_id": "PSDFR-ACPR-12345",
+     "bank_signing_certificates": {"13807": ["-----BEGIN CERTIFICATE-----..."]}}
+
+``bank_signing_certificates`` (optional) pins, per bank code, the certificates the bank signs its answers with
+(public material, beside those the registry pins; see ``aisp.signing.response``).
 
 It is fetched through Powertools parameters (cached for ``max_age`` seconds). ``requests`` needs the QWAC as files,
 so :func:`qwac_cert_files` writes the pair once per container (per secret version) to 0600 files in a private
@@ -39,12 +43,22 @@ class BankCredentials(BaseModel):
     qwac_key_pem: SecretStr
     qseal_key_pem: SecretStr
     qseal_key_id: Annotated[str, Field(min_length=1, max_length=2000)]
+    bank_signing_certificates: dict[Annotated[str, Field(pattern=r"^[0-9]{5}$")], tuple[str, ...]] = Field(
+        default_factory=dict
+    )
 
     @field_validator("qwac_cert_pem")
     @classmethod
     def _is_certificate(cls, value: str) -> str:
         if CERT_MARKER not in value:
             raise ValueError("must be a PEM certificate")
+        return value
+
+    @field_validator("bank_signing_certificates")
+    @classmethod
+    def _are_certificates(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        if any(CERT_MARKER not in pem for pems in value.values() for pem in pems):
+            raise ValueError("must map bank codes to PEM certificates")
         return value
 
     @field_validator("qwac_key_pem", "qseal_key_pem")
@@ -70,6 +84,7 @@ class BankCredentials(BaseModel):
                 self.qwac_key_pem.get_secret_value(),
                 self.qseal_key_pem.get_secret_value(),
                 self.qseal_key_id,
+                *(f"{code}:{pem}" for code, pems in sorted(self.bank_signing_certificates.items()) for pem in pems),
             )
         )
         return hashlib.sha256(material.encode()).hexdigest()[:16]

@@ -226,8 +226,17 @@ class BankUnavailableError(UpstreamError):
     """The bank is down or slow: 5xx, timeout or connection failure. Safe to retry later."""
 
 
+class BankNotImplementedError(UpstreamError):
+    """The bank answered 501 (or its ``NIMP`` code): it cannot provide this resource here. Final, never retried."""
+
+
 class BankProtocolError(UpstreamError):
     """The bank answered 2xx with a body we cannot understand (not JSON, missing required structure)."""
+
+
+class BankSignatureInvalidError(BankProtocolError):
+    """The bank's answer does not verify (its ``Signature``/``Digest`` by a pinned certificate, or the echo of our
+    ``X-Request-ID``) and the bank's policy is ``enforce``: the data is not used."""
 
 
 class RefreshInProgressError(ConflictError):

@@ -46,7 +46,9 @@ ERROR_MAP: tuple[tuple[type[errors.AispError], int, str, str], ...] = (
     (errors.ConsentRejectedError, 403, "account_not_consented", "The user has not consented to this data"),
     (errors.BankAccessDeniedError, 403, "account_not_consented", "The user has not consented to this data"),
     (errors.BankFeatureNotSupportedError, 501, "bank_feature_not_supported", "This bank does not offer this feature"),
+    (errors.BankNotImplementedError, 501, "bank_feature_not_supported", "This bank does not offer this feature"),
     (errors.BankUnavailableError, 503, "bank_unavailable", "The bank is unavailable; retry later"),
+    (errors.BankSignatureInvalidError, 502, "bank_signature_invalid", "The bank's answer failed its signature check"),
     (errors.BankProtocolError, 502, "bank_unavailable", "The bank answered something we could not understand"),
     (errors.UpstreamError, 502, "bank_unavailable", "The bank call failed"),
     # Our own dependencies (DynamoDB throttled or down once botocore's retries are spent, KMS unavailable or
@@ -84,11 +86,12 @@ def problem_response(
         request_id=request_id,
         errors=field_errors,
     )
+    request_header = {"X-Request-ID": request_id} if request_id else {}
     return Response(
         status_code=status,
         content_type=PROBLEM_CONTENT_TYPE,
         body=problem.model_dump_json(exclude_none=True),
-        headers={**NO_STORE, **NOSNIFF, **(headers or {})},
+        headers={**NO_STORE, **NOSNIFF, **request_header, **(headers or {})},
     )
 
 
@@ -177,7 +180,9 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
         status, code, title = classify(exc)
         headers = retry_headers(exc)
         # A 501 for a feature the bank lacks is an answer, not a failure of ours.
-        expected = status < 500 or isinstance(exc, errors.BankFeatureNotSupportedError)  # noqa: PLR2004
+        expected = status < 500 or isinstance(  # noqa: PLR2004
+            exc, errors.BankFeatureNotSupportedError | errors.BankNotImplementedError
+        )
         # The details first: one of them may be named like our own keys (KMS details carry an error_type).
         context = {**exc.details, "code": code, "error_type": type(exc).__name__}
         if expected:

@@ -17,15 +17,19 @@ NO_STORE: Final = {"Cache-Control": "no-store"}
 
 
 def nosniff(app: Any, next_middleware: NextMiddleware) -> Response[Any]:
-    """Powertools middleware: ``X-Content-Type-Options: nosniff`` on the answer."""
+    """Powertools middleware for every answer: ``X-Content-Type-Options: nosniff``, and ``X-Request-ID``: the API's
+    request id, the one our logs carry (``correlation_id``), problem bodies and the audit trail name."""
     response = next_middleware(app)
     for name, value in NOSNIFF.items():
         response.headers.setdefault(name, value)
+    request_id = app.current_event.request_context.request_id
+    if request_id:
+        response.headers.setdefault("X-Request-ID", str(request_id))
     return response
 
 
 def no_store(app: Any, next_middleware: NextMiddleware) -> Response[Any]:
-    """Powertools middleware: ``Cache-Control: no-store`` (and ``nosniff``) on an answer with the user's data."""
+    """Powertools middleware for an answer with the user's data: ``Cache-Control: no-store``, and :func:`nosniff`'s."""
     response = nosniff(app, next_middleware)
     for name, value in NO_STORE.items():
         response.headers.setdefault(name, value)

@@ -1,8 +1,15 @@
-"""Registry of Groupe BPCE establishments, loaded from ``banks.json`` beside this module.
+"""Registry of the STET establishments the gateway serves (Groupe BPCE's 89C3 and any other), from ``banks.json``.
 
-``bank_code`` is the establishment code (cdetab). It selects the host (``www.{bank_code}.live.api.89c3.com``) and
-the token authority, so it is also the key of a user's connection: brands that share a code (the seed's BPGO and
-CMMGO are both 13807) share one connection, and the loader checks that they agree on everything a call depends on.
+``bank_code`` is the establishment code (cdetab). It selects the host (``www.{bank_code}.{sandbox|live}.api.89c3.com``
+unless the entry names its own ``hosts``) and the token authority, so it is also the key of a user's connection:
+brands that share a code (the seed's BPGO and CMMGO are both 13807) share one connection, and the loader checks that
+they agree on everything a call depends on.
+
+What an establishment serves differs per environment (the 89C3 sandbox's 13807 is the STET 1.4.0.47 product under
+``/stet/psd2/v1``; live 13807 is 1.4.2 under ``/stet/psd2/v1.4.2``). The file names reusable **profiles** (STET
+version, API prefix, transaction date format, capabilities, response signature policy) and each entry picks one per
+environment, optionally overriding parts of it. :func:`load_registry` resolves the entries for one environment: its
+own choice, else ``local`` → ``sandbox`` → ``live``. The result, :class:`Bank`, is what the rest of the code reads.
 """
 
 from __future__ import annotations
@@ -11,12 +18,12 @@ import json
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aisp.errors import ConfigurationError, UnknownBankError
-from aisp.settings import BankSettings
+from aisp.settings import BankSettings, load_settings
 
 REGISTRY_FILE = Path(__file__).with_name("banks.json")
 
@@ -24,8 +31,14 @@ HOST_TEMPLATES = {
     "sandbox": "https://www.{bank_code}.sandbox.api.89c3.com",
     "live": "https://www.{bank_code}.live.api.89c3.com",
 }
+DEFAULT_OAUTH_PATH = "/stet/psd2/oauth"
+Environment = Literal["local", "sandbox", "live"]
+# Where an environment falls back when an entry does not name it.
+_FALLBACK: dict[str, tuple[str, ...]] = {"local": ("local", "sandbox", "live"), "sandbox": ("sandbox", "live")}
 
 BankCode = Annotated[str, Field(pattern=r"^[0-9]{5}$")]
+PathPrefix = Annotated[str, Field(pattern=r"^(/[A-Za-z0-9._~-]+)+$")]
+HttpsOrigin = Annotated[str, Field(pattern=r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")]
 
 
 class Network(StrEnum):
@@ -37,7 +50,7 @@ class Network(StrEnum):
 
 
 class BankCapabilities(BaseModel):
-    """What an establishment's API offers (89C3 'Limits' pages)."""
+    """What an establishment's API offers (89C3 'Limits' pages, the seed)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -45,6 +58,7 @@ class BankCapabilities(BaseModel):
     trusted_beneficiaries: bool
     # Transactions per page; None = no pagination (a capped single page).
     page_size: Annotated[int, Field(ge=1, le=1000)] | None
+    # How far back the bank serves transactions: an older date_from is refused with a 400 naming this limit.
     history_days: Annotated[int, Field(ge=1, le=730)]
     token_revocation: bool
     # Days a refresh token stays valid after the last strong customer authentication.
@@ -53,8 +67,43 @@ class BankCapabilities(BaseModel):
     pkce: bool = True
 
 
-class Bank(BaseModel):
-    """One establishment (brand) of the registry."""
+class SignatureMode(StrEnum):
+    """What to do with the bank's signed responses: not check, check and log, or refuse what does not verify."""
+
+    OFF = "off"
+    LOG = "log"
+    ENFORCE = "enforce"
+
+
+class ResponseSignaturePolicy(BaseModel):
+    """How the bank's response ``Signature``/``Digest`` are checked (see :mod:`aisp.signing.response`).
+
+    ``certificates`` are PEM certificates pinned here; the credentials secret may pin more. ``log`` is the default
+    until a real certificate is pinned; ``enforce`` needs one (the client refuses to start without).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: SignatureMode = SignatureMode.LOG
+    certificates: tuple[str, ...] = ()
+
+
+class Profile(BaseModel):
+    """What one API product of a bank serves (a ``profiles`` entry of the file)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stet_version: Annotated[str, Field(pattern=r"^1\.[0-9]+\.[0-9]+(\.[0-9]+)?$")]
+    api_prefix: PathPrefix
+    # STET types dateFrom/dateTo as date-time; a bank that wants YYYY-MM-DD says "date" (BPCE takes both).
+    date_format: Literal["date-time", "date"] = "date-time"
+    capabilities: BankCapabilities
+    response_signature: ResponseSignaturePolicy = ResponseSignaturePolicy()
+    note: str | None = None
+
+
+class _Brand(BaseModel):
+    """What names an establishment, in the file and once resolved."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -62,11 +111,53 @@ class Bank(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=120)]
     short_name: Annotated[str, Field(pattern=r"^[A-Z0-9]{2,12}$")]
     network: Network
-    stet_version: Annotated[str, Field(pattern=r"^1\.[0-9]+\.[0-9]+(\.[0-9]+)?$")]
-    api_prefix: Annotated[str, Field(pattern=r"^/stet/psd2/v[0-9.]+$")]
-    capabilities: BankCapabilities
-    # True for the establishments the 89C3 sandbox serves.
+
+
+class Bank(_Brand, Profile):
+    """One establishment (brand), resolved for one environment: its names, its profile there, where to reach it."""
+
+    environment: Environment = "live"
+    # True for the establishments the 89C3 sandbox serves (the entry names a sandbox profile).
     sandbox: bool = False
+    # Origins per environment for a bank outside 89C3's host scheme; None = HOST_TEMPLATES.
+    hosts: dict[str, HttpsOrigin] | None = None
+    oauth_path: PathPrefix = DEFAULT_OAUTH_PATH
+    sources: tuple[str, ...] = ()
+
+    @property
+    def pkce(self) -> bool:
+        """Whether the authorize/token calls carry PKCE (the capability of the environment's profile)."""
+        return self.capabilities.pkce
+
+
+class ProfileChoice(BaseModel):
+    """An environment's choice in an entry: a profile, optionally with parts overridden."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    profile: str
+    stet_version: str | None = None
+    api_prefix: str | None = None
+    date_format: Literal["date-time", "date"] | None = None
+    capabilities: dict[str, Any] | None = None
+    response_signature: dict[str, Any] | None = None
+    note: str | None = None
+
+
+class BankEntry(_Brand):
+    """One ``banks`` entry of the file."""
+
+    environments: dict[Environment, str | ProfileChoice]
+    hosts: dict[Literal["sandbox", "live"], HttpsOrigin] | None = None
+    oauth_path: PathPrefix = DEFAULT_OAUTH_PATH
+    sources: Annotated[tuple[str, ...], Field(min_length=1)]
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _live_is_named(self) -> BankEntry:
+        if "live" not in self.environments:
+            raise ValueError("environments must name a live profile")
+        return self
 
 
 class RegistryFile(BaseModel):
@@ -75,7 +166,49 @@ class RegistryFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     about: str
-    banks: Annotated[list[Bank], Field(min_length=1)]
+    sources: dict[str, str]
+    profiles: dict[str, Profile]
+    banks: Annotated[list[BankEntry], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> RegistryFile:
+        for index, entry in enumerate(self.banks):
+            unknown = [s for s in entry.sources if s not in self.sources]
+            if unknown:
+                raise ValueError(f"banks.{index} ({entry.short_name}) names unknown source(s): {', '.join(unknown)}")
+            for environment, choice in entry.environments.items():
+                name = choice if isinstance(choice, str) else choice.profile
+                if name not in self.profiles:
+                    raise ValueError(f"banks.{index} ({entry.short_name}) {environment}: unknown profile {name!r}")
+        return self
+
+    def resolve(self, entry: BankEntry, environment: Environment) -> Bank:
+        """``entry`` as the establishment serves it in ``environment``."""
+        found = next(env for env in _FALLBACK.get(environment, (environment,)) if env in entry.environments)
+        choice = entry.environments[found]
+        if isinstance(choice, str):
+            choice = ProfileChoice(profile=choice)
+        profile = self.profiles[choice.profile].model_dump()
+        for name in ("stet_version", "api_prefix", "date_format", "note"):
+            if getattr(choice, name) is not None:
+                profile[name] = getattr(choice, name)
+        for name in ("capabilities", "response_signature"):
+            profile[name] = {**profile[name], **(getattr(choice, name) or {})}
+        return Bank.model_validate(
+            {
+                **profile,
+                "bank_code": entry.bank_code,
+                "name": entry.name,
+                "short_name": entry.short_name,
+                "network": entry.network,
+                "environment": environment,
+                "sandbox": "sandbox" in entry.environments,
+                "hosts": entry.hosts,
+                "oauth_path": entry.oauth_path,
+                "sources": tuple(self.sources[s] for s in entry.sources),
+                "note": entry.note or profile.get("note"),
+            }
+        )
 
 
 class BankRegistry:
@@ -92,11 +225,8 @@ class BankRegistry:
                 )
             short_names.add(bank.short_name)
             first = self._by_code.setdefault(bank.bank_code, bank)
-            if (first.api_prefix, first.stet_version, first.capabilities) != (
-                bank.api_prefix,
-                bank.stet_version,
-                bank.capabilities,
-            ):
+            shared = ("api_prefix", "stet_version", "capabilities", "response_signature", "hosts", "oauth_path")
+            if any(getattr(first, name) != getattr(bank, name) for name in shared):
                 raise ConfigurationError(
                     "bank registry: brands sharing a bank code disagree on API prefix, version or capabilities",
                     details={"bank_code": bank.bank_code, "short_names": [first.short_name, bank.short_name]},
@@ -124,8 +254,8 @@ class BankRegistry:
         return bank_code in self._by_code
 
 
-def load_registry(path: Path = REGISTRY_FILE) -> BankRegistry:
-    """Load and validate a registry file.
+def load_registry(path: Path = REGISTRY_FILE, *, environment: Environment = "live") -> BankRegistry:
+    """Load and validate a registry file, resolved for ``environment``.
 
     Raises
     ------
@@ -138,27 +268,35 @@ def load_registry(path: Path = REGISTRY_FILE) -> BankRegistry:
         raise ConfigurationError("bank registry file unreadable", details={"path": str(path)}) from exc
     try:
         parsed = RegistryFile.model_validate(raw)
+        banks = [parsed.resolve(entry, environment) for entry in parsed.banks]
     except ValidationError as exc:
         problems = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)]
         raise ConfigurationError("bank registry invalid: " + "; ".join(problems), details={"path": str(path)}) from None
-    return BankRegistry(parsed.banks)
+    return BankRegistry(banks)
 
 
 @cache
+def _packaged_registry(environment: Environment) -> BankRegistry:
+    return load_registry(environment=environment)
+
+
 def get_registry() -> BankRegistry:
-    """The packaged registry, loaded once per container."""
-    return load_registry()
+    """The packaged registry for the configured ``BANK_ENVIRONMENT``, loaded once per container and environment."""
+    settings: BankSettings = load_settings(BankSettings)
+    return _packaged_registry(settings.bank_environment)
 
 
 def bank_base_url(bank: Bank, settings: BankSettings) -> str:
     """Origin (plus path prefix in local mode) of the bank's API and token endpoints; never ends with ``/``."""
     if settings.bank_environment == "local":
         return settings.bank_base_url_template.format(bank_code=bank.bank_code)
+    if bank.hosts and settings.bank_environment in bank.hosts:
+        return bank.hosts[settings.bank_environment].rstrip("/")
     return HOST_TEMPLATES[settings.bank_environment].format(bank_code=bank.bank_code)
 
 
 def authorize_base_url(bank: Bank, settings: BankSettings) -> str:
-    """Base of the browser-facing login screens (``/stet/psd2/oauth/authorize`` is appended)."""
+    """Base of the browser-facing login screens (``{oauth_path}/authorize`` is appended)."""
     if settings.bank_environment == "local" and settings.bank_authorize_url_template:
         return settings.bank_authorize_url_template.format(bank_code=bank.bank_code)
     return bank_base_url(bank, settings)

@@ -73,7 +73,6 @@ MAX_PAGES_PER_REQUEST: Final = 50
 # Fetch another page only if at least max(this, twice the slowest page so far) remains of the invocation.
 MIN_TIME_RESERVE_MS: Final = 3000
 HTTP_BAD_REQUEST: Final = 400
-HTTP_NOT_IMPLEMENTED: Final = 501
 # STET 1.4.0 had no GET /end-user-identity: the PSU's name comes as connectedPsu on GET /accounts.
 _LEGACY_IDENTITY_VERSION: Final = "1.4.0"
 
@@ -121,9 +120,7 @@ def _bank_errors(session: BankSession, *, account: bool = False, bad_request: st
         raise errors.AccountNotFoundError(
             "the bank knows no such account", details={"bank_code": exc.bank_code}
         ) from exc
-    except errors.BankUnavailableError as exc:
-        if exc.status != HTTP_NOT_IMPLEMENTED:
-            raise
+    except errors.BankNotImplementedError as exc:
         raise errors.BankFeatureNotSupportedError(
             "the bank does not implement this feature", details={"bank_code": exc.bank_code}
         ) from exc
@@ -167,7 +164,7 @@ def list_accounts(
         accounts = session.call(
             "get_accounts", lambda token: services.bank.get_accounts(bank_code, access_token=token, psu=psu)
         )
-    return ListAccountsResponse.from_stet(bank_code, accounts)
+    return ListAccountsResponse.from_stet(bank_code, accounts, session.connection.consent)
 
 
 @tracer.capture_method(capture_response=False)
@@ -198,6 +195,17 @@ def get_balances(
 # ----------------------------------------------------------------------------------------------------------------
 # Transactions
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_history(bank: Bank, query: TransactionQuery, today: date) -> None:
+    """A ``date_from`` older than the bank keeps is refused, naming the limit (the bank would silently serve less)."""
+    days = bank.capabilities.history_days
+    earliest = today - timedelta(days=days)
+    if query.date_from is not None and query.date_from < earliest:
+        raise errors.InvalidRequestError(
+            f"date_from is older than the {days} days of transactions this bank keeps: the earliest is {earliest}",
+            details={"field": "date_from", "history_days": days, "earliest": earliest.isoformat()},
+        )
 
 
 def _check_query(query: TransactionQuery) -> None:
@@ -311,14 +319,17 @@ def get_transactions(
     Raises
     ------
     InvalidRequestError
-        Conflicting parameters; :class:`~aisp.errors.InvalidCursorError` for a cursor that does not open.
+        Conflicting parameters, a ``date_from`` older than the registry's ``history_days`` for the bank (the message
+        names the limit and the earliest date); :class:`~aisp.errors.InvalidCursorError` for a cursor that does not
+        open.
     ConsentRequiredError, ConsentRejectedError, AccountNotFoundError
         See the module docstring.
     """
     services = services or _wiring.get_account_services()
-    _registered(services, bank_code)
+    bank = _registered(services, bank_code)
     _check_query(query)
     now = services.connections.clock.now()
+    _check_history(bank, query, now.date())
     bound = {"user_id": user_id, "bank_code": bank_code, "account_id": account_id}
     if query.cursor is not None:
         start = services.cursors().open(query.cursor, now=now, **bound)

@@ -26,8 +26,8 @@ from aisp import errors
 from aisp.logic import services as _wiring
 from aisp.logic.bank_calls import BankSession, open_session
 from aisp.logic.services import AccountServices
-from aisp.models.api import SubmitConsentRequest, SubmitConsentResponse
-from aisp.models.connection import Connection, ConnectionStatus, ConsentSnapshot
+from aisp.models.api import CardConsent, SubmitConsentRequest, SubmitConsentResponse
+from aisp.models.connection import CardReference, Connection, ConnectionStatus, ConsentSnapshot
 from aisp.models.psu import PsuInfo
 from aisp.observability import logger, metrics, tracer
 
@@ -126,14 +126,14 @@ def _submit(
     except errors.BankClientError as exc:
         if type(exc) is errors.BankClientError and exc.status == HTTP_BAD_REQUEST:
             raise errors.InvalidRequestError(
-                "the bank refused the consent: an IBAN is not an account of the user at this bank",
+                "the bank refused the consent: an account is not one of the user's at this bank",
                 details={"bank_code": bank_code, "field": "balances/transactions"},
             ) from exc
         raise
     now = services.connections.clock.now()
     snapshot = ConsentSnapshot(
-        balances=request.balances,
-        transactions=request.transactions,
+        balances=_on_record(request.balances),
+        transactions=_on_record(request.transactions),
         psu_identity=request.psu_identity,
         trusted_beneficiaries=request.trusted_beneficiaries,
         updated_at=now,
@@ -148,6 +148,11 @@ def _submit(
         trusted_beneficiaries=snapshot.trusted_beneficiaries,
     )
     return SubmitConsentResponse(bank_code=bank_code, connection_id=stored.connection_id, consent=snapshot)
+
+
+def _on_record(items: list[str | CardConsent]) -> list[str | CardReference]:
+    """A consent list as the connection keeps it: IBANs, and cards as plain ``{card}`` references."""
+    return [item if isinstance(item, str) else CardReference(card=item.card) for item in items]
 
 
 def _store(services: AccountServices, session: BankSession, snapshot: ConsentSnapshot, now: datetime) -> Connection:

@@ -2,7 +2,8 @@
 
 The bank's STET shapes (1.4.0, 1.4.2, 1.5; :mod:`aisp.stet.schemas`) are mapped here, once, into one stable shape:
 snake_case names, amounts as decimal strings (signed for transactions: debits are negative), ISO dates, transaction
-status ``booked | pending | other``, remittance as a list of lines. Nothing of the bank's free text is added beyond
+status ``booked | pending | future | information | rejected | other`` (STET 1.5's BOOK, PDNG, FUTR, INFO, RJCT;
+OTHR and anything unknown are ``other``), remittance as a list of lines. Nothing of the bank's free text is added beyond
 the data fields themselves (names, products, remittance lines).
 """
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # the STET package (requests, signing) loads only when a bank is called
+    from aisp.models.connection import CardReference, ConsentSnapshot
     from aisp.stet.schemas import (
         Account,
         AccountList,
@@ -39,12 +41,18 @@ __all__ = [
     "decimal_string",
 ]
 
-TransactionStatusName = Literal["booked", "pending", "other"]
+TransactionStatusName = Literal["booked", "pending", "future", "information", "rejected", "other"]
 CreditDebit = Literal["credit", "debit"]
 DecimalString = Annotated[
     str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", description="Decimal amount as a string", examples=["-150.00"])
 ]
-_STATUS: dict[str, TransactionStatusName] = {"BOOK": "booked", "PDNG": "pending"}
+_STATUS: dict[str, TransactionStatusName] = {
+    "BOOK": "booked",  # accounted
+    "PDNG": "pending",  # to be accounted, already in the instant balance
+    "FUTR": "future",  # on the books, value applied at a future date
+    "INFO": "information",  # for information only, never booked on the account
+    "RJCT": "rejected",  # did not happen
+}
 _CREDIT_DEBIT: dict[str, CreditDebit] = {"CRDT": "credit", "DBIT": "debit"}
 
 
@@ -84,6 +92,39 @@ class AccountLinksAvailable(_Out):
     balances: bool
     transactions: bool
 
+    @classmethod
+    def from_stet(cls, account: Account, consent: ConsentSnapshot | None) -> AccountLinksAvailable:
+        """The bank's ``_links`` decide: a link that is there, even the seed's ``{"templated": false}`` without an
+        ``href``, means available (the URL is built from the resource id); ``_links`` without it means not. Only an
+        account with no ``_links`` member at all falls back on the consent on record."""
+        links = account.links
+        if links is not None:
+            return cls(balances=links.balances is not None, transactions=links.transactions is not None)
+        if consent is None:
+            return cls(balances=False, transactions=False)
+        keys = {key for key in (account.iban, account.resource_id, masked_pan(account)) if key}
+        return cls(
+            balances=not keys.isdisjoint(_consent_keys(consent.balances)),
+            transactions=not keys.isdisjoint(_consent_keys(consent.transactions)),
+        )
+
+
+_CARD_SCHEMES = frozenset({"CPAN", "MPAN", "TPAN"})
+
+
+def masked_pan(account: Account) -> str | None:
+    """A card account's masked number: ``accountId.other.identification`` under a card scheme (STET CPAN...)."""
+    other = account.account_id.other if account.account_id else None
+    if other is None or other.identification is None:
+        return None
+    scheme = (other.scheme_name or "").upper()
+    card = (account.cash_account_type or "").upper() == "CARD"
+    return other.identification if scheme in _CARD_SCHEMES or (card and not scheme) else None
+
+
+def _consent_keys(items: list[str | CardReference]) -> set[str]:
+    return {item if isinstance(item, str) else item.card for item in items}
+
 
 class AccountItem(_Out):
     """One account of the user at one bank."""
@@ -99,12 +140,15 @@ class AccountItem(_Out):
     currency: str | None
     psu_status: str | None = Field(description="e.g. Account Holder, Co-account Holder")
     linked_account: str | None = Field(description="For a card: the cash account it is set up on")
+    masked_pan: str | None = Field(
+        description='For a card: its masked number, to put in a consent as {"card": masked_pan}',
+        examples=["497010XXXXXX4242"],
+    )
     balances: list[BalanceItem] = Field(description="Embedded when the account is consented for balances")
     links: AccountLinksAvailable
 
     @classmethod
-    def from_stet(cls, account: Account) -> AccountItem:
-        links = account.links
+    def from_stet(cls, account: Account, consent: ConsentSnapshot | None = None) -> AccountItem:
         return cls(
             account_id=account.resource_id,
             iban=account.iban,
@@ -115,11 +159,9 @@ class AccountItem(_Out):
             currency=account.currency or (account.account_id.currency if account.account_id else None),
             psu_status=account.psu_status,
             linked_account=account.linked_account,
+            masked_pan=masked_pan(account),
             balances=[BalanceItem.from_stet(balance) for balance in account.balances],
-            links=AccountLinksAvailable(
-                balances=bool(links and links.balances and links.balances.href),
-                transactions=bool(links and links.transactions and links.transactions.href),
-            ),
+            links=AccountLinksAvailable.from_stet(account, consent),
         )
 
 
@@ -131,10 +173,12 @@ class ListAccountsResponse(_Out):
     connected_psu: str | None = Field(description="The PSU's name, when the bank gives it with the accounts")
 
     @classmethod
-    def from_stet(cls, bank_code: str, accounts: AccountList) -> ListAccountsResponse:
+    def from_stet(
+        cls, bank_code: str, accounts: AccountList, consent: ConsentSnapshot | None = None
+    ) -> ListAccountsResponse:
         return cls(
             bank_code=bank_code,
-            accounts=[AccountItem.from_stet(account) for account in accounts.accounts],
+            accounts=[AccountItem.from_stet(account, consent) for account in accounts.accounts],
             connected_psu=accounts.connected_psu,
         )
 
@@ -147,7 +191,10 @@ class TransactionItem(_Out):
     amount: DecimalString
     currency: str
     credit_debit: CreditDebit
-    status: TransactionStatusName
+    status: TransactionStatusName = Field(
+        description="booked (BOOK), pending (PDNG: not yet booked, already in the instant balance), future (FUTR: "
+        "booked with a future value date), information (INFO: never booked), rejected (RJCT), other (OTHR or unknown)"
+    )
     booking_date: date | None
     value_date: date | None
     transaction_date: date | None

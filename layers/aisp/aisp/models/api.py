@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Final
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from aisp.banks import Bank, BankCapabilities, Network
 from aisp.iban import is_valid_iban, normalise_iban
-from aisp.models.connection import Connection, ConnectionStatus, ConsentSnapshot, StatusReason
+from aisp.models.connection import CardReference, Connection, ConnectionStatus, ConsentSnapshot, StatusReason
 
 BankCodeField = Annotated[str, Field(pattern=r"^[0-9]{5}$", description="Establishment code (cdetab), 5 digits")]
 
@@ -124,6 +125,7 @@ class CompleteConnectionRequest(BaseModel):
 
 
 MAX_CONSENTED_ACCOUNTS: Final = 100
+MASKED_PAN_RE: Final = re.compile(r"^(?=[0-9]*[X*])[0-9X*]{12,19}$")
 
 
 def _checked_iban(value: str) -> str:
@@ -134,8 +136,31 @@ def _checked_iban(value: str) -> str:
     return normalised
 
 
-def _distinct(values: list[str]) -> list[str]:
+def _distinct[T](values: list[T]) -> list[T]:
     return list(dict.fromkeys(values))
+
+
+def _checked_masked_pan(value: str) -> str:
+    normalised = "".join(value.split()).upper()
+    if not MASKED_PAN_RE.match(normalised):
+        # Never echo the value: a full card number must not reach a log either.
+        raise ValueError("not a masked card number: give it as the bank lists it (masked_pan), never a full number")
+    return normalised
+
+
+class CardConsent(CardReference):
+    """``{"card": "497010XXXXXX4242"}``: a deferred-debit card (cashAccountType CARD) in a consent list."""
+
+    card: Annotated[
+        str,
+        Field(
+            min_length=12,
+            max_length=30,
+            description="The card's masked number as GET .../accounts lists it (masked_pan); a full number is refused",
+            examples=["497010XXXXXX4242"],
+        ),
+        AfterValidator(_checked_masked_pan),
+    ]
 
 
 IbanField = Annotated[
@@ -143,20 +168,27 @@ IbanField = Annotated[
     Field(min_length=15, max_length=42, description="IBAN; spaces allowed", examples=["FR7613807008043001965405158"]),
     AfterValidator(_checked_iban),
 ]
-IbanList = Annotated[list[IbanField], Field(max_length=MAX_CONSENTED_ACCOUNTS), AfterValidator(_distinct)]
+ConsentList = Annotated[
+    list[IbanField | CardConsent], Field(max_length=MAX_CONSENTED_ACCOUNTS), AfterValidator(_distinct)
+]
 
 
 class SubmitConsentRequest(BaseModel):
     """``PUT /v1/connections/{bank_code}/consent``: what the user agrees to share; replaces the previous consent.
 
-    IBANs must be accounts the user holds at this bank (``GET .../accounts`` lists them); the bank refuses others.
+    Each item is an IBAN, or ``{"card": masked number}`` for a deferred-debit card (STET's ``other`` identification,
+    scheme ``CPAN``). They must be accounts the user holds at this bank (``GET .../accounts`` lists them); the bank
+    refuses others.
     """
 
     # Built on first use: only the consents function validates it (every HTTP function imports this module).
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    # Errors never carry the input: an IBAN or a card number must not reach a log line.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, hide_input_in_errors=True)
 
-    balances: IbanList = Field(description="Accounts whose balances may be read")
-    transactions: IbanList = Field(description="Accounts whose transactions may be read")
+    balances: ConsentList = Field(description="Accounts whose balances may be read: IBANs, or {card} for a card")
+    transactions: ConsentList = Field(
+        description="Accounts whose transactions may be read: IBANs, or {card} for a card"
+    )
     psu_identity: bool = Field(description="Whether the user's identity (name) may be read")
     trusted_beneficiaries: bool = Field(description="Whether the user's trusted beneficiaries may be read")
 

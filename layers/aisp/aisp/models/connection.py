@@ -73,13 +73,25 @@ class PendingAuthorization(BaseModel):
         return ConnectionStatus.FAILED, reason
 
 
+class CardReference(BaseModel):
+    """A deferred-debit card in a consent, by its masked number as the bank lists it (never a full card number)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    card: str = Field(description="The card's masked number, the masked_pan of GET .../accounts")
+
+
 class ConsentSnapshot(BaseModel):
     """What the user last consented to at the bank (written by the consent submission, issue 5)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    balances: list[str] = Field(default_factory=list, description="IBANs consented for balances")
-    transactions: list[str] = Field(default_factory=list, description="IBANs consented for transactions")
+    balances: list[str | CardReference] = Field(
+        default_factory=list, description="Accounts consented for balances: IBANs, and cards as {card}"
+    )
+    transactions: list[str | CardReference] = Field(
+        default_factory=list, description="Accounts consented for transactions: IBANs, and cards as {card}"
+    )
     psu_identity: bool = False
     trusted_beneficiaries: bool = False
     updated_at: AwareDatetime | None = None

@@ -1,7 +1,8 @@
 """draft-cavage HTTP Signatures (``rsa-sha256``) for STET / BPCE 89C3 requests.
 
 Public surface: :func:`sign_request`, :func:`verify_request`, :class:`BankSignatureAuth` (``requests`` auth),
-:class:`SignatureError`, and the key port :class:`KeyProvider` with :class:`StaticKeyProvider`.
+:class:`SignatureError`, the key port :class:`KeyProvider` with :class:`StaticKeyProvider`, and the bank's signed
+responses (:func:`verify_response` against :class:`PinnedCertificates`, :func:`sign_response` for the sandbox).
 """
 
 from __future__ import annotations
@@ -21,15 +22,24 @@ from aisp.signing.http_signature import (
     verify_request,
 )
 from aisp.signing.keys import KeyProvider, StaticKeyProvider, load_private_key, load_public_key
+from aisp.signing.response import (
+    PinnedCertificates,
+    certificate_fingerprint,
+    response_key_id,
+    sign_response,
+    verify_response,
+)
 
 __all__ = [
     "ALGORITHM",
     "EMPTY_BODY_DIGEST",
     "BankSignatureAuth",
     "KeyProvider",
+    "PinnedCertificates",
     "SignatureError",
     "StaticKeyProvider",
     "build_signing_string",
+    "certificate_fingerprint",
     "compute_digest",
     "default_signed_headers",
     "format_http_date",
@@ -37,6 +47,9 @@ __all__ = [
     "load_public_key",
     "parse_signature_header",
     "request_target",
+    "response_key_id",
     "sign_request",
+    "sign_response",
     "verify_request",
+    "verify_response",
 ]

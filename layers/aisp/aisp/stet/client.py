@@ -1,10 +1,14 @@
 """The STET AISP client for one BPCE establishment (OAuth2 + account information), over mTLS.
 
-Every call sends a fresh ``X-Request-ID`` (UUID4), ``Accept: application/json``, uses the client certificate
+Every call sends a fresh ``X-Request-ID`` (UUID4) and an ``Accept`` the spec's operation produces (AISP:
+``application/hal+json`` first, ``application/json`` too, which BPCE answers with), uses the client certificate
 (``cert=``), the configured CA (``verify=``) and a timeout, never follows redirects, and never lets a ``requests``
 exception escape. AISP calls are signed by :class:`~aisp.signing.BankSignatureAuth` and carry ``PSU-*`` headers only
 when a :class:`PsuContext` is given (the PSU is connected); batch calls pass ``None`` and no PSU header is invented
-(RTS art. 36(5), 89C3 "4 accesses per day"). Only GETs are retried, on 5xx / timeout / connection errors.
+(RTS art. 36(5), 89C3 "4 accesses per day"). Only GETs are retried, on 5xx other than 501 / timeout / connection
+errors. AISP answers are checked per :class:`ResponseVerification` (the bank's ``Signature``/``Digest`` by a pinned
+certificate, and the echo of our ``X-Request-ID``). Transaction filters go out as STET's ``format: date-time``
+(the Europe/Paris midnight that starts the day) unless the bank's registry entry says it wants plain dates.
 """
 
 from __future__ import annotations
@@ -16,25 +20,28 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+from aws_lambda_powertools.metrics import MetricUnit
 
 from aisp.errors import (
     BankNotFoundError,
     BankProtocolError,
+    BankSignatureInvalidError,
     BankUnavailableError,
     ConfigurationError,
     InvalidRequestError,
     UpstreamError,
 )
-from aisp.observability import logger, tracer
-from aisp.signing import BankSignatureAuth, format_http_date
+from aisp.observability import logger, metrics, tracer
+from aisp.signing import BankSignatureAuth, PinnedCertificates, SignatureError, format_http_date, verify_response
 from aisp.stet.errors import BpceCode, Endpoint, error_for_response, error_for_transport
 from aisp.stet.schemas import (
+    DEFAULT_STET_VERSION,
     AccountList,
     BalanceList,
     BeneficiaryList,
@@ -47,7 +54,7 @@ from aisp.stet.schemas import (
     parse_stet,
 )
 
-__all__ = ["BankClient", "PsuContext", "build_authorization_url"]
+__all__ = ["BankClient", "PsuContext", "ResponseVerification", "build_authorization_url"]
 
 OAUTH_PATH: Final = "/stet/psd2/oauth"
 DEFAULT_TIMEOUT: Final = (3.05, 10.0)
@@ -57,8 +64,43 @@ _BACKOFF_CAP: Final = 8.0
 _HTTP_NO_CONTENT: Final = 204
 _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 _JSON: Final = "application/json"
-_FORM: Final = "application/x-www-form-urlencoded"
+# STET's GETs produce only application/hal+json; BPCE answers application/json. Both, HAL first.
+_ACCEPT_AISP: Final = "application/hal+json, application/json"
+# The seed's token request: "Content-Type:application/x-www-form-urlencoded; charset=utf-8".
+_FORM: Final = "application/x-www-form-urlencoded; charset=utf-8"
 _jitter = random.Random()  # noqa: S311 - backoff jitter, not cryptography
+
+
+DateFormat = Literal["date-time", "date"]
+
+
+def _last_sunday(year: int, month: int) -> date:
+    last = date(year, month + 1, 1) - timedelta(days=1)
+    return last - timedelta(days=(last.weekday() + 1) % 7)
+
+
+def paris_midnight(day: date) -> str:
+    """The Europe/Paris midnight that starts ``day``, as RFC 3339 (``2026-01-05T00:00:00+01:00``).
+
+    The EU summer-time rule (last Sunday of March to last Sunday of October, switching at 01:00 UTC) is computed
+    here rather than read from a time-zone database, which the Lambda runtime does not promise: at midnight the
+    offset is already +02:00 the day after the March switch, and still +02:00 on the October switch day.
+    """
+    summer = _last_sunday(day.year, 3) < day <= _last_sunday(day.year, 10)
+    return f"{day.isoformat()}T00:00:00{'+02:00' if summer else '+01:00'}"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseVerification:
+    """How a bank's signed answers are checked (registry policy + pinned certificates; see aisp.signing.response).
+
+    ``off``: not at all. ``log``: a failure is logged and counted (``BankSignatureInvalid``), the answer used; an
+    answer signed by a certificate we did not pin is only logged at info (nothing pinned yet). ``enforce``: a
+    failure is a :class:`~aisp.errors.BankSignatureInvalidError` (502 ``bank_signature_invalid``).
+    """
+
+    mode: Literal["off", "log", "enforce"]
+    pinned: PinnedCertificates
 
 
 class _Method(StrEnum):
@@ -75,6 +117,7 @@ def build_authorization_url(
     state: str,
     scope: str = "aisp",
     code_challenge: str | None = None,
+    oauth_path: str = OAUTH_PATH,
 ) -> str:
     """Build the 89C3 authorize URL the PSU is redirected to.
 
@@ -86,6 +129,8 @@ def build_authorization_url(
         OAuth2 parameters; ``redirect_uri`` must be sent identically to the later token request.
     code_challenge
         PKCE (RFC 7636): the ``S256`` challenge of the verifier the token request will send; ``None`` = no PKCE.
+    oauth_path
+        Where the bank's OAuth endpoints live (89C3: ``/stet/psd2/oauth``; the registry may name another).
 
     Returns
     -------
@@ -102,7 +147,7 @@ def build_authorization_url(
     if code_challenge is not None:
         params |= {"code_challenge": code_challenge, "code_challenge_method": "S256"}
     query = urlencode(params, quote_via=quote)
-    return f"{authorize_base_url.rstrip('/')}{OAUTH_PATH}/authorize?{query}"
+    return f"{authorize_base_url.rstrip('/')}{oauth_path}/authorize?{query}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +248,14 @@ class BankClient:
         ``(certificate_path, key_path)`` of the QWAC for mTLS, or ``None``.
     verify
         CA bundle path, or ``True`` for the system store. ``False`` is refused (never turn TLS checks off).
+    stet_version
+        The STET release the bank serves (registry); shapes the PUT /consents body (1.5 adds ``owners``).
+    date_format
+        ``date-time`` (STET) or ``date`` (a bank that wants ``YYYY-MM-DD``) for ``dateFrom``/``dateTo``.
+    oauth_path
+        Path of the token and revoke endpoints under ``base_url`` (89C3: ``/stet/psd2/oauth``).
+    response_verification
+        The check of the bank's signed AISP answers and of their ``X-Request-ID`` echo; ``None`` = none.
     session
         A ``requests.Session`` to reuse (keep-alive, tests); one is created otherwise.
     timeout
@@ -228,6 +281,10 @@ class BankClient:
         auth: BankSignatureAuth,
         cert: tuple[str, str] | None,
         verify: str | bool = True,
+        stet_version: str = DEFAULT_STET_VERSION,
+        date_format: DateFormat = "date-time",
+        oauth_path: str = OAUTH_PATH,
+        response_verification: ResponseVerification | None = None,
         session: requests.Session | None = None,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         max_get_retries: int = 2,
@@ -244,9 +301,22 @@ class BankClient:
             raise ConfigurationError("max_get_retries must be >= 0", details={"bank_code": bank_code})
         self.bank_code = bank_code
         self.client_id = client_id
+        self.stet_version = stet_version
+        self._date_format = date_format
         self._base = base_url.rstrip("/")
         self._origin = _origin(base_url)
         self._api = f"{self._base}/{api_prefix.strip('/')}"
+        self._oauth = f"{self._base}/{oauth_path.strip('/')}"
+        if (
+            response_verification is not None
+            and response_verification.mode == "enforce"
+            and not (response_verification.pinned)
+        ):
+            raise ConfigurationError(
+                "response signatures cannot be enforced without a pinned bank certificate",
+                details={"bank_code": bank_code},
+            )
+        self._verification = response_verification
         self._auth = auth
         self._cert = cert
         self._verify = verify
@@ -307,7 +377,7 @@ class BankClient:
             form["token_type_hint"] = token_type_hint
         self._request(
             _Method.POST,
-            f"{self._base}{OAUTH_PATH}/revoke",
+            f"{self._oauth}/revoke",
             operation="revoke",
             endpoint=Endpoint.REVOKE,
             form=form,
@@ -316,7 +386,7 @@ class BankClient:
     def _token_call(self, operation: str, form: dict[str, str]) -> TokenResponse:
         response, request_id = self._request(
             _Method.POST,
-            f"{self._base}{OAUTH_PATH}/token",
+            f"{self._oauth}/token",
             operation=operation,
             endpoint=Endpoint.TOKEN,
             form={**form, "client_id": self.client_id},
@@ -367,7 +437,7 @@ class BankClient:
             endpoint=Endpoint.AISP,
             access_token=access_token,
             psu=psu,
-            body=consent.to_json_bytes(),
+            body=consent.to_json_bytes(self.stet_version),
         )
 
     @tracer.capture_method(capture_response=False)
@@ -482,10 +552,16 @@ class BankClient:
 
     def _transactions_url(self, account_id: str, date_from: date | None, date_to: date | None) -> str:
         params = {
-            key: value.isoformat() for key, value in (("dateFrom", date_from), ("dateTo", date_to)) if value is not None
+            key: self._date_param(value)
+            for key, value in (("dateFrom", date_from), ("dateTo", date_to))
+            if value is not None
         }
         url = f"{self._account_url(account_id)}/transactions"
-        return f"{url}?{urlencode(params)}" if params else url
+        # ":" stays readable (RFC 3986 allows it in a query); "+" of the offset is percent-encoded.
+        return f"{url}?{urlencode(params, safe=':', quote_via=quote)}" if params else url
+
+    def _date_param(self, day: date) -> str:
+        return day.isoformat() if self._date_format == "date" else paris_midnight(day)
 
     def _checked_url(self, href: str, *, base: str, operation: str) -> str:
         """Resolve ``href`` against ``base`` and refuse anything off the bank's scheme+host+port."""
@@ -547,9 +623,14 @@ class BankClient:
         )
 
     def _headers(
-        self, request_id: str, access_token: str | None, psu: PsuContext | None, content_type: str | None
+        self,
+        request_id: str,
+        endpoint: Endpoint,
+        access_token: str | None,
+        psu: PsuContext | None,
+        content_type: str | None,
     ) -> dict[str, str]:
-        headers = {"X-Request-ID": request_id, "Accept": _JSON}
+        headers = {"X-Request-ID": request_id, "Accept": _ACCEPT_AISP if endpoint is Endpoint.AISP else _JSON}
         if access_token is not None:
             if not access_token or "\n" in access_token or "\r" in access_token:
                 raise InvalidRequestError("access token is empty or invalid")
@@ -618,6 +699,8 @@ class BankClient:
                     request_id=request_id,
                 )
                 if 200 <= response.status_code < 300:  # noqa: PLR2004 - HTTP success class
+                    if endpoint is Endpoint.AISP:
+                        self._check_answer(response, request_id, operation)
                     return response, request_id
                 error = error_for_response(
                     response, operation=operation, endpoint=endpoint, bank_code=self.bank_code, request_id=request_id
@@ -626,6 +709,48 @@ class BankClient:
             if not retryable or attempt >= attempts:
                 raise error from cause
             self._sleep(self._backoff(attempt - 1))
+
+    def _check_answer(self, response: requests.Response, request_id: str, operation: str) -> None:
+        """Check the answer's signature, digest and request id echo per :class:`ResponseVerification`."""
+        check = self._verification
+        if check is None or check.mode == "off":
+            return
+        sent = response.request
+        try:
+            verify_response(
+                sent.method or "",
+                sent.url or "",
+                response.headers,
+                response.content,
+                request_id=request_id,
+                pinned=check.pinned,
+            )
+        except SignatureError as exc:
+            if exc.reason == "unpinned_key" and check.mode == "log":
+                logger.info(
+                    "bank response signed by a certificate not pinned",
+                    bank_code=self.bank_code,
+                    operation=operation,
+                    request_id=request_id,
+                )
+                return
+            metrics.add_metric(name="BankSignatureInvalid", unit=MetricUnit.Count, value=1)
+            logger.warning(
+                "bank response signature invalid",
+                bank_code=self.bank_code,
+                operation=operation,
+                request_id=request_id,
+                reason=exc.reason,
+                mode=check.mode,
+            )
+            if check.mode == "enforce":
+                raise BankSignatureInvalidError(
+                    "bank response failed its signature check",
+                    status=response.status_code,
+                    bank_code=self.bank_code,
+                    request_id=request_id,
+                    details={"operation": operation, "reason": exc.reason},
+                ) from None
 
     @staticmethod
     def _backoff(attempt: int) -> float:
@@ -646,7 +771,7 @@ class BankClient:
         form: Mapping[str, str] | None,
     ) -> requests.Response:
         content_type = _JSON if body is not None else (_FORM if form is not None else None)
-        headers = self._headers(request_id, access_token, psu, content_type)
+        headers = self._headers(request_id, endpoint, access_token, psu, content_type)
         data: bytes | None = body if body is not None else (urlencode(form).encode("ascii") if form else None)
         return self._session.request(
             method.value,

@@ -20,6 +20,7 @@ from aisp.errors import (
     BankAccessDeniedError,
     BankClientError,
     BankNotFoundError,
+    BankNotImplementedError,
     BankProtocolError,
     BankRateLimitedError,
     BankTokenInvalidError,
@@ -45,6 +46,7 @@ HTTP_FORBIDDEN: Final = 403
 HTTP_NOT_FOUND: Final = 404
 HTTP_TOO_MANY_REQUESTS: Final = 429
 HTTP_SERVER_ERROR: Final = 500
+HTTP_NOT_IMPLEMENTED: Final = 501
 _MAX_ERROR_BODY: Final = 64 * 1024
 _MAX_RETRY_AFTER: Final = 24 * 3600
 _OAUTH_CODES: Final = frozenset(
@@ -148,8 +150,10 @@ def error_for_response(
 
     Mapping: 429 and 403+``TMRQ`` → :class:`BankRateLimitedError`; on /token, 400 ``invalid_grant`` and 401/403 →
     :class:`ReauthRequiredError`; 401 → :class:`BankTokenInvalidError`; 403 → :class:`BankAccessDeniedError`;
-    404 → :class:`BankNotFoundError`; other 4xx → :class:`BankClientError`; 5xx → :class:`BankUnavailableError`;
-    anything else (1xx/3xx) → :class:`BankProtocolError`. (404 ``NAAC`` on GET /accounts is handled by the client.)
+    404 → :class:`BankNotFoundError`; 501, or any error with BPCE's ``NIMP`` → :class:`BankNotImplementedError`
+    (final: STET's 501 is "implemented, but cannot provide a result in this context"); other 4xx →
+    :class:`BankClientError`; other 5xx → :class:`BankUnavailableError`; anything else (1xx/3xx) →
+    :class:`BankProtocolError`. (404 ``NAAC`` on GET /accounts is handled by the client.)
     """
     status = response.status_code
     info = parse_error_info(response)
@@ -180,6 +184,8 @@ _BY_STATUS: Final[dict[int, tuple[type[UpstreamError], str]]] = {
 
 
 def _classify(status: int, endpoint: Endpoint, info: ErrorInfo) -> tuple[type[UpstreamError], str]:
+    if status == HTTP_NOT_IMPLEMENTED or (status >= HTTP_BAD_REQUEST and info.bpce_code is BpceCode.NIMP):
+        return BankNotImplementedError, "bank does not provide this resource"
     if status >= HTTP_SERVER_ERROR:
         return BankUnavailableError, "bank server error"
     if endpoint is Endpoint.TOKEN and (

@@ -1,8 +1,9 @@
 """Build a ready :class:`~aisp.stet.BankClient` for an establishment, once per container.
 
-Wires the registry (host, API prefix), the settings (environment, timeouts, local CA) and the TPP credentials
-(QWAC files for mTLS, QSealC key for signatures). Clients are cached per bank and per credentials version, so a
-secret rotation picked up after ``max_age`` builds fresh clients, while warm calls reuse the keep-alive session.
+Wires the registry (host, API prefix, response-signature policy), the settings (environment, timeouts, local CA)
+and the TPP credentials (QWAC files for mTLS, QSealC key for signatures, pinned bank certificates). Clients are
+cached per bank and per credentials version, so a secret rotation picked up after ``max_age`` builds fresh clients,
+while warm calls reuse the keep-alive session.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from requests.adapters import HTTPAdapter
 from aisp.banks import Bank, bank_base_url, get_registry
 from aisp.credentials import BankCredentials, ca_bundle_file, get_bank_credentials, qwac_cert_files
 from aisp.settings import BankSettings, load_settings
-from aisp.signing import BankSignatureAuth
-from aisp.stet.client import BankClient
+from aisp.signing import BankSignatureAuth, PinnedCertificates
+from aisp.stet.client import BankClient, ResponseVerification
 
 # Keep-alive connections kept per bank host: one per concurrent caller (the token refresher's worker threads share
 # one client; requests' default of 10 would open and drop a TLS connection for every call beyond the tenth).
@@ -32,6 +33,10 @@ def build_bank_client(bank: Bank, settings: BankSettings, credentials: BankCrede
     auth = BankSignatureAuth(
         key_id=credentials.qseal_key_id, private_key_pem=credentials.qseal_key_pem.get_secret_value()
     )
+    policy = bank.response_signature
+    pinned = PinnedCertificates.of(
+        (*policy.certificates, *credentials.bank_signing_certificates.get(bank.bank_code, ()))
+    )
     session = requests.Session()
     session.trust_env = False  # no netrc credentials, proxy or CA overrides from the environment
     session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=POOL_MAXSIZE))
@@ -40,6 +45,10 @@ def build_bank_client(bank: Bank, settings: BankSettings, credentials: BankCrede
         bank_code=bank.bank_code,
         base_url=bank_base_url(bank, settings),
         api_prefix=bank.api_prefix,
+        stet_version=bank.stet_version,
+        date_format=bank.date_format,
+        oauth_path=bank.oauth_path,
+        response_verification=ResponseVerification(mode=policy.mode.value, pinned=pinned),
         client_id=credentials.client_id,
         auth=auth,
         cert=qwac_cert_files(credentials),

@@ -49,6 +49,7 @@ class StetBankGateway:
             redirect_uri=redirect_uri,
             state=state,
             code_challenge=code_challenge,
+            oauth_path=bank.oauth_path,
         )
 
     def exchange_code(
@@ -83,8 +84,10 @@ class StetAccountGateway:
     ) -> None:
         """PUT /consents with the STET ``Access`` body built from the validated request."""
         body = ConsentRequest(
-            balances=consent.balances,
-            transactions=consent.transactions,
+            balances=[item for item in consent.balances if isinstance(item, str)],
+            transactions=[item for item in consent.transactions if isinstance(item, str)],
+            card_balances=[item.card for item in consent.balances if not isinstance(item, str)],
+            card_transactions=[item.card for item in consent.transactions if not isinstance(item, str)],
             psu_identity=consent.psu_identity,
             trusted_beneficiaries=consent.trusted_beneficiaries,
         )

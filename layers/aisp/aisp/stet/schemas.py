@@ -32,6 +32,8 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -63,12 +65,23 @@ __all__ = [
     "TransactionStatus",
     "decode_json",
     "parse_stet",
+    "stet_version_at_least",
 ]
 
+# The STET release BPCE's live establishments serve (/stet/psd2/v1.4.2); the registry names each bank's own.
+DEFAULT_STET_VERSION: Final = "1.4.2.17"
 _MAX_REPORTED_FIELDS: Final = 10
 _IBAN_RE: Final = re.compile(r"^[A-Z]{2}[0-9]{2}[a-zA-Z0-9]{1,30}$")
+# A masked card number (PAN): digits and at least one mask character; a clear full number never goes to a bank.
+_MASKED_PAN_RE: Final = re.compile(r"^(?=[0-9]*[X*])[0-9X*]{12,19}$")
 _DATE_PREFIX_RE: Final = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:$|[T ])")
 _TZ_NO_COLON_RE: Final = re.compile(r"([+-]\d{2})(\d{2})$")
+
+
+def stet_version_at_least(version: str, *minimum: int) -> bool:
+    """Whether a STET release string (``1.4.0.47``, ``1.5.0``) is at least ``minimum`` (``1, 5``)."""
+    parts = tuple(int(part) for part in re.findall(r"[0-9]+", version)[: len(minimum)])
+    return parts >= minimum
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -163,30 +176,41 @@ def _to_datetime(value: Any) -> datetime | None:
 
 
 def _to_remittance(value: Any) -> list[str]:
-    if value is None:
-        return []
+    """Remittance lines from any STET shape; an item we cannot read is skipped (an optional detail never fails
+    the page): 1.4.0 ``["line"]``, 1.4.2/1.5 ``{"unstructured": [...], "structured": [...]}``, or a bare string."""
     if isinstance(value, str):
         return [value] if value.strip() else []
     if isinstance(value, list):
         return _remittance_lines(value)
     if isinstance(value, dict):
         return _remittance_lines(value.get("unstructured")) + _remittance_lines(value.get("structured"))
-    raise ValueError("remittanceInformation has an unexpected shape")
+    return []
+
+
+def _structured_reference(item: dict[str, Any]) -> str | None:
+    """The creditor reference of a structured remittance item: STET 1.5 ``creditorReferenceInformation.reference``
+    (``referredDocumentInformation`` numbers as a fallback), or a bare top-level ``reference`` some banks send."""
+    creditor = item.get("creditorReferenceInformation")
+    if isinstance(creditor, dict) and isinstance(creditor.get("reference"), str):
+        return str(creditor["reference"])
+    if isinstance(item.get("reference"), str):
+        return str(item["reference"])
+    documents = item.get("referredDocumentInformation")
+    numbers = (
+        [d["number"] for d in documents if isinstance(d, dict) and isinstance(d.get("number"), str)]
+        if (isinstance(documents, list))
+        else []
+    )
+    return " ".join(numbers) if numbers else None
 
 
 def _remittance_lines(value: Any) -> list[str]:
-    if value is None:
-        return []
     items = value if isinstance(value, list) else [value]
     lines: list[str] = []
     for item in items:
-        if isinstance(item, str):
-            if item.strip():
-                lines.append(item)
-        elif isinstance(item, dict) and isinstance(item.get("reference"), str):
-            lines.append(item["reference"])
-        elif item is not None:
-            raise ValueError("remittanceInformation has an unexpected item")
+        line = item if isinstance(item, str) else _structured_reference(item) if isinstance(item, dict) else None
+        if line is not None and line.strip():
+            lines.append(line)
     return lines
 
 
@@ -199,7 +223,39 @@ def _to_link(value: Any) -> Any:
     return None
 
 
+def _to_optional_text(value: Any) -> str | None:
+    """An optional text field: a string as is, an integer as its digits (some banks number their ids), else absent."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _to_optional_object(value: Any) -> Any:
+    """An optional nested object that is not an object (a string, a list, ``null``) is absent."""
+    return value if isinstance(value, dict | BaseModel) else None
+
+
+def _tolerant_items(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """An optional list: absent or not a list → empty; an item that does not fit is dropped, not the page."""
+    if not isinstance(value, list):
+        return []
+    try:
+        return handler(value)
+    except ValidationError:
+        kept: list[Any] = []
+        for item in value:
+            try:
+                kept.extend(handler([item]))
+            except ValidationError:
+                continue
+        return kept
+
+
 Amount = Annotated[Decimal, BeforeValidator(_to_decimal)]
+OptText = Annotated[str | None, BeforeValidator(_to_optional_text)]
+OptBool = Annotated[bool | None, BeforeValidator(lambda v: v if isinstance(v, bool) else None)]
 LenientDate = Annotated[date | None, BeforeValidator(_to_date)]
 LenientDateTime = Annotated[datetime | None, BeforeValidator(_to_datetime)]
 Remittance = Annotated[list[str], BeforeValidator(_to_remittance)]
@@ -223,10 +279,11 @@ class StetModel(BaseModel):
 
 
 class Link(StetModel):
-    """HAL ``GenericLink``."""
+    """HAL ``GenericLink``. The seed's consented accounts carry ``{"templated": false}`` with no ``href``: the link
+    is still there (the resource is available), the client builds the URL from the resource id."""
 
-    href: str | None = None
-    templated: bool | None = None
+    href: Annotated[str | None, BeforeValidator(lambda v: v if isinstance(v, str) else None)] = None
+    templated: OptBool = None
 
 
 OptLink = Annotated[Link | None, BeforeValidator(_to_link)]
@@ -257,17 +314,23 @@ OptLinks = Annotated[Links | None, BeforeValidator(lambda v: v if isinstance(v, 
 class GenericIdentification(StetModel):
     """STET ``GenericIdentification`` (e.g. a card PAN with ``schemeName`` CPAN)."""
 
-    identification: str | None = None
-    scheme_name: str | None = Field(default=None, alias="schemeName")
-    issuer: str | None = None
+    identification: OptText = None
+    scheme_name: OptText = Field(default=None, alias="schemeName")
+    issuer: OptText = None
+
+
+OptIdentification = Annotated[GenericIdentification | None, BeforeValidator(_to_optional_object)]
 
 
 class AccountIdentification(StetModel):
     """STET ``AccountIdentification``: an IBAN or another identification."""
 
-    iban: str | None = None
-    other: GenericIdentification | None = None
-    currency: str | None = None
+    iban: OptText = None
+    other: OptIdentification = None
+    currency: OptText = None
+
+
+OptAccountIdentification = Annotated[AccountIdentification | None, BeforeValidator(_to_optional_object)]
 
 
 class AmountType(StetModel):
@@ -280,35 +343,34 @@ class AmountType(StetModel):
 class Balance(StetModel):
     """STET ``BalanceResource``."""
 
-    name: str | None = None
+    name: OptText = None
     balance_amount: AmountType = Field(alias="balanceAmount")
     balance_type: str = Field(alias="balanceType")
     last_change_date_time: LenientDateTime = Field(default=None, alias="lastChangeDateTime")
     reference_date: LenientDate = Field(default=None, alias="referenceDate")
-    last_committed_transaction: str | None = Field(default=None, alias="lastCommittedTransaction")
+    last_committed_transaction: OptText = Field(default=None, alias="lastCommittedTransaction")
 
 
 class Account(StetModel):
-    """STET ``AccountResource`` (1.4.0 account-level ``currency`` kept)."""
+    """STET ``AccountResource`` (1.4.0 account-level ``currency`` kept).
 
-    resource_id: str | None = Field(default=None, alias="resourceId")
-    bic_fi: str | None = Field(default=None, alias="bicFi")
-    account_id: AccountIdentification | None = Field(default=None, alias="accountId")
-    name: str | None = None
-    details: str | None = None
-    linked_account: str | None = Field(default=None, alias="linkedAccount")
-    usage: str | None = None
-    cash_account_type: str | None = Field(default=None, alias="cashAccountType")
-    product: str | None = None
-    currency: str | None = None
-    balances: list[Balance] = Field(default_factory=list)
-    psu_status: str | None = Field(default=None, alias="psuStatus")
+    Every member is optional, so an account never fails the list: a field of the wrong type is absent, and an
+    embedded balance that does not fit is dropped (GET .../balances still gives them all, or fails loudly).
+    """
+
+    resource_id: OptText = Field(default=None, alias="resourceId")
+    bic_fi: OptText = Field(default=None, alias="bicFi")
+    account_id: OptAccountIdentification = Field(default=None, alias="accountId")
+    name: OptText = None
+    details: OptText = None
+    linked_account: OptText = Field(default=None, alias="linkedAccount")
+    usage: OptText = None
+    cash_account_type: OptText = Field(default=None, alias="cashAccountType")
+    product: OptText = None
+    currency: OptText = None
+    balances: Annotated[list[Balance], WrapValidator(_tolerant_items)] = Field(default_factory=list)
+    psu_status: OptText = Field(default=None, alias="psuStatus")
     links: OptLinks = Field(default=None, alias="_links")
-
-    @field_validator("balances", mode="before")
-    @classmethod
-    def _null_balances(cls, value: Any) -> Any:
-        return [] if value is None else value
 
     @property
     def iban(self) -> str | None:
@@ -323,10 +385,10 @@ class EndUserIdentity(StetModel):
     1.5 ``{identity: {fullName, firstName, lastName, namePrefix}}`` and the flat field names.
     """
 
-    full_name: str | None = Field(default=None, alias="fullName")
-    first_name: str | None = Field(default=None, alias="firstName")
-    last_name: str | None = Field(default=None, alias="lastName")
-    name_prefix: str | None = Field(default=None, alias="namePrefix")
+    full_name: OptText = Field(default=None, alias="fullName")
+    first_name: OptText = Field(default=None, alias="firstName")
+    last_name: OptText = Field(default=None, alias="lastName")
+    name_prefix: OptText = Field(default=None, alias="namePrefix")
 
     @model_validator(mode="before")
     @classmethod
@@ -354,7 +416,7 @@ class AccountList(StetModel):
 
     accounts: list[Account] = Field(default_factory=list)
     links: OptLinks = Field(default=None, alias="_links")
-    connected_psu: str | None = Field(default=None, alias="connectedPsu")
+    connected_psu: OptText = Field(default=None, alias="connectedPsu")
 
     @field_validator("accounts", mode="before")
     @classmethod
@@ -380,10 +442,11 @@ class BalanceList(StetModel):
 
 
 class Transaction(StetModel):
-    """STET ``Transaction`` (1.4.0 → 1.5)."""
+    """STET ``Transaction`` (1.4.0 → 1.5). Amount, currency, credit/debit and status are required (a transaction
+    without them fails the page); every other member is an optional detail that is absent when unreadable."""
 
-    resource_id: str | None = Field(default=None, alias="resourceId")
-    entry_reference: str | None = Field(default=None, alias="entryReference")
+    resource_id: OptText = Field(default=None, alias="resourceId")
+    entry_reference: OptText = Field(default=None, alias="entryReference")
     transaction_amount: AmountType = Field(alias="transactionAmount")
     credit_debit_indicator: str = Field(alias="creditDebitIndicator")
     status: str
@@ -392,8 +455,8 @@ class Transaction(StetModel):
     transaction_date: LenientDate = Field(default=None, alias="transactionDate")
     expected_booking_date: LenientDate = Field(default=None, alias="expectedBookingDate")
     remittance_information: Remittance = Field(default_factory=list, alias="remittanceInformation")
-    additional_transaction_information: str | None = Field(default=None, alias="additionalTransactionInformation")
-    end_to_end_id: str | None = Field(default=None, alias="endToEndId")
+    additional_transaction_information: OptText = Field(default=None, alias="additionalTransactionInformation")
+    end_to_end_id: OptText = Field(default=None, alias="endToEndId")
 
     @property
     def signed_amount(self) -> Decimal:
@@ -418,24 +481,26 @@ class TransactionPage(StetModel):
 class PartyIdentification(StetModel):
     """STET ``PartyIdentification`` (name only is used)."""
 
-    name: str | None = None
+    name: OptText = None
 
 
 class FinancialInstitutionIdentification(StetModel):
     """STET ``FinancialInstitutionIdentification``."""
 
-    bic_fi: str | None = Field(default=None, alias="bicFi")
-    name: str | None = None
+    bic_fi: OptText = Field(default=None, alias="bicFi")
+    name: OptText = None
 
 
 class Beneficiary(StetModel):
-    """STET ``Beneficiary``."""
+    """STET ``Beneficiary`` (every member optional: a beneficiary never fails the list)."""
 
-    id: str | None = None
-    is_trusted: bool | None = Field(default=None, alias="isTrusted")
-    creditor: PartyIdentification | None = None
-    creditor_account: AccountIdentification | None = Field(default=None, alias="creditorAccount")
-    creditor_agent: FinancialInstitutionIdentification | None = Field(default=None, alias="creditorAgent")
+    id: OptText = None
+    is_trusted: OptBool = Field(default=None, alias="isTrusted")
+    creditor: Annotated[PartyIdentification | None, BeforeValidator(_to_optional_object)] = None
+    creditor_account: OptAccountIdentification = Field(default=None, alias="creditorAccount")
+    creditor_agent: Annotated[FinancialInstitutionIdentification | None, BeforeValidator(_to_optional_object)] = Field(
+        default=None, alias="creditorAgent"
+    )
 
 
 class BeneficiaryList(StetModel):
@@ -515,6 +580,9 @@ class ConsentRequest(StetModel):
 
     balances: list[str] = Field(default_factory=list)
     transactions: list[str] = Field(default_factory=list)
+    # Deferred-debit cards by masked number: STET's {"other": {"identification", "schemeName": "CPAN"}}.
+    card_balances: list[str] = Field(default_factory=list)
+    card_transactions: list[str] = Field(default_factory=list)
     trusted_beneficiaries: bool = False
     psu_identity: bool = False
 
@@ -526,25 +594,44 @@ class ConsentRequest(StetModel):
             raise ValueError("not an IBAN")
         return list(dict.fromkeys(normalised))
 
-    def to_stet(self) -> dict[str, Any]:
-        """The STET ``Access`` object."""
-        return {
-            "balances": [{"iban": iban} for iban in self.balances],
-            "transactions": [{"iban": iban} for iban in self.transactions],
+    @field_validator("card_balances", "card_transactions")
+    @classmethod
+    def _check_cards(cls, value: list[str]) -> list[str]:
+        if any(not _MASKED_PAN_RE.match(card) for card in value):
+            raise ValueError("not a masked card number")
+        return list(dict.fromkeys(value))
+
+    def to_stet(self, stet_version: str = DEFAULT_STET_VERSION) -> dict[str, Any]:
+        """The STET ``Access`` object of ``stet_version``: 1.5 requires ``owners`` (CR378, the account owners'
+        identities), which the gateway never asks for, so it is sent empty."""
+        access: dict[str, Any] = {
+            "balances": _identifications(self.balances, self.card_balances),
+            "transactions": _identifications(self.transactions, self.card_transactions),
             "trustedBeneficiaries": self.trusted_beneficiaries,
             "psuIdentity": self.psu_identity,
         }
+        if stet_version_at_least(stet_version, 1, 5):
+            access["owners"] = []
+        return access
 
-    def to_json_bytes(self) -> bytes:
+    def to_json_bytes(self, stet_version: str = DEFAULT_STET_VERSION) -> bytes:
         """Compact UTF-8 JSON of :meth:`to_stet` (the exact bytes that are digested and sent)."""
-        return json.dumps(self.to_stet(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return json.dumps(self.to_stet(stet_version), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     def __repr__(self) -> str:
         # IBANs are personal data: show counts only.
         return (
-            f"ConsentRequest(balances=<{len(self.balances)} ibans>, transactions=<{len(self.transactions)} ibans>, "
+            f"ConsentRequest(balances=<{len(self.balances)} ibans, {len(self.card_balances)} cards>, "
+            f"transactions=<{len(self.transactions)} ibans, {len(self.card_transactions)} cards>, "
             f"trusted_beneficiaries={self.trusted_beneficiaries}, psu_identity={self.psu_identity})"
         )
+
+
+def _identifications(ibans: list[str], cards: list[str]) -> list[dict[str, Any]]:
+    """STET ``AccountIdentification`` items: ``{"iban"}``, then cards as ``{"other": {... "schemeName": "CPAN"}}``."""
+    return [{"iban": iban} for iban in ibans] + [
+        {"other": {"identification": card, "schemeName": "CPAN"}} for card in cards
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------
