@@ -51,6 +51,11 @@ class App:
     def call(self, method: str, path: str, expect: int = 200, **kwargs: Any) -> Any:
         response = self.http.request(method, self.api_url + path, timeout=TIMEOUT, **kwargs)
         assert response.status_code == expect, f"{method} {path}: {response.status_code} {response.text}"
+        # Every answer of the API: never sniffed, and named by the request id the logs and the audit trail carry
+        assert response.headers["x-content-type-options"] == "nosniff", (method, path)
+        assert response.headers["x-request-id"] == response.headers["apigw-requestid"], (method, path)
+        if path != "/v1/banks":  # the user's data is never kept by a browser or a proxy
+            assert response.headers["cache-control"] == "no-store", (method, path)
         return response.json() if response.content else None
 
     def connection(self, bank_code: str = BANK) -> dict[str, Any]:

@@ -110,6 +110,8 @@ def documented_routes() -> set[str]:
 def problem(response: requests.Response) -> Mapping[str, Any]:
     """The problem+json body of an error answer (asserting its media type and required members)."""
     assert response.headers.get("content-type", "").startswith(PROBLEM), (response.status_code, response.text)
+    assert response.headers.get("x-content-type-options") == "nosniff", response.headers
+    assert response.headers.get("cache-control") == "no-store", response.headers
     body: Mapping[str, Any] = response.json()
     assert {"type", "title", "status", "code"} <= set(body), body
     assert body["status"] == response.status_code, body
