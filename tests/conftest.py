@@ -99,7 +99,7 @@ RETURN_URL_ALLOWLIST = "https://app.example.com/connections/,com.example.fintech
 
 def clear_gateway_caches() -> None:
     """Every per-container cache the gateway keeps: settings, clients, repositories, cipher, services."""
-    from aisp.crypto import clear_token_cipher
+    from aisp.aws.kms import clear_token_cipher
     from aisp.dal import get_connection_repository, get_state_repository
     from aisp.dal.tables import reset_connections
     from aisp.logic.services import clear_services

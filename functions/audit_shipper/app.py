@@ -1,6 +1,6 @@
 """AuditShipperFunction: the destination of the subscription filter on the functions' log group.
 
-Writes the audit lines the functions printed (``aisp.audit``) to the audit log group (``aisp.audit_sink``). A
+Writes the audit lines the functions printed (``aisp.audit``) to the audit log group (``aisp.aws.logs``). A
 failure raises: CloudWatch Logs invokes asynchronously, so Lambda retries the delivery twice, then puts it in the
 dead-letter queue; nothing is dropped silently. Design: ``docs/audit.md``.
 """
@@ -13,7 +13,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp.audit_sink import LogGroupWriter, decode_subscription
+from aisp.aws.logs import LogGroupWriter, decode_subscription
 from aisp.observability import logger, metrics, tracer
 from aisp.settings import AuditSettings, load_settings
 

@@ -64,7 +64,7 @@ def test_the_refresh_index_keys_are_optional_on_the_model():
 
 
 def test_every_kms_statement_requires_the_cipher_encryption_context(template):
-    from aisp.crypto import KMS_ENCRYPTION_CONTEXT
+    from aisp.aws.kms import KMS_ENCRYPTION_CONTEXT
 
     expected = {f"kms:EncryptionContext:{key}": value for key, value in KMS_ENCRYPTION_CONTEXT.items()}
     kms_statements = [

@@ -21,13 +21,13 @@ import pytest
 import requests
 from pydantic import SecretStr
 
+from aisp.aws.messaging import EVENT_SOURCE, EventBridgePublisher
 from aisp.dal import DynamoConnectionRepository
 from aisp.dal.tables import ConnectionRecord
 from aisp.errors import BankTokenInvalidError
 from aisp.logic.refresh_tokens import RefresherServices, RefreshPolicy, clear_refresher, refresh_due_connections
 from aisp.logic.services import ConnectionServices, get_connection_services
 from aisp.logic.tokens import usable_tokens
-from aisp.messaging import EVENT_SOURCE, EventBridgePublisher
 from aisp.models.connection import ConnectionStatus, TokenPair
 from aisp.stet.client import PsuContext
 from aisp.stet.factory import get_bank_client

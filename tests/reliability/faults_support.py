@@ -33,7 +33,7 @@ SUITE = "faults"
 PROBLEM = "application/problem+json"
 # A user-attended call (PSU-IP-Address): the sandbox's daily quota of unattended calls never applies.
 ATTENDED = PsuContext(ip_address="203.0.113.9")
-FORMAT_V1 = 1  # aisp.crypto's blob format byte
+FORMAT_V1 = 1  # aisp.aws.kms's blob format byte
 
 
 class Bank:

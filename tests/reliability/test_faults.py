@@ -25,11 +25,11 @@ import boto3
 import pytest
 from pydantic import SecretStr
 
-from aisp.crypto import clear_token_cipher
+from aisp.aws.kms import clear_token_cipher
+from aisp.aws.messaging import EVENT_SOURCE, EventBridgePublisher
 from aisp.dal import DynamoConnectionRepository
 from aisp.errors import TokenRefreshBatchError
 from aisp.logic.refresh_tokens import RefresherServices, RefreshPolicy, clear_refresher
-from aisp.messaging import EVENT_SOURCE, EventBridgePublisher
 from aisp.models.connection import ConnectionStatus, TokenPair
 from aisp.stet.gateway import StetBankGateway
 from bench.sandbox_host import mint_grants

@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from aisp import audit
-from aisp.audit_sink import LogGroupWriter, decode_subscription
+from aisp.aws.logs import LogGroupWriter, decode_subscription
 from aisp.errors import BankUnavailableError, InvalidRequestError
 from aisp.models.connection import Connection, ConnectionStatus
 from aisp.observability import tracer

@@ -11,7 +11,7 @@ import trustme
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
-from aisp.credentials import ca_bundle_file
+from aisp.aws.secrets import ca_bundle_file
 from aisp.errors import ConfigurationError, NotFoundError
 from aisp.settings import load_settings
 from aisp.stet.factory import clear_bank_clients, get_bank_client

@@ -12,7 +12,7 @@ import trustme
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
-from aisp.credentials import get_bank_credentials, parse_bank_credentials, qwac_cert_files
+from aisp.aws.secrets import get_bank_credentials, parse_bank_credentials, qwac_cert_files
 from aisp.errors import ConfigurationError
 
 SECRET_NAME = "aisp/bank-credentials"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from aisp.crypto import KMS_ENCRYPTION_CONTEXT, EnvelopeCipher, get_token_cipher
+from aisp.aws.kms import KMS_ENCRYPTION_CONTEXT, EnvelopeCipher, get_token_cipher
 from aisp.errors import KeyServiceError, TokenCryptoError, TokenIntegrityError
 
 MARC = {"user_id": "user-marc", "bank_code": "13807"}

@@ -397,8 +397,8 @@ def test_the_adapters_report_what_aws_refused(aws):
     import boto3
     from botocore.stub import Stubber
 
+    from aisp.aws.messaging import EventBridgePublisher, SqsFanoutQueue
     from aisp.errors import EventPublishError, FanoutError
-    from aisp.messaging import EventBridgePublisher, SqsFanoutQueue
     from aisp.models.refresh import ConnectionLifecycleDetail, FanoutRequest, LifecycleEvent, LifecycleEventType
 
     # An entry the bus refuses (moto cannot produce one: botocore's Stubber does)

@@ -16,7 +16,7 @@ Lease: a refresh (scheduled or on demand) first takes the connection with a cond
 expired → ``lease_until``/``lease_owner`` set); the tokens are then written conditional on the version *and* on
 still owning the lease, and that write releases it. Two refreshers never call the bank for one connection at once.
 
-Tokens are sealed by a :class:`~aisp.crypto.TokenCipher` bound to ``(user_id, bank_code)`` and handed out only as a
+Tokens are sealed by a :class:`~aisp.aws.kms.TokenCipher` bound to ``(user_id, bank_code)`` and handed out only as a
 separate :class:`~aisp.models.connection.TokenPair`.
 """
 
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from pynamodb.expressions.update import Action
     from pynamodb.transactions import TransactWrite
 
-    from aisp.crypto import TokenCipher
+    from aisp.aws.kms import TokenCipher
 
 __all__ = ["REFRESH_SHARDS", "DynamoConnectionRepository", "refresh_shard", "token_binding"]
 
@@ -185,7 +185,7 @@ class DynamoConnectionRepository:
 
     def _token_cipher(self) -> TokenCipher:
         if self._cipher is None:
-            from aisp.crypto import get_token_cipher  # noqa: PLC0415 - only token reads/writes need it
+            from aisp.aws.kms import get_token_cipher  # noqa: PLC0415 - only token reads/writes need it
 
             self._cipher = get_token_cipher()
         return self._cipher

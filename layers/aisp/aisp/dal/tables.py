@@ -22,7 +22,7 @@ access_expires_at      S     access token expiry
 refresh_issued_at      S     when the refresh token was issued (the last SCA)
 reauth_due_at          S     when the user must authenticate again (refresh token lifetime)
 revoked_at             S     when the user deleted the connection
-tokens                 B     envelope-encrypted ``{access_token, refresh_token}`` (aisp.crypto), bound to user + bank
+tokens                 B     envelope-encrypted ``{access_token, refresh_token}`` (aisp.aws.kms), bound to user + bank
 consent                S     JSON ConsentSnapshot (issue 5)
 pending_tokens         B     the tokens of a login awaiting completion, sealed like ``tokens``        } an
 pending                S     JSON PendingAuthorization: its dates, deadline and where the connection  } authorization

@@ -172,8 +172,8 @@ def get_refresh_policy() -> RefreshPolicy:
 @cache
 def get_refresher_services() -> RefresherServices:
     """DynamoDB repository, the STET bank gateway (cached keep-alive clients), the event bus and the fan-out queue."""
+    from aisp.aws.messaging import EventBridgePublisher, SqsFanoutQueue  # noqa: PLC0415 - boto3 on first use
     from aisp.dal import get_connection_repository  # noqa: PLC0415 - PynamoDB on first use
-    from aisp.messaging import EventBridgePublisher, SqsFanoutQueue  # noqa: PLC0415 - boto3 on first use
     from aisp.stet.gateway import StetBankGateway  # noqa: PLC0415 - requests + signing on first use
 
     settings: RefresherSettings = load_settings(RefresherSettings)

@@ -14,8 +14,8 @@ from typing import Final
 import requests
 from requests.adapters import HTTPAdapter
 
+from aisp.aws.secrets import BankCredentials, ca_bundle_file, get_bank_credentials, qwac_cert_files
 from aisp.banks import Bank, bank_base_url, get_registry
-from aisp.credentials import BankCredentials, ca_bundle_file, get_bank_credentials, qwac_cert_files
 from aisp.settings import BankSettings, load_settings
 from aisp.signing import BankSignatureAuth, PinnedCertificates
 from aisp.stet.client import BankClient, ResponseVerification

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING
 
+from aisp.aws.secrets import get_bank_credentials
 from aisp.banks import authorize_base_url, get_registry
-from aisp.credentials import get_bank_credentials
 from aisp.settings import BankSettings, load_settings
 from aisp.stet.client import PsuContext, build_authorization_url
 from aisp.stet.factory import get_bank_client
