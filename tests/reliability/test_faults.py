@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from aisp.aws.kms import clear_token_cipher
 from aisp.aws.messaging import EVENT_SOURCE, EventBridgePublisher
+from aisp.clock import epoch
 from aisp.dal import DynamoConnectionRepository
 from aisp.errors import TokenRefreshBatchError
 from aisp.logic.refresh_tokens import RefresherServices, RefreshPolicy, clear_refresher
@@ -677,10 +678,6 @@ def _run(load_event, services: RefresherServices) -> dict[str, Any]:
     return dict(summary)
 
 
-def _epoch(moment: datetime) -> int:
-    return int(moment.timestamp())
-
-
 REFRESHER_FAULTS = [
     # (sandbox rule on the token endpoint, the bank's Retry-After the next attempt must wait for)
     ({"fault": "500"}, None),
@@ -721,10 +718,10 @@ def test_the_refresher_keeps_working_tokens_through_token_endpoint_outages(
             due_at = int(item["refresh_due_at"]["N"])
             now = clock.now()
             if retry_after is not None:
-                assert due_at == _epoch(now + timedelta(seconds=retry_after) + MARGIN)
+                assert due_at == epoch(now + timedelta(seconds=retry_after) + MARGIN)
             else:
                 assert (
-                    _epoch(now + timedelta(minutes=1) + MARGIN) <= due_at <= _epoch(now + timedelta(minutes=5) + MARGIN)
+                    epoch(now + timedelta(minutes=1) + MARGIN) <= due_at <= epoch(now + timedelta(minutes=5) + MARGIN)
                 )
             assert _run(load_event, services)["attempted"] == 0  # not before its time
 

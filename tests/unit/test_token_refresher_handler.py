@@ -12,9 +12,9 @@ import pytest
 from pydantic import SecretStr
 
 from aisp.aws.messaging import EVENT_SOURCE, EventBridgePublisher
+from aisp.clock import SystemClock
 from aisp.dal import DynamoConnectionRepository, refresh_shard
 from aisp.errors import BankProtocolError, ReauthRequiredError, TokenRefreshBatchError
-from aisp.logic.ports import SystemClock
 from aisp.logic.refresh_tokens import RefresherServices, clear_refresher
 from aisp.models.connection import ConnectionStatus, TokenPair
 from functions.token_refresher import app

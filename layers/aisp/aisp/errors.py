@@ -2,7 +2,51 @@
 
 Every error the gateway raises on purpose derives from :class:`AispError`. Messages are written for engineers and
 never carry secrets (tokens, codes, keys, full IBANs) or raw bank text; ``details`` holds structured, safe context.
-HTTP status mapping happens in one place (``aisp.api``), never by matching on message text.
+HTTP status mapping happens in one place (``aisp.api.errors.ERROR_MAP``), never by matching on message text; the
+status each branch answers is noted on the right (``tests/unit/test_errors.py`` keeps this drawing true)::
+
+    AispError                                   500 unless a branch says otherwise
+    ├── ConfigurationError                      the deployment is wrong
+    ├── InvalidRequestError                     400
+    │   ├── InvalidCursorError
+    │   └── InvalidCompletionError
+    ├── UnauthenticatedError                    401
+    ├── NotFoundError                           404
+    │   ├── UnknownBankError
+    │   ├── ConnectionNotFoundError
+    │   └── AccountNotFoundError
+    ├── ConflictError                           409
+    │   ├── ConnectionNotUsableError
+    │   │   ├── ConnectionPendingError
+    │   │   ├── CompletionRequiredError
+    │   │   └── ConnectionFailedError
+    │   ├── IdempotencyKeyReusedError           422
+    │   ├── RequestInProgressError
+    │   ├── OAuthStateRejectedError             (the callback redirects instead)
+    │   └── RefreshInProgressError
+    ├── PersistenceError                        503 (DynamoDB)
+    ├── TokenCryptoError
+    │   ├── KeyServiceError                     503 (KMS)
+    │   └── TokenIntegrityError
+    ├── SigningError                            our request signature could not be made
+    │   └── SignatureError                      (aisp.signing)
+    ├── ConsentRejectedError                    403
+    │   └── ConsentRequiredError
+    ├── BankFeatureNotSupportedError            501
+    ├── UpstreamError                           502: the bank failed
+    │   ├── BankClientError                     the bank refused our request (4xx)
+    │   │   ├── BankTokenInvalidError
+    │   │   ├── ReauthRequiredError             409
+    │   │   ├── BankAccessDeniedError           403
+    │   │   ├── BankNotFoundError
+    │   │   └── BankRateLimitedError            429
+    │   ├── BankUnavailableError                503
+    │   ├── BankNotImplementedError             501
+    │   └── BankProtocolError                   the answer made no sense
+    │       └── BankSignatureInvalidError       its signature did not verify
+    ├── EventPublishError                       the refresher's event bus
+    ├── FanoutError                             the refresher's fan-out queue
+    └── TokenRefreshBatchError                  a refresher run ends with failures
 """
 
 from __future__ import annotations
@@ -140,10 +184,6 @@ class TokenIntegrityError(TokenCryptoError):
 
 class SigningError(AispError):
     """Request signing could not be set up or performed (bad key, bad configuration)."""
-
-
-class TokenExpiredError(AispError):
-    """A stored access token is past its expiry and must be refreshed before use."""
 
 
 class ConsentRejectedError(AispError):

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import SecretStr
 
+from aisp.clock import epoch
 from aisp.dal.errors import translated
 from aisp.dal.tables import COMPLETION_KEY_PREFIX, CompletionRecord, ConnectionRecord
 from aisp.errors import ConflictError, ConnectionNotFoundError, InvalidRequestError, TokenIntegrityError
@@ -70,10 +71,6 @@ def refresh_shard(user_id: str, bank_code: str) -> int:
 def token_binding(user_id: str, bank_code: str) -> dict[str, str]:
     """What a token blob is bound to: moving it to another record makes it undecryptable."""
     return {"user_id": user_id, "bank_code": bank_code}
-
-
-def _epoch(moment: datetime) -> int:
-    return int(moment.timestamp())
 
 
 # A used or expired completion value stays this long after its deadline, so a late try is told apart from a forgery
@@ -123,10 +120,10 @@ def _to_connection(record: ConnectionRecord) -> Connection:
     )
 
 
-def _due_epoch(*moments: datetime | None) -> int | None:
+def _dueepoch(*moments: datetime | None) -> int | None:
     """``refresh_due_at`` for the earliest of ``moments`` (``None`` when there is none: out of the index)."""
     present = [moment for moment in moments if moment is not None]
-    return _epoch(min(present)) if present else None
+    return epoch(min(present)) if present else None
 
 
 def _index_actions(user_id: str, bank_code: str, due: int | None) -> list[Action]:
@@ -393,7 +390,7 @@ class DynamoConnectionRepository:
             ConnectionRecord.pending_tokens.set(self._seal(tokens, user_id, bank_code)),
             ConnectionRecord.pending.set(pending.model_dump_json()),
             ConnectionRecord.authorization_id.set(pending.authorization_id),
-            *_index_actions(user_id, bank_code, _due_epoch(serving_due, pending.expires_at)),
+            *_index_actions(user_id, bank_code, _dueepoch(serving_due, pending.expires_at)),
         ]
         if status is not ConnectionStatus.ACTIVE:
             actions += [
@@ -454,7 +451,7 @@ class DynamoConnectionRepository:
             *_pending_removals(),
             # A new SCA: a new reauth_due_at, so the expiry notices start over; a refresh in flight loses its lease.
             *_bookkeeping_removals(),
-            *_index_actions(user_id, bank_code, _due_epoch(access_due)),
+            *_index_actions(user_id, bank_code, _dueepoch(access_due)),
             ConnectionRecord.updated_at.set(now),
             ConnectionRecord.version.set(connection.version + 1),
         ]
@@ -512,7 +509,7 @@ class DynamoConnectionRepository:
         user_id, bank_code = connection.user_id, connection.bank_code
         actions: list[Action] = _pending_removals()
         if connection.status is ConnectionStatus.ACTIVE:
-            actions += _index_actions(user_id, bank_code, _due_epoch(connection.access_expires_at))
+            actions += _index_actions(user_id, bank_code, _dueepoch(connection.access_expires_at))
         else:
             status, status_reason = pending.outcome(reason)
             actions += [
@@ -653,7 +650,7 @@ class DynamoConnectionRepository:
             actions += [
                 ConnectionRecord.reauth_notice.set(ReauthNotice.PENDING.value),
                 ConnectionRecord.refresh_shard.set(refresh_shard(connection.user_id, connection.bank_code)),
-                ConnectionRecord.refresh_due_at.set(_epoch(now)),
+                ConnectionRecord.refresh_due_at.set(epoch(now)),
             ]
         else:
             actions += [ConnectionRecord.refresh_shard.remove(), ConnectionRecord.refresh_due_at.remove()]
@@ -768,7 +765,7 @@ class DynamoConnectionRepository:
         """
         if due_before is None and expected_version is None:
             raise InvalidRequestError("a lease needs due_before or expected_version")
-        now_epoch = _epoch(now)
+        now_epoch = epoch(now)
         condition = _lease_free(now_epoch)
         if due_before is not None:
             condition &= ConnectionRecord.refresh_due_at <= due_before
@@ -937,7 +934,7 @@ class DynamoConnectionRepository:
         return [
             ConnectionRecord.tokens.set(self._seal(tokens, user_id, bank_code)),
             ConnectionRecord.access_expires_at.set(access_expires_at),
-            *_index_actions(user_id, bank_code, _due_epoch(refresh_at, pending.expires_at if pending else None)),
+            *_index_actions(user_id, bank_code, _dueepoch(refresh_at, pending.expires_at if pending else None)),
         ]
 
     @staticmethod

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from aisp import errors
@@ -72,7 +73,6 @@ ALL_MAX_TRANSACTIONS: Final = 5000
 MAX_PAGES_PER_REQUEST: Final = 50
 # Fetch another page only if at least max(this, twice the slowest page so far) remains of the invocation.
 MIN_TIME_RESERVE_MS: Final = 3000
-HTTP_BAD_REQUEST: Final = 400
 # STET 1.4.0 had no GET /end-user-identity: the PSU's name comes as connectedPsu on GET /accounts.
 _LEGACY_IDENTITY_VERSION: Final = "1.4.0"
 
@@ -126,7 +126,7 @@ def _bank_errors(session: BankSession, *, account: bool = False, bad_request: st
         ) from exc
     except errors.BankClientError as exc:
         # Only the plain class: its subclasses (401, 403, 404, 429, invalid_grant) carry their own meaning.
-        if bad_request is None or type(exc) is not errors.BankClientError or exc.status != HTTP_BAD_REQUEST:
+        if bad_request is None or type(exc) is not errors.BankClientError or exc.status != HTTPStatus.BAD_REQUEST:
             raise
         raise errors.InvalidRequestError(bad_request, details={"bank_code": exc.bank_code}) from exc
 

@@ -28,6 +28,7 @@ from aisp.errors import (
 )
 from aisp.logic import services as _wiring
 from aisp.logic.oauth_callback import completion_hash
+from aisp.logic.ports import MAX_WRITE_ATTEMPTS
 from aisp.logic.revocation import drop_authorization, revoke_quietly
 from aisp.logic.services import ConnectionServices, ConnectPolicy
 from aisp.models.api import ConnectionSummary, CreateConnectionResponse
@@ -48,7 +49,6 @@ __all__ = [
 
 CALLBACK_PATH: Final = "/oauth/callback"
 STATE_BYTES: Final = 32  # 256 bits from secrets (RFC 9700 asks for at least 128)
-MAX_WRITE_ATTEMPTS: Final = 3
 _DOMAIN: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?$")
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any, Final
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from aisp import errors
 from aisp.logic import services as _wiring
 from aisp.logic.bank_calls import BankSession, open_session
+from aisp.logic.ports import MAX_WRITE_ATTEMPTS
 from aisp.logic.services import AccountServices
 from aisp.models.api import CardConsent, SubmitConsentRequest, SubmitConsentResponse
 from aisp.models.connection import CardReference, Connection, ConnectionStatus, ConsentSnapshot
@@ -36,9 +38,6 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 __all__ = ["ConsentCall", "clear_idempotency", "submit_consent"]
-
-MAX_WRITE_ATTEMPTS: Final = 3
-HTTP_BAD_REQUEST: Final = 400
 
 
 class ConsentCall(BaseModel):
@@ -124,7 +123,7 @@ def _submit(
             lambda token: services.bank.put_consents(bank_code, access_token=token, consent=request, psu=psu),
         )
     except errors.BankClientError as exc:
-        if type(exc) is errors.BankClientError and exc.status == HTTP_BAD_REQUEST:
+        if type(exc) is errors.BankClientError and exc.status == HTTPStatus.BAD_REQUEST:
             raise errors.InvalidRequestError(
                 "the bank refused the consent: an account is not one of the user's at this bank",
                 details={"bank_code": bank_code, "field": "balances/transactions"},

@@ -33,6 +33,7 @@ from aisp.errors import (
     UpstreamError,
 )
 from aisp.logic import services as _wiring
+from aisp.logic.ports import MAX_WRITE_ATTEMPTS
 from aisp.logic.revocation import revoke_quietly
 from aisp.logic.services import ConnectionServices
 from aisp.logic.tokens import access_expiry
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 
 __all__ = ["COMPLETION_BYTES", "CallbackError", "CallbackResult", "completion_hash", "handle_callback"]
 
-MAX_WRITE_ATTEMPTS: Final = 3
 COMPLETION_BYTES: Final = 32  # 256 bits from secrets, like the state
 
 

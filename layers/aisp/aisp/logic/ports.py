@@ -4,8 +4,8 @@ fakes: ``tests/unit/fakes.py``."""
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Final, Protocol
 
 from aisp.models.connection import (
     Completion,
@@ -34,32 +34,19 @@ if TYPE_CHECKING:  # the STET package (requests, signing) loads only when a bank
     )
 
 __all__ = [
+    "MAX_WRITE_ATTEMPTS",
     "AccountDataGateway",
     "BankGateway",
-    "Clock",
     "ConnectionRepository",
     "EventPublisher",
     "FanoutQueue",
     "OAuthStateRepository",
     "RefreshRepository",
-    "SystemClock",
 ]
 
 
-class Clock(Protocol):
-    """Where "now" comes from (a fake one in tests moves forward on demand)."""
-
-    def now(self) -> datetime:
-        """The current time, timezone-aware (UTC)."""
-        ...
-
-
-class SystemClock:
-    """The real clock, to the second (stored timestamps and API answers carry no microseconds)."""
-
-    def now(self) -> datetime:
-        """``datetime.now(UTC)`` without microseconds."""
-        return datetime.now(UTC).replace(microsecond=0)
+# A use case that lost a conditional write to a concurrent one reads again and retries at most this many times.
+MAX_WRITE_ATTEMPTS: Final = 3
 
 
 class ConnectionRepository(Protocol):

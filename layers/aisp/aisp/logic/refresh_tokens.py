@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aisp import audit
 from aisp.banks import BankRegistry, get_registry
+from aisp.clock import Clock, SystemClock, epoch
 from aisp.dal.connections import REFRESH_SHARDS
 from aisp.errors import (
     AispError,
@@ -55,7 +56,7 @@ from aisp.errors import (
     ReauthRequiredError,
     TokenRefreshBatchError,
 )
-from aisp.logic.ports import BankGateway, Clock, EventPublisher, FanoutQueue, RefreshRepository, SystemClock
+from aisp.logic.ports import BankGateway, EventPublisher, FanoutQueue, RefreshRepository
 from aisp.logic.revocation import end_authorization
 from aisp.logic.tokens import access_expiry, store_after_refresh
 from aisp.models.connection import Connection, ConnectionStatus, StatusReason, TokenPair
@@ -277,10 +278,6 @@ def next_attempt_at(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _epoch(moment: datetime) -> int:
-    return int(moment.timestamp())
-
-
 class _Run:
     """State of one invocation's run: counters (thread-safe), clock, budget."""
 
@@ -337,7 +334,7 @@ class _Run:
         fanout = self.services.fanout
         if fanout is None:
             return shards
-        due_before = _epoch(self.services.clock.now() + self.policy.margin)
+        due_before = epoch(self.services.clock.now() + self.policy.margin)
         counts: dict[int, int] = {}
         for shard in shards:
             try:
@@ -396,7 +393,7 @@ class _Run:
         shard: int,
         task: Callable[[ConnectionKey], None],
     ) -> bool:
-        due_before = _epoch(self.services.clock.now() + self.policy.margin)
+        due_before = epoch(self.services.clock.now() + self.policy.margin)
         try:
             for key in self.services.connections.due_keys(
                 shard, due_before=due_before, page_size=self.policy.page_size
@@ -425,7 +422,7 @@ class _Run:
                 owner=owner,
                 now=self.services.clock.now(),
                 lease_seconds=self.policy.lease_seconds,
-                due_before=_epoch(self.services.clock.now() + self.policy.margin),
+                due_before=epoch(self.services.clock.now() + self.policy.margin),
             )
             if leased is None:
                 self.count(_Outcome.SKIPPED)
@@ -561,7 +558,7 @@ class _Run:
         )
         # The record becomes due again when `at` is within the margin of a run's clock, i.e. at `at` exactly.
         self.services.connections.record_refresh_failure(
-            key, owner=owner, failures=failures, error=error, next_due_at=_epoch(at + self.policy.margin)
+            key, owner=owner, failures=failures, error=error, next_due_at=epoch(at + self.policy.margin)
         )
         logger.info(
             "token refresh will be retried",
@@ -608,7 +605,7 @@ class _Run:
             self.services.events.publish(event)
         except EventPublishError:
             logger.exception("reauth event not published; retried next run", connection_id=connection.connection_id)
-            self.services.connections.restore_reauth_notice(key, retry_due_at=_epoch(now))
+            self.services.connections.restore_reauth_notice(key, retry_due_at=epoch(now))
             self.count(_Outcome.FAILED, connection.connection_id)
             return
         self.event_published()

@@ -13,14 +13,13 @@ from datetime import timedelta
 from functools import cache
 
 from aisp.banks import BankRegistry, get_registry
+from aisp.clock import Clock, SystemClock
 from aisp.cursors import CursorSealer, clear_cursor_sealer, get_cursor_sealer
 from aisp.logic.ports import (
     AccountDataGateway,
     BankGateway,
-    Clock,
     ConnectionRepository,
     OAuthStateRepository,
-    SystemClock,
 )
 from aisp.logic.remembered import RememberedConnections
 from aisp.return_urls import AllowedPrefix

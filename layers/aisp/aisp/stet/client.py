@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from http import HTTPStatus
 from typing import Any, Final, Literal
 from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -61,7 +62,6 @@ DEFAULT_TIMEOUT: Final = (3.05, 10.0)
 DEFAULT_MAX_PAGES: Final = 50
 _BACKOFF_BASE: Final = 0.5
 _BACKOFF_CAP: Final = 8.0
-_HTTP_NO_CONTENT: Final = 204
 _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 _JSON: Final = "application/json"
 # STET's GETs produce only application/hal+json; BPCE answers application/json. Both, HAL first.
@@ -537,7 +537,7 @@ class BankClient:
         """GET /end-user-identity (1.4.2 or 1.5 shape); 204 or empty body → ``None``."""
         url = f"{self._api}/end-user-identity"
         response, request_id = self._aisp_get("get_end_user_identity", url, access_token, psu)
-        if response.status_code == _HTTP_NO_CONTENT or not response.content.strip():
+        if response.status_code == HTTPStatus.NO_CONTENT or not response.content.strip():
             return None
         return self._parse_body(EndUserIdentity, "get_end_user_identity", response, request_id)
 
@@ -600,7 +600,7 @@ class BankClient:
         self, model: type[ModelT], operation: str, response: requests.Response, request_id: str
     ) -> ModelT:
         payload = None
-        if response.status_code != _HTTP_NO_CONTENT:
+        if response.status_code != HTTPStatus.NO_CONTENT:
             payload = decode_json(
                 response.content,
                 where=operation,

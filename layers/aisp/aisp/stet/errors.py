@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
+from http import HTTPStatus
 from typing import Final
 
 import requests
@@ -40,13 +41,6 @@ __all__ = [
     "parse_retry_after",
 ]
 
-HTTP_BAD_REQUEST: Final = 400
-HTTP_UNAUTHORIZED: Final = 401
-HTTP_FORBIDDEN: Final = 403
-HTTP_NOT_FOUND: Final = 404
-HTTP_TOO_MANY_REQUESTS: Final = 429
-HTTP_SERVER_ERROR: Final = 500
-HTTP_NOT_IMPLEMENTED: Final = 501
 _MAX_ERROR_BODY: Final = 64 * 1024
 _MAX_RETRY_AFTER: Final = 24 * 3600
 _OAUTH_CODES: Final = frozenset(
@@ -163,7 +157,7 @@ def error_for_response(
     if info.oauth_error is not None:
         details["oauth_error"] = info.oauth_error
 
-    if status == HTTP_TOO_MANY_REQUESTS or (status == HTTP_FORBIDDEN and info.bpce_code is BpceCode.TMRQ):
+    if status == HTTPStatus.TOO_MANY_REQUESTS or (status == HTTPStatus.FORBIDDEN and info.bpce_code is BpceCode.TMRQ):
         return BankRateLimitedError(
             "bank rate limit reached",
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
@@ -177,25 +171,25 @@ def error_for_response(
 
 
 _BY_STATUS: Final[dict[int, tuple[type[UpstreamError], str]]] = {
-    HTTP_UNAUTHORIZED: (BankTokenInvalidError, "bank rejected the access token"),
-    HTTP_FORBIDDEN: (BankAccessDeniedError, "bank denied access to the resource"),
-    HTTP_NOT_FOUND: (BankNotFoundError, "bank resource not found"),
+    HTTPStatus.UNAUTHORIZED: (BankTokenInvalidError, "bank rejected the access token"),
+    HTTPStatus.FORBIDDEN: (BankAccessDeniedError, "bank denied access to the resource"),
+    HTTPStatus.NOT_FOUND: (BankNotFoundError, "bank resource not found"),
 }
 
 
 def _classify(status: int, endpoint: Endpoint, info: ErrorInfo) -> tuple[type[UpstreamError], str]:
-    if status == HTTP_NOT_IMPLEMENTED or (status >= HTTP_BAD_REQUEST and info.bpce_code is BpceCode.NIMP):
+    if status == HTTPStatus.NOT_IMPLEMENTED or (status >= HTTPStatus.BAD_REQUEST and info.bpce_code is BpceCode.NIMP):
         return BankNotImplementedError, "bank does not provide this resource"
-    if status >= HTTP_SERVER_ERROR:
+    if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
         return BankUnavailableError, "bank server error"
     if endpoint is Endpoint.TOKEN and (
-        status in {HTTP_UNAUTHORIZED, HTTP_FORBIDDEN}
-        or (status == HTTP_BAD_REQUEST and info.oauth_error == "invalid_grant")
+        status in {HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN}
+        or (status == HTTPStatus.BAD_REQUEST and info.oauth_error == "invalid_grant")
     ):
         return ReauthRequiredError, "bank refused the grant; the PSU must authenticate again"
     if status in _BY_STATUS:
         return _BY_STATUS[status]
-    if HTTP_BAD_REQUEST <= status < HTTP_SERVER_ERROR:
+    if HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR:
         return BankClientError, "bank rejected the request"
     return BankProtocolError, "bank answered with an unexpected status"
 
