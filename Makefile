@@ -17,7 +17,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # sam build's python3.13 workflow looks for `python3.13` on PATH.
 export PATH := $(dir $(PYTHON)):$(PATH)
 
-.PHONY: help dev browser iac deps deps-check format lint mypy validate build unit integration pytest test pr run demo bench sandbox clean
+.PHONY: help dev browser docker lambda-image iac deps deps-check format lint mypy validate build unit integration pytest test pr run demo bench sandbox clean
 
 help:
 	@echo "make run     - the whole gateway locally: moto + offline sandbox + HTTP API on http://127.0.0.1:3000/"
@@ -28,6 +28,8 @@ help:
 	@echo "make demo    - with make run going: Marc's whole journey over HTTP, printing the numbers"
 	@echo "make sandbox - the offline 89C3 bank alone (see sandbox/README.md)"
 	@echo "make bench   - benchmarks: cold start, warm overhead, pagination, refresher throughput, memory"
+	@echo "make docker  - Debian's docker.io for sam local: installed if missing, dockerd started if not running"
+	@echo "make lambda-image - the python3.13 Lambda base image, built offline (for sam local --invoke-image)"
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "python3.13 not found: install it or pass PYTHON=/path/to/python3.13" >&2; exit 1; }
@@ -60,6 +62,20 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium could not be installed: the browser test will be skipped" >&2; \
 	else echo "no root/apt-get: chromium not installed, the browser test will be skipped" >&2; fi
+
+# Docker for `sam local`: Debian's docker.io, installed (root) when dockerd is missing, dockerd started when nothing
+# answers (scripts/docker_engine.py). Best effort like `browser`: when Docker cannot run here it says why, and the
+# container tests are skipped with that reason.
+DOCKER_ENGINE := $(PYTHON) -m scripts.docker_engine
+docker:
+	@$(DOCKER_ENGINE) start
+
+# The Lambda python3.13 base image `sam local` runs functions on (AWS's cannot be pulled here): Debian minbase +
+# this Python 3.13 + awslambdaric, built offline by scripts/lambda_image.py; nothing is built when an image with the
+# same inputs exists. Without Docker it says why and the container tests are skipped.
+LAMBDA_IMAGE := aisp-lambda-python:3.13
+lambda-image: docker
+	@$(PYTHON) -m scripts.lambda_image
 
 deps: $(VENV)/.installed
 	$(BIN)/python scripts/export_layer_requirements.py
