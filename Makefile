@@ -17,7 +17,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # sam build's python3.13 workflow looks for `python3.13` on PATH.
 export PATH := $(dir $(PYTHON)):$(PATH)
 
-.PHONY: help dev browser docker lambda-image iac deps deps-check format lint mypy validate build unit integration pytest test pr run demo bench sandbox clean
+.PHONY: help dev browser docker lambda-image iac deps deps-check format lint mypy validate build unit integration pytest test \
+	pr run demo invoke api bench sandbox clean
 
 help:
 	@echo "make run     - the whole gateway locally: moto + offline sandbox + HTTP API on http://127.0.0.1:3000/"
@@ -30,6 +31,8 @@ help:
 	@echo "make bench   - benchmarks: cold start, warm overhead, pagination, refresher throughput, memory"
 	@echo "make docker  - Debian's docker.io for sam local: installed if missing, dockerd started if not running"
 	@echo "make lambda-image - the python3.13 Lambda base image, built offline (for sam local --invoke-image)"
+	@echo "make invoke FN=AccountsFunction EVENT=accounts/list_accounts.json - one event in a Lambda container"
+	@echo "make api     - sam local start-api on :3001 (with make run ARGS=\"--docker --docker-network host\")"
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "python3.13 not found: install it or pass PYTHON=/path/to/python3.13" >&2; exit 1; }
@@ -140,6 +143,19 @@ run: $(VENV)/.installed
 # screens, consent, balances, every transaction. Another base URL: make demo ARGS="--base-url http://127.0.0.1:3001".
 demo: $(VENV)/.installed
 	$(BIN)/python -m local.demo $(ARGS)
+
+# `sam local` in Lambda containers against a running `make run ARGS="--docker --docker-network host"` (README, "With
+# Docker"): SAM CLI with the host network honoured (scripts/sam_cli.py) and the offline image. Where AWS's image can
+# be pulled: SAM_LOCAL_ARGS="--docker-network host". On Docker's bridge: `make run ARGS=--docker`, SAM_LOCAL_ARGS=.
+SAM_LOCAL := $(SAM_VENV)/bin/python -m scripts.sam_cli
+SAM_LOCAL_ARGS ?= --invoke-image $(LAMBDA_IMAGE) --skip-pull-image --docker-network host
+invoke: build lambda-image
+	@test -n "$(FN)" -a -n "$(EVENT)" || \
+		{ echo "usage: make invoke FN=AccountsFunction EVENT=accounts/list_accounts.json" >&2; exit 2; }
+	$(SAM_LOCAL) local invoke $(FN) --event events/$(EVENT) --config-env local $(SAM_LOCAL_ARGS)
+
+api: build lambda-image
+	$(SAM_LOCAL) local start-api --config-env local $(SAM_LOCAL_ARGS)
 
 # Benchmarks print tables and write bench/results/<name>.json; never part of `make test` (no timed assertion in tests).
 # Cold start, warm overhead (handler vs direct bank call), pagination (10,000 transactions), refresher throughput and
