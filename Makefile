@@ -126,7 +126,9 @@ integration: $(VENV)/.installed
 pytest: $(VENV)/.installed $(SAM_VENV)/.installed
 	$(BIN)/python -m pytest
 
-test: dev browser lint mypy validate iac build pytest
+# The container suite needs dockerd: started here when not running, and stopped at the end if it was started here.
+test: dev browser lint mypy validate iac build
+	@$(DOCKER_ENGINE) run -- $(MAKE) --no-print-directory lambda-image pytest
 
 pr: format test
 
