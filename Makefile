@@ -17,7 +17,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # sam build's python3.13 workflow looks for `python3.13` on PATH.
 export PATH := $(dir $(PYTHON)):$(PATH)
 
-.PHONY: help dev browser iac deps deps-check format lint mypy validate build unit integration pytest test pr run demo bench sandbox clean
+.PHONY: help dev browser docker lambda-image iac deps deps-check format lint mypy validate build unit integration pytest test \
+	pr run demo invoke api bench sandbox clean
 
 help:
 	@echo "make run     - the whole gateway locally: moto + offline sandbox + HTTP API on http://127.0.0.1:3000/"
@@ -27,7 +28,12 @@ help:
 	@echo "make format  - ruff format + autofix"
 	@echo "make demo    - with make run going: Marc's whole journey over HTTP, printing the numbers"
 	@echo "make sandbox - the offline 89C3 bank alone (see sandbox/README.md)"
-	@echo "make bench   - benchmarks: cold start, warm overhead, pagination, refresher throughput, memory"
+	@echo "make bench   - benchmarks: cold start (in process and in a Lambda container), warm overhead, pagination,"
+	@echo "               refresher throughput, memory"
+	@echo "make docker  - Debian's docker.io for sam local: installed if missing, dockerd started if not running"
+	@echo "make lambda-image - the python3.13 Lambda base image, built offline (for sam local --invoke-image)"
+	@echo "make invoke FN=AccountsFunction EVENT=accounts/list_accounts.json - one event in a Lambda container"
+	@echo "make api     - sam local start-api on :3001 (with make run ARGS=\"--docker --docker-network host\")"
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "python3.13 not found: install it or pass PYTHON=/path/to/python3.13" >&2; exit 1; }
@@ -60,6 +66,20 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium could not be installed: the browser test will be skipped" >&2; \
 	else echo "no root/apt-get: chromium not installed, the browser test will be skipped" >&2; fi
+
+# Docker for `sam local`: Debian's docker.io, installed (root) when dockerd is missing, dockerd started when nothing
+# answers (scripts/docker_engine.py). Best effort like `browser`: when Docker cannot run here it says why, and the
+# container tests are skipped with that reason.
+DOCKER_ENGINE := $(PYTHON) -m scripts.docker_engine
+docker:
+	@$(DOCKER_ENGINE) start
+
+# The Lambda python3.13 base image `sam local` runs functions on (AWS's cannot be pulled here): Debian minbase +
+# this Python 3.13 + awslambdaric, built offline by scripts/lambda_image.py; nothing is built when an image with the
+# same inputs exists. Without Docker it says why and the container tests are skipped.
+LAMBDA_IMAGE := aisp-lambda-python:3.13
+lambda-image: docker
+	@$(PYTHON) -m scripts.lambda_image
 
 deps: $(VENV)/.installed
 	$(BIN)/python scripts/export_layer_requirements.py
@@ -107,7 +127,9 @@ integration: $(VENV)/.installed
 pytest: $(VENV)/.installed $(SAM_VENV)/.installed
 	$(BIN)/python -m pytest
 
-test: dev browser lint mypy validate iac build pytest
+# The container suite needs dockerd: started here when not running, and stopped at the end if it was started here.
+test: dev browser lint mypy validate iac build
+	@$(DOCKER_ENGINE) run -- $(MAKE) --no-print-directory lambda-image pytest
 
 pr: format test
 
@@ -125,11 +147,26 @@ run: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/python -m local.demo $(ARGS)
 
+# `sam local` in Lambda containers against a running `make run ARGS="--docker --docker-network host"` (README, "With
+# Docker"): SAM CLI with the host network honoured (scripts/sam_cli.py) and the offline image. Where AWS's image can
+# be pulled: SAM_LOCAL_ARGS="--docker-network host". On Docker's bridge: `make run ARGS=--docker`, SAM_LOCAL_ARGS=.
+SAM_LOCAL := $(SAM_VENV)/bin/python -m scripts.sam_cli
+SAM_LOCAL_ARGS ?= --invoke-image $(LAMBDA_IMAGE) --skip-pull-image --docker-network host
+invoke: build lambda-image
+	@test -n "$(FN)" -a -n "$(EVENT)" || \
+		{ echo "usage: make invoke FN=AccountsFunction EVENT=accounts/list_accounts.json" >&2; exit 2; }
+	$(SAM_LOCAL) local invoke $(FN) --event events/$(EVENT) --config-env local $(SAM_LOCAL_ARGS)
+
+api: build lambda-image
+	$(SAM_LOCAL) local start-api --config-env local $(SAM_LOCAL_ARGS)
+
 # Benchmarks print tables and write bench/results/<name>.json; never part of `make test` (no timed assertion in tests).
-# Cold start, warm overhead (handler vs direct bank call), pagination (10,000 transactions), refresher throughput and
-# each function's peak memory; each starts its own sandbox and moto processes (bench/harness.py). ~5 min on 2 cores.
-bench: $(VENV)/.installed
+# Cold start (in process, then in Lambda containers: needs Docker, skipped with the reason otherwise), warm overhead
+# (handler vs direct bank call), pagination (10,000 transactions), refresher throughput and each function's peak
+# memory; each starts its own sandbox and moto processes (bench/harness.py). ~11 min on 2 cores (containers: ~7).
+bench: $(VENV)/.installed build
 	$(BIN)/python -m bench.cold_start
+	$(DOCKER_ENGINE) run -- $(BIN)/python -m bench.container_init
 	$(BIN)/python -m bench.warm
 	$(BIN)/python -m bench.pagination
 	$(BIN)/python -m bench.refresher

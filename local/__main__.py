@@ -69,8 +69,17 @@ def _parser() -> argparse.ArgumentParser:
         "--docker",
         action="store_true",
         help=(
-            "for sam local containers: moto and the sandbox also listen on every interface (reached as "
-            "host.docker.internal) and <state-dir>/sam-env.json is written for --env-vars"
+            "for sam local containers: <state-dir>/sam-env.json is written for --env-vars; on Docker's bridge, "
+            "moto and the sandbox also listen on every interface (reached as host.docker.internal)"
+        ),
+    )
+    parser.add_argument(
+        "--docker-network",
+        choices=["bridge", "host"],
+        default="bridge",
+        help=(
+            "with --docker: host = the containers share this machine's network (python -m scripts.sam_cli ... "
+            "--docker-network host), so nothing listens beyond --host and sam-env.json points there"
         ),
     )
     parser.add_argument(
@@ -84,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def banner(stack: RunningStack, *, docker: bool = False) -> str:
+def banner(stack: RunningStack, *, docker: bool = False, docker_network: str = "bridge") -> str:
     """What ``make run`` prints once everything listens."""
     urls = stack.urls
     schedules = ", ".join(
@@ -103,10 +112,13 @@ def banner(stack: RunningStack, *, docker: bool = False) -> str:
     ]
     if docker:
         env_file = stack.sam_env_path
-        lines += [
-            f"  sam local env     {env_file}  (sam local invoke|start-api --config-env local)",
-            "  note              moto and the sandbox listen on every interface: use this on a trusted network",
-        ]
+        lines.append(f"  sam local env     {env_file}  (sam local invoke|start-api --config-env local)")
+        if docker_network == "bridge":
+            lines.append(
+                "  note              moto and the sandbox listen on every interface: use this on a trusted network"
+            )
+        else:
+            lines.append("  note              containers on the host network: run sam as python -m scripts.sam_cli")
     lines.append("local-ready " + json.dumps(asdict(urls)))
     return "\n".join(lines) + "\n"
 
@@ -140,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             state_dir=args.state_dir,
             sandbox_admin=True if args.sandbox_admin else None,
             docker=args.docker,
+            docker_network=args.docker_network,
             api_port=ports["api_port"],
             moto_port=ports["moto_port"],
             sandbox_port=ports["sandbox_port"],
@@ -153,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"cannot start the local stack: {exc} (is a port in use? see --help for the flags)\n")
         return 1
     with stack:
-        sys.stdout.write(banner(stack, docker=args.docker))
+        sys.stdout.write(banner(stack, docker=args.docker, docker_network=args.docker_network))
         sys.stdout.flush()
         while not stopping.wait(1.0):
             pass

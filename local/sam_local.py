@@ -1,10 +1,11 @@
 """The ``--env-vars`` file that points ``sam local`` containers at a running local stack (``make run ARGS=--docker``).
 
-A container cannot use the stack's own values: ``127.0.0.1`` is the container itself, and the sandbox's CA file is
-on the host. So the file carries every variable the template declares, with the local values, except:
+The file carries every variable the template declares, with the local values, except:
 
-* moto and the sandbox's API are reached as ``host.docker.internal`` (the sandbox's certificate names it);
-* ``BANK_CA_BUNDLE`` is the CA's PEM text rather than a path;
+* moto and the sandbox's API are reached as ``docker_host``: ``host.docker.internal`` for containers on Docker's
+  bridge, where ``127.0.0.1`` is the container itself (the sandbox's certificate names it), or ``127.0.0.1`` for
+  containers on the host network (``scripts/sam_cli.py``);
+* ``BANK_CA_BUNDLE`` is the CA's PEM text rather than a path (a container cannot read the host's file);
 * browser-facing URLs (login screens, OAuth callback, return URLs) keep ``127.0.0.1``: a browser on this machine
   opens them.
 

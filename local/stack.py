@@ -44,7 +44,7 @@ from local.adapter import ApiServer, FunctionRuntime, LocalApi, load_functions
 from local.aws import LocalMotoServer, create_secret, provision, reset_moto
 from local.jwt import LocalIssuer
 from local.logs import SubscriptionDelivery
-from local.sam_local import SAM_ENV_FILE, write_sam_env
+from local.sam_local import DOCKER_HOST, SAM_ENV_FILE, write_sam_env
 from local.template import (
     ACCOUNT_ID,
     REGION,
@@ -450,6 +450,7 @@ def start_stack(
     parameter_overrides: Mapping[str, str] | None = None,
     docker: bool = False,
     allowed_origins: Sequence[str] = (),
+    docker_network: Literal["bridge", "host"] = "bridge",
 ) -> RunningStack:
     """Start moto, the offline sandbox and the template's HTTP API; every port may be 0 (a free one).
 
@@ -471,11 +472,15 @@ def start_stack(
     parameter_overrides
         Template parameter values that win over the local ones.
     docker
-        For ``sam local`` containers: moto and the sandbox also listen on every interface (containers reach them
-        as ``host.docker.internal``), and ``state_dir/sam-env.json`` (``--env-vars``) is written. The HTTP API and
-        the local JWT issuer stay on ``host``.
+        For ``sam local`` containers: ``state_dir/sam-env.json`` (``--env-vars``) is written. The HTTP API and the
+        local JWT issuer stay on ``host``.
     allowed_origins
         Browser origins the API allows (CORS), beside ``http://localhost:<api port>``.
+    docker_network
+        With ``docker``, where the containers run. ``"bridge"`` (Docker's default): moto and the sandbox also
+        listen on every interface and containers reach them as ``host.docker.internal``. ``"host"`` (containers
+        share this machine's network, ``scripts/sam_cli.py``): nothing listens beyond ``host``, which the
+        containers use too.
 
     Raises
     ------
@@ -500,13 +505,14 @@ def start_stack(
         api_server = ApiServer(host, api_port)
         cleanup.callback(api_server.stop)
         # 0.0.0.0 only on request: moto has no authentication (its secret holds the sandbox's TPP test keys).
-        moto = LocalMotoServer("0.0.0.0" if docker else host, moto_port, url_host=host)  # noqa: S104
+        bind_all = docker and docker_network == "bridge"
+        moto = LocalMotoServer("0.0.0.0" if bind_all else host, moto_port, url_host=host)  # noqa: S104
         moto.start()
         cleanup.callback(moto.stop)
         reset_moto(moto.url)
         sandbox = _start_sandbox(
             host=host,
-            bind_all=docker,
+            bind_all=bind_all,
             port=sandbox_port,
             screens_port=sandbox_screens_port,
             certs_dir=state_dir / "certs",
@@ -557,7 +563,8 @@ def start_stack(
             subscriptions=subscriptions,
         )
     if docker:
-        stack.sam_env_path = write_sam_env(stack, state_dir / SAM_ENV_FILE)
+        docker_host = host if docker_network == "host" else DOCKER_HOST
+        stack.sam_env_path = write_sam_env(stack, state_dir / SAM_ENV_FILE, docker_host=docker_host)
     return stack
 
 

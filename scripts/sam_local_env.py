@@ -1,11 +1,11 @@
 """The environment `sam local invoke --config-env local` gives a function's container, computed without Docker.
 
-`sam local` needs a container engine, which this machine (and CI) lacks. What decides whether a container reaches
-the running local stack is its environment, and SAM CLI builds that environment before it starts any container:
-the template's variables after intrinsic resolution with the parameter overrides, then the ``--env-vars`` file,
-which can only override variables the template declares. This script runs that same SAM CLI code (so it needs
-SAM CLI's venv, ``.tools/sam``) with the options of a samconfig.toml environment and prints the result as JSON.
-``tests/e2e/test_sam_local.py`` runs a handler with it against the local stack.
+What decides whether a container reaches the running local stack is its environment, and SAM CLI builds that
+environment before it starts any container: the template's variables after intrinsic resolution with the parameter
+overrides, then the ``--env-vars`` file, which can only override variables the template declares. This script runs
+that same SAM CLI code (so it needs SAM CLI's venv, ``.tools/sam``, but no container engine) with the options of a
+samconfig.toml environment and prints the result as JSON. ``tests/e2e/test_sam_local.py`` checks it where Docker
+cannot run; tests/containers runs the containers themselves.
 
 Usage (from the repository root):
   .tools/sam/bin/python -m scripts.sam_local_env FUNCTION [--config-env local] [--env-vars FILE]

@@ -1,11 +1,10 @@
-"""The Docker path (README, "With Docker"): `sam local` containers against the running local stack, minus Docker.
+"""The Docker path (README, "With Docker") without Docker: the env file and the names containers use.
 
-No container engine runs here, so the test takes the two halves of `sam local invoke --config-env local` apart:
-SAM CLI's own code computes the container's environment from template.yaml, samconfig.toml's ``local`` section and
-the stack's ``sam-env.json`` (scripts/sam_local_env.py), and a fresh interpreter runs the handler with exactly
-that environment and the events/ files (tests/e2e/container/lambda_runtime.py). The one thing left out is the
-name: containers reach this machine as ``host.docker.internal``, the test as ``127.0.0.1`` (tests may bind loopback
-only); the sandbox certificate's coverage of that name is checked with a TLS handshake instead.
+The containers themselves run in tests/containers (skipped where Docker cannot run). These checks need no engine,
+so they hold everywhere: the stack's ``sam-env.json`` for containers on Docker's bridge (``host.docker.internal``)
+and on the host network (loopback), what SAM CLI's own code makes of it for a function's container
+(scripts/sam_local_env.py), and the sandbox certificate's coverage of ``host.docker.internal``, checked with a TLS
+handshake (tests bind loopback only, so no container reaches the name here).
 """
 
 from __future__ import annotations
@@ -15,26 +14,17 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from local.sam_local import sam_env_vars, write_sam_env
 from local.stack import start_stack
-from tests.e2e.test_journey import make_refresh_due
-from tests.reliability.stack_helpers import connect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 ROOT = Path(__file__).resolve().parents[2]
 SAM_PYTHON = ROOT / ".tools" / "sam" / "bin" / "python"
-RUNTIME = Path(__file__).resolve().parent / "container" / "lambda_runtime.py"
-EVENTS = ROOT / "events"
-LAYER = ROOT / "layers" / "aisp"
-USER = "user-marc"  # the sub of the events/ files' JWT claims
-MARC_ACCOUNTS = {"038-CPT30019654051", "038-CPT30019654052", "038-CPT30019654053"}
 
 needs_sam = pytest.mark.skipif(not SAM_PYTHON.exists(), reason="SAM CLI's venv (.tools/sam) is missing: `make dev`")
 
@@ -47,14 +37,8 @@ def stack(state_dir):
 
 @pytest.fixture(scope="module")
 def env_file(stack, tmp_path_factory) -> Path:
-    """The stack's --env-vars file, with loopback standing in for host.docker.internal."""
+    """The stack's --env-vars file for containers on the host network: loopback instead of host.docker.internal."""
     return write_sam_env(stack, tmp_path_factory.mktemp("sam") / "sam-env.json", docker_host="127.0.0.1")
-
-
-@pytest.fixture(scope="module")
-def marc_connected(stack) -> None:
-    """User ``user-marc`` connects Marc at 13807 through the stack's HTTP API and the sandbox's screens."""
-    connect(stack, USER)
 
 
 def container_environment(function: str, env_file: Path) -> dict[str, str]:
@@ -71,22 +55,6 @@ def container_environment(function: str, env_file: Path) -> dict[str, str]:
     assert completed.returncode == 0, completed.stderr
     environment: dict[str, str] = json.loads(completed.stdout)
     return environment
-
-
-def invoke_in_container(code_dir: str, event: str, environment: dict[str, str]) -> dict[str, Any]:
-    """Run ``app.lambda_handler`` in a fresh interpreter whose whole environment is ``environment``."""
-    completed = subprocess.run(  # noqa: S603 - fixed arguments
-        [sys.executable, str(RUNTIME), str(ROOT / code_dir), str(LAYER), str(EVENTS / event)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**environment, "PATH": os.environ["PATH"]},
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    (line,) = [row for row in completed.stdout.splitlines() if row.startswith("lambda-result ")]
-    result: dict[str, Any] = json.loads(line.removeprefix("lambda-result "))
-    return result
 
 
 def test_the_env_file_points_containers_at_the_stack_by_the_docker_host_name(stack):
@@ -140,34 +108,36 @@ def test_sam_cli_gives_the_container_the_local_stack(stack, env_file):
     assert environment["AWS_REGION"] == "eu-west-3"
 
 
-@needs_sam
-def test_an_invoked_accounts_function_reads_marcs_accounts_from_the_stack(stack, env_file, marc_connected):
-    environment = container_environment("AccountsFunction", env_file)
+def listening_addresses(port: int) -> set[str]:
+    """The IPv4 addresses a TCP socket listens on at ``port`` on this machine (/proc/net/tcp, state 0A)."""
+    addresses = set()
+    for line in Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            addresses.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return addresses
 
-    # sam local invoke AccountsFunction -e events/accounts/list_accounts.json --config-env local
-    result = invoke_in_container("functions/accounts", "accounts/list_accounts.json", environment)
 
-    assert result["statusCode"] == 200, result["body"]
-    accounts = json.loads(result["body"])
-    assert {account["account_id"] for account in accounts["accounts"]} == MARC_ACCOUNTS
+def test_on_the_host_network_the_stack_listens_on_loopback_only_and_says_so_to_containers(state_dir, stack):
+    # Given the module's stack stopped (one per process), a stack for containers that share this machine's network
+    stack.stop()
+    with start_stack(
+        api_port=0,
+        moto_port=0,
+        sandbox_port=0,
+        sandbox_screens_port=0,
+        state_dir=state_dir,
+        docker=True,
+        docker_network="host",
+    ) as host_stack:
+        # When its sam-env.json and its sockets are read
+        assert host_stack.sam_env_path is not None
+        values = json.loads(host_stack.sam_env_path.read_text(encoding="utf-8"))["Parameters"]
+        ports = host_stack.ports
 
-
-@needs_sam
-def test_invoked_connect_and_refresher_functions_work_against_the_stack(stack, env_file, marc_connected):
-    # sam local invoke ConnectFunction -e events/connect/list_connections.json --config-env local
-    listed = invoke_in_container(
-        "functions/connect", "connect/list_connections.json", container_environment("ConnectFunction", env_file)
-    )
-    assert listed["statusCode"] == 200, listed["body"]
-    assert [c["bank_code"] for c in json.loads(listed["body"])] == ["13807"]
-
-    # sam local invoke TokenRefresherFunction -e events/token_refresher/scheduled.json --config-env local,
-    # with Marc's access token about to expire
-    make_refresh_due(stack, USER, "13807")
-    refreshed = invoke_in_container(
-        "functions/token_refresher",
-        "token_refresher/scheduled.json",
-        container_environment("TokenRefresherFunction", env_file),
-    )
-    (run,) = refreshed["runs"]
-    assert (run["attempted"], run["refreshed"], run["failed"]) == (1, 1, 0), run
+        # Then containers are sent to the stack's own loopback URLs, and nothing listens beyond loopback
+        assert values["AWS_ENDPOINT_URL"] == host_stack.moto_url
+        assert values["BANK_BASE_URL_TEMPLATE"] == host_stack.environment["BANK_BASE_URL_TEMPLATE"]
+        for name in ("moto", "sandbox", "sandbox_screens", "api"):
+            assert listening_addresses(ports[name]) == {"127.0.0.1"}, name
