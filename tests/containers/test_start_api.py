@@ -16,7 +16,7 @@ import requests
 
 from tests.containers.conftest import USER, ensure_connected, sam_server
 from tests.containers.sam import SamServer
-from tests.e2e.test_journey import TIMEOUT, App, log_in_at_bank
+from tests.e2e.test_journey import TIMEOUT, App, complete, log_in_at_bank
 from tests.reliability.stack_helpers import BANK, PROBLEM
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -49,16 +49,19 @@ def test_a_connection_completes_at_start_apis_oauth_callback(marc, start_api):
     # When the bank's redirect (its code and our state) reaches /oauth/callback of sam local start-api
     answer = get(f"{start_api.url}{redirect.path}?{redirect.query}")
 
-    # Then the callback's container exchanged the code at the bank and sends the browser back, connected
+    # Then the callback's container exchanged the code at the bank and sends the browser back, authorized
     assert answer.status_code == 302, (answer.status_code, answer.text, start_api.tail())
     location = urlsplit(answer.headers["location"])
     assert f"{location.scheme}://{location.netloc}" == marc.api_url
-    assert parse_qs(location.query)["status"] == ["connected"]
+    outcome = {name: values[0] for name, values in parse_qs(location.query).items()}
+    assert outcome["status"] == "authorized"
+    # And the app completes it with the one-time value the container handed out
+    complete(app, outcome)
     (connection,) = [c for c in app.call("GET", "/v1/connections") if c["bank_code"] == BANK]
     assert (connection["connection_id"], connection["status"]) == (started["connection_id"], "ACTIVE")
     # And the state was single use in the container too: the same redirect again is refused
     again = urlsplit(get(f"{start_api.url}{redirect.path}?{redirect.query}").headers.get("location", ""))
-    assert parse_qs(again.query).get("status") != ["connected"]
+    assert parse_qs(again.query).get("status") not in (["connected"], ["authorized"])
 
 
 def test_a_forged_state_gets_the_same_page_from_start_api_as_from_the_stack(marc, start_api):
