@@ -199,11 +199,12 @@ def seed_due_connections(stack: Stack, count: int) -> None:
 
     from pydantic import SecretStr  # noqa: PLC0415
 
+    from aisp import wiring  # noqa: PLC0415
     from aisp.dal import DynamoConnectionRepository  # noqa: PLC0415
     from aisp.models.connection import TokenPair  # noqa: PLC0415
     from bench.harness import BANK  # noqa: PLC0415
 
-    repo = DynamoConnectionRepository()
+    repo = DynamoConnectionRepository(cipher=wiring.token_cipher)
     now = datetime.now(UTC).replace(microsecond=0)
 
     def store(indexed: tuple[int, tuple[str, str]]) -> None:

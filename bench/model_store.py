@@ -21,6 +21,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from aisp import wiring
 from aisp.dal import DynamoConnectionRepository, refresh_shard
 from aisp.errors import ConflictError, ConnectionNotFoundError, TokenIntegrityError
 from aisp.models.connection import Connection, ConnectionStatus, TokenPair
@@ -51,7 +52,7 @@ class ModelConnections:
     def __init__(self, *, latency: float, page_size: int = 500) -> None:
         self._latency = latency
         self._page_size = page_size
-        self._codec = DynamoConnectionRepository()
+        self._codec = DynamoConnectionRepository(cipher=wiring.token_cipher)
         self._items: dict[ConnectionKey, _Item] = {}
         self._lock = threading.Lock()
 

@@ -68,10 +68,10 @@ def through_gateway(gateway: Gateway, *, all_pages: bool) -> Read:
 
 
 def direct_reader(access: str) -> Callable[[], Read]:
+    from aisp import wiring  # noqa: PLC0415
     from aisp.stet.client import PsuContext  # noqa: PLC0415
-    from aisp.stet.factory import get_bank_client  # noqa: PLC0415
 
-    client = get_bank_client(BANK)
+    client = wiring.bank_clients().get(BANK)
     psu = PsuContext(ip_address=PSU_IP, http_method="GET", user_agent=USER_AGENT, accept="application/json")
 
     def read() -> Read:
@@ -100,9 +100,10 @@ def main() -> int:
     with bench_stack(latency_ms=args.latency_ms) as stack:
         gateway = stack.gateway
         gateway.connect(sub=USER, identifier=BULK)
+        from aisp import wiring  # noqa: PLC0415
         from aisp.dal import DynamoConnectionRepository  # noqa: PLC0415
 
-        _, tokens = DynamoConnectionRepository().get_with_tokens(USER, BANK)
+        _, tokens = DynamoConnectionRepository(cipher=wiring.token_cipher).get_with_tokens(USER, BANK)
         assert tokens is not None
         direct = direct_reader(tokens.access_token.get_secret_value())
         status, _, _ = gateway.call("GET", PATH, sub=USER)  # warm-up: history built, function warm

@@ -1,7 +1,7 @@
 """Token refresher throughput: N due connections refreshed against the offline sandbox with 50 ms added latency.
 
 Three processes, like the deployed system's three parties: this one runs the refresher as the Lambda does
-(``aisp.logic.refresh_tokens.refresh_due_connections``: its thread pool, the KMS-envelope cipher, the STET client
+(``aisp.logic.refresh.scheduler.refresh_due_connections``: its thread pool, the KMS-envelope cipher, the STET client
 over HTTPS + mTLS with the per-bank keep-alive session, the EventBridge publisher), the bank is the sandbox in its
 own process (``bench.sandbox_host``), and KMS/Secrets Manager/EventBridge are a moto server in a third one.
 
@@ -145,15 +145,17 @@ class Timed:
 
 
 def timed_run(repo: Any, clock: ShiftedClock, workers: int, run_id: str) -> Timed:
-    from aisp.logic.refresh_tokens import (  # noqa: PLC0415
+    from aisp import wiring  # noqa: PLC0415
+    from aisp.logic.refresh.scheduler import (  # noqa: PLC0415
         RefresherServices,
         RefreshPolicy,
-        get_refresher_services,
         refresh_due_connections,
     )
 
-    deployed = get_refresher_services()
-    services = RefresherServices(connections=repo, bank=deployed.bank, events=deployed.events, clock=clock)
+    deployed = wiring.refresher_services()
+    services = RefresherServices(
+        connections=repo, bank=deployed.bank, events=deployed.events, registry=deployed.registry, clock=clock
+    )
     policy = RefreshPolicy(workers=workers, time_reserve_seconds=5)
     cpu, start = time.process_time(), time.perf_counter()
     summary = refresh_due_connections(remaining_ms=lambda: 3_600_000, run_id=run_id, services=services, policy=policy)
@@ -164,14 +166,16 @@ def timed_run(repo: Any, clock: ShiftedClock, workers: int, run_id: str) -> Time
 
 def check_tokens(repo: Any, users: list[str]) -> None:
     """A few refreshed connections' new access tokens work at the bank."""
+    from aisp import wiring  # noqa: PLC0415
     from aisp.stet.client import PsuContext  # noqa: PLC0415
-    from aisp.stet.factory import get_bank_client  # noqa: PLC0415
 
     for user in users:
         connection, tokens = repo.get_with_tokens(user, BANK)
         assert connection.version == 2 and tokens is not None, user
-        accounts = get_bank_client(BANK).get_accounts(
-            tokens.access_token.get_secret_value(), PsuContext(ip_address="203.0.113.7")
+        accounts = (
+            wiring.bank_clients()
+            .get(BANK)
+            .get_accounts(tokens.access_token.get_secret_value(), PsuContext(ip_address="203.0.113.7"))
         )
         assert accounts.accounts, user
 
@@ -188,12 +192,13 @@ def dal_client_cpu_ms(samples: int = 500) -> float:
     from botocore.awsrequest import AWSResponse  # noqa: PLC0415
     from pydantic import SecretStr  # noqa: PLC0415
 
+    from aisp import wiring  # noqa: PLC0415
     from aisp.dal import DynamoConnectionRepository, refresh_shard  # noqa: PLC0415
     from aisp.dal.tables import ConnectionRecord  # noqa: PLC0415
     from aisp.models.connection import TokenPair  # noqa: PLC0415
     from aisp.models.refresh import ConnectionKey  # noqa: PLC0415
 
-    repo = DynamoConnectionRepository()
+    repo = DynamoConnectionRepository(cipher=wiring.token_cipher)
     now = datetime.now(UTC).replace(microsecond=0)
     tokens = TokenPair(access_token=SecretStr("a" * 54), refresh_token=SecretStr("r" * 54))
     record = ConnectionRecord(
@@ -257,9 +262,10 @@ def dal_client_cpu_ms(samples: int = 500) -> float:
 
 def repository(kind: str, latency_ms: float) -> Any:
     if kind == "moto":
+        from aisp import wiring  # noqa: PLC0415
         from aisp.dal import DynamoConnectionRepository  # noqa: PLC0415
 
-        return DynamoConnectionRepository()
+        return DynamoConnectionRepository(cipher=wiring.token_cipher)
     from bench.model_store import ModelConnections  # noqa: PLC0415
 
     return ModelConnections(latency=latency_ms / 1000)

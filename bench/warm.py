@@ -11,7 +11,7 @@ another process (``bench.harness``).
   the signed mTLS call, the answer mapped to our models and JSON (and the next-page cursor sealed). The read runs
   beside the bank call once the container has read this connection before (``aisp.logic.remembered``); a third
   row clears that memory before each call, as for the first query of a connection in a fresh container;
-* direct: the same call with ``aisp.stet`` (``get_bank_client``: same keep-alive session, same signer, same PSU
+* direct: the same call with ``aisp.stet`` (``wiring.bank_clients``: same keep-alive session, same signer, same PSU
   headers) and the access token in hand, its answer parsed into the STET models.
 
 The two alternate call by call (the order flips every call) after ``--warmup`` untimed calls each, so a busy moment
@@ -110,15 +110,15 @@ class Row:
 
 def cases(gateway: Gateway) -> tuple[list[Case], Callable[[], Any]]:
     """The two routes, and the handler's one DynamoDB read (the connection and its tokens) on its own."""
+    from aisp import wiring  # noqa: PLC0415
     from aisp.dal import DynamoConnectionRepository  # noqa: PLC0415
     from aisp.stet.client import PsuContext  # noqa: PLC0415
-    from aisp.stet.factory import get_bank_client  # noqa: PLC0415
 
-    repo = DynamoConnectionRepository()
+    repo = DynamoConnectionRepository(cipher=wiring.token_cipher)
     _, tokens = repo.get_with_tokens(USER, BANK)
     assert tokens is not None
     access = tokens.access_token.get_secret_value()
-    client = get_bank_client(BANK)
+    client = wiring.bank_clients().get(BANK)
     # What the accounts handler sends for these events (PSU-* from the app's headers and the source IP).
     psu = PsuContext(
         ip_address=PSU_IP, http_method="GET", user_agent=USER_AGENT, accept="application/json", accept_language="fr-FR"
@@ -139,9 +139,7 @@ def cases(gateway: Gateway) -> tuple[list[Case], Callable[[], Any]]:
 
     def handler_accounts_not_remembered() -> None:
         # The first query of a (user, bank) in a container: the connection is read before the bank is called.
-        from aisp.logic.services import get_account_services  # noqa: PLC0415 - the stack's own layer
-
-        remembered = get_account_services().remembered
+        remembered = wiring.account_services().remembered
         assert remembered is not None
         remembered.clear()
         handler_accounts()

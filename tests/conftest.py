@@ -98,21 +98,10 @@ RETURN_URL_ALLOWLIST = "https://app.example.com/connections/,com.example.fintech
 
 
 def clear_gateway_caches() -> None:
-    """Every per-container cache the gateway keeps: settings, clients, repositories, cipher, services."""
-    from aisp.aws.kms import clear_token_cipher
-    from aisp.dal import get_connection_repository, get_state_repository
-    from aisp.dal.tables import reset_connections
-    from aisp.logic.services import clear_services
-    from aisp.settings import load_settings
-    from aisp.stet.factory import clear_bank_clients
+    """Every per-container object the gateway keeps: settings, clients, repositories, cipher, services."""
+    from aisp import wiring
 
-    load_settings.cache_clear()
-    clear_bank_clients()
-    clear_token_cipher()
-    clear_services()
-    get_connection_repository.cache_clear()
-    get_state_repository.cache_clear()
-    reset_connections()
+    wiring.reset()
 
 
 @dataclass

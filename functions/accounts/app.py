@@ -15,7 +15,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp import audit
+from aisp import audit, wiring
 from aisp.api import current_user, psu_from_event, register_error_handlers
 from aisp.api.errors import classify
 from aisp.api.headers import no_store
@@ -99,7 +99,7 @@ def _psu() -> PsuInfo | None:
 )
 def handle_list_all_accounts() -> AllAccountsResponse:
     """Accounts across every active connection, with per-bank error entries."""
-    result = list_all_accounts(current_user(app.current_event), psu=_psu())
+    result = list_all_accounts(current_user(app.current_event), psu=_psu(), services=wiring.account_services())
     failures = []
     for bank_code, error in result.failures:
         status, code, title = (
@@ -117,7 +117,7 @@ def handle_list_all_accounts() -> AllAccountsResponse:
 )
 def handle_list_accounts(bank_code: BankCodePath) -> ListAccountsResponse:
     """The user's accounts at this bank (without balances or links until consented)."""
-    return list_accounts(current_user(app.current_event), bank_code, psu=_psu())
+    return list_accounts(current_user(app.current_event), bank_code, psu=_psu(), services=wiring.account_services())
 
 
 @app.get(
@@ -128,7 +128,9 @@ def handle_list_accounts(bank_code: BankCodePath) -> ListAccountsResponse:
 )
 def handle_get_balances(bank_code: BankCodePath, account_id: AccountIdPath) -> list[BalanceItem]:
     """The account's balances (403 if the consent does not cover them)."""
-    return get_balances(current_user(app.current_event), bank_code, account_id, psu=_psu())
+    return get_balances(
+        current_user(app.current_event), bank_code, account_id, psu=_psu(), services=wiring.account_services()
+    )
 
 
 @app.get(
@@ -158,6 +160,7 @@ def handle_get_transactions(  # the resolver passes every parameter by name
         query,
         psu=_psu(),
         remaining_ms=app.lambda_context.get_remaining_time_in_millis,
+        services=wiring.account_services(),
     )
 
 
@@ -169,7 +172,9 @@ def handle_get_transactions(  # the resolver passes every parameter by name
 )
 def handle_get_trusted_beneficiaries(bank_code: BankCodePath) -> list[BeneficiaryItem]:
     """The user's trusted beneficiaries (501 where the bank has none)."""
-    return get_trusted_beneficiaries(current_user(app.current_event), bank_code, psu=_psu())
+    return get_trusted_beneficiaries(
+        current_user(app.current_event), bank_code, psu=_psu(), services=wiring.account_services()
+    )
 
 
 @app.get(
@@ -180,7 +185,7 @@ def handle_get_trusted_beneficiaries(bank_code: BankCodePath) -> list[Beneficiar
 )
 def handle_get_identity(bank_code: BankCodePath) -> IdentityResponse:
     """The connected PSU's name (501 where the bank does not give it)."""
-    return get_identity(current_user(app.current_event), bank_code, psu=_psu())
+    return get_identity(current_user(app.current_event), bank_code, psu=_psu(), services=wiring.account_services())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

@@ -7,22 +7,14 @@ dead-letter queue; nothing is dropped silently. Design: ``docs/audit.md``.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp.aws.logs import LogGroupWriter, decode_subscription
+from aisp import wiring
+from aisp.aws.logs import decode_subscription
 from aisp.observability import logger, metrics, tracer
-from aisp.settings import AuditSettings, load_settings
-
-
-@cache
-def writer() -> LogGroupWriter:
-    """The container's writer to ``AUDIT_LOG_GROUP_NAME``."""
-    settings: AuditSettings = load_settings(AuditSettings)
-    return LogGroupWriter(settings.audit_log_group_name)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -30,7 +22,7 @@ def writer() -> LogGroupWriter:
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     batch = decode_subscription(event)
-    written = writer().write(batch.events)
+    written = wiring.audit_writer().write(batch.events)
     metrics.add_metric(name="AuditRecordsShipped", unit=MetricUnit.Count, value=written)
     logger.info("audit records shipped", records=written, source=batch.source)
     return {"written": written}

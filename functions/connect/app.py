@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp import audit
+from aisp import audit, wiring
 from aisp.api import current_user, register_error_handlers
 from aisp.api.headers import no_store, nosniff
 from aisp.api.openapi import responses
@@ -43,7 +43,7 @@ BankCodePath = Annotated[str, Path(pattern=r"^[0-9]{5}$", description="Establish
 @app.get("/v1/banks", summary="BPCE establishments", tags=["connections"], responses=responses(()))
 def handle_list_banks() -> list[BankSummary]:
     """List the BPCE establishments and what each supports."""
-    return list_banks()
+    return list_banks(wiring.registry())
 
 
 @app.post(
@@ -60,6 +60,8 @@ def handle_create_connection(request: CreateConnectionRequest) -> Response[Creat
         bank_code=request.bank_code,
         return_url=request.return_url,
         api_domain=app.current_event.request_context.domain_name,
+        services=wiring.connection_services(),
+        policy=wiring.connect_policy(),
     )
     return Response(status_code=201, content_type="application/json", body=started)
 
@@ -73,7 +75,7 @@ def handle_create_connection(request: CreateConnectionRequest) -> Response[Creat
 )
 def handle_list_connections() -> list[ConnectionSummary]:
     """List the user's connections (no tokens, ever)."""
-    return list_connections(current_user(app.current_event))
+    return list_connections(current_user(app.current_event), services=wiring.connection_services())
 
 
 @app.get(
@@ -85,7 +87,7 @@ def handle_list_connections() -> list[ConnectionSummary]:
 )
 def handle_get_connection(bank_code: BankCodePath) -> ConnectionSummary:
     """The user's connection to this bank, as it stands now (no tokens, ever)."""
-    return get_connection(current_user(app.current_event), bank_code)
+    return get_connection(current_user(app.current_event), bank_code, services=wiring.connection_services())
 
 
 @app.post(
@@ -102,7 +104,10 @@ def handle_get_connection(bank_code: BankCodePath) -> ConnectionSummary:
 def handle_complete_connection(bank_code: BankCodePath, request: CompleteConnectionRequest) -> ConnectionSummary:
     """Activate the connection with the callback's one-time ``completion`` value, as the user who started it."""
     return complete_connection(
-        user_id=current_user(app.current_event), bank_code=bank_code, completion=request.completion
+        user_id=current_user(app.current_event),
+        bank_code=bank_code,
+        completion=request.completion,
+        services=wiring.connection_services(),
     )
 
 
@@ -115,7 +120,7 @@ def handle_complete_connection(bank_code: BankCodePath, request: CompleteConnect
 )
 def handle_delete_connection(bank_code: BankCodePath) -> Response[None]:
     """Forget a connection's tokens (revoked at the bank where it can): 204."""
-    delete_connection(current_user(app.current_event), bank_code)
+    delete_connection(current_user(app.current_event), bank_code, services=wiring.connection_services())
     return Response(status_code=204)
 
 

@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Header, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp import audit
+from aisp import audit, wiring
 from aisp.api import current_user, psu_from_event, register_error_handlers
 from aisp.api.headers import no_store
 from aisp.api.openapi import BANK_ERRORS, responses
@@ -59,6 +59,7 @@ def handle_submit_consent(
         psu=psu_from_event(app.current_event),
         idempotency_key=idempotency_key,
         lambda_context=app.lambda_context,
+        services=wiring.account_services(),
     )
 
 

@@ -15,7 +15,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aisp import audit
+from aisp import audit, wiring
 from aisp.api import register_error_handlers
 from aisp.logic.oauth_callback import CallbackError, handle_callback
 from aisp.observability import logger, metrics, tracer
@@ -95,7 +95,9 @@ def handle_oauth_callback() -> Response[str]:
         values = _query_values(raw_query)
     except ValueError:  # more fields than any bank sends
         values = dict.fromkeys(MAX_LENGTHS)
-    result = handle_callback(state=values["state"], code=values["code"], error=values["error"])
+    result = handle_callback(
+        state=values["state"], code=values["code"], error=values["error"], services=wiring.connection_services()
+    )
     if result.redirect_url is None:
         return Response(
             status_code=400,

@@ -273,7 +273,7 @@ def test_alarms_watch_the_refresher_and_the_api_and_notify_the_optional_topic(te
     for metric in published.values():
         assert metric["Namespace"] == environment["POWERTOOLS_METRICS_NAMESPACE"]
         assert metric["Dimensions"] == [{"Name": "service", "Value": environment["POWERTOOLS_SERVICE_NAME"]}]
-    source = (REPO_ROOT / "layers/aisp/aisp/logic/refresh_tokens.py").read_text(encoding="utf-8")
+    source = (REPO_ROOT / "layers/aisp/aisp/logic/refresh/scheduler.py").read_text(encoding="utf-8")
     assert all(f'name="{name}"' in source for name in published)
     # Every alarm notifies AlarmTopicArn when one is given, and stays silent data-wise when nothing runs
     for name, properties in alarms.items():

@@ -258,8 +258,7 @@ def gateway(aws, sandbox: RunningSandbox, admin, monkeypatch) -> Iterator[Any]:
     import dataclasses
     import json
 
-    from aisp.logic import services as wiring
-    from aisp.logic.services import get_connection_services
+    from aisp import wiring
     from aisp.stet.gateway import StetBankGateway
     from tests.conftest import SECRET_NAME, clear_gateway_caches
     from tests.fakes import CountingBankGateway
@@ -271,9 +270,9 @@ def gateway(aws, sandbox: RunningSandbox, admin, monkeypatch) -> Iterator[Any]:
     monkeypatch.setenv("BANK_TIMEOUT_SECONDS", "5")
     aws.secrets.create_secret(Name=SECRET_NAME, SecretString=json.dumps(sandbox.credentials))
     clear_gateway_caches()
-    services = dataclasses.replace(get_connection_services(), bank=CountingBankGateway(StetBankGateway()))
-    original = wiring.get_connection_services
-    wiring.get_connection_services = lambda: services
+    services = dataclasses.replace(
+        wiring.connection_services(), bank=CountingBankGateway(StetBankGateway(wiring.bank_clients))
+    )
+    wiring.connection_services.provide(services)
     yield services
-    wiring.get_connection_services = original
     clear_gateway_caches()

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from aisp import wiring
 from aisp.stet import PsuContext
-from aisp.stet.factory import get_bank_client
 from tests.integration.journey import (
     BANK,
     accounts,
@@ -106,8 +106,12 @@ def _fault(sandbox, admin, **rule):
 def _sandbox_transactions(gateway, user_id, account) -> list[Any]:
     """What the sandbox serves directly for the account (the same token, every page)."""
     _, tokens = gateway.connections.get_with_tokens(user_id, BANK)
-    pages = get_bank_client(BANK).iter_transaction_pages(
-        tokens.access_token.get_secret_value(), account, psu=PsuContext(ip_address="203.0.113.10")
+    pages = (
+        wiring.bank_clients()
+        .get(BANK)
+        .iter_transaction_pages(
+            tokens.access_token.get_secret_value(), account, psu=PsuContext(ip_address="203.0.113.10")
+        )
     )
     return [transaction for page in pages for transaction in page.transactions]
 

@@ -15,10 +15,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from aisp import wiring
 from aisp.errors import BankTokenInvalidError, ReauthRequiredError
 from aisp.logic.oauth_callback import completion_hash, handle_callback
 from aisp.settings import load_settings
-from aisp.stet.factory import clear_bank_clients, get_bank_client
 from functions.accounts import app as accounts
 from functions.connect import app as connect
 from tests.conftest import CONNECTIONS_TABLE, STATES_TABLE
@@ -99,7 +99,7 @@ def test_marc_connects_and_the_table_holds_no_plaintext_token(gateway, aws, load
     # And the tokens work at the bank, but no attribute of any stored item contains them, nor the completion
     connection, tokens = gateway.connections.get_with_tokens("user-marc", BANK)
     access, refresh = tokens.access_token.get_secret_value(), tokens.refresh_token.get_secret_value()
-    assert get_bank_client(BANK).get_accounts(access, psu=None).accounts
+    assert wiring.bank_clients().get(BANK).get_accounts(access, psu=None).accounts
     stored = all_raw_values(aws) + json.dumps(aws.dynamodb.scan(TableName=STATES_TABLE)["Items"], default=str)
     for secret in (access, refresh, back["completion"]):
         assert secret not in stored and secret.encode().hex() not in stored
@@ -144,7 +144,7 @@ def test_a_replayed_callback_is_invalid_and_exchanges_nothing(gateway, load_even
     # (a second exchange of the code would have made the sandbox revoke them)
     assert redirect_query(response)["error"] == "invalid_state"
     assert gateway.bank.counts["exchange_code"] == 1
-    assert get_bank_client(BANK).get_accounts(tokens.access_token.get_secret_value(), psu=None).accounts
+    assert wiring.bank_clients().get(BANK).get_accounts(tokens.access_token.get_secret_value(), psu=None).accounts
 
 
 def test_a_forged_state_gets_the_invalid_link_page(gateway, load_event, lambda_context):
@@ -165,7 +165,7 @@ def test_concurrent_double_callbacks_exchange_the_code_once(gateway, load_event,
 
     def deliver() -> None:
         barrier.wait()
-        result = handle_callback(state=bank_redirect["state"], code=bank_redirect["code"], error=None)
+        result = handle_callback(state=bank_redirect["state"], code=bank_redirect["code"], error=None, services=gateway)
         outcomes.append(result.outcome)
 
     with serialize_dynamodb_writes():
@@ -179,7 +179,7 @@ def test_concurrent_double_callbacks_exchange_the_code_once(gateway, load_event,
     assert sorted(outcomes) == ["authorized", "invalid_state"]
     assert gateway.bank.counts["exchange_code"] == 1
     _, _, pending = gateway.connections.get_with_all_tokens("user-marc", BANK)
-    assert get_bank_client(BANK).get_accounts(pending.access_token.get_secret_value(), psu=None).accounts
+    assert wiring.bank_clients().get(BANK).get_accounts(pending.access_token.get_secret_value(), psu=None).accounts
 
 
 def test_an_expired_state_is_refused_before_reaching_the_bank(gateway, aws, load_event, lambda_context):
@@ -228,7 +228,7 @@ def test_bank_down_during_the_exchange(gateway, admin, sandbox, monkeypatch, loa
     else:
         monkeypatch.setenv("BANK_BASE_URL_TEMPLATE", f"https://127.0.0.1:{closed_port()}/{{bank_code}}")
         load_settings.cache_clear()
-        clear_bank_clients()
+        wiring.bank_clients.reset()
 
     # When the callback comes
     response = call_back(load_event, lambda_context, code=bank_redirect["code"], state=bank_redirect["state"])
@@ -269,7 +269,7 @@ def test_delete_revokes_at_the_bank_and_forgets_the_tokens(gateway, aws, load_ev
     assert json.loads(as_eve["body"])["code"] == "connection_not_found"
     assert response["statusCode"] == 204
     assert gateway.bank.counts["revoke"] == 1
-    client = get_bank_client(BANK)
+    client = wiring.bank_clients().get(BANK)
     with pytest.raises(BankTokenInvalidError):
         client.get_accounts(access, psu=None)
     with pytest.raises(ReauthRequiredError):
@@ -340,7 +340,7 @@ def test_a_shared_login_link_completed_by_another_person_connects_nobody(
     # callback sends Sophie's browser to the app with the completion value
     started, back = _authorized(load_event, lambda_context, identifier=SOPHIE)
     _, _, sophies = gateway.connections.get_with_all_tokens("user-marc", BANK)
-    assert get_bank_client(BANK).get_accounts(sophies.access_token.get_secret_value(), psu=None).accounts
+    assert wiring.bank_clients().get(BANK).get_accounts(sophies.access_token.get_secret_value(), psu=None).accounts
 
     # When Sophie's app, signed in as Sophie, completes it
     as_sophie = complete(load_event, lambda_context, back["completion"], sub="user-sophie")
@@ -354,7 +354,7 @@ def test_a_shared_login_link_completed_by_another_person_connects_nobody(
     assert back["completion"] not in logged
     # And Sophie's tokens were revoked at the bank and forgotten: nobody holds them
     with pytest.raises(BankTokenInvalidError):
-        get_bank_client(BANK).get_accounts(sophies.access_token.get_secret_value(), psu=None)
+        wiring.bank_clients().get(BANK).get_accounts(sophies.access_token.get_secret_value(), psu=None)
     connection, tokens, pending = gateway.connections.get_with_all_tokens("user-marc", BANK)
     assert tokens is None and pending is None
     assert (connection.status.value, connection.status_reason.value) == ("FAILED", "completion_rejected")
@@ -386,7 +386,7 @@ def test_concurrent_completions_activate_once(gateway, load_event, lambda_contex
     def attempt() -> None:
         barrier.wait()
         try:
-            complete_connection(user_id="user-marc", bank_code=BANK, completion=back["completion"])
+            complete_connection(user_id="user-marc", bank_code=BANK, completion=back["completion"], services=gateway)
             outcomes.append("ACTIVE")
         except InvalidCompletionError:
             outcomes.append("invalid_completion")
@@ -418,7 +418,7 @@ def test_an_expired_completion_revokes_the_authorized_tokens(gateway, aws, load_
     # Then 400, the tokens are revoked at the bank and gone, and the connection says why
     assert _problem(late) == (400, "invalid_completion")
     with pytest.raises(BankTokenInvalidError):
-        get_bank_client(BANK).get_accounts(pending.access_token.get_secret_value(), psu=None)
+        wiring.bank_clients().get(BANK).get_accounts(pending.access_token.get_secret_value(), psu=None)
     (listed,) = list_connections(load_event, lambda_context)
     assert (listed["status"], listed["status_reason"]) == ("FAILED", "completion_expired")
 
@@ -451,7 +451,7 @@ def test_a_reconnection_keeps_the_active_tokens_serving_until_completed(gateway,
     connection, tokens, pending = gateway.connections.get_with_all_tokens("user-marc", BANK)
     assert connection.status.value == "ACTIVE" and pending is None
     assert tokens == serving
-    assert get_bank_client(BANK).get_accounts(tokens.access_token.get_secret_value(), psu=None).accounts
+    assert wiring.bank_clients().get(BANK).get_accounts(tokens.access_token.get_secret_value(), psu=None).accounts
     assert _accounts_of(load_event, lambda_context)["statusCode"] == 200
 
 
@@ -468,13 +468,13 @@ def test_a_completed_reconnection_replaces_and_revokes_the_previous_tokens(gatew
     # Then the new tokens serve and the previous ones are dead at the bank
     _, new = gateway.connections.get_with_tokens("user-marc", BANK)
     assert new != old
-    assert get_bank_client(BANK).get_accounts(new.access_token.get_secret_value(), psu=None).accounts
+    assert wiring.bank_clients().get(BANK).get_accounts(new.access_token.get_secret_value(), psu=None).accounts
     with pytest.raises(ReauthRequiredError):
-        get_bank_client(BANK).refresh(old.refresh_token.get_secret_value())
+        wiring.bank_clients().get(BANK).refresh(old.refresh_token.get_secret_value())
 
 
 def test_the_refresher_revokes_an_authorization_nobody_completed(gateway, aws, load_event, lambda_context):
-    from aisp.logic.refresh_tokens import RefresherServices, RefreshPolicy, refresh_due_connections
+    from aisp.logic.refresh.scheduler import RefresherServices, RefreshPolicy, refresh_due_connections
     from tests.fakes import FakeClock, RecordingPublisher
 
     # Given an authorized login that its app never completes
@@ -484,7 +484,11 @@ def test_the_refresher_revokes_an_authorization_nobody_completed(gateway, aws, l
     # When the refresher runs after its deadline
     later = FakeClock(datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=6))
     services = RefresherServices(
-        connections=gateway.connections, bank=gateway.bank, events=RecordingPublisher(), clock=later
+        registry=wiring.registry(),
+        connections=gateway.connections,
+        bank=gateway.bank,
+        events=RecordingPublisher(),
+        clock=later,
     )
     summary = refresh_due_connections(
         remaining_ms=lambda: 300_000, run_id="run-1", services=services, policy=RefreshPolicy()
@@ -493,7 +497,7 @@ def test_the_refresher_revokes_an_authorization_nobody_completed(gateway, aws, l
     # Then the tokens are revoked at the bank and forgotten, and the connection is FAILED, out of the index
     assert summary.authorizations_ended == 1
     with pytest.raises(BankTokenInvalidError):
-        get_bank_client(BANK).get_accounts(pending.access_token.get_secret_value(), psu=None)
+        wiring.bank_clients().get(BANK).get_accounts(pending.access_token.get_secret_value(), psu=None)
     connection, tokens, left = gateway.connections.get_with_all_tokens("user-marc", BANK)
     assert (connection.status.value, connection.status_reason.value) == ("FAILED", "completion_expired")
     assert tokens is None and left is None
@@ -503,7 +507,7 @@ def test_the_refresher_revokes_an_authorization_nobody_completed(gateway, aws, l
 
 
 def test_an_expired_reconnection_leaves_the_active_connection_and_its_tokens(gateway, load_event, lambda_context):
-    from aisp.logic.refresh_tokens import RefresherServices, RefreshPolicy, refresh_due_connections
+    from aisp.logic.refresh.scheduler import RefresherServices, RefreshPolicy, refresh_due_connections
     from tests.fakes import FakeClock, RecordingPublisher
 
     # Given Marc's ACTIVE connection, and a reconnection whose login Sophie finished and nobody completes
@@ -515,7 +519,11 @@ def test_an_expired_reconnection_leaves_the_active_connection_and_its_tokens(gat
     # When the refresher runs after the completion's deadline
     later = FakeClock(datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=6))
     services = RefresherServices(
-        connections=gateway.connections, bank=gateway.bank, events=RecordingPublisher(), clock=later
+        registry=wiring.registry(),
+        connections=gateway.connections,
+        bank=gateway.bank,
+        events=RecordingPublisher(),
+        clock=later,
     )
     summary = refresh_due_connections(
         remaining_ms=lambda: 300_000, run_id="run-1", services=services, policy=RefreshPolicy()
@@ -524,7 +532,7 @@ def test_an_expired_reconnection_leaves_the_active_connection_and_its_tokens(gat
     # Then the uncompleted tokens are revoked and gone, and Marc's connection still serves his own
     assert summary.authorizations_ended == 1
     with pytest.raises(BankTokenInvalidError):
-        get_bank_client(BANK).get_accounts(sophies.access_token.get_secret_value(), psu=None)
+        wiring.bank_clients().get(BANK).get_accounts(sophies.access_token.get_secret_value(), psu=None)
     connection, tokens, pending = gateway.connections.get_with_all_tokens("user-marc", BANK)
     assert connection.status.value == "ACTIVE" and pending is None and tokens == serving
-    assert get_bank_client(BANK).get_accounts(tokens.access_token.get_secret_value(), psu=None).accounts
+    assert wiring.bank_clients().get(BANK).get_accounts(tokens.access_token.get_secret_value(), psu=None).accounts

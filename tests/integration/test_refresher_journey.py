@@ -21,16 +21,16 @@ import pytest
 import requests
 from pydantic import SecretStr
 
+from aisp import wiring
 from aisp.aws.messaging import EVENT_SOURCE, EventBridgePublisher
 from aisp.dal import DynamoConnectionRepository
 from aisp.dal.tables import ConnectionRecord
 from aisp.errors import BankTokenInvalidError
-from aisp.logic.refresh_tokens import RefresherServices, RefreshPolicy, clear_refresher, refresh_due_connections
-from aisp.logic.services import ConnectionServices, get_connection_services
-from aisp.logic.tokens import usable_tokens
+from aisp.logic.refresh.on_demand import usable_tokens
+from aisp.logic.refresh.scheduler import RefresherServices, RefreshPolicy, refresh_due_connections
+from aisp.logic.services import ConnectionServices
 from aisp.models.connection import ConnectionStatus, TokenPair
 from aisp.stet.client import PsuContext
-from aisp.stet.factory import get_bank_client
 from aisp.stet.gateway import StetBankGateway
 from bench.sandbox_host import mint_grants
 from functions.token_refresher import app
@@ -130,11 +130,15 @@ def wired(aws, sandbox: RunningSandbox, admin: Admin, inbox, clock, monkeypatch)
     monkeypatch.setenv("REFRESH_TIME_RESERVE_SECONDS", "5")
     aws.secrets.create_secret(Name=SECRET_NAME, SecretString=json.dumps(sandbox.credentials))
     clear_gateway_caches()
-    clear_refresher()
+    wiring.reset()
     yield RefresherServices(
-        connections=DynamoConnectionRepository(), bank=StetBankGateway(), events=EventBridgePublisher(BUS), clock=clock
+        registry=wiring.registry(),
+        connections=DynamoConnectionRepository(cipher=wiring.token_cipher),
+        bank=StetBankGateway(wiring.bank_clients),
+        events=EventBridgePublisher(BUS),
+        clock=clock,
     )
-    clear_refresher()
+    wiring.reset()
     clear_gateway_caches()
 
 
@@ -150,7 +154,7 @@ def seed(sandbox: RunningSandbox, clock: FakeClock, count: int, *, prefix: str =
     """``count`` ACTIVE connections holding freshly minted sandbox tokens; returns their user ids."""
     expires_in = lifetimes.get("expires_in", timedelta(minutes=5))
     reauth_in = lifetimes.get("reauth_in", timedelta(days=90))
-    repo = DynamoConnectionRepository()
+    repo = DynamoConnectionRepository(cipher=wiring.token_cipher)
     users = []
     for index, (access, refresh) in enumerate(mint_grants(sandbox.core, bank_code=BANK, psu_id=psu, count=count)):
         user = f"{prefix}{index:03d}"
@@ -178,8 +182,8 @@ def run(services, run_id: str = "run-1", policy: RefreshPolicy = POLICY):
 
 def works_at_the_bank(user: str) -> bool:
     """The stored access token reads Marc's accounts at the sandbox (attended call, signed, mTLS)."""
-    _, tokens = DynamoConnectionRepository().get_with_tokens(user, BANK)
-    return bool(get_bank_client(BANK).get_accounts(tokens.access_token.get_secret_value(), PSU).accounts)
+    _, tokens = DynamoConnectionRepository(cipher=wiring.token_cipher).get_with_tokens(user, BANK)
+    return bool(wiring.bank_clients().get(BANK).get_accounts(tokens.access_token.get_secret_value(), PSU).accounts)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -189,7 +193,9 @@ def test_due_connections_are_refreshed_at_the_bank_and_the_others_untouched(wire
     # Given six connections whose access token expires within the margin and four expiring in 40 minutes
     due = seed(sandbox, clock, 6, prefix="due")
     later = seed(sandbox, clock, 4, prefix="later", expires_in=timedelta(minutes=40))
-    before = {user: DynamoConnectionRepository().get_with_tokens(user, BANK) for user in due + later}
+    before = {
+        user: DynamoConnectionRepository(cipher=wiring.token_cipher).get_with_tokens(user, BANK) for user in due + later
+    }
 
     # When the refresher runs
     summary = run(wired)
@@ -198,16 +204,16 @@ def test_due_connections_are_refreshed_at_the_bank_and_the_others_untouched(wire
     assert (summary.refreshed, summary.failed, summary.transient_failures) == (6, 0, 0)
     assert admin.token_calls() == 6
     for user in due:
-        connection, tokens = DynamoConnectionRepository().get_with_tokens(user, BANK)
+        connection, tokens = DynamoConnectionRepository(cipher=wiring.token_cipher).get_with_tokens(user, BANK)
         assert connection.version == before[user][0].version + 1
         assert tokens.access_token != before[user][1].access_token
         assert tokens.refresh_token == before[user][1].refresh_token  # BPCE does not rotate it
         assert works_at_the_bank(user)
         with pytest.raises(BankTokenInvalidError):  # the bank revoked the previous access token
-            get_bank_client(BANK).get_accounts(before[user][1].access_token.get_secret_value(), PSU)
+            wiring.bank_clients().get(BANK).get_accounts(before[user][1].access_token.get_secret_value(), PSU)
     # And the others were not touched, their tokens still working
     for user in later:
-        assert DynamoConnectionRepository().get_with_tokens(user, BANK) == before[user]
+        assert DynamoConnectionRepository(cipher=wiring.token_cipher).get_with_tokens(user, BANK) == before[user]
         assert works_at_the_bank(user)
 
 
@@ -216,8 +222,8 @@ def test_an_expired_refresh_token_means_reauth_required_and_exactly_one_event(wi
     # expired at the bank
     core = sandbox.core
     code = issue_code(core, core.stores[BANK], client_id=core.tpp.client_id, redirect_uri=REDIRECT_URI, psu_id=MARC)
-    issued = StetBankGateway().exchange_code(BANK, code=code, redirect_uri=REDIRECT_URI)
-    repo = DynamoConnectionRepository()
+    issued = StetBankGateway(wiring.bank_clients).exchange_code(BANK, code=code, redirect_uri=REDIRECT_URI)
+    repo = DynamoConnectionRepository(cipher=wiring.token_cipher)
     store(
         repo,
         clock,
@@ -253,7 +259,10 @@ def test_julie_revoked_access_at_her_bank_reauth_once(wired, sandbox, admin, clo
     run(wired)
     run(wired, run_id="run-2")
 
-    assert DynamoConnectionRepository().find(user, BANK).status is ConnectionStatus.REAUTH_REQUIRED
+    assert (
+        DynamoConnectionRepository(cipher=wiring.token_cipher).find(user, BANK).status
+        is ConnectionStatus.REAUTH_REQUIRED
+    )
     assert [event["detail-type"] for event in inbox()] == ["ConnectionReauthRequired"]
     assert admin.token_calls() == 1
 
@@ -285,7 +294,7 @@ def test_two_refreshers_racing_on_50_connections_refresh_each_exactly_once(wired
     assert sum(s.failed + s.transient_failures for s in summaries.values()) == 0
     # And every connection holds a working token, written once (version 1 → 2)
     for user in users:
-        assert DynamoConnectionRepository().find(user, BANK).version == 2
+        assert DynamoConnectionRepository(cipher=wiring.token_cipher).find(user, BANK).version == 2
         assert works_at_the_bank(user)
 
 
@@ -308,7 +317,7 @@ def test_a_bank_failing_half_the_calls_is_retried_by_a_later_run_and_nothing_is_
     # Then every connection was refreshed, none lost: each has a working token and its refresh token
     assert (second.refreshed, second.failed, second.transient_failures) == (10, 0, 0)
     for user in users:
-        connection, tokens = DynamoConnectionRepository().get_with_tokens(user, BANK)
+        connection, tokens = DynamoConnectionRepository(cipher=wiring.token_cipher).get_with_tokens(user, BANK)
         assert connection.status is ConnectionStatus.ACTIVE and tokens.refresh_token is not None
         assert works_at_the_bank(user)
 
@@ -316,7 +325,7 @@ def test_a_bank_failing_half_the_calls_is_retried_by_a_later_run_and_nothing_is_
 def test_expiring_events_are_sent_once_per_threshold_across_repeated_runs(wired, sandbox, admin, clock, inbox):
     # Given a connection whose strong authentication expires in 13 days
     (user,) = seed(sandbox, clock, 1, prefix="exp", reauth_in=timedelta(days=13, hours=12))
-    reauth_due_at = DynamoConnectionRepository().find(user, BANK).reauth_due_at
+    reauth_due_at = DynamoConnectionRepository(cipher=wiring.token_cipher).find(user, BANK).reauth_due_at
 
     # When the refresher runs hourly-ish at these points (the connection comes due every time)
     thresholds = []
@@ -335,7 +344,7 @@ def test_a_refresher_holding_the_lease_excludes_an_on_demand_refresh(wired, sand
     # Given an expired connection, and a bank whose token endpoint takes 0.8 s
     (user,) = seed(sandbox, clock, 1, prefix="lease", expires_in=timedelta(seconds=-1))
     admin.call("POST", "latency", {"ms": 800, "scope": "token"})
-    services: ConnectionServices = get_connection_services()
+    services: ConnectionServices = wiring.connection_services()
     results: dict[str, Any] = {}
 
     def account_query() -> None:
@@ -360,7 +369,7 @@ def test_a_refresher_holding_the_lease_excludes_an_on_demand_refresh(wired, sand
     assert summary.refreshed == 1
     assert admin.token_calls() == 1
     connection, tokens = results["on_demand"]
-    assert (connection, tokens) == DynamoConnectionRepository().get_with_tokens(user, BANK)
+    assert (connection, tokens) == DynamoConnectionRepository(cipher=wiring.token_cipher).get_with_tokens(user, BANK)
     assert works_at_the_bank(user)
 
 

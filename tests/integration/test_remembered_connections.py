@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
+from aisp import wiring
 from aisp.banks import BankRegistry
-from aisp.logic import services as wiring
 from aisp.logic.bank_calls import FORCE_REFRESH_MARGIN_SECONDS
 from aisp.logic.connections import delete_connection
+from aisp.logic.refresh.on_demand import usable_tokens
 from aisp.logic.remembered import RememberedConnections
 from aisp.logic.services import AccountServices
-from aisp.logic.tokens import usable_tokens
 from aisp.models.connection import ConsentSnapshot
 from aisp.stet.gateway import StetAccountGateway
 from tests.integration.journey import BANK, accounts, at_path, connect_persona, consent, event
@@ -97,12 +97,14 @@ def watch(gateway) -> Iterator[Watch]:
     watched = Watch()
     connections = dataclasses.replace(gateway, connections=WatchedRepository(gateway.connections, watched))
     watched.services = AccountServices(
-        connections=connections, bank=WatchedBank(StetAccountGateway(), watched), remembered=RememberedConnections()
+        connections=connections,
+        bank=WatchedBank(StetAccountGateway(wiring.bank_clients), watched),
+        cursors=wiring.cursor_sealer,
+        remembered=RememberedConnections(),
     )
-    original = wiring.get_account_services
-    wiring.get_account_services = lambda: watched.services  # type: ignore[assignment]
+    wiring.account_services.provide(watched.services)
     yield watched
-    wiring.get_account_services = original
+    wiring.account_services.reset()
 
 
 def _balances(load_event, lambda_context) -> tuple[dict[str, Any], Any]:
@@ -226,7 +228,7 @@ def test_a_bank_that_cannot_revoke_tokens_is_never_called_before_the_read(gatewa
     ]
     services = watch.services
     connections = dataclasses.replace(services.connections, registry=BankRegistry(irrevocable))
-    wiring.get_account_services = lambda: dataclasses.replace(services, connections=connections)  # type: ignore[assignment]
+    wiring.account_services.provide(dataclasses.replace(services, connections=connections))
     connect_persona(load_event, lambda_context)
     _seed_balances(*_balances(load_event, lambda_context))
     assert services.remembered.recall(USER, BANK) is not None

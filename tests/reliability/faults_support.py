@@ -21,10 +21,10 @@ import requests
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
+from aisp import wiring
 from aisp.models.connection import ConnectionStatus, TokenPair
 from aisp.settings import load_settings
 from aisp.stet import PsuContext
-from aisp.stet.factory import clear_bank_clients, get_bank_client
 from tests.conftest import CONNECTIONS_TABLE
 from tests.integration.journey import BANK, raw_strings
 from tests.reliability.tally import record
@@ -64,10 +64,10 @@ def bank_timeout(monkeypatch: Any, seconds: float) -> Iterator[None]:
     with monkeypatch.context() as patched:
         patched.setenv("BANK_TIMEOUT_SECONDS", str(seconds))
         load_settings.cache_clear()
-        clear_bank_clients()
+        wiring.bank_clients.reset()
         yield
     load_settings.cache_clear()
-    clear_bank_clients()
+    wiring.bank_clients.reset()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def issued_tokens(sandbox: Any, psu: str, *, bank: str = BANK) -> list[str]:
 
 def works_at_the_bank(tokens: TokenPair, *, bank: str = BANK) -> bool:
     """The access token reads the PSU's accounts at the sandbox (signed, mTLS, attended)."""
-    return bool(get_bank_client(bank).get_accounts(tokens.access_token.get_secret_value(), ATTENDED).accounts)
+    return bool(wiring.bank_clients().get(bank).get_accounts(tokens.access_token.get_secret_value(), ATTENDED).accounts)
 
 
 def assert_intact(aws: Any, repository: Any, user: str, before: TokenPair, *, bank: str = BANK) -> TokenPair:

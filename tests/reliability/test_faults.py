@@ -25,12 +25,12 @@ import boto3
 import pytest
 from pydantic import SecretStr
 
-from aisp.aws.kms import clear_token_cipher
+from aisp import wiring
 from aisp.aws.messaging import EVENT_SOURCE, EventBridgePublisher
 from aisp.clock import epoch
 from aisp.dal import DynamoConnectionRepository
 from aisp.errors import TokenRefreshBatchError
-from aisp.logic.refresh_tokens import RefresherServices, RefreshPolicy, clear_refresher
+from aisp.logic.refresh.scheduler import RefresherServices, RefreshPolicy
 from aisp.models.connection import ConnectionStatus, TokenPair
 from aisp.stet.gateway import StetBankGateway
 from bench.sandbox_host import mint_grants
@@ -88,8 +88,8 @@ def bank(sandbox, admin) -> Bank:
 def _quick_retries(monkeypatch):
     """The bank client's GET backoff (0.25-1.5 s between attempts) and the lease wait (5 s), made short."""
     monkeypatch.setattr("aisp.stet.client._BACKOFF_BASE", 0.01)
-    monkeypatch.setattr("aisp.logic.tokens.LEASE_WAIT_SECONDS", 0.5)
-    monkeypatch.setattr("aisp.logic.tokens.LEASE_POLL_SECONDS", 0.05)
+    monkeypatch.setattr("aisp.logic.refresh.on_demand.LEASE_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr("aisp.logic.refresh.on_demand.LEASE_POLL_SECONDS", 0.05)
 
 
 @pytest.fixture
@@ -518,8 +518,7 @@ def test_a_lease_held_by_another_refresher_is_a_retryable_conflict(
 
 def _cold_container(gateway) -> None:
     """A new Lambda container: no data key generated or unwrapped yet (the next seal/open calls KMS)."""
-    clear_token_cipher()
-    gateway.connections._cipher = None  # noqa: SLF001 - the repository caches the container's cipher
+    wiring.token_cipher.reset()  # the repository asks the factory for its cipher on each seal or open
 
 
 KMS_DECRYPT_FAULTS = ["KMSInternalException", "DisabledException", "AccessDeniedException", "ThrottlingException"]
@@ -635,7 +634,7 @@ def refresher(gateway, aws, monkeypatch) -> Iterator[tuple[RefresherServices, Fa
     events.put_targets(Rule="all", EventBusName=BUS, Targets=[{"Id": "inbox", "Arn": arn}])
     monkeypatch.setenv("EVENT_BUS_NAME", BUS)
     monkeypatch.setenv("REFRESH_TIME_RESERVE_SECONDS", "5")
-    clear_refresher()
+    wiring.reset()
 
     def inbox() -> list[Any]:
         bodies = []
@@ -647,10 +646,14 @@ def refresher(gateway, aws, monkeypatch) -> Iterator[tuple[RefresherServices, Fa
 
     clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
     services = RefresherServices(
-        connections=DynamoConnectionRepository(), bank=StetBankGateway(), events=EventBridgePublisher(BUS), clock=clock
+        registry=wiring.registry(),
+        connections=DynamoConnectionRepository(cipher=wiring.token_cipher),
+        bank=StetBankGateway(wiring.bank_clients),
+        events=EventBridgePublisher(BUS),
+        clock=clock,
     )
     yield services, clock, inbox
-    clear_refresher()
+    wiring.reset()
 
 
 def _seed(sandbox, services: RefresherServices, clock: FakeClock, user: str) -> TokenPair:
@@ -671,9 +674,8 @@ def _seed(sandbox, services: RefresherServices, clock: FakeClock, user: str) -> 
 
 
 def _run(load_event, services: RefresherServices) -> dict[str, Any]:
-    result = refresher_app.lambda_handler(
-        load_event("token_refresher/scheduled.json"), LongContext(), services=services
-    )
+    wiring.refresher_services.provide(services)
+    result = refresher_app.lambda_handler(load_event("token_refresher/scheduled.json"), LongContext())
     (summary,) = result["runs"]
     return dict(summary)
 
@@ -781,8 +783,7 @@ def test_the_refresher_survives_dynamodb_and_kms_failures_and_the_next_run_refre
         user = f"refresh-aws-{index}"
         with scenario(name):
             tokens = _seed(sandbox, services, clock, user)
-            services.connections._cipher = None  # noqa: SLF001 - a new container: nothing unwrapped yet
-            clear_token_cipher()
+            wiring.token_cipher.reset()  # a new container: nothing unwrapped yet
 
             # When the run's DynamoDB or KMS call fails: the other connections go on, the run fails at the end
             options = {option: value for option, value in fault.items() if option != "operations"}

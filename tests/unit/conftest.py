@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from pytest_socket import disable_socket
 
+from aisp import wiring
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -38,7 +40,7 @@ def services(aws, bank, clock):
     from aisp.logic.services import ConnectionServices
 
     return ConnectionServices(
-        connections=DynamoConnectionRepository(),
+        connections=DynamoConnectionRepository(cipher=wiring.token_cipher),
         states=DynamoOAuthStateRepository(),
         bank=bank,
         registry=load_registry(environment="local"),
@@ -58,17 +60,13 @@ def policy():
 
 @pytest.fixture
 def wired(services, policy):
-    """Route the handlers' default factories to ``services``/``policy`` (what a cold start would build).
-
-    Restored here rather than by ``monkeypatch``, whose undo would run after the ``aws`` fixture's teardown.
-    """
-    from aisp.logic import services as wiring
-
-    original = (wiring.get_connection_services, wiring.get_connect_policy)
-    wiring.get_connection_services = lambda: services
-    wiring.get_connect_policy = lambda: policy
+    """Give the handlers ``services``/``policy`` instead of what a cold start would build (forgotten by the ``aws``
+    fixture's ``wiring.reset()``)."""
+    wiring.connection_services.provide(services)
+    wiring.connect_policy.provide(policy)
     yield services
-    wiring.get_connection_services, wiring.get_connect_policy = original
+    wiring.connection_services.reset()
+    wiring.connect_policy.reset()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -89,18 +87,20 @@ def account_services(services, account_bank):
     and the real cursor sealer (its key derived from the moto HMAC key)."""
     from aisp.logic.services import AccountServices
 
-    return AccountServices(connections=services, bank=account_bank)
+    return AccountServices(
+        connections=services,
+        bank=account_bank,
+        cursors=wiring.cursor_sealer,
+        idempotency=wiring.consent_idempotency,
+    )
 
 
 @pytest.fixture
 def account_wired(account_services):
-    """Route the handlers' default factory to ``account_services`` (restored here, before ``aws`` tears down)."""
-    from aisp.logic import services as wiring
-
-    original = wiring.get_account_services
-    wiring.get_account_services = lambda: account_services
+    """Give the handlers ``account_services`` instead of what a cold start would build."""
+    wiring.account_services.provide(account_services)
     yield account_services
-    wiring.get_account_services = original
+    wiring.account_services.reset()
 
 
 @pytest.fixture

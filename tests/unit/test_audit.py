@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
-from aisp import audit
+from aisp import audit, wiring
 from aisp.aws.logs import LogGroupWriter, decode_subscription
 from aisp.errors import BankUnavailableError, InvalidRequestError
 from aisp.models.connection import Connection, ConnectionStatus
@@ -191,7 +191,7 @@ def audit_group(aws, monkeypatch):
 def test_the_shipper_writes_every_delivered_record_to_the_audit_group(audit_group, lambda_context):
     from functions.audit_shipper import app
 
-    app.writer.cache_clear()
+    wiring.audit_writer.reset()
     lines = [
         audit.AuditRecord(
             time="2026-12-06T10:00:00.000Z",
@@ -208,7 +208,7 @@ def test_the_shipper_writes_every_delivered_record_to_the_audit_group(audit_grou
 
     events = audit_group.filter_log_events(logGroupName=GROUP)["events"]
     assert [json.loads(e["message"])["user_id"] for e in events] == ["u0", "u1", "u2"]
-    app.writer.cache_clear()
+    wiring.audit_writer.reset()
 
 
 def test_a_shipper_that_cannot_write_fails_so_the_delivery_is_retried(aws, monkeypatch, lambda_context):
@@ -216,14 +216,14 @@ def test_a_shipper_that_cannot_write_fails_so_the_delivery_is_retried(aws, monke
 
     monkeypatch.setenv("AUDIT_LOG_GROUP_NAME", "/aisp/no-such-group")
     load_settings.cache_clear()
-    app.writer.cache_clear()
+    wiring.audit_writer.reset()
     line = audit.AuditRecord(
         time="2026-12-06T10:00:00.000Z", kind="lifecycle", operation="started", outcome="ok", user_id="u", bank_code="1"
     ).line()
 
     with pytest.raises(Exception, match="ResourceNotFoundException|does not exist"):
         app.lambda_handler(_subscription([line]), lambda_context)
-    app.writer.cache_clear()
+    wiring.audit_writer.reset()
 
 
 def test_many_records_are_written_in_batches_in_time_order(audit_group):
@@ -242,7 +242,7 @@ def test_many_records_are_written_in_batches_in_time_order(audit_group):
 def test_the_sample_delivery_of_events_is_written_as_documented(audit_group, load_event, lambda_context):
     from functions.audit_shipper import app
 
-    app.writer.cache_clear()
+    wiring.audit_writer.reset()
 
     assert app.lambda_handler(load_event("audit_shipper/subscription.json"), lambda_context) == {"written": 1}
 
@@ -254,4 +254,4 @@ def test_the_sample_delivery_of_events_is_written_as_documented(audit_group, loa
         "038-CPT30019654051",
     )
     assert "aisp_audit" not in record and record["log_event_id"]
-    app.writer.cache_clear()
+    wiring.audit_writer.reset()

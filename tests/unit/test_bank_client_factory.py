@@ -11,10 +11,9 @@ import trustme
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
+from aisp import wiring
 from aisp.aws.secrets import ca_bundle_file
 from aisp.errors import ConfigurationError, NotFoundError
-from aisp.settings import load_settings
-from aisp.stet.factory import clear_bank_clients, get_bank_client
 
 SECRET = "aisp/bank-credentials"
 LOCAL_BANKS = ("13807", "10207", "17515")
@@ -48,20 +47,20 @@ def environment(monkeypatch, tmp_path):
     monkeypatch.setenv("BANK_BASE_URL_TEMPLATE", "https://127.0.0.1:8443/{bank_code}")
     monkeypatch.setenv("BANK_CA_BUNDLE", str(ca_path))
     monkeypatch.setenv("BANK_CREDENTIALS_SECRET_NAME", SECRET)
-    load_settings.cache_clear()
-    clear_bank_clients()
+    wiring.reset()
+    wiring.bank_clients.reset()
     with mock_aws():
         secrets = boto3.client("secretsmanager")
         secrets.create_secret(Name=SECRET, SecretString=_secret(ca))
         yield ca, secrets, ca_path
-    load_settings.cache_clear()
-    clear_bank_clients()
+    wiring.reset()
+    wiring.bank_clients.reset()
 
 
 def test_client_is_wired_from_registry_settings_and_credentials(environment):
     _ca, _secrets, ca_path = environment
 
-    client = get_bank_client("13807")
+    client = wiring.bank_clients().get("13807")
 
     assert client.bank_code == "13807"
     assert client.client_id == "PSDFR-ACPR-13807"
@@ -74,29 +73,29 @@ def test_client_is_wired_from_registry_settings_and_credentials(environment):
     assert client._verification is not None and client._verification.mode == "enforce"
     assert len(client._verification.pinned.by_fingerprint) == 1
     # Warm calls reuse the same client (and its keep-alive session)
-    assert get_bank_client("13807") is client
-    assert get_bank_client("17515") is not client
+    assert wiring.bank_clients().get("13807") is client
+    assert wiring.bank_clients().get("17515") is not client
 
 
 def test_a_rotated_secret_builds_a_new_client(environment):
     ca, secrets, _ = environment
-    first = get_bank_client("13807")
+    first = wiring.bank_clients().get("13807")
 
     secrets.put_secret_value(SecretId=SECRET, SecretString=_secret(ca, client_id="PSDFR-ACPR-99999"))
     parameters.clear_caches()  # what max_age expiry does
 
-    second = get_bank_client("13807")
+    second = wiring.bank_clients().get("13807")
     assert second is not first
     assert second.client_id == "PSDFR-ACPR-99999"
 
 
 def test_unknown_bank_and_missing_configuration(environment, monkeypatch):
     with pytest.raises(NotFoundError):
-        get_bank_client("00000")
+        wiring.bank_clients().get("00000")
     monkeypatch.delenv("BANK_CREDENTIALS_SECRET_NAME")
-    load_settings.cache_clear()
+    wiring.reset()
     with pytest.raises(ConfigurationError, match="BANK_CREDENTIALS_SECRET_NAME"):
-        get_bank_client("13807")
+        wiring.bank_clients().get("13807")
 
 
 def test_a_ca_given_as_pem_text_is_written_once_and_trusted(environment, monkeypatch):
@@ -104,10 +103,10 @@ def test_a_ca_given_as_pem_text_is_written_once_and_trusted(environment, monkeyp
     ca, _secrets, ca_path = environment
     pem = ca_path.read_text(encoding="ascii")
     monkeypatch.setenv("BANK_CA_BUNDLE", pem)
-    load_settings.cache_clear()
+    wiring.reset()
 
     # When the client is built
-    client = get_bank_client("13807")
+    client = wiring.bank_clients().get("13807")
 
     # Then requests verifies against a file holding exactly that PEM, reused for the same PEM
     assert isinstance(client._verify, str)
@@ -127,4 +126,4 @@ def test_enforce_without_a_pinned_certificate_refuses_to_build(environment):
     parameters.clear_caches()
 
     with pytest.raises(ConfigurationError, match="pinned bank certificate"):
-        get_bank_client("13807")
+        wiring.bank_clients().get("13807")

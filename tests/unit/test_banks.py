@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from aisp.banks import Network, SignatureMode, authorize_base_url, bank_base_url, get_registry, load_registry
+from aisp import wiring
+from aisp.banks import Network, SignatureMode, authorize_base_url, bank_base_url, load_registry
 from aisp.banks.registry import REGISTRY_FILE
 from aisp.errors import ConfigurationError, NotFoundError
 from aisp.settings import BankSettings, parse_settings
@@ -44,12 +45,11 @@ def test_the_seeds_feature_points_are_followed_at_13807():
 
 
 def test_the_environment_comes_from_bank_environment(gateway_env, monkeypatch):
-    from aisp.settings import load_settings
 
-    assert get_registry().get("13807").api_prefix == "/stet/psd2/v1"  # the tests' BANK_ENVIRONMENT=sandbox
+    assert wiring.registry().get("13807").api_prefix == "/stet/psd2/v1"  # the tests' BANK_ENVIRONMENT=sandbox
     monkeypatch.setenv("BANK_ENVIRONMENT", "live")
-    load_settings.cache_clear()
-    assert get_registry().get("13807").api_prefix == "/stet/psd2/v1.4.2"
+    wiring.reset()
+    assert wiring.registry().get("13807").api_prefix == "/stet/psd2/v1.4.2"
 
 
 def test_every_establishment_89c3_serves_is_listed_with_its_sources():

@@ -143,13 +143,10 @@ def test_the_consent_use_case_sends_the_card_and_keeps_it_on_the_connection(
         def put_consents(self, access_token, body, psu):
             sent.update(json.loads(body.to_json_bytes()))
 
-    import aisp.stet.gateway as module
+    class Clients:
+        def get(self, bank_code):
+            return Client()
 
-    original = module.get_bank_client
-    module.get_bank_client = lambda bank_code: Client()
-    try:
-        StetAccountGateway().put_consents("13807", access_token="t", consent=request, psu=PSU)
-    finally:
-        module.get_bank_client = original
+    StetAccountGateway(Clients).put_consents("13807", access_token="t", consent=request, psu=PSU)
     assert sent["balances"] == [{"iban": IBAN}, {"other": {"identification": CARD, "schemeName": "CPAN"}}]
     assert sent["transactions"] == [{"other": {"identification": CARD, "schemeName": "CPAN"}}]

@@ -9,7 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pydantic import SecretStr
 
-from aisp.banks import BankRegistry, get_registry
+from aisp import wiring
+from aisp.banks import BankRegistry
 from aisp.dal import hash_state
 from aisp.errors import (
     BankUnavailableError,
@@ -195,7 +196,7 @@ def test_delete_forgets_the_tokens_even_when_the_bank_revocation_fails(services,
 
 
 def test_delete_skips_the_bank_when_it_cannot_revoke(services, policy, bank):
-    registry = get_registry()
+    registry = wiring.registry()
     no_revocation = [
         b.model_copy(update={"capabilities": b.capabilities.model_copy(update={"token_revocation": False})})
         for b in registry.banks
@@ -228,7 +229,7 @@ def test_nobody_deletes_another_users_connection(services, policy, bank):
 
 
 def _registry_with(**capabilities):
-    banks = get_registry().banks
+    banks = wiring.registry().banks
     return BankRegistry(
         [b.model_copy(update={"capabilities": b.capabilities.model_copy(update=capabilities)}) for b in banks]
     )

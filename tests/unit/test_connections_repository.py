@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from pydantic import SecretStr
 
+from aisp import wiring
 from aisp.dal import REFRESH_SHARDS, DynamoConnectionRepository, refresh_shard
 from aisp.dal.tables import ConnectionRecord
 from aisp.errors import ConflictError, ConnectionNotFoundError, PersistenceError, TokenIntegrityError
@@ -33,7 +34,7 @@ def _raw_text(item: dict) -> str:
 
 @pytest.fixture
 def repo(aws):
-    return DynamoConnectionRepository()
+    return DynamoConnectionRepository(cipher=wiring.token_cipher)
 
 
 def _active(repo, user_id="user-marc", bank_code="13807", tokens=PAIR):

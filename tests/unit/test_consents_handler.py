@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from aisp import errors
+from aisp import errors, wiring
 from functions.consents import app as consents_app
 
 IBANS = ["FR7613807008043001965405158", "FR7613807008043001965405255", "FR7613807008043001965405352"]
@@ -20,12 +20,10 @@ def marc(account_wired, active_connection):
 
 @pytest.fixture
 def idempotency(monkeypatch):
-    from aisp.logic.consents import clear_idempotency
-
     monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
-    clear_idempotency()
+    wiring.consent_idempotency.reset()
     yield
-    clear_idempotency()
+    wiring.consent_idempotency.reset()
 
 
 def _call(event, lambda_context):

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from aisp import errors
+from aisp import errors, wiring
 from aisp.logic import consents
 from aisp.models.api import SubmitConsentRequest
 from aisp.models.psu import PsuInfo
@@ -27,9 +28,9 @@ def marc(active_connection):
 def idempotency(monkeypatch):
     """Powertools idempotency on (tests run with it disabled by default)."""
     monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
-    consents.clear_idempotency()
+    wiring.consent_idempotency.reset()
     yield
-    consents.clear_idempotency()
+    wiring.consent_idempotency.reset()
 
 
 def _request(balances=IBANS, transactions=IBANS[:1], **flags):
@@ -74,15 +75,12 @@ def test_the_stet_body_is_the_access_object(account_services, marc, account_bank
         def put_consents(self, access_token, body, psu):
             sent.update(json.loads(body.to_json_bytes()), psu=psu.to_headers())
 
-    gateway = StetAccountGateway()
-    import aisp.stet.gateway as module
+    class Clients:
+        def get(self, bank_code):
+            return Client()
 
-    original = module.get_bank_client
-    module.get_bank_client = lambda bank_code: Client()
-    try:
-        gateway.put_consents("13807", access_token="t", consent=_request(), psu=PSU)
-    finally:
-        module.get_bank_client = original
+    gateway = StetAccountGateway(Clients)
+    gateway.put_consents("13807", access_token="t", consent=_request(), psu=PSU)
 
     assert sent == {
         "balances": [{"iban": IBANS[0]}, {"iban": IBANS[1]}],
@@ -163,10 +161,17 @@ def test_a_connection_deleted_during_the_submission_is_a_conflict(
 
 
 def test_without_a_key_no_idempotency_store_is_built(account_services, marc, idempotency):
-    _submit(account_services)
-    _submit(account_services)
+    built = []
+    services = dataclasses.replace(
+        account_services, idempotency=lambda: built.append(1) or wiring.consent_idempotency()
+    )
 
-    assert consents._idempotent_submit.cache_info().currsize == 0
+    _submit(services)
+    _submit(services)
+
+    assert built == []
+    assert _submit(services, key="key-1").consent == _submit(services).consent
+    assert built == [1]
 
 
 def test_the_same_key_replays_the_first_answer_with_one_bank_call(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from aisp.aws.kms import KMS_ENCRYPTION_CONTEXT, EnvelopeCipher, get_token_cipher
+from aisp import wiring
+from aisp.aws.kms import KMS_ENCRYPTION_CONTEXT, EnvelopeCipher
 from aisp.errors import KeyServiceError, TokenCryptoError, TokenIntegrityError
 
 MARC = {"user_id": "user-marc", "bank_code": "13807"}
@@ -143,8 +144,8 @@ def test_kms_failures_are_key_service_errors(aws, kms_client):
 
 
 def test_the_container_cipher_is_built_lazily_from_settings(aws):
-    cipher = get_token_cipher()
+    cipher = wiring.token_cipher()
 
-    assert cipher is get_token_cipher()
+    assert cipher is wiring.token_cipher()
     assert aws.key_arn in repr(cipher)
     assert cipher.decrypt(cipher.encrypt(SECRET, binding=MARC), binding=MARC) == SECRET

@@ -8,7 +8,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from aisp.cursors import CURSOR_PREFIX, CursorPosition, CursorSealer, derive_cursor_key, get_cursor_sealer
+from aisp import wiring
+from aisp.aws.kms import derive_cursor_key
+from aisp.cursors import CURSOR_PREFIX, KEY_LABEL, CursorPosition, CursorSealer
 from aisp.errors import InvalidCursorError, KeyServiceError
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -108,8 +110,8 @@ def test_every_container_derives_the_same_key_from_kms(aws):
     import boto3
 
     # When two "containers" (two clients) derive the cursor key
-    first = derive_cursor_key(aws.cursor_key_arn, boto3.client("kms"))
-    second = derive_cursor_key(aws.cursor_key_arn, boto3.client("kms"))
+    first = derive_cursor_key(aws.cursor_key_arn, KEY_LABEL, boto3.client("kms"))
+    second = derive_cursor_key(aws.cursor_key_arn, KEY_LABEL, boto3.client("kms"))
 
     # Then they agree, so a cursor sealed in one opens in the other
     assert first == second and len(first) == 32
@@ -131,11 +133,11 @@ def test_the_container_sealer_calls_kms_once(aws, monkeypatch):
         return client
 
     monkeypatch.setattr(boto3, "client", counting_client)
-    sealer = get_cursor_sealer()
+    sealer = wiring.cursor_sealer()
     for _ in range(5):
         sealer.open(sealer.seal(CursorPosition(page_url=NEXT), now=NOW, **BOUND), now=NOW, **BOUND)
 
-    assert get_cursor_sealer() is sealer
+    assert wiring.cursor_sealer() is sealer
     assert len(calls) == 1
 
 
@@ -143,4 +145,4 @@ def test_a_kms_failure_is_a_key_service_error(aws):
     import boto3
 
     with pytest.raises(KeyServiceError):
-        derive_cursor_key(aws.key_arn, boto3.client("kms"))  # the token key is not an HMAC key
+        derive_cursor_key(aws.key_arn, KEY_LABEL, boto3.client("kms"))  # the token key is not an HMAC key

@@ -7,15 +7,17 @@ from datetime import timedelta
 import pytest
 from pydantic import SecretStr
 
+from aisp.api.errors import classify
 from aisp.errors import (
     BankUnavailableError,
+    ClientCredentialsRejectedError,
     CompletionRequiredError,
     ConflictError,
     ConnectionFailedError,
     ConnectionPendingError,
     ReauthRequiredError,
 )
-from aisp.logic.tokens import not_usable, refresh_tokens, usable_tokens
+from aisp.logic.refresh.on_demand import not_usable, refresh_for_request, usable_tokens
 from aisp.models.connection import ConnectionStatus, StatusReason, TokenPair
 
 
@@ -82,6 +84,26 @@ def test_a_bank_outage_writes_nothing(services, active, bank, clock):
     assert connection == active and tokens.refresh_token.get_secret_value() == "refresh-keep"
 
 
+def test_a_refusal_of_our_client_credentials_keeps_the_users_tokens_and_frees_the_lease(services, active, bank, clock):
+    # Given a token endpoint refusing our client (a deployment problem, not the user's grant)
+    clock.advance(hours=2)
+    bank.refresh_error = ClientCredentialsRejectedError(
+        "bank refused our client credentials", status=401, bank_code="13807", details={"oauth_error": "invalid_client"}
+    )
+
+    # When a request needs a token, it fails with that error (a 502 to the app, not reauth_required)
+    with pytest.raises(ClientCredentialsRejectedError) as raised:
+        usable_tokens("user-marc", "13807", services=services)
+
+    # Then the connection and its tokens are as they were, and the next request may try again at once
+    assert classify(raised.value)[:2] == (502, "bank_unavailable")
+    connection, tokens = services.connections.get_with_tokens("user-marc", "13807")
+    assert connection == active and tokens.refresh_token.get_secret_value() == "refresh-keep"
+    bank.refresh_error = None
+    usable_tokens("user-marc", "13807", services=services)
+    assert len(bank.of("refresh")) == 2
+
+
 def test_losing_the_race_uses_the_winners_tokens(services, active, bank, clock):
     # Given another refresher that stored new tokens after we read the connection
     clock.advance(hours=2)
@@ -94,7 +116,7 @@ def test_losing_the_race_uses_the_winners_tokens(services, active, bank, clock):
     )
 
     # When we refresh from our stale read
-    connection, tokens = refresh_tokens(stale, stale_tokens, services=services)
+    connection, tokens = refresh_for_request(stale, stale_tokens, services=services)
 
     # Then our write lost and we use what the winner stored
     assert tokens.access_token.get_secret_value() == "access-winner"
@@ -107,7 +129,7 @@ def test_losing_the_race_to_a_delete_is_a_conflict(services, active, bank, clock
     services.connections.revoke(stale, now=clock.now(), purge_at=clock.now() + timedelta(days=30))
 
     with pytest.raises(ConflictError):
-        refresh_tokens(stale, stale_tokens, services=services)
+        refresh_for_request(stale, stale_tokens, services=services)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -158,7 +180,7 @@ def test_an_on_demand_refresh_waits_for_the_lease_holder_and_uses_its_tokens(ser
 
 def test_an_on_demand_refresh_gives_up_if_the_lease_is_never_released(services, active, bank, clock, monkeypatch):
     from aisp.errors import RefreshInProgressError
-    from aisp.logic import tokens as tokens_module
+    from aisp.logic.refresh import on_demand as tokens_module
 
     monkeypatch.setattr(tokens_module, "LEASE_WAIT_SECONDS", 0.3)
     clock.advance(hours=2)

@@ -11,15 +11,17 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from aisp import wiring
 from aisp.dal import DynamoConnectionRepository, refresh_shard
 from aisp.errors import (
     BankProtocolError,
     BankRateLimitedError,
     BankUnavailableError,
+    ClientCredentialsRejectedError,
     ReauthRequiredError,
     TokenRefreshBatchError,
 )
-from aisp.logic.refresh_tokens import (
+from aisp.logic.refresh.scheduler import (
     RefresherServices,
     RefreshPolicy,
     next_attempt_at,
@@ -64,12 +66,14 @@ def publisher():
 
 @pytest.fixture
 def repo(aws):
-    return DynamoConnectionRepository()
+    return DynamoConnectionRepository(cipher=wiring.token_cipher)
 
 
 @pytest.fixture
 def refresher(repo, bank, clock, publisher):
-    return RefresherServices(connections=repo, bank=bank, events=publisher, clock=clock, rng=random.Random(7))
+    return RefresherServices(
+        registry=wiring.registry(), connections=repo, bank=bank, events=publisher, clock=clock, rng=random.Random(7)
+    )
 
 
 def seed(repo, clock, name: str, *, expires_in=timedelta(minutes=5), reauth_in=timedelta(days=90)):
@@ -219,8 +223,8 @@ def test_unexpected_failures_raise_one_batch_error_after_the_others_are_refreshe
     seed(repo, clock, "a")
     seed(repo, clock, "b")
     bank.errors["refresh-broken"] = BankProtocolError("bank token response is empty", status=200, bank_code="13807")
-    bank.errors["refresh-client"] = ReauthRequiredError(
-        "bank refused the grant", status=401, bank_code="13807", details={"oauth_error": "invalid_client"}
+    bank.errors["refresh-client"] = ClientCredentialsRejectedError(
+        "bank refused our client credentials", status=401, bank_code="13807", details={"oauth_error": "invalid_client"}
     )
 
     # When the refresher runs
@@ -328,7 +332,9 @@ def test_due_records_beyond_one_invocation_fan_out_by_shard_group(repo, bank, cl
     for i in range(30):
         seed(repo, clock, f"f{i:02d}")
     queue = RecordingFanoutQueue()
-    services = RefresherServices(connections=repo, bank=bank, events=publisher, fanout=queue, clock=clock)
+    services = RefresherServices(
+        registry=wiring.registry(), connections=repo, bank=bank, events=publisher, fanout=queue, clock=clock
+    )
     policy = RefreshPolicy(workers=4, time_reserve_seconds=5, rate_per_second=1)
 
     # When the scheduled run plans
@@ -366,19 +372,18 @@ def test_without_a_queue_everything_is_refreshed_here(refresher, repo, bank, clo
 
 def test_the_policy_comes_from_the_environment(monkeypatch):
     from aisp.errors import ConfigurationError
-    from aisp.logic.refresh_tokens import clear_refresher, get_refresh_policy
     from aisp.settings import RefresherSettings, load_settings, parse_settings
 
     monkeypatch.setenv("EVENT_BUS_NAME", "fintech-bus")
     monkeypatch.setenv("REFRESH_MARGIN_MINUTES", "15")
     monkeypatch.setenv("EXPIRING_NOTICE_DAYS", "1, 30,7")
     load_settings.cache_clear()
-    clear_refresher()
+    wiring.reset()
     try:
-        policy = get_refresh_policy()
+        policy = wiring.refresh_policy()
     finally:
         load_settings.cache_clear()
-        clear_refresher()
+        wiring.reset()
 
     assert policy.margin == timedelta(minutes=15) and policy.notice_days == (30, 7, 1)
     assert policy.workers == 32 and policy.lease_seconds == 60

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from pydantic import SecretStr
 
+from aisp import wiring
 from aisp.dal import DynamoConnectionRepository, refresh_shard
 from aisp.errors import ConflictError
 from aisp.models.connection import ConnectionStatus, TokenPair
@@ -24,7 +25,7 @@ def epoch(moment) -> int:
 
 @pytest.fixture
 def repo(aws):
-    return DynamoConnectionRepository()
+    return DynamoConnectionRepository(cipher=wiring.token_cipher)
 
 
 def _active(repo, key=MARC, *, expires_in=timedelta(hours=1), reauth_in=timedelta(days=90)):

@@ -11,11 +11,12 @@ import boto3
 import pytest
 from pydantic import SecretStr
 
+from aisp import wiring
 from aisp.aws.messaging import EVENT_SOURCE, EventBridgePublisher
 from aisp.clock import SystemClock
 from aisp.dal import DynamoConnectionRepository, refresh_shard
 from aisp.errors import BankProtocolError, ReauthRequiredError, TokenRefreshBatchError
-from aisp.logic.refresh_tokens import RefresherServices, clear_refresher
+from aisp.logic.refresh.scheduler import RefresherServices
 from aisp.models.connection import ConnectionStatus, TokenPair
 from functions.token_refresher import app
 from tests.conftest import FakeLambdaContext
@@ -66,9 +67,9 @@ def bus(aws, monkeypatch) -> Bus:
     monkeypatch.setenv("EVENT_BUS_NAME", BUS)
     monkeypatch.setenv("REFRESH_MARGIN_MINUTES", "10")
     monkeypatch.setenv("REFRESH_WORKERS", "4")
-    clear_refresher()
+    wiring.reset()
     yield Bus(name=BUS, inbox_url=inbox, sqs=sqs)
-    clear_refresher()
+    wiring.reset()
 
 
 @pytest.fixture
@@ -78,14 +79,21 @@ def bank():
 
 @pytest.fixture
 def services(bus, bank):
-    return RefresherServices(
-        connections=DynamoConnectionRepository(), bank=bank, events=EventBridgePublisher(BUS), clock=SystemClock()
+    """The deployed refresher's services with a fake bank, given to the handler in place of the built ones."""
+    services = RefresherServices(
+        registry=wiring.registry(),
+        connections=DynamoConnectionRepository(cipher=wiring.token_cipher),
+        bank=bank,
+        events=EventBridgePublisher(BUS),
+        clock=SystemClock(),
     )
+    wiring.refresher_services.provide(services)
+    return services
 
 
 def seed(name: str, *, expires_in=timedelta(minutes=5), reauth_in=timedelta(days=90)):
     now = SystemClock().now()
-    return DynamoConnectionRepository().activate(
+    return DynamoConnectionRepository(cipher=wiring.token_cipher).activate(
         user_id=f"user-{name}",
         bank_code="13807",
         connection_id=f"cn_{name}",
@@ -104,7 +112,7 @@ def test_the_scheduled_event_refreshes_publishes_and_reports(load_event, service
     seed("c", expires_in=timedelta(minutes=45))
 
     # When the schedule invokes the function with events/token_refresher/scheduled.json
-    result = app.lambda_handler(load_event("token_refresher/scheduled.json"), LongContext(), services=services)
+    result = app.lambda_handler(load_event("token_refresher/scheduled.json"), LongContext())
 
     # Then both due ones were refreshed and the handler's answer is the run summary
     (summary,) = result["runs"]
@@ -150,11 +158,14 @@ def test_a_refusal_publishes_one_reauth_event_and_a_protocol_error_fails_the_inv
 
     # When the schedule invokes the function
     with pytest.raises(TokenRefreshBatchError) as raised:
-        app.lambda_handler(load_event("token_refresher/scheduled.json"), LongContext(), services=services)
+        app.lambda_handler(load_event("token_refresher/scheduled.json"), LongContext())
 
     # Then the invocation fails (the Errors alarm) naming the broken connection only, after the refusal was handled
     assert raised.value.failed_ids == ["cn_other"]
-    assert DynamoConnectionRepository().find("user-julie", "13807").status is ConnectionStatus.REAUTH_REQUIRED
+    assert (
+        DynamoConnectionRepository(cipher=wiring.token_cipher).find("user-julie", "13807").status
+        is ConnectionStatus.REAUTH_REQUIRED
+    )
     (event,) = bus.received()
     assert event["detail-type"] == "ConnectionReauthRequired"
     assert event["detail"]["connection_id"] == refused.connection_id
@@ -171,7 +182,7 @@ def test_a_fan_out_message_refreshes_its_shards_only(load_event, services, bank)
     assert inside and len(inside) < len(names)
 
     # When the queue invokes the function with that message
-    result = app.lambda_handler(event, LongContext(), services=services)
+    result = app.lambda_handler(event, LongContext())
 
     # Then only those shards were refreshed
     assert sorted(call.kwargs["refresh_token"] for call in bank.of("refresh")) == inside
@@ -185,7 +196,7 @@ def test_the_default_wiring_fans_out_through_the_queue(load_event, bus, monkeypa
     monkeypatch.setenv("REFRESH_FANOUT_QUEUE_URL", queue_url)
     monkeypatch.setenv("REFRESH_RATE_PER_SECOND", "1")
     monkeypatch.setenv("REFRESH_TIME_RESERVE_SECONDS", "5")
-    clear_refresher()
+    wiring.reset()
     names = [f"w{i:02d}" for i in range(40)]
     for name in names:
         seed(name, expires_in=timedelta(minutes=1))

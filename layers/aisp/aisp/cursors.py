@@ -29,8 +29,6 @@ import binascii
 import json
 import os
 import re
-import threading
-from collections.abc import Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
@@ -38,16 +36,13 @@ from aisp.errors import InvalidCursorError, KeyServiceError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    from mypy_boto3_kms import KMSClient
 
 __all__ = [
     "CURSOR_PREFIX",
     "MAX_CURSOR_LENGTH",
     "CursorPosition",
     "CursorSealer",
-    "clear_cursor_sealer",
-    "derive_cursor_key",
-    "get_cursor_sealer",
+    "KEY_LABEL",
 ]
 
 CURSOR_PREFIX: Final = "c1."
@@ -167,54 +162,3 @@ def _decode(plaintext: bytes) -> tuple[CursorPosition, int]:
     except (ValueError, TypeError, KeyError):
         raise InvalidCursorError("unreadable") from None
     return position, expires
-
-
-def derive_cursor_key(key_id: str, kms_client: KMSClient | None = None) -> bytes:
-    """The deployment's cursor key: ``GenerateMac(HMAC_SHA_256, KEY_LABEL)`` under the KMS HMAC key ``key_id``.
-
-    Raises
-    ------
-    KeyServiceError
-        KMS refused or failed (key missing, disabled, not an HMAC key, access denied, throttled).
-    """
-    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
-
-    if kms_client is None:
-        import boto3  # noqa: PLC0415 - the first cursor of a container pays for it
-
-        kms_client = boto3.client("kms")
-    try:
-        response: Mapping[str, Any] = kms_client.generate_mac(
-            KeyId=key_id, Message=KEY_LABEL, MacAlgorithm="HMAC_SHA_256"
-        )
-    except (ClientError, BotoCoreError) as exc:
-        response_meta = getattr(exc, "response", None)
-        code = response_meta.get("Error", {}).get("Code") if isinstance(response_meta, dict) else None
-        raise KeyServiceError(
-            "KMS could not derive the cursor key",
-            details={"error_type": type(exc).__name__, **({"aws_error_code": str(code)} if code else {})},
-        ) from exc
-    return bytes(response["Mac"])
-
-
-_lock = threading.Lock()
-_sealer: CursorSealer | None = None
-
-
-def get_cursor_sealer() -> CursorSealer:
-    """The container's sealer: one ``GenerateMac`` on first use (settings: :class:`~aisp.settings.CursorSettings`)."""
-    global _sealer  # noqa: PLW0603 - a per-container cache, like functools.cache but built once under a lock
-    with _lock:
-        if _sealer is None:
-            from aisp.settings import CursorSettings, load_settings  # noqa: PLC0415
-
-            settings: CursorSettings = load_settings(CursorSettings)
-            _sealer = CursorSealer(derive_cursor_key(settings.cursor_key_id), ttl_seconds=settings.cursor_ttl_seconds)
-        return _sealer
-
-
-def clear_cursor_sealer() -> None:
-    """Forget the cached sealer (tests, configuration changes)."""
-    global _sealer  # noqa: PLW0603
-    with _lock:
-        _sealer = None

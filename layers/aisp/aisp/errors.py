@@ -37,6 +37,7 @@ status each branch answers is noted on the right (``tests/unit/test_errors.py`` 
     │   ├── BankClientError                     the bank refused our request (4xx)
     │   │   ├── BankTokenInvalidError
     │   │   ├── ReauthRequiredError             409
+    │   │   ├── ClientCredentialsRejectedError
     │   │   ├── BankAccessDeniedError           403
     │   │   ├── BankNotFoundError
     │   │   └── BankRateLimitedError            429
@@ -239,6 +240,11 @@ class BankTokenInvalidError(BankClientError):
 
 class ReauthRequiredError(BankClientError):
     """The refresh token is no longer accepted (``invalid_grant``): the PSU must authenticate again."""
+
+
+class ClientCredentialsRejectedError(BankClientError):
+    """The bank's token endpoint refused *our* client (``invalid_client``, ``unauthorized_client``): a deployment
+    problem (certificate, client id), never a reason to forget a user's tokens."""
 
 
 class BankAccessDeniedError(BankClientError):

@@ -30,7 +30,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -41,7 +40,7 @@ from aisp.errors import KeyServiceError, TokenIntegrityError
 if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
 
-__all__ = ["KMS_ENCRYPTION_CONTEXT", "EnvelopeCipher", "TokenCipher", "clear_token_cipher", "get_token_cipher"]
+__all__ = ["KMS_ENCRYPTION_CONTEXT", "EnvelopeCipher", "TokenCipher", "derive_cursor_key"]
 
 FORMAT_V1: Final = 1
 KMS_ENCRYPTION_CONTEXT: Final[Mapping[str, str]] = {"aisp:purpose": "bank-tokens", "aisp:format": "1"}
@@ -240,15 +239,28 @@ def _kms_details(exc: Exception) -> dict[str, str]:
     return {"error_type": type(exc).__name__, **({"aws_error_code": str(code)} if code else {})}
 
 
-@cache
-def get_token_cipher() -> TokenCipher:
-    """The container's cipher for ``StorageSettings.token_key_id`` (built on first use)."""
-    from aisp.settings import StorageSettings, load_settings  # noqa: PLC0415 - keep this module's import light
+def derive_cursor_key(key_id: str, label: bytes, kms_client: KMSClient | None = None) -> bytes:
+    """The deployment's cursor key: ``GenerateMac(HMAC_SHA_256, label)`` under the KMS HMAC key ``key_id``
+    (``aisp.cursors`` says why).
 
-    settings: StorageSettings = load_settings(StorageSettings)
-    return EnvelopeCipher(key_id=settings.token_key_id)
+    Raises
+    ------
+    KeyServiceError
+        KMS refused or failed (key missing, disabled, not an HMAC key, access denied, throttled).
+    """
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
+    if kms_client is None:
+        import boto3  # noqa: PLC0415 - the first cursor of a container pays for it
 
-def clear_token_cipher() -> None:
-    """Forget the cached cipher, its data key and its unwrapped keys (tests, configuration changes)."""
-    get_token_cipher.cache_clear()
+        kms_client = boto3.client("kms")
+    try:
+        response: Mapping[str, Any] = kms_client.generate_mac(KeyId=key_id, Message=label, MacAlgorithm="HMAC_SHA_256")
+    except (ClientError, BotoCoreError) as exc:
+        response_meta = getattr(exc, "response", None)
+        code = response_meta.get("Error", {}).get("Code") if isinstance(response_meta, dict) else None
+        raise KeyServiceError(
+            "KMS could not derive the cursor key",
+            details={"error_type": type(exc).__name__, **({"aws_error_code": str(code)} if code else {})},
+        ) from exc
+    return bytes(response["Mac"])

@@ -9,7 +9,6 @@ from aisp.banks.registry import (
     SignatureMode,
     authorize_base_url,
     bank_base_url,
-    get_registry,
     load_registry,
 )
 
@@ -22,6 +21,5 @@ __all__ = [
     "SignatureMode",
     "authorize_base_url",
     "bank_base_url",
-    "get_registry",
     "load_registry",
 ]

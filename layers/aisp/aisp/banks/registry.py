@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aisp.errors import ConfigurationError, UnknownBankError
-from aisp.settings import BankSettings, load_settings
+from aisp.settings import BankSettings
 
 REGISTRY_FILE = Path(__file__).with_name("banks.json")
 
@@ -273,17 +272,6 @@ def load_registry(path: Path = REGISTRY_FILE, *, environment: Environment = "liv
         problems = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)]
         raise ConfigurationError("bank registry invalid: " + "; ".join(problems), details={"path": str(path)}) from None
     return BankRegistry(banks)
-
-
-@cache
-def _packaged_registry(environment: Environment) -> BankRegistry:
-    return load_registry(environment=environment)
-
-
-def get_registry() -> BankRegistry:
-    """The packaged registry for the configured ``BANK_ENVIRONMENT``, loaded once per container and environment."""
-    settings: BankSettings = load_settings(BankSettings)
-    return _packaged_registry(settings.bank_environment)
 
 
 def bank_base_url(bank: Bank, settings: BankSettings) -> str:

@@ -173,19 +173,15 @@ class DynamoConnectionRepository:
     Parameters
     ----------
     cipher
-        Seals and opens token blobs; ``None`` = the container's KMS envelope cipher, built on first use (the connect
+        Gives the cipher that seals and opens token blobs, called on the first token read or write (the connect
         function lists and deletes without ever creating a data key).
     """
 
-    def __init__(self, cipher: TokenCipher | None = None) -> None:
+    def __init__(self, cipher: Callable[[], TokenCipher]) -> None:
         self._cipher = cipher
 
     def _token_cipher(self) -> TokenCipher:
-        if self._cipher is None:
-            from aisp.aws.kms import get_token_cipher  # noqa: PLC0415 - only token reads/writes need it
-
-            self._cipher = get_token_cipher()
-        return self._cipher
+        return self._cipher()
 
     # ------------------------------------------------------------------------------------------------------------
     # Reads
@@ -669,7 +665,7 @@ class DynamoConnectionRepository:
 
         Conditional on ``connection.version`` and on the connection still being ACTIVE; bumps the version. Tokens,
         lease and refresh index are not touched (a refresh holding the lease retries its token write on the new
-        version, see :func:`aisp.logic.tokens.store_after_refresh`).
+        version, see :class:`aisp.logic.refresh.engine.RefreshEngine`).
 
         Raises
         ------

@@ -34,10 +34,9 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 from aisp import errors
 from aisp.banks import Bank
 from aisp.cursors import CursorPosition
-from aisp.logic import services as _wiring
 from aisp.logic.bank_calls import BankSession, open_session
+from aisp.logic.refresh.on_demand import not_usable
 from aisp.logic.services import AccountServices
-from aisp.logic.tokens import not_usable
 from aisp.models.accounts import (
     BalanceItem,
     BankAccountItem,
@@ -148,7 +147,7 @@ def _unsupported(bank: Bank, feature: str) -> errors.BankFeatureNotSupportedErro
 
 @tracer.capture_method(capture_response=False)
 def list_accounts(
-    user_id: str, bank_code: str, *, psu: PsuInfo | None, services: AccountServices | None = None
+    user_id: str, bank_code: str, *, psu: PsuInfo | None, services: AccountServices
 ) -> ListAccountsResponse:
     """The user's accounts at ``bank_code`` (before any consent: listed without balances or links).
 
@@ -157,7 +156,6 @@ def list_accounts(
     UnknownBankError, ConnectionNotFoundError, ReauthRequiredError, UpstreamError
         See the module docstring.
     """
-    services = services or _wiring.get_account_services()
     _registered(services, bank_code)
     session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True)
     with _bank_errors(session):
@@ -169,7 +167,7 @@ def list_accounts(
 
 @tracer.capture_method(capture_response=False)
 def get_balances(
-    user_id: str, bank_code: str, account_id: str, *, psu: PsuInfo | None, services: AccountServices | None = None
+    user_id: str, bank_code: str, account_id: str, *, psu: PsuInfo | None, services: AccountServices
 ) -> list[BalanceItem]:
     """The balances of one account.
 
@@ -180,7 +178,6 @@ def get_balances(
     AccountNotFoundError
         The bank answered 404.
     """
-    services = services or _wiring.get_account_services()
     _registered(services, bank_code)
     session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True)
     with _bank_errors(session, account=True):
@@ -305,7 +302,7 @@ def get_transactions(
     *,
     psu: PsuInfo | None,
     remaining_ms: Callable[[], int] | None = None,
-    services: AccountServices | None = None,
+    services: AccountServices,
 ) -> TransactionsResponse:
     """Transactions of one account, newest first as the bank serves them, with a sealed ``next_cursor``.
 
@@ -325,7 +322,6 @@ def get_transactions(
     ConsentRequiredError, ConsentRejectedError, AccountNotFoundError
         See the module docstring.
     """
-    services = services or _wiring.get_account_services()
     bank = _registered(services, bank_code)
     _check_query(query)
     now = services.connections.clock.now()
@@ -360,7 +356,7 @@ def get_transactions(
 
 @tracer.capture_method(capture_response=False)
 def get_trusted_beneficiaries(
-    user_id: str, bank_code: str, *, psu: PsuInfo | None, services: AccountServices | None = None
+    user_id: str, bank_code: str, *, psu: PsuInfo | None, services: AccountServices
 ) -> list[BeneficiaryItem]:
     """The user's trusted beneficiaries (none → empty list).
 
@@ -369,7 +365,6 @@ def get_trusted_beneficiaries(
     BankFeatureNotSupportedError
         The registry says this bank has no trusted-beneficiaries list (the bank is not called).
     """
-    services = services or _wiring.get_account_services()
     bank = _registered(services, bank_code)
     if not bank.capabilities.trusted_beneficiaries:
         raise _unsupported(bank, "trusted_beneficiaries")
@@ -383,9 +378,7 @@ def get_trusted_beneficiaries(
 
 
 @tracer.capture_method(capture_response=False)
-def get_identity(
-    user_id: str, bank_code: str, *, psu: PsuInfo | None, services: AccountServices | None = None
-) -> IdentityResponse:
+def get_identity(user_id: str, bank_code: str, *, psu: PsuInfo | None, services: AccountServices) -> IdentityResponse:
     """The connected PSU's identity: GET /end-user-identity, or ``connectedPsu`` of GET /accounts on STET 1.4.0.
 
     Raises
@@ -393,7 +386,6 @@ def get_identity(
     BankFeatureNotSupportedError
         The registry says this bank does not give the identity (the bank is not called).
     """
-    services = services or _wiring.get_account_services()
     bank = _registered(services, bank_code)
     if not bank.capabilities.identity:
         raise _unsupported(bank, "identity")
@@ -423,16 +415,13 @@ def get_identity(
 
 
 @tracer.capture_method(capture_response=False)
-def list_all_accounts(
-    user_id: str, *, psu: PsuInfo | None, services: AccountServices | None = None
-) -> AllAccountsResult:
+def list_all_accounts(user_id: str, *, psu: PsuInfo | None, services: AccountServices) -> AllAccountsResult:
     """The accounts of every ACTIVE connection of the user, banks called concurrently (a small thread pool).
 
     A bank that fails (reauth needed, rate limited, down...) becomes a failure entry; the others are still listed.
     Every other connection but a deleted one is a failure entry too, with the error its status maps to
     (``reauth_required``, ``completion_required``...), without calling its bank: none is silently left out.
     """
-    services = services or _wiring.get_account_services()
     now = services.connections.clock.now()
     connections = [
         connection.as_of(now)

@@ -1,7 +1,7 @@
 """One request's use of a connection: a usable access token, bank calls timed and counted, one retry after a 401.
 
-* The token comes from :func:`aisp.logic.tokens.usable_tokens` (refreshed on demand within 60 s of its expiry, under
-  the refresh lease and conditional writes of the refresher).
+* The token comes from :func:`aisp.logic.refresh.on_demand.usable_tokens` (refreshed on demand within 60 s of its
+  expiry, by the refresher's own engine under its lease).
 * If the bank still answers 401 (revoked or expired earlier than we were told), the token is refreshed once and
   the call retried once: first we re-read the connection (someone may have refreshed meanwhile), and only if it still
   holds the token the bank refused do we force a refresh. ``invalid_grant`` on that refresh makes the connection
@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Final
 
 from aisp import audit, errors
 from aisp.audit import bank_outcome
+from aisp.logic.refresh.on_demand import DEFAULT_MARGIN_SECONDS, usable_tokens
 from aisp.logic.services import AccountServices
-from aisp.logic.tokens import DEFAULT_MARGIN_SECONDS, usable_tokens
 from aisp.models.connection import Connection, ConnectionStatus, TokenPair
 from aisp.observability import logger, tracer
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from aisp.banks import BankRegistry, get_registry
+from aisp.banks import BankRegistry
 from aisp.models.api import BankSummary
 
 
-def list_banks(registry: BankRegistry | None = None) -> list[BankSummary]:
+def list_banks(registry: BankRegistry) -> list[BankSummary]:
     """Return every establishment (brand) of the registry, in registry order."""
-    registry = registry or get_registry()
     return [BankSummary.from_bank(bank) for bank in registry.banks]

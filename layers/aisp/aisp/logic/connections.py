@@ -26,7 +26,6 @@ from aisp.errors import (
     InvalidRequestError,
     TokenCryptoError,
 )
-from aisp.logic import services as _wiring
 from aisp.logic.oauth_callback import completion_hash
 from aisp.logic.ports import MAX_WRITE_ATTEMPTS
 from aisp.logic.revocation import drop_authorization, revoke_quietly
@@ -81,8 +80,8 @@ def start_connection(
     bank_code: str,
     return_url: str,
     api_domain: str | None,
-    services: ConnectionServices | None = None,
-    policy: ConnectPolicy | None = None,
+    services: ConnectionServices,
+    policy: ConnectPolicy,
 ) -> CreateConnectionResponse:
     """Start (or restart) the user's connection to ``bank_code`` and return the bank's login link.
 
@@ -109,8 +108,6 @@ def start_connection(
     InvalidRequestError
         ``return_url`` is not allowed.
     """
-    services = services or _wiring.get_connection_services()
-    policy = policy or _wiring.get_connect_policy()
     bank = services.registry.get(bank_code)
     if not is_allowed(return_url, policy.return_urls):
         # Never log the URL itself: its query may carry the app's own identifiers.
@@ -182,15 +179,14 @@ def _journey_connection(
 
 
 @tracer.capture_method(capture_response=False)
-def list_connections(user_id: str, *, services: ConnectionServices | None = None) -> list[ConnectionSummary]:
+def list_connections(user_id: str, *, services: ConnectionServices) -> list[ConnectionSummary]:
     """The user's connections (every status, as they stand now), without any token."""
-    services = services or _wiring.get_connection_services()
     now = services.clock.now()
     return [ConnectionSummary.from_connection(c.as_of(now)) for c in services.connections.list_for_user(user_id)]
 
 
 @tracer.capture_method(capture_response=False)
-def get_connection(user_id: str, bank_code: str, *, services: ConnectionServices | None = None) -> ConnectionSummary:
+def get_connection(user_id: str, bank_code: str, *, services: ConnectionServices) -> ConnectionSummary:
     """The user's connection to ``bank_code`` as it stands now, without any token.
 
     Raises
@@ -200,7 +196,6 @@ def get_connection(user_id: str, bank_code: str, *, services: ConnectionServices
     ConnectionNotFoundError
         The user has no connection to this bank (another user's connection is never visible).
     """
-    services = services or _wiring.get_connection_services()
     services.registry.get(bank_code)
     connection = services.connections.find(user_id, bank_code)
     if connection is None:
@@ -210,7 +205,7 @@ def get_connection(user_id: str, bank_code: str, *, services: ConnectionServices
 
 @tracer.capture_method(capture_response=False)
 def complete_connection(
-    *, user_id: str, bank_code: str, completion: str, services: ConnectionServices | None = None
+    *, user_id: str, bank_code: str, completion: str, services: ConnectionServices
 ) -> ConnectionSummary:
     """Activate the connection the bank authorized, by the user who started its login, with its one-time value.
 
@@ -226,7 +221,6 @@ def complete_connection(
     UnknownBankError
         ``bank_code`` is not in the registry.
     """
-    services = services or _wiring.get_connection_services()
     bank = services.registry.get(bank_code)
     now = services.clock.now()
     key = completion_hash(completion)
@@ -318,7 +312,7 @@ def _refuse(services: ConnectionServices, found: Completion, now: datetime, *, o
 
 
 @tracer.capture_method(capture_response=False)
-def delete_connection(user_id: str, bank_code: str, *, services: ConnectionServices | None = None) -> None:
+def delete_connection(user_id: str, bank_code: str, *, services: ConnectionServices) -> None:
     """Forget the user's connection to ``bank_code``.
 
     Revokes the tokens at the bank when the registry says it can (best effort: a bank failure is logged and the
@@ -334,7 +328,6 @@ def delete_connection(user_id: str, bank_code: str, *, services: ConnectionServi
     ConflictError
         The record kept changing under concurrent writes (retry).
     """
-    services = services or _wiring.get_connection_services()
     bank = services.registry.get(bank_code)
     revoked_at_bank: set[str] = set()
     for _ in range(MAX_WRITE_ATTEMPTS):

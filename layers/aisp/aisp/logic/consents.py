@@ -8,36 +8,33 @@ whether they are the user's is for the bank to say: its 400 becomes our ``valida
 Idempotency: with an ``Idempotency-Key`` header the submission goes through Powertools idempotency (DynamoDB
 ``IdempotencyTable``). The key is the (user, bank, header value) triple, so two users can never collide; the body is
 the validated payload, so the same key with another body is ``idempotency_key_reused`` (422) and a retry while the
-first is running is ``request_in_progress`` (409). The persistence layer is built on the first keyed request, never
-at import. A failure deletes the record (Powertools), so the client may retry with the same key.
+first is running is ``request_in_progress`` (409). The persistence layer (``aisp.wiring``) is built on the first keyed
+request, never at import. A failure deletes the record (Powertools), so the client may retry with the same key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from functools import cache
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
 
 from aisp import errors
-from aisp.logic import services as _wiring
 from aisp.logic.bank_calls import BankSession, open_session
 from aisp.logic.ports import MAX_WRITE_ATTEMPTS
-from aisp.logic.services import AccountServices
+from aisp.logic.services import AccountServices, IdempotentSubmit
 from aisp.models.api import CardConsent, SubmitConsentRequest, SubmitConsentResponse
 from aisp.models.connection import CardReference, Connection, ConnectionStatus, ConsentSnapshot
 from aisp.models.psu import PsuInfo
 from aisp.observability import logger, metrics, tracer
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+    from aws_lambda_powertools.utilities.idempotency import BasePersistenceLayer
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-__all__ = ["ConsentCall", "clear_idempotency", "submit_consent"]
+__all__ = ["ConsentCall", "idempotent_submit", "submit_consent"]
 
 
 class ConsentCall(BaseModel):
@@ -60,7 +57,7 @@ def submit_consent(
     psu: PsuInfo | None,
     idempotency_key: str | None = None,
     lambda_context: LambdaContext | None = None,
-    services: AccountServices | None = None,
+    services: AccountServices,
 ) -> SubmitConsentResponse:
     """Send the user's consent to the bank and store it on the connection.
 
@@ -82,11 +79,12 @@ def submit_consent(
     ConnectionNotFoundError, ReauthRequiredError, ConflictError, UpstreamError
         As for every bank call (see :mod:`aisp.logic.accounts`).
     """
-    services = services or _wiring.get_account_services()
     services.connections.registry.get(bank_code)
     if idempotency_key is None:
         return _submit(user_id, bank_code, request, psu, services)
-    submit, config = _idempotent_submit()
+    if services.idempotency is None:
+        raise errors.ConfigurationError("no idempotency store for keyed consent submissions")
+    submit, config = services.idempotency()
     if lambda_context is not None:
         config.register_lambda_context(lambda_context)
     call = ConsentCall(user_id=user_id, bank_code=bank_code, idempotency_key=idempotency_key, consent=request)
@@ -175,11 +173,9 @@ def _store(services: AccountServices, session: BankSession, snapshot: ConsentSna
     )
 
 
-@cache
-def _idempotent_submit() -> tuple[Callable[..., Any], IdempotencyConfig]:
-    """Powertools idempotency over :func:`_submit_once`, with its DynamoDB persistence layer (first use only)."""
-    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415 - boto3 on the first keyed request
-        DynamoDBPersistenceLayer,
+def idempotent_submit(persistence: BasePersistenceLayer, *, expires_after_seconds: int) -> IdempotentSubmit:
+    """Powertools idempotency over :func:`_submit_once`, its records in ``persistence`` (built by ``aisp.wiring``)."""
+    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415 - the first keyed request only
         IdempotencyConfig,
         idempotent_function,
     )
@@ -187,17 +183,13 @@ def _idempotent_submit() -> tuple[Callable[..., Any], IdempotencyConfig]:
         PydanticSerializer,
     )
 
-    from aisp.settings import IdempotencySettings, load_settings  # noqa: PLC0415
-
-    settings: IdempotencySettings = load_settings(IdempotencySettings)
     config = IdempotencyConfig(
         event_key_jmespath="[user_id, bank_code, idempotency_key]",
         payload_validation_jmespath="consent",
         raise_on_no_idempotency_key=True,
-        expires_after_seconds=settings.idempotency_ttl_seconds,
+        expires_after_seconds=expires_after_seconds,
         hash_function="sha256",
     )
-    persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table_name)
     wrapped = idempotent_function(
         _submit_once,
         data_keyword_argument="call",
@@ -205,9 +197,4 @@ def _idempotent_submit() -> tuple[Callable[..., Any], IdempotencyConfig]:
         config=config,
         output_serializer=PydanticSerializer(model=SubmitConsentResponse),
     )
-    return wrapped, config
-
-
-def clear_idempotency() -> None:
-    """Forget the persistence layer (tests switching mocks, configuration changes)."""
-    _idempotent_submit.cache_clear()
+    return IdempotentSubmit(wrapped, config)

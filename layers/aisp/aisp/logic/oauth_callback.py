@@ -32,11 +32,10 @@ from aisp.errors import (
     TokenCryptoError,
     UpstreamError,
 )
-from aisp.logic import services as _wiring
 from aisp.logic.ports import MAX_WRITE_ATTEMPTS
+from aisp.logic.refresh.engine import access_expiry
 from aisp.logic.revocation import revoke_quietly
 from aisp.logic.services import ConnectionServices
-from aisp.logic.tokens import access_expiry
 from aisp.models.connection import (
     RESUMABLE,
     Connection,
@@ -103,7 +102,7 @@ def handle_callback(
     state: str | None,
     code: str | None,
     error: str | None,
-    services: ConnectionServices | None = None,
+    services: ConnectionServices,
 ) -> CallbackResult:
     """End a login journey at the bank.
 
@@ -123,7 +122,6 @@ def handle_callback(
     The state is consumed with a conditional write before anything else, so a replay or the second of two
     concurrent callbacks changes nothing and never reaches the bank: exactly one code exchange per state.
     """
-    services = services or _wiring.get_connection_services()
     if not state:
         return _failed(None, CallbackError.INVALID_STATE, reason="missing")
     return _journey_end(services, state, code, error)

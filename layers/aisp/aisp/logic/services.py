@@ -1,8 +1,6 @@
-"""What the connection use cases run against, built once per container by cached factories (STYLE §2).
+"""What the use cases run against: their ports and settings, passed in by the handlers (built by ``aisp.wiring``).
 
-Tests pass their own :class:`ConnectionServices` (fakes, or moto-backed repositories with a counting bank gateway)
-and :class:`ConnectPolicy` instead of these defaults. The use cases call the factories through this module
-(``_wiring.get_connection_services()``), so a handler test can also replace them with ``monkeypatch.setattr``.
+Tests build their own (fakes, or moto-backed repositories with a counting bank gateway) instead.
 """
 
 from __future__ import annotations
@@ -10,30 +8,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cache
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from aisp.banks import BankRegistry, get_registry
+from aisp.banks import BankRegistry
 from aisp.clock import Clock, SystemClock
-from aisp.cursors import CursorSealer, clear_cursor_sealer, get_cursor_sealer
-from aisp.logic.ports import (
-    AccountDataGateway,
-    BankGateway,
-    ConnectionRepository,
-    OAuthStateRepository,
-)
+from aisp.logic.ports import AccountDataGateway, BankGateway, ConnectionRepository, OAuthStateRepository
 from aisp.logic.remembered import RememberedConnections
 from aisp.return_urls import AllowedPrefix
-from aisp.settings import ConnectSettings, StorageSettings, load_settings
 
-__all__ = [
-    "AccountServices",
-    "ConnectPolicy",
-    "ConnectionServices",
-    "clear_services",
-    "get_account_services",
-    "get_connect_policy",
-    "get_connection_services",
-]
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
+    from aisp.cursors import CursorSealer
+
+__all__ = ["AccountServices", "ConnectPolicy", "ConnectionServices", "IdempotentSubmit"]
+
+
+class IdempotentSubmit(NamedTuple):
+    """The consent submission wrapped by Powertools idempotency, and the config to give the Lambda context to."""
+
+    submit: Callable[..., Any]
+    config: IdempotencyConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,35 +58,6 @@ class ConnectPolicy:
     callback_url: str = ""
 
 
-@cache
-def get_connection_services() -> ConnectionServices:
-    """DynamoDB repositories, the STET bank gateway, the packaged registry and the system clock."""
-    from aisp.dal import get_connection_repository, get_state_repository  # noqa: PLC0415 - PynamoDB on first use
-    from aisp.stet.gateway import StetBankGateway  # noqa: PLC0415 - requests + signing on first use
-
-    storage: StorageSettings = load_settings(StorageSettings)
-    return ConnectionServices(
-        connections=get_connection_repository(),
-        states=get_state_repository(),
-        bank=StetBankGateway(),
-        registry=get_registry(),
-        reauth_days=storage.reauth_days,
-        revoked_retention=timedelta(days=storage.revoked_retention_days),
-        completion_ttl=timedelta(seconds=storage.completion_ttl_seconds),
-    )
-
-
-@cache
-def get_connect_policy() -> ConnectPolicy:
-    """The connect function's policy from :class:`~aisp.settings.ConnectSettings`."""
-    settings: ConnectSettings = load_settings(ConnectSettings)
-    return ConnectPolicy(
-        return_urls=settings.return_url_prefixes,
-        state_ttl=timedelta(seconds=settings.state_ttl_seconds),
-        callback_url=settings.oauth_callback_url,
-    )
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountServices:
     """Ports of the consent and account-query use cases, on top of the connection services (tokens, registry)."""
@@ -99,29 +65,10 @@ class AccountServices:
     connections: ConnectionServices
     bank: AccountDataGateway
     # Called on the first cursor of a request: only transaction paging pays for the key (one KMS call a container).
-    cursors: Callable[[], CursorSealer] = get_cursor_sealer
+    cursors: Callable[[], CursorSealer]
+    # Called on the first keyed consent submission (Idempotency-Key); None: keyed submissions are refused.
+    idempotency: Callable[[], IdempotentSubmit] | None = None
     # Banks queried at once by GET /v1/accounts.
     max_workers: int = 4
     # Connections this container read, so that a read-only bank call overlaps the next read (None: never overlap).
     remembered: RememberedConnections | None = None
-
-
-@cache
-def get_account_services() -> AccountServices:
-    """The account use cases over :func:`get_connection_services` and the STET data gateway."""
-    from aisp.stet.gateway import StetAccountGateway  # noqa: PLC0415 - requests + signing on first use
-
-    return AccountServices(
-        connections=get_connection_services(), bank=StetAccountGateway(), remembered=RememberedConnections()
-    )
-
-
-def clear_services() -> None:
-    """Forget the cached services and policy (tests, configuration changes)."""
-    get_connection_services.cache_clear()
-    get_connect_policy.cache_clear()
-    get_account_services.cache_clear()
-    clear_cursor_sealer()
-    from aisp.logic.consents import clear_idempotency  # noqa: PLC0415 - consents imports this module
-
-    clear_idempotency()

@@ -26,6 +26,7 @@ from aisp.errors import (
     BankRateLimitedError,
     BankTokenInvalidError,
     BankUnavailableError,
+    ClientCredentialsRejectedError,
     ReauthRequiredError,
     UpstreamError,
 )
@@ -43,6 +44,8 @@ __all__ = [
 
 _MAX_ERROR_BODY: Final = 64 * 1024
 _MAX_RETRY_AFTER: Final = 24 * 3600
+# A token endpoint naming the *client* (RFC 6749 §5.2) refuses our deployment, not the user's grant.
+_CLIENT_REFUSED: Final = frozenset({"invalid_client", "unauthorized_client"})
 _OAUTH_CODES: Final = frozenset(
     {
         "invalid_request",
@@ -182,16 +185,24 @@ def _classify(status: int, endpoint: Endpoint, info: ErrorInfo) -> tuple[type[Up
         return BankNotImplementedError, "bank does not provide this resource"
     if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
         return BankUnavailableError, "bank server error"
-    if endpoint is Endpoint.TOKEN and (
-        status in {HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN}
-        or (status == HTTPStatus.BAD_REQUEST and info.oauth_error == "invalid_grant")
-    ):
-        return ReauthRequiredError, "bank refused the grant; the PSU must authenticate again"
+    if endpoint is Endpoint.TOKEN and (refusal := _token_refusal(status, info)) is not None:
+        return refusal
     if status in _BY_STATUS:
         return _BY_STATUS[status]
     if HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR:
         return BankClientError, "bank rejected the request"
     return BankProtocolError, "bank answered with an unexpected status"
+
+
+def _token_refusal(status: int, info: ErrorInfo) -> tuple[type[UpstreamError], str] | None:
+    """A token endpoint's 4xx that refuses our client or the user's grant (``None``: neither)."""
+    if info.oauth_error in _CLIENT_REFUSED:
+        return ClientCredentialsRejectedError, "bank refused our client credentials"
+    if status in {HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN} or (
+        status == HTTPStatus.BAD_REQUEST and info.oauth_error == "invalid_grant"
+    ):
+        return ReauthRequiredError, "bank refused the grant; the PSU must authenticate again"
+    return None
 
 
 def error_for_transport(

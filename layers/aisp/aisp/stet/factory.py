@@ -1,8 +1,8 @@
-"""Build a ready :class:`~aisp.stet.BankClient` for an establishment, once per container.
+"""Ready :class:`~aisp.stet.BankClient` objects, one per establishment (:class:`BankClients`, built by ``aisp.wiring``).
 
 Wires the registry (host, API prefix, response-signature policy), the settings (environment, timeouts, local CA)
 and the TPP credentials (QWAC files for mTLS, QSealC key for signatures, pinned bank certificates). Clients are
-cached per bank and per credentials version, so a secret rotation picked up after ``max_age`` builds fresh clients,
+kept per bank and per credentials version, so a secret rotation picked up after ``max_age`` builds fresh clients,
 while warm calls reuse the keep-alive session.
 """
 
@@ -15,8 +15,8 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from aisp.aws.secrets import BankCredentials, ca_bundle_file, get_bank_credentials, qwac_cert_files
-from aisp.banks import Bank, bank_base_url, get_registry
-from aisp.settings import BankSettings, load_settings
+from aisp.banks import Bank, BankRegistry, bank_base_url
+from aisp.settings import BankSettings
 from aisp.signing import BankSignatureAuth, PinnedCertificates
 from aisp.stet.client import BankClient, ResponseVerification
 
@@ -24,12 +24,9 @@ from aisp.stet.client import BankClient, ResponseVerification
 # one client; requests' default of 10 would open and drop a TLS connection for every call beyond the tenth).
 POOL_MAXSIZE: Final = 64
 
-_lock = threading.Lock()
-_clients: dict[tuple[str, str], BankClient] = {}
-
 
 def build_bank_client(bank: Bank, settings: BankSettings, credentials: BankCredentials) -> BankClient:
-    """Create a client for ``bank`` (no caching; see :func:`get_bank_client`)."""
+    """Create a client for ``bank`` (no caching; see :class:`BankClients`)."""
     auth = BankSignatureAuth(
         key_id=credentials.qseal_key_id, private_key_pem=credentials.qseal_key_pem.get_secret_value()
     )
@@ -58,35 +55,48 @@ def build_bank_client(bank: Bank, settings: BankSettings, credentials: BankCrede
     )
 
 
-def get_bank_client(bank_code: str) -> BankClient:
-    """The cached client for ``bank_code``.
+class BankClients:
+    """The container's clients, one per bank and credentials version.
 
-    Raises
-    ------
-    NotFoundError
-        For a bank code that is not in the registry.
-    ConfigurationError
-        For missing settings or an unreadable or incomplete credentials secret.
+    Parameters
+    ----------
+    registry
+        Where each bank code is reached and how it signs.
+    settings
+        Environment, timeouts, the credentials secret's name and how long its value is trusted.
     """
-    bank = get_registry().get(bank_code)
-    settings = load_settings(BankSettings)
-    # Under the lock: the token refresher's worker threads all ask at once on a cold container, and each would
-    # otherwise build its own Secrets Manager client and fetch the secret (warm, this is a cache look-up).
-    with _lock:
-        credentials = get_bank_credentials(
-            settings.bank_credentials_secret_name, max_age=settings.credentials_max_age_seconds
-        )
-        key = (bank.bank_code, credentials.version)
-        client = _clients.get(key)
-        if client is None:
-            # Drop clients built with older credentials for this bank.
-            for stale in [k for k in _clients if k[0] == bank.bank_code]:
-                del _clients[stale]
-            client = _clients[key] = build_bank_client(bank, settings, credentials)
-        return client
 
+    def __init__(self, registry: BankRegistry, settings: BankSettings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, str], BankClient] = {}
 
-def clear_bank_clients() -> None:
-    """Forget every cached client (tests, or after a configuration change)."""
-    with _lock:
-        _clients.clear()
+    def credentials(self) -> BankCredentials:
+        """The TPP credentials (cached by Powertools for ``credentials_max_age_seconds``)."""
+        settings = self.settings
+        return get_bank_credentials(settings.bank_credentials_secret_name, max_age=settings.credentials_max_age_seconds)
+
+    def get(self, bank_code: str) -> BankClient:
+        """The client for ``bank_code``.
+
+        Raises
+        ------
+        NotFoundError
+            For a bank code that is not in the registry.
+        ConfigurationError
+            For an unreadable or incomplete credentials secret.
+        """
+        bank = self.registry.get(bank_code)
+        # Under the lock: the token refresher's worker threads all ask at once on a cold container, and each would
+        # otherwise build its own Secrets Manager client and fetch the secret (warm, this is a cache look-up).
+        with self._lock:
+            credentials = self.credentials()
+            key = (bank.bank_code, credentials.version)
+            client = self._clients.get(key)
+            if client is None:
+                # Drop clients built with older credentials for this bank.
+                for stale in [k for k in self._clients if k[0] == bank.bank_code]:
+                    del self._clients[stale]
+                client = self._clients[key] = build_bank_client(bank, self.settings, credentials)
+            return client

@@ -6,14 +6,13 @@ and gets a :class:`~aisp.stet.TokenResponse` or a typed :class:`~aisp.errors.Ups
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import TYPE_CHECKING
 
-from aisp.aws.secrets import get_bank_credentials
-from aisp.banks import authorize_base_url, get_registry
-from aisp.settings import BankSettings, load_settings
+from aisp.banks import authorize_base_url
 from aisp.stet.client import PsuContext, build_authorization_url
-from aisp.stet.factory import get_bank_client
+from aisp.stet.factory import BankClients
 from aisp.stet.schemas import (
     AccountList,
     BalanceList,
@@ -32,19 +31,19 @@ __all__ = ["StetAccountGateway", "StetBankGateway"]
 
 
 class StetBankGateway:
-    """OAuth operations of the BPCE establishments, one cached :class:`~aisp.stet.BankClient` per bank."""
+    """OAuth operations of the BPCE establishments, one :class:`~aisp.stet.BankClient` per bank."""
+
+    def __init__(self, clients: Callable[[], BankClients]) -> None:
+        self._clients = clients
 
     def authorization_url(
         self, bank_code: str, *, redirect_uri: str, state: str, code_challenge: str | None = None
     ) -> str:
         """The login screen URL for ``bank_code`` (client id from the credentials secret; PKCE when challenged)."""
-        settings: BankSettings = load_settings(BankSettings)
-        credentials = get_bank_credentials(
-            settings.bank_credentials_secret_name, max_age=settings.credentials_max_age_seconds
-        )
-        bank = get_registry().get(bank_code)
+        bank = self._clients().registry.get(bank_code)
+        credentials = self._clients().credentials()
         return build_authorization_url(
-            authorize_base_url(bank, settings),
+            authorize_base_url(bank, self._clients().settings),
             client_id=credentials.client_id,
             redirect_uri=redirect_uri,
             state=state,
@@ -56,15 +55,15 @@ class StetBankGateway:
         self, bank_code: str, *, code: str, redirect_uri: str, code_verifier: str | None = None
     ) -> TokenResponse:
         """``grant_type=authorization_code`` at the bank's token endpoint (with PKCE's verifier when given)."""
-        return get_bank_client(bank_code).exchange_code(code, redirect_uri, code_verifier=code_verifier)
+        return self._clients().get(bank_code).exchange_code(code, redirect_uri, code_verifier=code_verifier)
 
     def refresh(self, bank_code: str, *, refresh_token: str) -> TokenResponse:
         """``grant_type=refresh_token`` at the bank's token endpoint."""
-        return get_bank_client(bank_code).refresh(refresh_token)
+        return self._clients().get(bank_code).refresh(refresh_token)
 
     def revoke(self, bank_code: str, *, token: str, token_type_hint: str | None = None) -> None:
         """RFC 7009 revocation (BPCE: revoking either token revokes both)."""
-        get_bank_client(bank_code).revoke(token, token_type_hint=token_type_hint)
+        self._clients().get(bank_code).revoke(token, token_type_hint=token_type_hint)
 
 
 def _psu_context(psu: PsuInfo | None) -> PsuContext | None:
@@ -72,12 +71,15 @@ def _psu_context(psu: PsuInfo | None) -> PsuContext | None:
 
 
 class StetAccountGateway:
-    """The AISP data calls of the BPCE establishments (``aisp.logic.ports.AccountDataGateway``), one cached client
-    per bank; a :class:`~aisp.models.psu.PsuInfo` becomes the request's ``PSU-*`` headers."""
+    """The AISP data calls of the BPCE establishments (``aisp.logic.ports.AccountDataGateway``), one client per
+    bank; a :class:`~aisp.models.psu.PsuInfo` becomes the request's ``PSU-*`` headers."""
+
+    def __init__(self, clients: Callable[[], BankClients]) -> None:
+        self._clients = clients
 
     def get_accounts(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> AccountList:
         """GET /accounts."""
-        return get_bank_client(bank_code).get_accounts(access_token, _psu_context(psu))
+        return self._clients().get(bank_code).get_accounts(access_token, _psu_context(psu))
 
     def put_consents(
         self, bank_code: str, *, access_token: str, consent: SubmitConsentRequest, psu: PsuInfo | None
@@ -91,11 +93,11 @@ class StetAccountGateway:
             psu_identity=consent.psu_identity,
             trusted_beneficiaries=consent.trusted_beneficiaries,
         )
-        get_bank_client(bank_code).put_consents(access_token, body, _psu_context(psu))
+        self._clients().get(bank_code).put_consents(access_token, body, _psu_context(psu))
 
     def get_balances(self, bank_code: str, *, access_token: str, account_id: str, psu: PsuInfo | None) -> BalanceList:
         """GET /accounts/{account_id}/balances."""
-        return get_bank_client(bank_code).get_balances(access_token, account_id, _psu_context(psu))
+        return self._clients().get(bank_code).get_balances(access_token, account_id, _psu_context(psu))
 
     def get_transactions_page(
         self,
@@ -109,21 +111,25 @@ class StetAccountGateway:
         page_url: str | None = None,
     ) -> TransactionPage:
         """One page of transactions; ``page_url`` is re-checked to be on the bank's origin by the client."""
-        return get_bank_client(bank_code).get_transactions_page(
-            access_token,
-            account_id,
-            psu=_psu_context(psu),
-            date_from=date_from,
-            date_to=date_to,
-            page_url=page_url,
+        return (
+            self._clients()
+            .get(bank_code)
+            .get_transactions_page(
+                access_token,
+                account_id,
+                psu=_psu_context(psu),
+                date_from=date_from,
+                date_to=date_to,
+                page_url=page_url,
+            )
         )
 
     def get_trusted_beneficiaries(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> BeneficiaryList:
         """GET /trusted-beneficiaries."""
-        return get_bank_client(bank_code).get_trusted_beneficiaries(access_token, _psu_context(psu))
+        return self._clients().get(bank_code).get_trusted_beneficiaries(access_token, _psu_context(psu))
 
     def get_end_user_identity(
         self, bank_code: str, *, access_token: str, psu: PsuInfo | None
     ) -> EndUserIdentity | None:
         """GET /end-user-identity."""
-        return get_bank_client(bank_code).get_end_user_identity(access_token, _psu_context(psu))
+        return self._clients().get(bank_code).get_end_user_identity(access_token, _psu_context(psu))

@@ -1,27 +1,19 @@
-"""A usable access token for a connection, refreshed on demand (the hook issue 5's account queries call).
+"""A usable access token for a request, refreshed on demand by the refresh engine (``docs/refresh.md``).
 
-The refresh follows the storage rules and takes the same short lease as the scheduled refresher (issue 6):
-
-* the lease is a conditional write (no lease held, record ACTIVE at the version read); whoever holds it is the only
-  one calling the bank's token endpoint for that connection;
-* the new tokens are written conditional on the version read *and* on still holding the lease, and that write
-  releases it; a failed refresh releases it and leaves the stored refresh token untouched;
-* when someone else holds the lease (the refresher, another request), we wait a little for their tokens instead
-  of calling the bank a second time (BPCE revokes the previous access token on every refresh);
-* a refused refresh token makes the connection REAUTH_REQUIRED, with its ``ConnectionReauthRequired`` event left
-  pending for the refresher to publish (this function's Lambda has no event-bus permission).
+A request whose token is about to expire takes the connection's refresh lease and runs :class:`.engine.RefreshEngine`;
+when someone else holds the lease (the refresher, another request) it waits a little for their tokens instead of
+calling the bank a second time (BPCE revokes the previous access token on every refresh). A REAUTH_REQUIRED it causes
+leaves its event for the refresher to publish (a request's function has no event-bus permission).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from aisp import audit
 from aisp.errors import (
     AispError,
     CompletionRequiredError,
@@ -31,19 +23,14 @@ from aisp.errors import (
     ReauthRequiredError,
     RefreshInProgressError,
 )
-from aisp.logic import services as _wiring
-from aisp.logic.ports import ConnectionRepository
+from aisp.logic.refresh.engine import RefreshEngine, RefreshOutcome
 from aisp.logic.services import ConnectionServices
 from aisp.models.connection import Connection, ConnectionStatus, StatusReason, TokenPair
 from aisp.models.refresh import ConnectionKey
 from aisp.observability import logger, metrics, tracer
 
-if TYPE_CHECKING:  # the STET package (requests, signing) loads only when a bank is called
-    from aisp.stet.schemas import TokenResponse
+__all__ = ["DEFAULT_MARGIN_SECONDS", "not_usable", "refresh_for_request", "usable_tokens"]
 
-__all__ = ["access_expiry", "not_usable", "refresh_tokens", "store_after_refresh", "usable_tokens"]
-
-DEFAULT_ACCESS_TOKEN_SECONDS: Final = 3600
 # Refresh a little before the expiry so that a call started now does not reach the bank with a dead token.
 DEFAULT_MARGIN_SECONDS: Final = 60
 # An on-demand refresh holds the lease at most this long (bank timeout 3 s connect + 10 s read, then one write).
@@ -58,7 +45,7 @@ def usable_tokens(
     user_id: str,
     bank_code: str,
     *,
-    services: ConnectionServices | None = None,
+    services: ConnectionServices,
     margin_seconds: int = DEFAULT_MARGIN_SECONDS,
 ) -> tuple[Connection, TokenPair]:
     """The ACTIVE connection and an access token valid for at least ``margin_seconds`` (refreshed if needed).
@@ -75,18 +62,17 @@ def usable_tokens(
     RefreshInProgressError
         Another refresher holds the lease and did not store new tokens within a few seconds (a 409; retry).
     """
-    services = services or _wiring.get_connection_services()
     connection, tokens = services.connections.get_with_tokens(user_id, bank_code)
     now = services.clock.now()
     if connection.status is ConnectionStatus.ACTIVE and connection.reauth_due(now):
         # The strong authentication's validity is over: the bank would refuse the refresh token anyway.
-        _mark_reauth(services, connection, reason=StatusReason.REAUTH_DUE)
+        _mark_reauth(_engine(services), connection, StatusReason.REAUTH_DUE)
         raise not_usable(connection.as_of(now))
     if connection.status is not ConnectionStatus.ACTIVE or tokens is None:
         raise not_usable(connection.as_of(now))
     if not connection.access_expired(now, margin_seconds=margin_seconds):
         return connection, tokens
-    return refresh_tokens(connection, tokens, services=services)
+    return refresh_for_request(connection, tokens, services=services)
 
 
 def not_usable(connection: Connection) -> AispError:
@@ -110,10 +96,10 @@ def not_usable(connection: Connection) -> AispError:
 
 
 @tracer.capture_method(capture_response=False)
-def refresh_tokens(
-    connection: Connection, tokens: TokenPair, *, services: ConnectionServices | None = None
+def refresh_for_request(
+    connection: Connection, tokens: TokenPair, *, services: ConnectionServices
 ) -> tuple[Connection, TokenPair]:
-    """Refresh ``connection``'s access token at the bank under the refresh lease and store it.
+    """Refresh ``connection``'s access token under the refresh lease, or wait for whoever holds it.
 
     Raises
     ------
@@ -126,9 +112,9 @@ def refresh_tokens(
     RefreshInProgressError
         Someone else holds the lease and did not finish within ``LEASE_WAIT_SECONDS``.
     """
-    services = services or _wiring.get_connection_services()
+    engine = _engine(services)
     if tokens.refresh_token is None:
-        _mark_reauth(services, connection, reason=StatusReason.ACCESS_EXPIRED)
+        _mark_reauth(engine, connection, StatusReason.ACCESS_EXPIRED)
         raise ReauthRequiredError("connection has no refresh token", bank_code=connection.bank_code)
     key = ConnectionKey(connection.user_id, connection.bank_code)
     owner = f"on-demand:{uuid.uuid4().hex}"
@@ -143,7 +129,7 @@ def refresh_tokens(
             expected_version=current.version,
         )
         if leased is not None:
-            return _refresh_leased(services, leased.connection, leased.tokens or current_tokens, owner)
+            return _refresh_leased(services, engine, leased.connection, leased.tokens or current_tokens, owner)
         # Leased elsewhere, or changed since we read it: use what the other writer stored once it is usable.
         current, stored_tokens = services.connections.get_with_tokens(key.user_id, key.bank_code)
         if current.status is ConnectionStatus.REAUTH_REQUIRED:
@@ -159,110 +145,32 @@ def refresh_tokens(
         time.sleep(LEASE_POLL_SECONDS)
 
 
-def access_expiry(issued: TokenResponse, now: datetime) -> datetime:
-    """When an access token issued ``now`` expires (``expires_in``, or one hour when the bank does not say)."""
-    expires_in = issued.expires_in if issued.expires_in is not None else DEFAULT_ACCESS_TOKEN_SECONDS
-    return now + timedelta(seconds=max(0, expires_in))
-
-
-def store_after_refresh(
-    repository: ConnectionRepository,
-    connection: Connection,
-    *,
-    tokens: TokenPair,
-    access_expires_at: datetime,
-    now: datetime,
-    lease_owner: str,
-) -> Connection | None:
-    """Store freshly refreshed tokens while holding the lease; ``None`` when another writer won.
-
-    The write is conditional on the version read and on the lease. If only the version moved (a consent write, which
-    does not touch tokens) and the lease is still ours, the write is retried once on the new version: the bank has
-    already revoked the previous access token, so the new one must not be dropped for an unrelated change.
-    """
-    try:
-        return repository.store_refreshed_tokens(
-            connection, tokens=tokens, access_expires_at=access_expires_at, now=now, lease_owner=lease_owner
-        )
-    except ConflictError:
-        current = repository.find(connection.user_id, connection.bank_code)
-    if current is None or current.status is not ConnectionStatus.ACTIVE or current.version == connection.version:
-        repository.release_lease(ConnectionKey(connection.user_id, connection.bank_code), owner=lease_owner)
-        return None
-    try:
-        return repository.store_refreshed_tokens(
-            current, tokens=tokens, access_expires_at=access_expires_at, now=now, lease_owner=lease_owner
-        )
-    except ConflictError:
-        repository.release_lease(ConnectionKey(connection.user_id, connection.bank_code), owner=lease_owner)
-        return None
+def _engine(services: ConnectionServices) -> RefreshEngine:
+    return RefreshEngine(services.connections, services.bank, services.clock)
 
 
 def _refresh_leased(
-    services: ConnectionServices, connection: Connection, tokens: TokenPair, owner: str
+    services: ConnectionServices, engine: RefreshEngine, connection: Connection, tokens: TokenPair, owner: str
 ) -> tuple[Connection, TokenPair]:
-    key = ConnectionKey(connection.user_id, connection.bank_code)
-    if tokens.refresh_token is None:
-        _mark_reauth(services, connection, reason=StatusReason.ACCESS_EXPIRED)
-        raise ReauthRequiredError("connection has no refresh token", bank_code=connection.bank_code)
-    try:
-        with audit.calling(
-            "refresh",
-            user_id=connection.user_id,
-            bank_code=connection.bank_code,
-            connection_id=connection.connection_id,
-        ):
-            issued = services.bank.refresh(connection.bank_code, refresh_token=tokens.refresh_token.get_secret_value())
-    except ReauthRequiredError:
-        _mark_reauth(services, connection)  # releases the lease in the same write
-        raise
-    except Exception:
-        services.connections.release_lease(key, owner=owner)
-        raise
-    # BPCE answers the same refresh token, or none: keep the one we have.
-    fresh = TokenPair(access_token=issued.access_token, refresh_token=issued.refresh_token or tokens.refresh_token)
+    result = engine.refresh(connection, tokens, owner=owner)
+    if result.outcome is RefreshOutcome.REFRESHED and result.connection and result.tokens:
+        metrics.add_metric(name="TokenRefreshed", unit=MetricUnit.Count, value=1)
+        return result.connection, result.tokens
+    if result.outcome is RefreshOutcome.REAUTH_REQUIRED:
+        if result.connection is not None:
+            metrics.add_metric(name="ConnectionReauthRequired", unit=MetricUnit.Count, value=1)
+        raise result.error or ReauthRequiredError("connection has no refresh token", bank_code=connection.bank_code)
+    if result.outcome is RefreshOutcome.FAILED and result.error is not None:
+        engine.release(ConnectionKey(connection.user_id, connection.bank_code), owner)
+        raise result.error
+    logger.info("connection changed during refresh; using the stored tokens")
     now = services.clock.now()
-    try:
-        stored = store_after_refresh(
-            services.connections,
-            connection,
-            tokens=fresh,
-            access_expires_at=access_expiry(issued, now),
-            now=now,
-            lease_owner=owner,
-        )
-    except Exception:
-        # Not written (DynamoDB or KMS failed): the stored refresh token still works, so free the lease for the
-        # next call rather than making every request wait for it to expire.
-        _release_quietly(services, key, owner)
-        raise
-    if stored is None:
-        logger.info("connection changed during refresh; using the stored tokens")
-        current, current_tokens = services.connections.get_with_tokens(connection.user_id, connection.bank_code)
-        if current.status is not ConnectionStatus.ACTIVE or current_tokens is None or current.access_expired(now):
-            raise ConflictError("connection changed during refresh", details={"bank_code": connection.bank_code})
-        return current, current_tokens
-    metrics.add_metric(name="TokenRefreshed", unit=MetricUnit.Count, value=1)
-    return stored, fresh
+    current, current_tokens = services.connections.get_with_tokens(connection.user_id, connection.bank_code)
+    if current.status is not ConnectionStatus.ACTIVE or current_tokens is None or current.access_expired(now):
+        raise ConflictError("connection changed during refresh", details={"bank_code": connection.bank_code})
+    return current, current_tokens
 
 
-def _release_quietly(services: ConnectionServices, key: ConnectionKey, owner: str) -> None:
-    try:
-        services.connections.release_lease(key, owner=owner)
-    except AispError:
-        logger.warning("refresh lease not released; it expires on its own", bank_code=key.bank_code)
-
-
-def _mark_reauth(
-    services: ConnectionServices, connection: Connection, *, reason: StatusReason = StatusReason.ACCESS_REVOKED
-) -> None:
-    try:
-        marked = services.connections.mark_reauth_required(
-            connection, now=services.clock.now(), notify=True, reason=reason
-        )
-    except ConflictError:
-        logger.info("connection changed before it could be marked reauth_required")
-        return
-    audit.lifecycle(marked, "reauth_required", outcome=reason.value)
-    metrics.add_metric(name="ConnectionReauthRequired", unit=MetricUnit.Count, value=1)
-    logger.info("connection needs a new strong authentication")
+def _mark_reauth(engine: RefreshEngine, connection: Connection, reason: StatusReason) -> None:
+    if engine.mark_reauth(connection, reason=reason) is not None:
+        metrics.add_metric(name="ConnectionReauthRequired", unit=MetricUnit.Count, value=1)

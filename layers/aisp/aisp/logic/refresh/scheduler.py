@@ -1,4 +1,4 @@
-"""The scheduled token refresher (issue 6): every due connection refreshed, concurrently, under a lease, at any scale.
+"""The scheduled token refresher: every due connection refreshed by the refresh engine, concurrently, at any scale.
 
 One run:
 
@@ -8,9 +8,10 @@ One run:
    ``Select=COUNT``): shard groups sized to one invocation's capacity go to the fan-out SQS queue, each consumed by
    another invocation of this function; this one keeps the first group. No longer loop, no recursion.
 3. **Refresh** with a bounded thread pool sharing the per-bank keep-alive clients. For each key: take the lease
-   with a conditional write that also reads the record (still due, lease free), call the bank, then store the new
-   tokens conditional on the version and the lease (that write releases it). A new run stops starting refreshes
-   when less than the reserve is left of the invocation; what it did not reach stays due for the next run.
+   with a conditional write that also reads the record (still due, lease free), then let
+   :class:`.engine.RefreshEngine` call the bank and store the new tokens (that write releases the lease). A run
+   stops starting refreshes when less than the reserve is left of the invocation; what it did not reach stays due
+   for the next run.
 4. **Outcomes**: success → next refresh due at the new access expiry; ``invalid_grant``/401 → REAUTH_REQUIRED,
    ``ConnectionReauthRequired`` published once, out of the index; 429/5xx/timeout → ``refresh_failures`` + 1 and
    the next attempt pushed by an exponential backoff (never past the access token's expiry or ``reauth_due_at``,
@@ -36,30 +37,27 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from functools import cache
 from typing import Final
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
-from aisp import audit
-from aisp.banks import BankRegistry, get_registry
+from aisp.banks import BankRegistry
 from aisp.clock import Clock, SystemClock, epoch
 from aisp.dal.connections import REFRESH_SHARDS
 from aisp.errors import (
     AispError,
     BankRateLimitedError,
     BankUnavailableError,
-    ConflictError,
+    ClientCredentialsRejectedError,
     EventPublishError,
     FanoutError,
-    ReauthRequiredError,
     TokenRefreshBatchError,
 )
 from aisp.logic.ports import BankGateway, EventPublisher, FanoutQueue, RefreshRepository
+from aisp.logic.refresh.engine import Refresh, RefreshEngine, RefreshOutcome
 from aisp.logic.revocation import end_authorization
-from aisp.logic.tokens import access_expiry, store_after_refresh
-from aisp.models.connection import Connection, ConnectionStatus, StatusReason, TokenPair
+from aisp.models.connection import Connection, ConnectionStatus, StatusReason
 from aisp.models.refresh import (
     ConnectionKey,
     ConnectionLifecycleDetail,
@@ -70,22 +68,16 @@ from aisp.models.refresh import (
     ReauthNotice,
 )
 from aisp.observability import logger, metrics, tracer
-from aisp.settings import RefresherSettings, load_settings
 
 __all__ = [
     "RefreshPolicy",
     "RefreshSummary",
     "RefresherServices",
-    "clear_refresher",
-    "get_refresh_policy",
-    "get_refresher_services",
     "next_attempt_at",
     "refresh_due_connections",
     "refresh_fanout_request",
 ]
 
-# A token-endpoint 401/400 naming the *client* is our configuration, not the user's refresh token: never wipe tokens.
-_CLIENT_ERRORS: Final = frozenset({"invalid_client", "unauthorized_client"})
 _MIN_RETRY: Final = timedelta(seconds=60)
 _DAY_SECONDS: Final = 86_400
 
@@ -113,10 +105,10 @@ class RefresherServices:
     connections: RefreshRepository
     bank: BankGateway
     events: EventPublisher
+    registry: BankRegistry
     fanout: FanoutQueue | None = None
     clock: Clock = field(default_factory=SystemClock)
     rng: random.Random = field(default_factory=random.Random)
-    registry: BankRegistry = field(default_factory=get_registry)
 
 
 class RefreshSummary(BaseModel):
@@ -150,50 +142,6 @@ class _Outcome(StrEnum):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Wiring
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@cache
-def get_refresh_policy() -> RefreshPolicy:
-    """The policy from :class:`~aisp.settings.RefresherSettings` (validated once per container)."""
-    settings: RefresherSettings = load_settings(RefresherSettings)
-    return RefreshPolicy(
-        margin=timedelta(minutes=settings.refresh_margin_minutes),
-        workers=settings.refresh_workers,
-        lease_seconds=settings.refresh_lease_seconds,
-        time_reserve_seconds=settings.refresh_time_reserve_seconds,
-        rate_per_second=settings.refresh_rate_per_second,
-        backoff_base_seconds=settings.refresh_backoff_base_seconds,
-        backoff_max_seconds=settings.refresh_backoff_max_seconds,
-        notice_days=settings.expiring_notice_days,
-    )
-
-
-@cache
-def get_refresher_services() -> RefresherServices:
-    """DynamoDB repository, the STET bank gateway (cached keep-alive clients), the event bus and the fan-out queue."""
-    from aisp.aws.messaging import EventBridgePublisher, SqsFanoutQueue  # noqa: PLC0415 - boto3 on first use
-    from aisp.dal import get_connection_repository  # noqa: PLC0415 - PynamoDB on first use
-    from aisp.stet.gateway import StetBankGateway  # noqa: PLC0415 - requests + signing on first use
-
-    settings: RefresherSettings = load_settings(RefresherSettings)
-    queue_url = settings.refresh_fanout_queue_url
-    return RefresherServices(
-        connections=get_connection_repository(),
-        bank=StetBankGateway(),
-        events=EventBridgePublisher(settings.event_bus_name),
-        fanout=SqsFanoutQueue(queue_url) if queue_url else None,
-    )
-
-
-def clear_refresher() -> None:
-    """Forget the cached policy and services (tests, configuration changes)."""
-    get_refresh_policy.cache_clear()
-    get_refresher_services.cache_clear()
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Entry points
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -203,8 +151,8 @@ def refresh_due_connections(
     *,
     remaining_ms: Callable[[], int],
     run_id: str,
-    services: RefresherServices | None = None,
-    policy: RefreshPolicy | None = None,
+    services: RefresherServices,
+    policy: RefreshPolicy,
 ) -> RefreshSummary:
     """The scheduled run: every shard, fanning out to the queue when one invocation cannot do it all.
 
@@ -220,7 +168,7 @@ def refresh_due_connections(
     TokenRefreshBatchError
         At the end, when some connection failed unexpectedly (or the fan-out could not be sent).
     """
-    run = _Run(services or get_refresher_services(), policy or get_refresh_policy(), remaining_ms, run_id)
+    run = _Run(services, policy, remaining_ms, run_id)
     shards = list(range(run.policy.shards))
     local = run.plan(shards)
     return run.finish(local)
@@ -232,8 +180,8 @@ def refresh_fanout_request(
     *,
     remaining_ms: Callable[[], int],
     run_id: str,
-    services: RefresherServices | None = None,
-    policy: RefreshPolicy | None = None,
+    services: RefresherServices,
+    policy: RefreshPolicy,
 ) -> RefreshSummary:
     """A fan-out worker: the shards of one queue message, never fanning out again.
 
@@ -242,7 +190,7 @@ def refresh_fanout_request(
     TokenRefreshBatchError
         At the end, when some connection failed unexpectedly.
     """
-    run = _Run(services or get_refresher_services(), policy or get_refresh_policy(), remaining_ms, run_id)
+    run = _Run(services, policy, remaining_ms, run_id)
     shards = [shard for shard in request.shards if 0 <= shard < run.policy.shards]
     return run.finish(shards)
 
@@ -286,6 +234,7 @@ class _Run:
     ) -> None:
         self.services = services
         self.policy = policy
+        self.engine = RefreshEngine(services.connections, services.bank, services.clock)
         self.remaining_ms = remaining_ms
         self.summary = RefreshSummary(run_id=run_id, shards=[])
         self._lock = threading.Lock()
@@ -435,59 +384,40 @@ class _Run:
         except Exception:  # noqa: BLE001 - one connection's failure must not stop the batch
             logger.exception("token refresh failed unexpectedly", connection_id=connection_id, bank_code=key.bank_code)
             self.count(_Outcome.FAILED, connection_id or f"{key.bank_code}:unknown")
-            self._release_quietly(key, owner)
+            self.engine.release(key, owner)
 
     def _refresh_leased(self, key: ConnectionKey, leased: LeasedConnection, owner: str) -> _Outcome:
         verdict = self._triage(key, leased, owner)
-        if verdict is not None or leased.tokens is None or leased.tokens.refresh_token is None:
-            return verdict or _Outcome.SKIPPED
-        connection, tokens = leased.connection, leased.tokens
-        try:
-            with audit.calling(
-                "refresh", user_id=key.user_id, bank_code=key.bank_code, connection_id=connection.connection_id
-            ):
-                issued = self.services.bank.refresh(
-                    key.bank_code, refresh_token=leased.tokens.refresh_token.get_secret_value()
-                )
-        except ReauthRequiredError as exc:
-            return self._refused(key, leased, owner, exc)
-        except (BankRateLimitedError, BankUnavailableError) as exc:
+        if verdict is not None:
+            return verdict
+        result = self.engine.refresh(leased.connection, leased.tokens, owner=owner)
+        if result.outcome is RefreshOutcome.REFRESHED:
+            return _Outcome.REFRESHED
+        if result.outcome is RefreshOutcome.REAUTH_REQUIRED:
+            return self._reauth_marked(key, result.connection)
+        if result.outcome is RefreshOutcome.FAILED:
+            return self._failed(key, leased, owner, result)
+        logger.info("connection changed during refresh", connection_id=leased.connection.connection_id)
+        return _Outcome.SKIPPED
+
+    def _failed(self, key: ConnectionKey, leased: LeasedConnection, owner: str, result: Refresh) -> _Outcome:
+        """The bank failed without refusing the grant: back off (transient) or count a failure, tokens kept."""
+        exc = result.error
+        if isinstance(exc, (BankRateLimitedError, BankUnavailableError)):
             retry_after = exc.retry_after if isinstance(exc, BankRateLimitedError) else None
             error = str(exc.details.get("failure") or exc.status or "unavailable")
             return self._failure(key, leased, owner, error=error, outcome=_Outcome.TRANSIENT, retry_after=retry_after)
-        except AispError as exc:
-            logger.warning(
-                "token refresh failed",
-                connection_id=connection.connection_id,
-                bank_code=key.bank_code,
-                error=type(exc).__name__,
-            )
-            return self._failure(key, leased, owner, error=type(exc).__name__, outcome=_Outcome.FAILED)
-        now = self.services.clock.now()
-        fresh = TokenPair(access_token=issued.access_token, refresh_token=issued.refresh_token or tokens.refresh_token)
-        stored = store_after_refresh(
-            self.services.connections,
-            connection,
-            tokens=fresh,
-            access_expires_at=access_expiry(issued, now),
-            now=now,
-            lease_owner=owner,
-        )
-        if stored is None:
-            logger.info("connection changed during refresh", connection_id=connection.connection_id)
-            return _Outcome.SKIPPED
-        return _Outcome.REFRESHED
-
-    def _refused(self, key: ConnectionKey, leased: LeasedConnection, owner: str, exc: ReauthRequiredError) -> _Outcome:
-        if exc.details.get("oauth_error") in _CLIENT_ERRORS:
+        if isinstance(exc, ClientCredentialsRejectedError):
+            # Our configuration, not the user's refresh token: never wipe tokens, alert through the failure count.
             logger.error("bank refused our client credentials", bank_code=key.bank_code, status=exc.status)
             return self._failure(key, leased, owner, error="invalid_client", outcome=_Outcome.FAILED)
-        return self._reauth(
-            key,
-            leased.connection,
-            reason=str(exc.details.get("oauth_error") or exc.status),
-            status_reason=StatusReason.ACCESS_REVOKED,
+        logger.warning(
+            "token refresh failed",
+            connection_id=leased.connection.connection_id,
+            bank_code=key.bank_code,
+            error=type(exc).__name__,
         )
+        return self._failure(key, leased, owner, error=type(exc).__name__, outcome=_Outcome.FAILED)
 
     def _lifecycle(self, key: ConnectionKey, leased: LeasedConnection, owner: str) -> _Outcome | None:
         """The transitions a deadline makes (and the notice left to send); ``None`` = an ACTIVE record to refresh."""
@@ -499,10 +429,10 @@ class _Run:
             self._send_reauth_notice(key)  # marked by an on-demand refresh; only the event is left to do
             return _Outcome.SKIPPED
         if connection.status is not ConnectionStatus.ACTIVE:
-            self._release_quietly(key, owner)
+            self.engine.release(key, owner)
             return _Outcome.SKIPPED
         if connection.reauth_due(now):
-            return self._reauth(key, connection, reason="reauth_due", status_reason=StatusReason.REAUTH_DUE)
+            return self._reauth_marked(key, self.engine.mark_reauth(connection, reason=StatusReason.REAUTH_DUE))
         return None
 
     def _triage(self, key: ConnectionKey, leased: LeasedConnection, owner: str) -> _Outcome | None:
@@ -514,8 +444,6 @@ class _Run:
         if leased.tokens_unreadable:
             logger.error("stored tokens do not authenticate", connection_id=connection.connection_id)
             return self._failure(key, leased, owner, error="token_integrity", outcome=_Outcome.FAILED)
-        if leased.tokens is None or leased.tokens.refresh_token is None:
-            return self._reauth(key, connection, reason="no_refresh_token", status_reason=StatusReason.ACCESS_EXPIRED)
         return None
 
     def _end_authorization(self, key: ConnectionKey, leased: LeasedConnection, owner: str) -> _Outcome:
@@ -530,7 +458,7 @@ class _Run:
             reason=StatusReason.COMPLETION_EXPIRED,
             now=self.services.clock.now(),
         )
-        self._release_quietly(key, owner)
+        self.engine.release(key, owner)
         return _Outcome.AUTHORIZATION_ENDED
 
     def _failure(
@@ -570,23 +498,10 @@ class _Run:
         )
         return outcome
 
-    def _reauth(
-        self, key: ConnectionKey, connection: Connection, *, reason: str, status_reason: StatusReason
-    ) -> _Outcome:
-        try:
-            marked = self.services.connections.mark_reauth_required(
-                connection, now=self.services.clock.now(), notify=True, reason=status_reason
-            )
-        except ConflictError:
-            logger.info("connection changed before it could be marked reauth_required")
+    def _reauth_marked(self, key: ConnectionKey, marked: Connection | None) -> _Outcome:
+        """The engine marked the record REAUTH_REQUIRED (``None``: someone changed it first): tell the fintech."""
+        if marked is None:
             return _Outcome.SKIPPED
-        audit.lifecycle(marked, "reauth_required", outcome=status_reason.value)
-        logger.info(
-            "connection needs a new strong authentication",
-            connection_id=connection.connection_id,
-            bank_code=key.bank_code,
-            reason=reason,
-        )
         self._send_reauth_notice(key)
         return _Outcome.REAUTH_REQUIRED
 
@@ -640,12 +555,6 @@ class _Run:
         self.event_published()
 
     # -- helpers ------------------------------------------------------------------------------------------------
-
-    def _release_quietly(self, key: ConnectionKey, owner: str) -> None:
-        try:
-            self.services.connections.release_lease(key, owner=owner)
-        except AispError:
-            logger.warning("lease not released; it expires by itself", bank_code=key.bank_code)
 
     def _report(self) -> None:
         summary = self.summary
