@@ -239,6 +239,10 @@ def test_every_checkov_skip_names_a_check_and_gives_a_reason(template):
     for name, skip in skips:
         assert skip["id"].startswith("CKV_"), name
         assert len(skip.get("comment", "")) > 40, f"{name}: {skip['id']} needs a reason"
+    # The shared skips (written once, taken by alias) are each taken by more than one resource
+    for shared in template["Metadata"]["CheckovSkips"]:
+        takers = [name for name, skip in skips if skip == shared]
+        assert len(takers) > 1, f"{shared['id']} is shared by {takers}: write it on its resource instead"
 
 
 def test_alarms_watch_the_refresher_and_the_api_and_notify_the_optional_topic(template):
