@@ -285,6 +285,14 @@ def test_alarms_watch_the_refresher_and_the_api_and_notify_the_optional_topic(te
         assert properties["TreatMissingData"] == "notBreaching", name
 
 
+def test_every_log_group_is_encrypted_with_our_key_and_expires(template):
+    groups = _resources(template, "AWS::Logs::LogGroup")
+    assert set(groups) == {"HttpApiAccessLogs", "FunctionsLogGroup", "AuditShipperLogGroup", "AuditLogGroup"}
+    for name, group in groups.items():
+        assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["AuditKey", "Arn"]}, name
+        assert group["Properties"]["RetentionInDays"], name
+
+
 def test_cors_is_off_by_default_and_follows_the_allowed_origins_parameter(template):
     # The parameter is empty by default, and the HttpApi's CORS exists only when it is not
     assert template["Parameters"]["AllowedOrigins"] == {
