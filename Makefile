@@ -86,7 +86,7 @@ validate: $(SAM_VENV)/.installed
 	$(SAM_VENV)/bin/python -m scripts.translate_template template.yaml .aws-sam/translated.json
 	$(SAM_VENV)/bin/cfn-lint .aws-sam/translated.json
 
-# IaC scan: every finding is fixed or skipped in template.yaml with a reason (Metadata.checkov.skip).
+# IaC scan: every finding is fixed or skipped in template.yaml with a reason (docs/template.md, Checkov skips).
 # --skip-download: no call to the vendor's guideline service (this machine reaches package registries only).
 # IAC_TEMPLATE: scan another template the same way (tests/infrastructure/test_iac_scan.py seeds bad ones).
 IAC_TEMPLATE ?= template.yaml
