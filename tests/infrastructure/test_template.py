@@ -11,10 +11,10 @@ import pytest
 
 from scripts.cfn_yaml import load_template
 from tests.conftest import EVENTS_DIR, REPO_ROOT
+from tests.infrastructure.conftest import SAM_PYTHON, needs_sam, translate
 
 pytestmark = pytest.mark.infrastructure
 
-SAM_PYTHON = REPO_ROOT / ".tools" / "sam" / "bin" / "python"
 FUNCTIONS = {
     "ConnectFunction": "functions/connect/",
     "OAuthCallbackFunction": "functions/oauth_callback/",
@@ -186,17 +186,14 @@ def _translate_and_lint(tmp_path: Path, text: str) -> subprocess.CompletedProces
     source = tmp_path / "template.yaml"
     source.write_text(text, encoding="utf-8")
     output = tmp_path / "translated.json"
-    translate = [str(SAM_PYTHON), "-m", "scripts.translate_template", str(source), str(output)]
-    result = subprocess.run(  # noqa: S603
-        translate, capture_output=True, text=True, timeout=120, check=False, cwd=REPO_ROOT
-    )
+    result = translate(source, output)
     if result.returncode != 0:
         return result
     lint = [str(SAM_PYTHON.parent / "cfn-lint"), str(output)]
     return subprocess.run(lint, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
 
 
-@pytest.mark.skipif(not SAM_PYTHON.exists(), reason="SAM CLI venv missing: run `make dev` (make test does)")
+@needs_sam
 @pytest.mark.parametrize(
     ("mutation", "expected"),
     [
@@ -221,7 +218,7 @@ def test_translate_then_lint_catches_what_plain_cfn_lint_misses(tmp_path, mutati
     assert expected in result.stdout + result.stderr
 
 
-@pytest.mark.skipif(not SAM_PYTHON.exists(), reason="SAM CLI venv missing: run `make dev` (make test does)")
+@needs_sam
 def test_translate_then_lint_passes_on_the_real_template(tmp_path):
     result = _translate_and_lint(tmp_path, (REPO_ROOT / "template.yaml").read_text(encoding="utf-8"))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -242,6 +239,10 @@ def test_every_checkov_skip_names_a_check_and_gives_a_reason(template):
     for name, skip in skips:
         assert skip["id"].startswith("CKV_"), name
         assert len(skip.get("comment", "")) > 40, f"{name}: {skip['id']} needs a reason"
+    # The shared skips (written once, taken by alias) are each taken by more than one resource
+    for shared in template["Metadata"]["CheckovSkips"]:
+        takers = [name for name, skip in skips if skip == shared]
+        assert len(takers) > 1, f"{shared['id']} is shared by {takers}: write it on its resource instead"
 
 
 def test_alarms_watch_the_refresher_and_the_api_and_notify_the_optional_topic(template):
@@ -284,6 +285,14 @@ def test_alarms_watch_the_refresher_and_the_api_and_notify_the_optional_topic(te
         assert properties["TreatMissingData"] == "notBreaching", name
 
 
+def test_every_log_group_is_encrypted_with_our_key_and_expires(template):
+    groups = _resources(template, "AWS::Logs::LogGroup")
+    assert set(groups) == {"HttpApiAccessLogs", "FunctionsLogGroup", "AuditShipperLogGroup", "AuditLogGroup"}
+    for name, group in groups.items():
+        assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["AuditKey", "Arn"]}, name
+        assert group["Properties"]["RetentionInDays"], name
+
+
 def test_cors_is_off_by_default_and_follows_the_allowed_origins_parameter(template):
     # The parameter is empty by default, and the HttpApi's CORS exists only when it is not
     assert template["Parameters"]["AllowedOrigins"] == {
@@ -302,15 +311,8 @@ def test_cors_is_off_by_default_and_follows_the_allowed_origins_parameter(templa
     assert cors["AllowCredentials"] is False
 
 
-@pytest.mark.skipif(not SAM_PYTHON.exists(), reason="SAM CLI venv missing: run `make dev` (make test does)")
-def test_the_translated_api_carries_the_cors_configuration_under_its_condition(tmp_path):
-    source = tmp_path / "template.yaml"
-    source.write_text((REPO_ROOT / "template.yaml").read_text(encoding="utf-8"), encoding="utf-8")
-    output = tmp_path / "translated.json"
-    translate = [str(SAM_PYTHON), "-m", "scripts.translate_template", str(source), str(output)]
-    subprocess.run(translate, capture_output=True, text=True, timeout=120, check=True, cwd=REPO_ROOT)  # noqa: S603
-
-    body = json.loads(output.read_text(encoding="utf-8"))["Resources"]["HttpApi"]["Properties"]["Body"]
+def test_the_translated_api_carries_the_cors_configuration_under_its_condition(translated_template):
+    body = translated_template["Resources"]["HttpApi"]["Properties"]["Body"]
     condition, cors, otherwise = body["x-amazon-apigateway-cors"]["Fn::If"]
     assert (condition, otherwise) == ("HasAllowedOrigins", {"Ref": "AWS::NoValue"})
     assert cors["allowMethods"] == ["GET", "POST", "PUT", "DELETE"]
