@@ -15,6 +15,7 @@ NOW = START
 PAIR = TokenPair(access_token=SecretStr("access-aaaa-1111"), refresh_token=SecretStr("refresh-rrrr-2222"))
 NEW_PAIR = TokenPair(access_token=SecretStr("access-new-3333"), refresh_token=SecretStr("refresh-new-4444"))
 MARC = ConnectionKey("user-marc", "13807")
+STATE = "Zm9yZ2V0LW1lLW5vdC0xMjgtYml0cy1vZi1yYW5kb21uZXNz"
 
 
 def epoch(moment: datetime) -> int:
@@ -89,6 +90,21 @@ def authorize(
         pending=pending or authorization(at=now),
         completion_hash=completion_hash,
         now=now,
+    )
+
+
+def create_state(states: Any, state: str = STATE, now: datetime = NOW, **extra: Any) -> Any:
+    """Marc's pending login to 13807, ten minutes to come back."""
+    return states.create(
+        state=state,
+        user_id="user-marc",
+        bank_code="13807",
+        connection_id="cn_1",
+        return_url="https://app.example.com/connections/done",
+        redirect_uri="https://api.example.com/oauth/callback",
+        now=now,
+        expires_at=now + timedelta(minutes=10),
+        **extra,
     )
 
 

@@ -15,12 +15,10 @@ from aisp.dal.tables import ConnectionRecord
 from aisp.errors import PersistenceError
 from aisp.models.connection import TokenPair
 from tests.conftest import CONNECTIONS_TABLE, STATES_TABLE
-from tests.contract.support import MARC, NOW, active, authorize, raw_text
+from tests.contract.support import MARC, NOW, STATE, active, authorize, create_state, raw_text
 from tests.fakes import START
 
 pytestmark = pytest.mark.dynamodb
-
-STATE = "Zm9yZ2V0LW1lLW5vdC0xMjgtYml0cy1vZi1yYW5kb21uZXNz"
 
 
 @pytest.fixture
@@ -96,16 +94,7 @@ def test_store_failures_are_persistence_errors(aws, repo):
 
 
 def test_only_the_hash_of_the_state_is_stored(aws, states):
-    states.create(
-        state=STATE,
-        user_id="user-marc",
-        bank_code="13807",
-        connection_id="cn_1",
-        return_url="https://app.example.com/connections/done",
-        redirect_uri="https://api.example.com/oauth/callback",
-        now=START,
-        expires_at=START + timedelta(minutes=10),
-    )
+    create_state(states)
 
     items = aws.dynamodb.scan(TableName=STATES_TABLE)["Items"]
     assert [item["state_hash"]["S"] for item in items] == [hash_state(STATE)]

@@ -10,27 +10,12 @@ import pytest
 from aisp.dal import hash_state
 from aisp.errors import ConflictError, OAuthStateRejectedError
 from aisp.models.connection import OAuthState
+from tests.contract.support import STATE, create_state
 from tests.fakes import START
-
-STATE = "Zm9yZ2V0LW1lLW5vdC0xMjgtYml0cy1vZi1yYW5kb21uZXNz"
-
-
-def _create(states, state=STATE, now=START, **extra):
-    return states.create(
-        state=state,
-        user_id="user-marc",
-        bank_code="13807",
-        connection_id="cn_1",
-        return_url="https://app.example.com/connections/done",
-        redirect_uri="https://api.example.com/oauth/callback",
-        now=now,
-        expires_at=now + timedelta(minutes=10),
-        **extra,
-    )
 
 
 def test_a_state_is_stored_by_its_hash_with_its_sealed_verifier(states):
-    created = _create(states, sealed_code_verifier=b"\x01sealed-verifier")
+    created = create_state(states, sealed_code_verifier=b"\x01sealed-verifier")
 
     assert created == OAuthState(
         state_hash=hash_state(STATE),
@@ -49,7 +34,7 @@ def test_a_state_is_stored_by_its_hash_with_its_sealed_verifier(states):
 def test_a_state_expires_to_the_second_as_its_ttl_is_stored(states):
     now = START + timedelta(microseconds=900_000)
 
-    created = _create(states, now=now)
+    created = create_state(states, now=now)
 
     assert created.created_at == now
     assert created.expires_at == START + timedelta(minutes=10)  # the TTL attribute keeps whole seconds
@@ -57,17 +42,17 @@ def test_a_state_expires_to_the_second_as_its_ttl_is_stored(states):
 
 
 def test_a_state_is_never_overwritten(states):
-    _create(states)
+    create_state(states)
 
     with pytest.raises(ConflictError) as caught:
-        _create(states, now=START + timedelta(minutes=1))
+        create_state(states, now=START + timedelta(minutes=1))
 
     assert caught.value.details == {"operation": "create_oauth_state", "bank_code": "13807", "connection_id": "cn_1"}
     assert states.consume(STATE, now=START + timedelta(minutes=10, seconds=-1)).created_at == START
 
 
 def test_a_state_is_consumed_once(states):
-    _create(states)
+    create_state(states)
 
     consumed = states.consume(STATE, now=START + timedelta(minutes=1))
     with pytest.raises(OAuthStateRejectedError) as replay:
@@ -89,7 +74,7 @@ def test_an_unknown_state_has_no_return_url(states):
 
 
 def test_an_expired_state_is_refused_even_before_the_ttl_purge(states):
-    _create(states)
+    create_state(states)
 
     with pytest.raises(OAuthStateRejectedError) as caught:
         states.consume(STATE, now=START + timedelta(minutes=10))
@@ -97,7 +82,7 @@ def test_an_expired_state_is_refused_even_before_the_ttl_purge(states):
     assert caught.value.reason == "expired"
     assert caught.value.return_url == "https://app.example.com/connections/done"
     # A used state is reported as used (a replay) even once it has expired
-    _create(states, "second-state")
+    create_state(states, "second-state")
     states.consume("second-state", now=START)
     with pytest.raises(OAuthStateRejectedError) as used:
         states.consume("second-state", now=START + timedelta(hours=1))
@@ -110,7 +95,7 @@ def test_an_expired_state_is_refused_even_before_the_ttl_purge(states):
 
 def test_concurrent_consumers_get_exactly_one_success(backend, states):
     # Given one state and eight callbacks racing for it
-    _create(states)
+    create_state(states)
     barrier = threading.Barrier(8)
     outcomes: list[str] = []
 
