@@ -5,10 +5,11 @@ Three processes, like the deployed system's three parties: this one runs the ref
 over HTTPS + mTLS with the per-bank keep-alive session, the EventBridge publisher), the bank is the sandbox in its
 own process (``bench.sandbox_host``), and KMS/Secrets Manager/EventBridge are a moto server in a third one.
 
-The connections table: ``--dynamodb model`` (default) is ``bench.model_store``, the repository's conditions over a
-dict with one simulated round trip per call (``--dynamodb-latency-ms``, 4 ms); ``--dynamodb moto`` is the real
-repository (PynamoDB) on the moto server, whose expression parsing caps any run at a few dozen connections/s
-(``--fidelity-n N`` adds such a run after the model one). What the model leaves out, PynamoDB/botocore building and
+The connections table: ``--dynamodb model`` (default) is the tests' in-memory repository (``tests/memory.py``: the
+DynamoDB repository's conditions over dicts, checked against it by ``tests/contract``) with one simulated round trip
+per DynamoDB call (``--dynamodb-latency-ms``, 4 ms); ``--dynamodb moto`` is the real repository (PynamoDB) on the
+moto server, whose expression parsing caps any run at a few dozen connections/s (``--fidelity-n N`` adds such a run
+after the model one). What the model leaves out, PynamoDB/botocore building and
 parsing the two requests of a refresh, is measured apart with stubbed answers and added to the CPU a connection costs:
 one GIL-bound process gets at most its memory's share of a vCPU on Lambda, so the report also estimates the rate at
 1024 MB and at the template's 1769 MB from that CPU cost.
@@ -261,14 +262,16 @@ def dal_client_cpu_ms(samples: int = 500) -> float:
 
 
 def repository(kind: str, latency_ms: float) -> Any:
+    from aisp import wiring  # noqa: PLC0415
+
     if kind == "moto":
-        from aisp import wiring  # noqa: PLC0415
         from aisp.dal import DynamoConnectionRepository  # noqa: PLC0415
 
         return DynamoConnectionRepository(cipher=wiring.token_cipher)
-    from bench.model_store import ModelConnections  # noqa: PLC0415
+    from tests.memory import MemoryConnectionRepository  # noqa: PLC0415
 
-    return ModelConnections(latency=latency_ms / 1000)
+    # The deployed cipher (KMS envelope on the moto server), as the real repository would use.
+    return MemoryConnectionRepository(wiring.token_cipher(), latency=latency_ms / 1000)
 
 
 def measure(

@@ -136,7 +136,8 @@ def serialize_dynamodb_writes() -> Any:
     """Make moto's DynamoDB conditional writes atomic across threads, as DynamoDB's are per item.
 
     moto evaluates a condition and applies the write in Python without a lock, so two threads can both pass the
-    same condition; real DynamoDB never lets that happen. Returns a context manager (``unittest.mock.patch``).
+    same condition; real DynamoDB never lets that happen. A transaction holds the (re-entrant) lock throughout.
+    Returns a context manager (``unittest.mock.patch``).
     """
     from contextlib import ExitStack
     from unittest import mock
@@ -145,7 +146,7 @@ def serialize_dynamodb_writes() -> Any:
 
     lock = threading.RLock()
     stack = ExitStack()
-    for name in ("put_item", "update_item", "delete_item", "get_item"):
+    for name in ("put_item", "update_item", "delete_item", "get_item", "transact_write_items"):
         original = getattr(DynamoDBBackend, name)
 
         def locked(self, *args, _original=original, **kwargs):
@@ -154,6 +155,37 @@ def serialize_dynamodb_writes() -> Any:
 
         stack.enter_context(mock.patch.object(DynamoDBBackend, name, locked))
     return stack
+
+
+class LocalKms:
+    """The two KMS calls of :class:`aisp.aws.kms.EnvelopeCipher`, in memory: one fixed random AES-256 data key, its
+    "wrapped" form a random id; any other wrapped key is refused as KMS refuses a foreign one."""
+
+    def __init__(self) -> None:
+        import os
+
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._key = AESGCM.generate_key(bit_length=256)
+        self._wrapped = b"local-data-key:" + os.urandom(16)
+
+    def generate_data_key(self, **_kwargs: Any) -> dict[str, bytes]:
+        return {"Plaintext": self._key, "CiphertextBlob": self._wrapped}
+
+    def decrypt(self, *, CiphertextBlob: bytes, **_kwargs: Any) -> dict[str, bytes]:
+        from botocore.exceptions import ClientError
+
+        if CiphertextBlob != self._wrapped:
+            raise ClientError({"Error": {"Code": "InvalidCiphertextException", "Message": "not ours"}}, "Decrypt")
+        return {"Plaintext": self._key}
+
+
+def local_token_cipher() -> Any:
+    """A fast :class:`~aisp.aws.kms.TokenCipher` for tests: the real envelope cipher (AES-256-GCM, the blob format
+    and its binding to the record) over :class:`LocalKms`, so no KMS, no moto. A new key on each call."""
+    from aisp.aws.kms import EnvelopeCipher
+
+    return EnvelopeCipher(key_id="local-test-key", kms_client=LocalKms())  # type: ignore[arg-type]
 
 
 class RecordingPublisher:

@@ -56,7 +56,14 @@ if TYPE_CHECKING:
 
     from aisp.aws.kms import TokenCipher
 
-__all__ = ["REFRESH_SHARDS", "DynamoConnectionRepository", "refresh_shard", "token_binding"]
+__all__ = [
+    "REFRESH_SHARDS",
+    "DynamoConnectionRepository",
+    "open_tokens",
+    "refresh_shard",
+    "seal_tokens",
+    "token_binding",
+]
 
 # The refresher (issue 6) queries RefreshDueIndex once per shard: 0..REFRESH_SHARDS-1.
 REFRESH_SHARDS: Final = 16
@@ -71,6 +78,29 @@ def refresh_shard(user_id: str, bank_code: str) -> int:
 def token_binding(user_id: str, bank_code: str) -> dict[str, str]:
     """What a token blob is bound to: moving it to another record makes it undecryptable."""
     return {"user_id": user_id, "bank_code": bank_code}
+
+
+def seal_tokens(cipher: TokenCipher, tokens: TokenPair, user_id: str, bank_code: str) -> bytes:
+    """The blob a record stores for ``tokens``: their JSON sealed by ``cipher``, bound to ``(user_id, bank_code)``."""
+    payload: dict[str, Any] = {"access_token": tokens.access_token.get_secret_value()}
+    if tokens.refresh_token is not None:
+        payload["refresh_token"] = tokens.refresh_token.get_secret_value()
+    plaintext = json.dumps(payload, separators=(",", ":")).encode()
+    return cipher.encrypt(plaintext, binding=token_binding(user_id, bank_code))
+
+
+def open_tokens(cipher: TokenCipher, blob: bytes, user_id: str, bank_code: str) -> TokenPair:
+    """The tokens of a blob :func:`seal_tokens` made for this record; raises ``TokenIntegrityError`` otherwise."""
+    plaintext = cipher.decrypt(blob, binding=token_binding(user_id, bank_code))
+    try:
+        payload = json.loads(plaintext)
+        refresh = payload.get("refresh_token")
+        return TokenPair(
+            access_token=SecretStr(payload["access_token"]),
+            refresh_token=None if refresh is None else SecretStr(refresh),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise TokenIntegrityError("token payload is malformed", details={"bank_code": bank_code}) from None
 
 
 # A used or expired completion value stays this long after its deadline, so a late try is told apart from a forgery
@@ -979,20 +1009,7 @@ class DynamoConnectionRepository:
         return _to_connection(record)
 
     def _seal(self, tokens: TokenPair, user_id: str, bank_code: str) -> bytes:
-        payload: dict[str, Any] = {"access_token": tokens.access_token.get_secret_value()}
-        if tokens.refresh_token is not None:
-            payload["refresh_token"] = tokens.refresh_token.get_secret_value()
-        plaintext = json.dumps(payload, separators=(",", ":")).encode()
-        return self._token_cipher().encrypt(plaintext, binding=token_binding(user_id, bank_code))
+        return seal_tokens(self._token_cipher(), tokens, user_id, bank_code)
 
     def _open(self, blob: bytes, user_id: str, bank_code: str) -> TokenPair:
-        plaintext = self._token_cipher().decrypt(blob, binding=token_binding(user_id, bank_code))
-        try:
-            payload = json.loads(plaintext)
-            refresh = payload.get("refresh_token")
-            return TokenPair(
-                access_token=SecretStr(payload["access_token"]),
-                refresh_token=None if refresh is None else SecretStr(refresh),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise TokenIntegrityError("token payload is malformed", details={"bank_code": bank_code}) from None
+        return open_tokens(self._token_cipher(), blob, user_id, bank_code)

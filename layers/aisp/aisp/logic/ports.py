@@ -1,5 +1,5 @@
 """The small interfaces the connection use cases depend on (STYLE §2). Adapters: ``aisp.dal``, ``aisp.stet.gateway``;
-fakes: ``tests/unit/fakes.py``."""
+fakes: ``tests/fakes.py``, ``tests/memory.py``."""
 
 from __future__ import annotations
 
