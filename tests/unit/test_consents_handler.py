@@ -20,12 +20,12 @@ def marc(account_wired, active_connection):
 
 @pytest.fixture
 def idempotency(monkeypatch):
-    from aisp.logic.consents import clear_idempotency
+    from aisp import idempotency as engine
 
     monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
-    clear_idempotency()
+    engine.clear()
     yield
-    clear_idempotency()
+    engine.clear()
 
 
 def _call(event, lambda_context):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache
 
+from aisp import idempotency
 from aisp.banks import BankRegistry, get_registry
 from aisp.cursors import CursorSealer, clear_cursor_sealer, get_cursor_sealer
 from aisp.logic.ports import (
@@ -123,6 +124,4 @@ def clear_services() -> None:
     get_connect_policy.cache_clear()
     get_account_services.cache_clear()
     clear_cursor_sealer()
-    from aisp.logic.consents import clear_idempotency  # noqa: PLC0415 - consents imports this module
-
-    clear_idempotency()
+    idempotency.clear()
