@@ -159,7 +159,7 @@ def test_invoked_connect_and_refresher_functions_work_against_the_stack(stack, e
         "functions/connect", "connect/list_connections.json", container_environment("ConnectFunction", env_file)
     )
     assert listed["statusCode"] == 200, listed["body"]
-    assert [c["bank_code"] for c in json.loads(listed["body"])] == ["13807"]
+    assert [c["bank_code"] for c in json.loads(listed["body"])["connections"]] == ["13807"]
 
     # sam local invoke TokenRefresherFunction -e events/token_refresher/scheduled.json --config-env local,
     # with Marc's access token about to expire
