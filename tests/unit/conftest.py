@@ -13,6 +13,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture
+def idempotency(monkeypatch):
+    """Powertools idempotency on (tests run with it disabled by default), every keyed route's store built anew."""
+    from aisp import idempotency as engine
+
+    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
+    engine.clear()
+    yield
+    engine.clear()
+
+
+@pytest.fixture
 def clock():
     from tests.fakes import FakeClock
 

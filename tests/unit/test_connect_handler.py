@@ -81,17 +81,6 @@ def test_refusals_are_problem_json_with_a_stable_code(wired, load_event, lambda_
     assert wired.connections.list_for_user("user-marc") == []
 
 
-@pytest.fixture
-def idempotency(monkeypatch):
-    """Powertools idempotency on (tests run with it disabled by default)."""
-    from aisp import idempotency as engine
-
-    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
-    engine.clear()
-    yield
-    engine.clear()
-
-
 def _keyed(event, key=KEY, **body):
     event["headers"]["idempotency-key"] = key
     event["body"] = json.dumps({**json.loads(event["body"]), **body})

@@ -18,16 +18,6 @@ def marc(account_wired, active_connection):
     return active_connection("user-marc", "13807")
 
 
-@pytest.fixture
-def idempotency(monkeypatch):
-    from aisp import idempotency as engine
-
-    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
-    engine.clear()
-    yield
-    engine.clear()
-
-
 def _call(event, lambda_context):
     response = consents_app.lambda_handler(event, lambda_context)
     return response, json.loads(response["body"])

@@ -8,7 +8,6 @@ import json
 import pytest
 
 from aisp import errors
-from aisp import idempotency as idempotency_engine
 from aisp.logic import consents
 from aisp.models.api import SubmitConsentRequest
 from aisp.models.psu import PsuInfo
@@ -22,15 +21,6 @@ PSU = PsuInfo(ip_address="203.0.113.10", http_method="PUT")
 @pytest.fixture
 def marc(active_connection):
     return active_connection(MARC, "13807")
-
-
-@pytest.fixture
-def idempotency(monkeypatch):
-    """Powertools idempotency on (tests run with it disabled by default)."""
-    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
-    idempotency_engine.clear()
-    yield
-    idempotency_engine.clear()
 
 
 def _request(balances=IBANS, transactions=IBANS[:1], **flags):
