@@ -14,6 +14,9 @@ PY_SOURCES := $(wildcard layers functions sandbox local bench scripts tests)
 MYPY_TARGETS := layers/aisp/aisp functions scripts $(wildcard sandbox local bench)
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Redocly CLI (make lint) offline: no usage telemetry, no update check.
+export REDOCLY_TELEMETRY := off
+export REDOCLY_SUPPRESS_UPDATE_NOTICE := true
 # sam build's python3.13 workflow looks for `python3.13` on PATH.
 export PATH := $(dir $(PYTHON)):$(PATH)
 
@@ -23,7 +26,7 @@ export PATH := $(dir $(PYTHON)):$(PATH)
 help:
 	@echo "make run     - the whole gateway locally: moto + offline sandbox + HTTP API on http://127.0.0.1:3000/"
 	@echo "make test    - set up everything, then lint, type-check, validate the template, sam build, all tests"
-	@echo "make dev     - create .venv (app + test deps) and .tools/sam (SAM CLI, kept apart)"
+	@echo "make dev     - create .venv (app + test deps), .tools/ (SAM CLI, checkov, openapi-python-client) and node_modules"
 	@echo "make deps    - regenerate layers/aisp/requirements.txt from pyproject.toml"
 	@echo "make format  - ruff format + autofix"
 	@echo "make demo    - with make run going: Marc's whole journey over HTTP, printing the numbers"
@@ -55,7 +58,24 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	@touch $@
 
-dev: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed
+# openapi-python-client (the generated-client tests, tests/clients): its own pins, apart from the app venv.
+CLIENTS_VENV := .tools/openapi-python-client
+
+$(CLIENTS_VENV)/.installed: requirements-clients.txt
+	@test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install --quiet -r requirements-clients.txt
+	@touch $@
+
+# Node tools, pinned by package-lock.json: Redocly CLI (make lint), openapi-typescript + openapi-fetch + TypeScript
+# (tests/clients). No install scripts run; node_modules/ is not committed.
+NODE_MODULES := node_modules
+
+$(NODE_MODULES)/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js 20.19+ (it comes with npm)" >&2; exit 1; }
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+dev: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed $(CLIENTS_VENV)/.installed $(NODE_MODULES)/.installed
 
 # Debian's Chromium for the browser test (Playwright drives it; its own browser download cannot work here).
 # Best effort: without root or apt the browser test is skipped and says why.
@@ -91,9 +111,11 @@ format: $(VENV)/.installed
 	$(BIN)/ruff format $(PY_SOURCES)
 	$(BIN)/ruff check --fix $(PY_SOURCES)
 
-lint: $(VENV)/.installed
+# The contract: Redocly's recommended rules, every warning an error (redocly.yaml), on docs/openapi.json.
+lint: $(VENV)/.installed $(NODE_MODULES)/.installed
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
+	$(NODE_MODULES)/.bin/redocly lint docs/openapi.json
 
 mypy: $(VENV)/.installed
 	$(BIN)/mypy $(MYPY_TARGETS)
@@ -126,7 +148,7 @@ integration: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/integration tests/sandbox
 
 # pytest's own exit code is kept: 5 (no tests collected) fails the build like any other failure.
-pytest: $(VENV)/.installed $(SAM_VENV)/.installed
+pytest: $(VENV)/.installed $(SAM_VENV)/.installed $(CLIENTS_VENV)/.installed $(NODE_MODULES)/.installed
 	$(BIN)/python -m pytest
 
 # The container suite needs dockerd: started here when not running, and stopped at the end if it was started here.

@@ -216,7 +216,7 @@ class Gateway:
         completion = self.callback(login)
         path = f"/v1/connections/{bank_code}/complete"
         status, body, _ = self.call("POST", path, sub=sub, body={"completion": completion})
-        assert status == 200 and body["status"] == "ACTIVE", body
+        assert status == 200 and body["status"] == "active", body
 
     def start_login(self, *, sub: str, identifier: str = MARC, bank_code: str = BANK) -> dict[str, str]:
         """POST /v1/connections, then the persona at the bank's screens; returns the bank's redirect query."""

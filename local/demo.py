@@ -8,7 +8,7 @@ Against a running ``make run`` (``--base-url``, default http://127.0.0.1:3000), 
    the bank's redirect to the gateway's ``/oauth/callback``, which sends the browser back to ``return_url`` with a
    one-time ``completion`` value, and ``POST .../complete`` with it, as the same user;
 4. ``GET /v1/connections`` (status), ``GET .../accounts``, ``PUT .../consent`` for every account;
-5. each account's balances and all of its transactions (``next_cursor`` until there is none), the identity;
+5. each account's balances and all of its transactions (``next_cursor`` while ``has_more``), the identity;
 6. the connection's status again, and the numbers.
 
 The only things it knows beforehand are the sandbox's documented test persona (sandbox/README.md: Marc,
@@ -243,7 +243,7 @@ class Journey:
         self.say("   ok (a JWT from the local issuer)")
 
         self.title("banks: GET /v1/banks")
-        banks = api.call("GET", "/v1/banks")
+        banks = api.call("GET", "/v1/banks")["banks"]
         bank = next((b for b in banks if b["bank_code"] == self.bank_code), None)
         if bank is None:
             raise DemoError(f"bank {self.bank_code} is not in GET /v1/banks")
@@ -309,7 +309,7 @@ class Journey:
 
     def connection_status(self) -> dict[str, Any]:
         self.title("status: GET /v1/connections")
-        connections = self.gateway.call("GET", "/v1/connections")
+        connections = self.gateway.call("GET", "/v1/connections")["connections"]
         for connection in connections:
             self.say(f"   {connection_text(connection)}")
         mine = next((c for c in connections if c["bank_code"] == self.bank_code), None)
@@ -355,7 +355,7 @@ class Journey:
                 continue
             account_id = account["account_id"]
             path = f"/v1/connections/{self.bank_code}/accounts/{quote(account_id, safe='')}/balances"
-            found[account_id] = self.gateway.call("GET", path)
+            found[account_id] = self.gateway.call("GET", path)["balances"]
             lines = ", ".join(f"{b['type']} {b['amount']} {b['currency']}" for b in found[account_id])
             self.say(f"   {account.get('iban') or account_id}: {lines}")
         return found
@@ -375,9 +375,9 @@ class Journey:
                 page = self.gateway.call("GET", path, params={"cursor": cursor} if cursor else None)
                 pages.append(len(page["transactions"]))
                 newest = newest or (page["transactions"][0] if page["transactions"] else None)
-                cursor = page.get("next_cursor")
-                if not cursor:
+                if not page["has_more"]:
                     break
+                cursor = page["next_cursor"]
             else:
                 raise DemoError(f"{path}: still a next_cursor after {MAX_PAGES} pages")
             counts[account_id] = sum(pages)

@@ -20,6 +20,7 @@ from aisp.api import current_user, psu_from_event, register_error_handlers
 from aisp.api.errors import classify
 from aisp.api.headers import no_store
 from aisp.api.openapi import ACCOUNT_ERRORS, BANK_ERRORS, responses
+from aisp.api.params import BankCodePath, NotNullable
 from aisp.cursors import MAX_CURSOR_LENGTH
 from aisp.errors import AispError
 from aisp.logic.accounts import (
@@ -33,12 +34,12 @@ from aisp.logic.accounts import (
 )
 from aisp.models.accounts import (
     AllAccountsResponse,
-    BalanceItem,
+    BalancesResponse,
     BankErrorItem,
-    BeneficiaryItem,
     IdentityResponse,
     ListAccountsResponse,
     TransactionsResponse,
+    TrustedBeneficiariesResponse,
 )
 from aisp.models.psu import PsuInfo
 from aisp.observability import logger, metrics, tracer
@@ -49,9 +50,6 @@ app.use([no_store])
 
 MAX_LIMIT = 500
 
-BankCodePath = Annotated[
-    str, Path(pattern=r"^[0-9]{5}$", description="Establishment code (cdetab)", examples=["13807"])
-]
 AccountIdPath = Annotated[
     str,
     Path(
@@ -62,10 +60,11 @@ AccountIdPath = Annotated[
         examples=["038-CPT30019654051"],
     ),
 ]
-DateFromQuery = Annotated[date | None, Query(description="First booking day (inclusive), YYYY-MM-DD")]
-DateToQuery = Annotated[date | None, Query(description="Last booking day (inclusive), YYYY-MM-DD")]
+DateFromQuery = Annotated[date | None, NotNullable, Query(description="First booking day (inclusive), YYYY-MM-DD")]
+DateToQuery = Annotated[date | None, NotNullable, Query(description="Last booking day (inclusive), YYYY-MM-DD")]
 CursorQuery = Annotated[
     str | None,
+    NotNullable,
     Query(
         max_length=MAX_CURSOR_LENGTH,
         description="The next_cursor of the previous answer (opaque; not combinable with dates)",
@@ -73,6 +72,7 @@ CursorQuery = Annotated[
 ]
 LimitQuery = Annotated[
     int | None,
+    NotNullable,
     Query(
         ge=1,
         le=MAX_LIMIT,
@@ -93,9 +93,10 @@ def _psu() -> PsuInfo | None:
 @app.get(
     "/v1/accounts",
     summary="Accounts at every connected bank",
-    description="Every ACTIVE connection's accounts, banks queried concurrently; a failing bank is an errors entry.",
+    description="Every active connection's accounts, banks queried concurrently; a failing bank is an errors entry.",
+    operation_id="listAllAccounts",
     tags=["accounts"],
-    responses=responses((401, 503)),
+    responses=responses((503,)),
 )
 def handle_list_all_accounts() -> AllAccountsResponse:
     """Accounts across every active connection, with per-bank error entries."""
@@ -112,6 +113,7 @@ def handle_list_all_accounts() -> AllAccountsResponse:
 @app.get(
     "/v1/connections/<bank_code>/accounts",
     summary="Accounts at one bank",
+    operation_id="listAccounts",
     tags=["accounts"],
     responses=responses(BANK_ERRORS),
 )
@@ -123,21 +125,24 @@ def handle_list_accounts(bank_code: BankCodePath) -> ListAccountsResponse:
 @app.get(
     "/v1/connections/<bank_code>/accounts/<account_id>/balances",
     summary="Balances of one account",
+    operation_id="getBalances",
     tags=["accounts"],
     responses=responses(ACCOUNT_ERRORS),
 )
-def handle_get_balances(bank_code: BankCodePath, account_id: AccountIdPath) -> list[BalanceItem]:
+def handle_get_balances(bank_code: BankCodePath, account_id: AccountIdPath) -> BalancesResponse:
     """The account's balances (403 if the consent does not cover them)."""
-    return get_balances(
+    balances = get_balances(
         current_user(app.current_event), bank_code, account_id, psu=_psu(), services=wiring.account_services()
     )
+    return BalancesResponse(balances=balances)
 
 
 @app.get(
     "/v1/connections/<bank_code>/accounts/<account_id>/transactions",
     summary="Transactions of one account",
-    description="Newest first, in the bank's pages. Continue with ?cursor=<next_cursor>; next_cursor is absent "
-    "after the last page.",
+    description="Newest first, in the bank's pages. While has_more is true, continue with ?cursor=<next_cursor>; "
+    "after the last page has_more is false and next_cursor is null.",
+    operation_id="listTransactions",
     tags=["accounts"],
     responses=responses(ACCOUNT_ERRORS),
 )
@@ -167,19 +172,22 @@ def handle_get_transactions(  # the resolver passes every parameter by name
 @app.get(
     "/v1/connections/<bank_code>/trusted-beneficiaries",
     summary="Trusted beneficiaries",
+    operation_id="listTrustedBeneficiaries",
     tags=["accounts"],
     responses=responses(ACCOUNT_ERRORS),
 )
-def handle_get_trusted_beneficiaries(bank_code: BankCodePath) -> list[BeneficiaryItem]:
+def handle_get_trusted_beneficiaries(bank_code: BankCodePath) -> TrustedBeneficiariesResponse:
     """The user's trusted beneficiaries (501 where the bank has none)."""
-    return get_trusted_beneficiaries(
+    beneficiaries = get_trusted_beneficiaries(
         current_user(app.current_event), bank_code, psu=_psu(), services=wiring.account_services()
     )
+    return TrustedBeneficiariesResponse(beneficiaries=beneficiaries)
 
 
 @app.get(
     "/v1/connections/<bank_code>/identity",
     summary="The user's identity at the bank",
+    operation_id="getIdentity",
     tags=["accounts"],
     responses=responses(ACCOUNT_ERRORS),
 )

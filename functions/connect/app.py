@@ -5,10 +5,9 @@ The user is the JWT ``sub`` set by the HTTP API JWT authorizer; no route takes a
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -16,20 +15,22 @@ from aisp import audit, wiring
 from aisp.api import current_user, register_error_handlers
 from aisp.api.headers import no_store, nosniff
 from aisp.api.openapi import responses
+from aisp.api.params import BankCodePath, IdempotencyKeyHeader
 from aisp.logic.banks import list_banks
 from aisp.logic.connections import (
     complete_connection,
     delete_connection,
     get_connection,
     list_connections,
-    start_connection,
+    start_connection_once,
 )
 from aisp.models.api import (
-    BankSummary,
     CompleteConnectionRequest,
     ConnectionSummary,
     CreateConnectionRequest,
     CreateConnectionResponse,
+    ListBanksResponse,
+    ListConnectionsResponse,
 )
 from aisp.observability import logger, metrics, tracer
 
@@ -37,29 +38,39 @@ app = APIGatewayHttpResolver(enable_validation=True)
 register_error_handlers(app)
 app.use([nosniff])
 
-BankCodePath = Annotated[str, Path(pattern=r"^[0-9]{5}$", description="Establishment code (cdetab)")]
 
-
-@app.get("/v1/banks", summary="BPCE establishments", tags=["connections"], responses=responses(()))
-def handle_list_banks() -> list[BankSummary]:
+@app.get(
+    "/v1/banks",
+    summary="BPCE establishments",
+    operation_id="listBanks",
+    tags=["banks"],
+    responses=responses(()),
+)
+def handle_list_banks() -> ListBanksResponse:
     """List the BPCE establishments and what each supports."""
-    return list_banks(wiring.registry())
+    return ListBanksResponse(banks=list_banks(wiring.registry()))
 
 
 @app.post(
     "/v1/connections",
     summary="Start connecting a bank",
+    description="Answers the bank's login link for the user's browser. With an Idempotency-Key, a retry (same key, "
+    "same body) gets the same answer.",
+    operation_id="createConnection",
     tags=["connections"],
-    responses=responses((400, 401, 404, 503), status=201, description="The bank's login link"),
+    responses=responses((400, 404, 409, 422, 503), status=201, description="The bank's login link"),
     middlewares=[no_store],
 )
-def handle_create_connection(request: CreateConnectionRequest) -> Response[CreateConnectionResponse]:
+def handle_create_connection(
+    request: CreateConnectionRequest, idempotency_key: IdempotencyKeyHeader = None
+) -> Response[CreateConnectionResponse]:
     """Start the OAuth journey: 201 with the bank's login link."""
-    started = start_connection(
+    started = start_connection_once(
         user_id=current_user(app.current_event),
-        bank_code=request.bank_code,
-        return_url=request.return_url,
+        request=request,
         api_domain=app.current_event.request_context.domain_name,
+        idempotency_key=idempotency_key,
+        lambda_context=app.lambda_context,
         services=wiring.connection_services(),
         policy=wiring.connect_policy(),
     )
@@ -69,18 +80,21 @@ def handle_create_connection(request: CreateConnectionRequest) -> Response[Creat
 @app.get(
     "/v1/connections",
     summary="The user's connections",
+    operation_id="listConnections",
     tags=["connections"],
-    responses=responses((401, 503)),
+    responses=responses((503,)),
     middlewares=[no_store],
 )
-def handle_list_connections() -> list[ConnectionSummary]:
+def handle_list_connections() -> ListConnectionsResponse:
     """List the user's connections (no tokens, ever)."""
-    return list_connections(current_user(app.current_event), services=wiring.connection_services())
+    connections = list_connections(current_user(app.current_event), services=wiring.connection_services())
+    return ListConnectionsResponse(connections=connections)
 
 
 @app.get(
     "/v1/connections/<bank_code>",
     summary="One connection",
+    operation_id="getConnection",
     tags=["connections"],
     responses=responses((400, 401, 404, 503)),
     middlewares=[no_store],
@@ -93,6 +107,7 @@ def handle_get_connection(bank_code: BankCodePath) -> ConnectionSummary:
 @app.post(
     "/v1/connections/<bank_code>/complete",
     summary="Complete a connection the bank authorized",
+    operation_id="completeConnection",
     tags=["connections"],
     responses=responses(
         (400, 401, 404, 409, 503),
@@ -114,6 +129,7 @@ def handle_complete_connection(bank_code: BankCodePath, request: CompleteConnect
 @app.delete(
     "/v1/connections/<bank_code>",
     summary="Delete a connection",
+    operation_id="deleteConnection",
     tags=["connections"],
     responses=responses((400, 401, 404, 409, 503), status=204, description="Deleted", content={}),
     middlewares=[no_store],

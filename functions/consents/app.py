@@ -6,10 +6,9 @@ the app's own headers) goes to the bank. Idempotent on an ``Idempotency-Key`` he
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-from aws_lambda_powertools.event_handler.openapi.params import Header, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -17,6 +16,7 @@ from aisp import audit, wiring
 from aisp.api import current_user, psu_from_event, register_error_handlers
 from aisp.api.headers import no_store
 from aisp.api.openapi import BANK_ERRORS, responses
+from aisp.api.params import BankCodePath, IdempotencyKeyHeader
 from aisp.logic.consents import submit_consent
 from aisp.models.api import SubmitConsentRequest, SubmitConsentResponse
 from aisp.observability import logger, metrics, tracer
@@ -25,26 +25,13 @@ app = APIGatewayHttpResolver(enable_validation=True)
 register_error_handlers(app)
 app.use([no_store])
 
-BankCodePath = Annotated[
-    str, Path(pattern=r"^[0-9]{5}$", description="Establishment code (cdetab)", examples=["13807"])
-]
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        alias="idempotency-key",
-        min_length=1,
-        max_length=255,
-        pattern=r"^[!-~]+$",
-        description="Replays the first answer for the same key and body (24 h); another body → 422",
-    ),
-]
-
 
 @app.put(
     "/v1/connections/<bank_code>/consent",
     summary="Submit the user's consent",
     description="Forwarded to the bank's PUT /consents; replaces the previous consent. IBANs must be accounts the "
     "user holds at this bank (GET .../accounts lists them).",
+    operation_id="submitConsent",
     tags=["consents"],
     responses=responses((*BANK_ERRORS, 422), description="The consent now in force"),
 )

@@ -73,6 +73,8 @@ def _query_values(raw_query: str) -> dict[str, str | None]:
 @app.get(
     "/oauth/callback",
     summary="The bank's browser redirect (no JWT)",
+    description="Not for API clients: the bank sends the user's browser here at the end of its login.",
+    operation_id="oauthCallback",
     tags=["connections"],
     responses={
         302: {

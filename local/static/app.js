@@ -56,12 +56,12 @@ const HINTS = {
 
 // What each connection status means, in one sentence (GET /v1/connections' status and status_reason).
 const STATUS_TEXT = {
-  PENDING: "Waiting for you to finish logging in at the bank.",
-  AUTHORIZED: "The bank said yes; this page completes the connection now.",
-  ACTIVE: "Connected: the app can read what you consented to.",
-  REAUTH_REQUIRED: "The bank needs you to log in again: Reconnect (your consent and connection id are kept).",
-  FAILED: "Connecting did not work out: Reconnect to try again.",
-  REVOKED: "Deleted: its tokens are gone; it disappears from this list after a while.",
+  pending: "Waiting for you to finish logging in at the bank.",
+  authorized: "The bank said yes; this page completes the connection now.",
+  active: "Connected: the app can read what you consented to.",
+  reauth_required: "The bank needs you to log in again: Reconnect (your consent and connection id are kept).",
+  failed: "Connecting did not work out: Reconnect to try again.",
+  revoked: "Deleted: its tokens are gone; it disappears from this list after a while.",
 };
 const REASON_TEXT = {
   access_denied: "you refused at the bank, or it could not authenticate you",
@@ -90,7 +90,7 @@ const CALLBACK_ERRORS = {
 };
 
 async function api(path, options = {}) {
-  const headers = { Accept: "application/json" };
+  const headers = { Accept: "application/json", ...options.headers };
   if (state.token && options.auth !== false) headers.Authorization = `Bearer ${state.token}`;
   const init = { method: options.method || "GET", headers };
   if (options.body !== undefined) {
@@ -229,7 +229,7 @@ async function loadBanks() {
   $("banks-empty").textContent = "Loading banks…";
   $("banks-empty").hidden = false;
   try {
-    state.banks = await api("/v1/banks");
+    state.banks = (await api("/v1/banks")).banks;
     const saved = state.banks.find((b) => bankKey(b) === sessionStorage.getItem("quickstart.bank"));
     state.bank = null;
     if (saved) selectBank(saved);
@@ -277,6 +277,8 @@ async function connect(bankCode = state.bank.bank_code) {
   try {
     const started = await api("/v1/connections", {
       method: "POST",
+      // One key per click: a retry of this very request (not a new click) would get the same login link.
+      headers: { "Idempotency-Key": crypto.randomUUID() },
       body: { bank_code: bankCode, return_url: returnUrl },
     });
     $("connect-note").textContent = `Connection ${started.connection_id}: going to the bank's login screens…`;
@@ -351,17 +353,17 @@ function renderConnections() {
   for (const connection of state.connections) {
     const code = connection.bank_code;
     const actions = cell(null, "actions");
-    if (connection.status === "ACTIVE") {
+    if (connection.status === "active") {
       actions.append(button("Open", () => openConnection(code), "small"));
     }
-    if (["REAUTH_REQUIRED", "FAILED", "REVOKED"].includes(connection.status)) {
+    if (["reauth_required", "failed", "revoked"].includes(connection.status)) {
       actions.append(button("Reconnect", (event) => busy(event.target, () => connect(code)), "small"));
     }
-    if (connection.status !== "REVOKED") {
+    if (connection.status !== "revoked") {
       actions.append(button("Delete", (event) => busy(event.target, () => deleteConnection(code)), "small danger"));
     }
     const status = cell(null);
-    status.append(el("span", connection.status, `badge ${connection.status.toLowerCase()}`));
+    status.append(el("span", connection.status, `badge ${connection.status}`));
     status.append(el("div", statusText(connection), "muted status-text"));
     const row = el("tr", null, code === state.bankCode ? "current" : "");
     row.append(
@@ -384,7 +386,7 @@ async function loadConnections() {
   const box = $("connections-error");
   clearError(box);
   try {
-    state.connections = await api("/v1/connections");
+    state.connections = (await api("/v1/connections")).connections;
     renderConnections();
   } catch (err) {
     showError(box, err);
@@ -518,7 +520,7 @@ function balanceList(balances) {
 
 async function loadBalances(account, target) {
   try {
-    target.replaceChildren(balanceList(await api(`${accountPath(account)}/balances`)));
+    target.replaceChildren(balanceList((await api(`${accountPath(account)}/balances`)).balances));
   } catch (err) {
     target.replaceChildren(el("span", `${err.status || ""} ${err.message}`.trim(), "error-text"));
     showError($("accounts-error"), err);
@@ -616,7 +618,7 @@ async function loadMoreTransactions() {
     );
     tbody.append(row);
   }
-  state.tx.cursor = page.next_cursor || null;
+  state.tx.cursor = page.has_more ? page.next_cursor : null;
   state.tx.count += page.transactions.length;
   const label = account.iban || account.account_id;
   $("transactions-table").hidden = state.tx.count === 0;
@@ -625,7 +627,7 @@ async function loadMoreTransactions() {
   $("transactions-more").hidden = !state.tx.cursor;
   $("transactions-count").textContent = state.tx.cursor
     ? `${state.tx.count} transactions of ${label} so far; "More" asks for the next page (cursor=next_cursor).`
-    : `All ${state.tx.count} transactions of ${label} (no next_cursor).`;
+    : `All ${state.tx.count} transactions of ${label} (has_more: false).`;
   if (!state.tx.cursor) await loadConnections(); // the journey ends with the connection's status
 }
 

@@ -124,7 +124,7 @@ def test_marc_connects_in_the_browser_and_sees_his_balance(stack, page, tmp_path
     log_in_at_bank(stack, page, decision="Accepter", status="authorized")
     expect(page.locator("#connect-result")).to_contain_text("Connected to B.P Grand Ouest (13807)")
     expect(page.locator("#connect-error")).to_be_hidden()
-    expect(page.locator("#connections-table")).to_contain_text("ACTIVE")
+    expect(page.locator("#connections-table .badge")).to_have_text("active")
     assert page.evaluate("window.location.search") == ""
 
     # When he consents to every account (all boxes checked by default)
@@ -173,7 +173,7 @@ def test_a_refusal_at_the_bank_is_shown_as_an_error(stack, page, tmp_path):
     expect(page.locator("#connect-result")).to_be_hidden()
     # And the connection is FAILED, explained in one sentence, with a way to try again
     row = page.locator("#connections-table tbody tr")
-    expect(row).to_contain_text("FAILED")
+    expect(row.locator(".badge")).to_have_text("failed")
     expect(row).to_contain_text("you refused at the bank")
     expect(row.get_by_role("button", name="Reconnect")).to_be_visible()
     page.locator("#connect-step").screenshot(path=str(tmp_path / "refused.png"))
@@ -181,7 +181,7 @@ def test_a_refusal_at_the_bank_is_shown_as_an_error(stack, page, tmp_path):
     # When he clicks Delete, the page asks first: declined, nothing happens; accepted, the connection is deleted
     page.once("dialog", lambda dialog: dialog.dismiss())
     row.get_by_role("button", name="Delete").click()
-    expect(row).to_contain_text("FAILED")
+    expect(row.locator(".badge")).to_have_text("failed")
     page.once("dialog", lambda dialog: dialog.accept())
     row.get_by_role("button", name="Delete").click()
-    expect(row).to_contain_text("REVOKED")
+    expect(row.locator(".badge")).to_have_text("revoked")

@@ -59,7 +59,7 @@ class App:
         return response.json() if response.content else None
 
     def connection(self, bank_code: str = BANK) -> dict[str, Any]:
-        (found,) = [c for c in self.call("GET", "/v1/connections") if c["bank_code"] == bank_code]
+        (found,) = [c for c in self.call("GET", "/v1/connections")["connections"] if c["bank_code"] == bank_code]
         return found
 
 
@@ -85,7 +85,7 @@ def complete(app: App, outcome: dict[str, str]) -> dict[str, Any]:
     done: dict[str, Any] = app.call(
         "POST", f"/v1/connections/{outcome['bank_code']}/complete", json={"completion": outcome["completion"]}
     )
-    assert done["status"] == "ACTIVE", done
+    assert done["status"] == "active", done
     return done
 
 
@@ -139,8 +139,10 @@ def all_transactions(app: App, account_id: str) -> tuple[list[dict[str, Any]], i
         page = app.call("GET", path, params={"cursor": cursor} if cursor else None)
         transactions += page["transactions"]
         pages += 1
-        cursor = page.get("next_cursor")
-        if not cursor or pages > 20:
+        # has_more and next_cursor agree: a cursor exactly while more follow
+        assert page["has_more"] is (page["next_cursor"] is not None)
+        cursor = page["next_cursor"]
+        if not page["has_more"] or pages > 20:
             return transactions, pages
 
 
@@ -148,7 +150,7 @@ def test_marc_connects_consents_and_reads_everything(stack):
     # Given a token for user marc, and the bank list
     audited_before, served_before = len(audit_records(stack)), bank_requests(stack)
     app = App(stack.api_url, "marc")
-    banks = app.call("GET", "/v1/banks")
+    banks = app.call("GET", "/v1/banks")["banks"]
     assert any(bank["bank_code"] == BANK for bank in banks)
 
     # When he connects B.P Grand Ouest, the app sending his browser to the login link
@@ -156,18 +158,18 @@ def test_marc_connects_consents_and_reads_everything(stack):
         "POST", "/v1/connections", json={"bank_code": BANK, "return_url": f"{stack.api_url}/"}, expect=201
     )
     assert started["authorization_url"].startswith(f"{stack.sandbox.screens_origin}/{BANK}/")
-    assert app.connection()["status"] == "PENDING"
+    assert app.connection()["status"] == "pending"
 
     # And he logs in at the sandbox's screens, which send his browser to the gateway's callback
     outcome = back_at_the_app(stack, log_in_at_bank(started["authorization_url"]))
 
     # Then he is back at the app, which completes the connection with the one-time value it was given
     assert outcome == {"status": "authorized", "bank_code": BANK, "completion": outcome["completion"]}
-    assert app.connection()["status"] == "AUTHORIZED"
+    assert app.connection()["status"] == "authorized"
     completed = app.call("POST", f"/v1/connections/{BANK}/complete", json={"completion": outcome["completion"]})
     assert completed == app.connection()
     connection = app.connection()
-    assert connection["status"] == "ACTIVE"
+    assert connection["status"] == "active"
     assert connection["connection_id"] == started["connection_id"]
     assert connection["consent"] is None
 
@@ -184,7 +186,7 @@ def test_marc_connects_consents_and_reads_everything(stack):
     assert app.call("GET", f"/v1/connections/{BANK}/identity")["full_name"] == "MALLOW MARC"
 
     # And his balances are the seed's
-    balances = app.call("GET", f"/v1/connections/{BANK}/accounts/{COMPTE_PERSO}/balances")
+    balances = app.call("GET", f"/v1/connections/{BANK}/accounts/{COMPTE_PERSO}/balances")["balances"]
     assert [balance["amount"] for balance in balances] == SEED_BALANCES
     assert {balance["currency"] for balance in balances} == {"EUR"}
 
@@ -209,11 +211,11 @@ def test_marc_connects_consents_and_reads_everything(stack):
     assert run["failed"] == run["reauth_required"] == 0
     after = app.connection()
     assert after["access_expires_at"] >= before["access_expires_at"]
-    balances = app.call("GET", f"/v1/connections/{BANK}/accounts/{COMPTE_PERSO}/balances")
+    balances = app.call("GET", f"/v1/connections/{BANK}/accounts/{COMPTE_PERSO}/balances")["balances"]
     assert [balance["amount"] for balance in balances] == SEED_BALANCES
 
     # And his connection is still ACTIVE with the same consent
-    assert after["status"] == "ACTIVE"
+    assert after["status"] == "active"
     assert after["connection_id"] == started["connection_id"]
     assert after["consent"]["balances"] == list(MARC_IBANS)
 
@@ -270,7 +272,7 @@ def test_a_refusal_at_the_bank_comes_back_as_an_error(stack):
     # Then the app gets status=error with a stable code, and the connection says why rather than staying PENDING
     assert outcome == {"status": "error", "error": "access_denied"}
     connection = app.connection()
-    assert (connection["status"], connection["status_reason"]) == ("FAILED", "access_denied")
+    assert (connection["status"], connection["status_reason"]) == ("failed", "access_denied")
     problem = app.call("GET", f"/v1/connections/{BANK}/accounts", expect=409)
     assert {"title", "code", "status"} <= set(problem)
     assert problem["code"] == "connection_failed"
@@ -292,7 +294,7 @@ def test_a_connection_the_bank_revoked_is_reported_then_reconnected_under_the_sa
     # Then she must log in again, and the listing says so rather than dropping the bank
     assert refused["code"] == "reauth_required"
     connection = app.connection()
-    assert (connection["status"], connection["status_reason"]) == ("REAUTH_REQUIRED", "access_revoked")
+    assert (connection["status"], connection["status_reason"]) == ("reauth_required", "access_revoked")
     assert everything["accounts"] == []
     assert [(e["bank_code"], e["code"]) for e in everything["errors"]] == [(BANK, "reauth_required")]
 
@@ -302,7 +304,7 @@ def test_a_connection_the_bank_revoked_is_reported_then_reconnected_under_the_sa
 
     # Then it is the same connection, ACTIVE again, and her accounts are read
     assert again["connection_id"] == started["connection_id"]
-    assert app.connection()["status"] == "ACTIVE" and app.connection()["status_reason"] is None
+    assert app.connection()["status"] == "active" and app.connection()["status_reason"] is None
     assert app.call("GET", f"/v1/connections/{BANK}/accounts")["accounts"]
 
 
@@ -316,7 +318,7 @@ def test_make_demo_prints_marcs_balances(stack):
     assert status == 0, printed
     assert "FR7613807008043001965405158 Compte perso: 4321.95 / 4179.95 / 4348.95 EUR" in printed
     assert "   accounts: 3\n" in printed
-    assert "   connection: ACTIVE\n" in printed
+    assert "   connection: active\n" in printed
     (count,) = [line for line in printed.splitlines() if line.startswith("   transactions: ")]
     assert int(count.split()[1]) > 900
 

@@ -51,7 +51,7 @@ def test_list_banks_answers_the_registry_over_http(stack):
     # Then the connect function answers with the registry
     assert response.status_code == 200
     registry = json.loads(REGISTRY.read_text(encoding="utf-8"))["banks"]
-    assert [(b["bank_code"], b["short_name"]) for b in response.json()] == [
+    assert [(b["bank_code"], b["short_name"]) for b in response.json()["banks"]] == [
         (b["bank_code"], b["short_name"]) for b in registry
     ]
 

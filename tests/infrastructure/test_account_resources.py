@@ -42,14 +42,15 @@ def test_only_the_accounts_function_derives_the_cursor_key(resources):
     assert variables["CURSOR_KEY_ID"] == {"Fn::GetAtt": ["CursorKey", "Arn"]}
 
 
-def test_the_consents_function_has_the_idempotency_table_as_powertools_expects_it(resources):
-    consents = resources["ConsentsFunction"]["Properties"]
-    assert consents["Environment"]["Variables"]["IDEMPOTENCY_TABLE_NAME"] == {"Ref": "IdempotencyTable"}
+@pytest.mark.parametrize("function", ["ConsentsFunction", "ConnectFunction"])
+def test_the_keyed_writes_have_the_idempotency_table_as_powertools_expects_it(resources, function):
+    keyed = resources[function]["Properties"]
+    assert keyed["Environment"]["Variables"]["IDEMPOTENCY_TABLE_NAME"] == {"Ref": "IdempotencyTable"}
     table = resources["IdempotencyTable"]["Properties"]
     # DynamoDBPersistenceLayer defaults: key attribute "id", expiry attribute "expiration"
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
-    idempotency = _actions(resources["ConsentsFunction"])
+    idempotency = _actions(resources[function])
     for action in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"):
         assert {"Fn::GetAtt": ["IdempotencyTable", "Arn"]} in idempotency[action]
 

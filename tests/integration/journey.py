@@ -98,7 +98,7 @@ def redirect_query(response: dict[str, Any]) -> dict[str, str]:
 def list_connections(load_event, lambda_context, *, sub: str = "user-marc") -> list[dict[str, Any]]:
     response = connect_app.lambda_handler(event(load_event, "connect/list_connections.json", sub=sub), lambda_context)
     assert response["statusCode"] == 200
-    return json.loads(response["body"])
+    return list(json.loads(response["body"])["connections"])
 
 
 def connect_persona(
@@ -112,7 +112,7 @@ def connect_persona(
     assert back["status"] == "authorized", back
     completed = complete(load_event, lambda_context, back["completion"], sub=sub, bank_code=bank_code)
     assert completed["statusCode"] == 200, completed["body"]
-    assert json.loads(completed["body"])["status"] == "ACTIVE"
+    assert json.loads(completed["body"])["status"] == "active"
     return started, bank_redirect
 
 

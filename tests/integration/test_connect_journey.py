@@ -85,7 +85,7 @@ def test_marc_connects_and_the_table_holds_no_plaintext_token(gateway, aws, load
     assert gateway.bank.counts["exchange_code"] == 1
     # And until the app completes it, the connection is AUTHORIZED and serves no data
     (listed,) = list_connections(load_event, lambda_context)
-    assert (listed["status"], listed["connected_at"]) == ("AUTHORIZED", None)
+    assert (listed["status"], listed["connected_at"]) == ("authorized", None)
     assert _problem(_accounts_of(load_event, lambda_context)) == (409, "completion_required")
 
     # When Marc's app completes it
@@ -94,7 +94,7 @@ def test_marc_connects_and_the_table_holds_no_plaintext_token(gateway, aws, load
     # Then it is ACTIVE, answered in the shape of GET /v1/connections
     assert completed["statusCode"] == 200, completed["body"]
     body = json.loads(completed["body"])
-    assert body["status"] == "ACTIVE" and body["connection_id"] == started["connection_id"]
+    assert body["status"] == "active" and body["connection_id"] == started["connection_id"]
     assert completed["headers"]["Cache-Control"] == "no-store"
     # And the tokens work at the bank, but no attribute of any stored item contains them, nor the completion
     connection, tokens = gateway.connections.get_with_tokens("user-marc", BANK)
@@ -108,7 +108,7 @@ def test_marc_connects_and_the_table_holds_no_plaintext_token(gateway, aws, load
     # And GET /v1/connections shows the connection ACTIVE with the dates of the strong authentication
     (listed,) = list_connections(load_event, lambda_context)
     assert listed == body
-    assert listed["status"] == "ACTIVE" and listed["status_reason"] is None
+    assert listed["status"] == "active" and listed["status_reason"] is None
     access_expires_at = datetime.fromisoformat(listed["access_expires_at"])
     reauth_due_at = datetime.fromisoformat(listed["reauth_due_at"])
     now = datetime.now(UTC)
@@ -128,7 +128,7 @@ def test_marc_refuses_at_the_bank_and_the_connection_says_so(gateway, load_event
     assert redirect_query(response) == {"screen": "banks", "status": "error", "error": "access_denied"}
     assert gateway.bank.counts.get("exchange_code", 0) == 0
     (listed,) = list_connections(load_event, lambda_context)
-    assert (listed["status"], listed["status_reason"]) == ("FAILED", "access_denied")
+    assert (listed["status"], listed["status_reason"]) == ("failed", "access_denied")
     assert _problem(_accounts_of(load_event, lambda_context)) == (409, "connection_failed")
 
 
@@ -214,7 +214,7 @@ def test_an_expired_state_is_refused_before_reaching_the_bank(gateway, aws, load
     assert redirect_query(response)["error"] == "state_expired"
     assert gateway.bank.counts.get("exchange_code", 0) == 0
     (listed,) = list_connections(load_event, lambda_context)
-    assert (listed["status"], listed["status_reason"]) == ("FAILED", "login_expired")
+    assert (listed["status"], listed["status_reason"]) == ("failed", "login_expired")
 
 
 @pytest.mark.parametrize("outage", ["503", "connection_refused"])
@@ -249,7 +249,7 @@ def test_a_code_the_bank_refuses_is_token_exchange_failed(gateway, load_event, l
 
     assert redirect_query(response)["error"] == "token_exchange_failed"
     (listed,) = list_connections(load_event, lambda_context)
-    assert (listed["status"], listed["status_reason"]) == ("FAILED", "token_exchange_failed")
+    assert (listed["status"], listed["status_reason"]) == ("failed", "token_exchange_failed")
 
 
 def test_delete_revokes_at_the_bank_and_forgets_the_tokens(gateway, aws, load_event, lambda_context):
@@ -277,7 +277,7 @@ def test_delete_revokes_at_the_bank_and_forgets_the_tokens(gateway, aws, load_ev
 
     # And the record is REVOKED, without tokens, out of the refresh index, purged later
     (listed,) = list_connections(load_event, lambda_context)
-    assert listed["status"] == "REVOKED" and listed["connection_id"] == started["connection_id"]
+    assert listed["status"] == "revoked" and listed["connection_id"] == started["connection_id"]
     item = aws.raw_connection("user-marc", BANK)
     assert not {"tokens", "refresh_shard", "refresh_due_at"} & set(item)
     assert int(item["purge_at"]["N"]) > int(datetime.now(UTC).timestamp())
@@ -292,7 +292,7 @@ def test_marc_reconnects_after_deleting(gateway, load_event, lambda_context):
 
     assert again["connection_id"] == started["connection_id"]
     (listed,) = list_connections(load_event, lambda_context)
-    assert listed["status"] == "ACTIVE"
+    assert listed["status"] == "active"
 
 
 def test_the_login_link_carries_a_pkce_challenge_and_the_table_no_verifier(gateway, aws, load_event, lambda_context):
@@ -372,7 +372,7 @@ def test_a_completion_is_single_use(gateway, load_event, lambda_context):
 
     assert first["statusCode"] == 200
     assert _problem(again) == (400, "invalid_completion")
-    assert list_connections(load_event, lambda_context)[0]["status"] == "ACTIVE"
+    assert list_connections(load_event, lambda_context)[0]["status"] == "active"
 
 
 def test_concurrent_completions_activate_once(gateway, load_event, lambda_context):
@@ -420,7 +420,7 @@ def test_an_expired_completion_revokes_the_authorized_tokens(gateway, aws, load_
     with pytest.raises(BankTokenInvalidError):
         wiring.bank_clients().get(BANK).get_accounts(pending.access_token.get_secret_value(), psu=None)
     (listed,) = list_connections(load_event, lambda_context)
-    assert (listed["status"], listed["status_reason"]) == ("FAILED", "completion_expired")
+    assert (listed["status"], listed["status_reason"]) == ("failed", "completion_expired")
 
 
 def test_another_users_value_or_another_bank_or_garbage_all_answer_the_same(gateway, load_event, lambda_context):
@@ -460,7 +460,7 @@ def test_a_completed_reconnection_replaces_and_revokes_the_previous_tokens(gatew
     connect_marc(load_event, lambda_context)
     _, old = gateway.connections.get_with_tokens("user-marc", BANK)
     _, back = _authorized(load_event, lambda_context)
-    assert list_connections(load_event, lambda_context)[0]["status"] == "ACTIVE"  # the old tokens still serve
+    assert list_connections(load_event, lambda_context)[0]["status"] == "active"  # the old tokens still serve
 
     # When his app completes it
     assert complete(load_event, lambda_context, back["completion"])["statusCode"] == 200

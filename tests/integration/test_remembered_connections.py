@@ -115,7 +115,7 @@ def _balances(load_event, lambda_context) -> tuple[dict[str, Any], Any]:
 
 def _seed_balances(response: dict[str, Any], body: Any) -> None:
     assert response["statusCode"] == 200, body
-    assert [(b["type"], b["amount"]) for b in body] == SEED_BALANCES
+    assert [(b["type"], b["amount"]) for b in body["balances"]] == SEED_BALANCES
 
 
 def test_a_warm_query_calls_the_bank_while_its_connection_is_read(gateway, watch, load_event, lambda_context):

@@ -154,7 +154,7 @@ def world(state_dir) -> Iterator[World]:
             dave=App(stack.api_url, DAVE),
             alice_cursor=first_cursor(alice.app, MARC_ACCOUNTS[0]),
             bob_cursor=first_cursor(bob.app, SOPHIE_ACCOUNT),
-            alice_before=alice.app.call("GET", "/v1/connections"),
+            alice_before=alice.app.call("GET", "/v1/connections")["connections"],
         )
 
 
@@ -172,9 +172,9 @@ def test_every_route_is_either_exercised_or_not_per_user():
 def test_the_connection_list_is_ones_own(world: World):
     route = "GET /v1/connections"
     # When Bob and Carol list their connections, Bob sees his only and Carol none
-    listed = world.attempt(world.bob.app, route, "GET", "/v1/connections", {200: None}).json()
+    listed = world.attempt(world.bob.app, route, "GET", "/v1/connections", {200: None}).json()["connections"]
     assert [(c["bank_code"], c["connection_id"]) for c in listed] == [(BANK, world.bob.connection_id)]
-    assert world.attempt(world.carol, route, "GET", "/v1/connections", {200: None}).json() == []
+    assert world.attempt(world.carol, route, "GET", "/v1/connections", {200: None}).json() == {"connections": []}
 
 
 def test_starting_a_connection_never_touches_anothers(world: World):
@@ -186,9 +186,9 @@ def test_starting_a_connection_never_touches_anothers(world: World):
 
         # Then they are his own, new, pending connections
         assert started["connection_id"] not in (world.alice.connection_id, world.alice_second.connection_id)
-    assert {c["bank_code"]: c["status"] for c in world.dave.call("GET", "/v1/connections")} == {
-        BANK: "PENDING",
-        SECOND_BANK: "PENDING",
+    assert {c["bank_code"]: c["status"] for c in world.dave.call("GET", "/v1/connections")["connections"]} == {
+        BANK: "pending",
+        SECOND_BANK: "pending",
     }
 
 
@@ -223,12 +223,12 @@ def test_nobody_completes_anothers_login(world: World):
 
     # Then Dave's login was refused for everyone (its tokens revoked: he logs in again), and Carol and Bob have
     # nothing new; Dave's own value is spent
-    dave = {c["bank_code"]: c for c in world.dave.call("GET", "/v1/connections")}
-    assert (dave[SECOND_BANK]["status"], dave[SECOND_BANK]["status_reason"]) == ("FAILED", "completion_rejected")
+    dave = {c["bank_code"]: c for c in world.dave.call("GET", "/v1/connections")["connections"]}
+    assert (dave[SECOND_BANK]["status"], dave[SECOND_BANK]["status_reason"]) == ("failed", "completion_rejected")
     world.dave.call(
         "POST", f"/v1/connections/{SECOND_BANK}/complete", json={"completion": back["completion"]}, expect=400
     )
-    assert world.carol.call("GET", "/v1/connections") == []
+    assert world.carol.call("GET", "/v1/connections")["connections"] == []
 
 
 def test_nobody_consents_for_another(world: World):
@@ -337,7 +337,7 @@ def test_replaying_anothers_callback_connects_nobody(world: World):
         # Then it goes back to the app with an error, and connects nobody
         location = answer.headers["location"]
         assert parse_qs(urlsplit(location).query) == {"status": ["error"], "error": ["invalid_state"]}
-    assert world.carol.call("GET", "/v1/connections") == []
+    assert world.carol.call("GET", "/v1/connections")["connections"] == []
 
 
 def test_nobody_deletes_anothers_connection(world: World):
@@ -348,18 +348,19 @@ def test_nobody_deletes_anothers_connection(world: World):
 
     # And Bob deletes his own connection at the bank they share (his tokens revoked at the bank)
     world.attempt(world.bob.app, route, "DELETE", f"/v1/connections/{BANK}", {204: None})
-    assert [c["status"] for c in world.bob.app.call("GET", "/v1/connections")] == ["REVOKED"]
+    assert [c["status"] for c in world.bob.app.call("GET", "/v1/connections")["connections"]] == ["revoked"]
 
 
 def test_alices_connections_are_intact_afterwards(world: World):
     # Then Alice's connections are exactly as before every attempt
-    after = world.alice.app.call("GET", "/v1/connections")
+    after = world.alice.app.call("GET", "/v1/connections")["connections"]
     keys = ("bank_code", "connection_id", "status", "consent")
     assert [{k: c[k] for k in keys} for c in after] == [{k: c[k] for k in keys} for c in world.alice_before]
-    assert {c["status"] for c in after} == {"ACTIVE"}
+    assert {c["status"] for c in after} == {"active"}
 
     # And they still work: balances, her cursor, her identity, her other bank
-    assert [b["amount"] for b in world.alice.app.call("GET", balances(BANK, MARC_ACCOUNTS[0]))] == SEED_BALANCES
+    alices = world.alice.app.call("GET", balances(BANK, MARC_ACCOUNTS[0]))["balances"]
+    assert [b["amount"] for b in alices] == SEED_BALANCES
     page = world.alice.app.call("GET", transactions(BANK, MARC_ACCOUNTS[0]), params={"cursor": world.alice_cursor})
     assert page["transactions"]
     assert world.alice.app.call("GET", f"/v1/connections/{BANK}/identity")["full_name"] == "MALLOW MARC"

@@ -15,6 +15,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture
+def idempotency(monkeypatch):
+    """Powertools idempotency on (tests run with it disabled by default), every keyed route's store built anew."""
+    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
+    wiring.idempotency_store.reset()
+    yield
+    wiring.idempotency_store.reset()
+
+
+@pytest.fixture
 def clock():
     from tests.fakes import FakeClock
 
@@ -46,6 +55,7 @@ def services(aws, bank, clock):
         registry=load_registry(environment="local"),
         clock=clock,
         reauth_days=90,
+        idempotency=wiring.idempotency_store,
     )
 
 
@@ -91,7 +101,6 @@ def account_services(services, account_bank):
         connections=services,
         bank=account_bank,
         cursors=wiring.cursor_sealer,
-        idempotency=wiring.consent_idempotency,
     )
 
 

@@ -90,7 +90,9 @@ def test_balances(marc, load_event, lambda_context):
     response, body = _call(load_event("accounts/get_balances.json"), lambda_context)
 
     assert response["statusCode"] == 200
-    assert body == [{"type": "CLBD", "name": "Solde", "amount": "4179.95", "currency": "EUR", "reference_date": None}]
+    assert body == {
+        "balances": [{"type": "CLBD", "name": "Solde", "amount": "4179.95", "currency": "EUR", "reference_date": None}]
+    }
 
 
 def test_transactions_first_page_then_the_cursor(marc, account_bank, load_event, lambda_context):
@@ -177,7 +179,7 @@ def test_identity_and_beneficiaries(marc, account_bank, load_event, lambda_conte
     response, identity = _call(load_event("accounts/get_identity.json"), lambda_context)
     assert response["statusCode"] == 200 and identity["full_name"] == "MALLOW MARC"
     response, beneficiaries = _call(load_event("accounts/get_trusted_beneficiaries.json"), lambda_context)
-    assert response["statusCode"] == 200 and beneficiaries[0]["name"] == "DUPONT"
+    assert response["statusCode"] == 200 and beneficiaries["beneficiaries"][0]["name"] == "DUPONT"
 
 
 def _bank_error(status, message, headers=None):

@@ -56,7 +56,11 @@ def test_a_card_is_listed_with_its_masked_number_and_its_cash_account():
 
 def test_a_card_in_the_consent_on_record_makes_its_links_available_when_the_bank_sends_none():
     card = AccountList.model_validate(
-        {"accounts": [{"cashAccountType": "CARD", "accountId": {"other": {"identification": CARD}}}]}
+        {
+            "accounts": [
+                {"resourceId": "C1", "cashAccountType": "CARD", "accountId": {"other": {"identification": CARD}}}
+            ]
+        }
     ).accounts[0]
 
     consent = ConsentSnapshot(balances=[CardReference(card=CARD)], transactions=[])

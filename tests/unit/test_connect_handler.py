@@ -9,6 +9,9 @@ import pytest
 
 from aisp.models.connection import ConnectionStatus
 from functions.connect import app
+from tests.conftest import IDEMPOTENCY_TABLE, STATES_TABLE
+
+KEY = "0b6f8f9e-3c1d-4f7a-9d55-6a1e2f3b4c5d"
 
 
 def test_list_banks_returns_the_registry_with_the_seed_sandbox_banks(gateway_env, load_event, lambda_context):
@@ -20,7 +23,7 @@ def test_list_banks_returns_the_registry_with_the_seed_sandbox_banks(gateway_env
 
     # Then it answers 200 with every establishment, the seed's two 13807 brands included
     assert response["statusCode"] == 200
-    banks = json.loads(response["body"])
+    banks = json.loads(response["body"])["banks"]
     seed = [(b["bank_code"], b["short_name"], b["name"]) for b in banks if b["bank_code"] == "13807"]
     assert seed == [("13807", "BPGO", "B.P Grand Ouest"), ("13807", "CMMGO", "CMM Grand Ouest")]
     assert set(banks[0]) == {"bank_code", "name", "short_name", "network", "capabilities"}
@@ -78,6 +81,51 @@ def test_refusals_are_problem_json_with_a_stable_code(wired, load_event, lambda_
     assert wired.connections.list_for_user("user-marc") == []
 
 
+def _keyed(event, key=KEY, **body):
+    event["headers"]["idempotency-key"] = key
+    event["body"] = json.dumps({**json.loads(event["body"]), **body})
+    return event
+
+
+def test_a_keyed_create_replays_its_login_link_which_is_sealed_at_rest(
+    wired, aws, load_event, lambda_context, idempotency
+):
+    # Given Marc's POST /v1/connections with an Idempotency-Key
+    event = _keyed(load_event("connect/create_connection.json"))
+
+    # When his app sends it again (the first answer was lost)
+    first = app.lambda_handler(event, lambda_context)
+    again = app.lambda_handler(event, lambda_context)
+
+    # Then both are the same 201, login link included, and only one login journey was started
+    assert first["statusCode"] == again["statusCode"] == 201
+    assert _body(again) == _body(first)
+    assert aws.dynamodb.scan(TableName=STATES_TABLE)["Count"] == 1
+    # And the idempotency record holds the answer sealed: neither the link nor its state can be read there
+    (record,) = aws.dynamodb.scan(TableName=IDEMPOTENCY_TABLE)["Items"]
+    state = parse_qs(urlsplit(_body(first)["authorization_url"]).query)["state"][0]
+    assert state not in json.dumps(record) and "authorization_url" not in json.dumps(record)
+
+
+def test_a_create_key_with_another_body_is_422_and_keys_are_per_user(
+    wired, aws, load_event, lambda_context, idempotency
+):
+    # Given a connection started with a key
+    first = app.lambda_handler(_keyed(load_event("connect/create_connection.json")), lambda_context)
+
+    # When the same key comes with another bank, then from another user
+    reused = app.lambda_handler(_keyed(load_event("connect/create_connection.json"), bank_code="17515"), lambda_context)
+    as_eve = _keyed(load_event("connect/create_connection.json"))
+    as_eve["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = "user-eve"
+    eves = app.lambda_handler(as_eve, lambda_context)
+
+    # Then the first is refused as a reused key, the second is Eve's own journey
+    assert (reused["statusCode"], _body(reused)["code"]) == (422, "idempotency_key_reused")
+    assert reused["headers"]["Content-Type"] == "application/problem+json"
+    assert eves["statusCode"] == 201 and _body(eves)["connection_id"] != _body(first)["connection_id"]
+    assert aws.dynamodb.scan(TableName=STATES_TABLE)["Count"] == 2
+
+
 def test_an_invalid_body_names_the_fields_without_echoing_values(wired, load_event, lambda_context):
     response = app.lambda_handler(load_event("connect/create_connection_invalid_body.json"), lambda_context)
 
@@ -103,10 +151,10 @@ def test_list_connections_shows_the_users_connections(wired, load_event, lambda_
     # When Marc lists his connections
     response = app.lambda_handler(load_event("connect/list_connections.json"), lambda_context)
 
-    # Then he sees it, PENDING, with the contract's fields
+    # Then he sees it, pending, with the contract's fields
     assert response["statusCode"] == 200
-    (listed,) = _body(response)
-    assert listed["status"] == "PENDING" and listed["bank_code"] == "13807"
+    (listed,) = _body(response)["connections"]
+    assert listed["status"] == "pending" and listed["bank_code"] == "13807"
     assert set(listed) == {
         "connection_id",
         "bank_code",
@@ -163,7 +211,7 @@ def test_one_connection_is_read_by_its_user_only(wired, load_event, lambda_conte
     as_eve["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = "user-eve"
 
     assert response["statusCode"] == 200
-    assert _body(response)["status"] == "PENDING"
+    assert _body(response)["status"] == "pending"
     assert response["headers"]["Cache-Control"] == "no-store"
     assert response["headers"]["X-Content-Type-Options"] == "nosniff"
     assert app.lambda_handler(as_eve, lambda_context)["statusCode"] == 404

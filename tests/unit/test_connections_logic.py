@@ -152,7 +152,7 @@ def test_list_shows_only_the_callers_connections_without_tokens(services, policy
 
     listed = list_connections("user-marc", services=services)
 
-    assert [(c.bank_code, c.status) for c in listed] == [("13807", ConnectionStatus.ACTIVE)]
+    assert [(c.bank_code, c.status) for c in listed] == [("13807", "active")]
     dumped = listed[0].model_dump_json()
     assert "access-1" not in dumped and "refresh-1" not in dumped
     assert set(listed[0].model_dump()) == {

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from aisp import errors, wiring
+from aisp import errors
 from functions.consents import app as consents_app
 
 IBANS = ["FR7613807008043001965405158", "FR7613807008043001965405255", "FR7613807008043001965405352"]
@@ -16,14 +16,6 @@ IBANS = ["FR7613807008043001965405158", "FR7613807008043001965405255", "FR761380
 @pytest.fixture
 def marc(account_wired, active_connection):
     return active_connection("user-marc", "13807")
-
-
-@pytest.fixture
-def idempotency(monkeypatch):
-    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
-    wiring.consent_idempotency.reset()
-    yield
-    wiring.consent_idempotency.reset()
 
 
 def _call(event, lambda_context):

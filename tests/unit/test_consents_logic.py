@@ -24,15 +24,6 @@ def marc(active_connection):
     return active_connection(MARC, "13807")
 
 
-@pytest.fixture
-def idempotency(monkeypatch):
-    """Powertools idempotency on (tests run with it disabled by default)."""
-    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
-    wiring.consent_idempotency.reset()
-    yield
-    wiring.consent_idempotency.reset()
-
-
 def _request(balances=IBANS, transactions=IBANS[:1], **flags):
     return SubmitConsentRequest(
         balances=balances,
@@ -162,9 +153,10 @@ def test_a_connection_deleted_during_the_submission_is_a_conflict(
 
 def test_without_a_key_no_idempotency_store_is_built(account_services, marc, idempotency):
     built = []
-    services = dataclasses.replace(
-        account_services, idempotency=lambda: built.append(1) or wiring.consent_idempotency()
+    connections = dataclasses.replace(
+        account_services.connections, idempotency=lambda: built.append(1) or wiring.idempotency_store()
     )
+    services = dataclasses.replace(account_services, connections=connections)
 
     _submit(services)
     _submit(services)

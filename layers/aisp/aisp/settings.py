@@ -220,7 +220,7 @@ class RefresherSettings(EnvModel):
 
 
 class IdempotencySettings(EnvModel):
-    """Powertools idempotency records of the consent submission (ConsentsFunction only)."""
+    """Powertools idempotency records of the keyed writes (ConsentsFunction, ConnectFunction)."""
 
     idempotency_table_name: Annotated[str, Field(alias="IDEMPOTENCY_TABLE_NAME", min_length=3)]
     # How long a completed request is replayed for the same Idempotency-Key (the IETF draft suggests at least 24 h).

@@ -30,8 +30,9 @@ if TYPE_CHECKING:
     from aisp.banks import BankRegistry
     from aisp.cursors import CursorSealer
     from aisp.dal import DynamoConnectionRepository, DynamoOAuthStateRepository
+    from aisp.idempotency import IdempotencyStore
     from aisp.logic.refresh.scheduler import RefresherServices, RefreshPolicy
-    from aisp.logic.services import AccountServices, ConnectionServices, ConnectPolicy, IdempotentSubmit
+    from aisp.logic.services import AccountServices, ConnectionServices, ConnectPolicy
     from aisp.stet.factory import BankClients
     from aisp.stet.gateway import StetAccountGateway, StetBankGateway
 
@@ -45,7 +46,7 @@ __all__ = [
     "connect_policy",
     "connection_repository",
     "connection_services",
-    "consent_idempotency",
+    "idempotency_store",
     "cursor_sealer",
     "refresh_policy",
     "refresher_services",
@@ -185,15 +186,14 @@ def account_gateway() -> StetAccountGateway:
 
 
 @_factory
-def consent_idempotency() -> IdempotentSubmit:
-    """Powertools idempotency of keyed consent submissions, persisted in ``IDEMPOTENCY_TABLE_NAME``."""
-    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer  # noqa: PLC0415 - boto3
-
-    from aisp.logic.consents import idempotent_submit  # noqa: PLC0415
+def idempotency_store() -> IdempotencyStore:
+    """Where keyed writes (``Idempotency-Key``) are recorded: ``IDEMPOTENCY_TABLE_NAME``, for the configured TTL."""
+    from aisp.idempotency import IdempotencyStore  # noqa: PLC0415
 
     settings = load_settings(IdempotencySettings)
-    persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table_name)
-    return idempotent_submit(persistence, expires_after_seconds=settings.idempotency_ttl_seconds)
+    return IdempotencyStore(
+        table_name=settings.idempotency_table_name, expires_after_seconds=settings.idempotency_ttl_seconds
+    )
 
 
 @_factory
@@ -225,6 +225,7 @@ def connection_services() -> ConnectionServices:
         reauth_days=storage.reauth_days,
         revoked_retention=timedelta(days=storage.revoked_retention_days),
         completion_ttl=timedelta(seconds=storage.completion_ttl_seconds),
+        idempotency=idempotency_store,
     )
 
 
@@ -251,7 +252,6 @@ def account_services() -> AccountServices:
         connections=connection_services(),
         bank=account_gateway(),
         cursors=cursor_sealer,
-        idempotency=consent_idempotency,
         remembered=RememberedConnections(),
     )
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aisp import errors
 from aisp.api.headers import NO_STORE, NOSNIFF
-from aisp.models.api import Problem
+from aisp.models.api import FieldError, Problem
 from aisp.observability import logger
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def problem_response(
     *,
     detail: str | None = None,
     request_id: str | None = None,
-    field_errors: list[dict[str, str]] | None = None,
+    field_errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response[str]:
     """Build a problem+json response."""
@@ -136,7 +136,7 @@ def unexpected_error_response(exc: BaseException, request_id: str | None) -> Res
         "The request is invalid",
         detail="the request body must be application/json" if unsupported else "the request body is not readable JSON",
         request_id=request_id,
-        field_errors=[{"field": "body", "message": "unsupported content type" if unsupported else "not JSON"}],
+        field_errors=[FieldError(field="body", message="unsupported content type" if unsupported else "not JSON")],
     )
 
 
@@ -167,10 +167,10 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
     def handle_validation_error(exc: RequestValidationError) -> Response[str]:
         # Field locations and messages only: never echo the input (it may hold an IBAN or a token).
         field_errors = [
-            {"field": ".".join(str(part) for part in err.get("loc", ())), "message": str(err.get("msg", ""))}
+            FieldError(field=".".join(str(part) for part in err.get("loc", ())), message=str(err.get("msg", "")))
             for err in exc.errors()
         ]
-        logger.info("request rejected by validation", fields=[e["field"] for e in field_errors])
+        logger.info("request rejected by validation", fields=[e.field for e in field_errors])
         return problem_response(
             400, "validation_error", "The request is invalid", request_id=request_id(), field_errors=field_errors
         )
@@ -192,7 +192,7 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
         # Our messages are constant and secret-free, but an internal error's cause is for the logs only.
         detail = exc.message if expected or isinstance(exc, errors.UpstreamError) else None
         field = exc.details.get("field") if isinstance(exc, errors.InvalidRequestError) else None
-        field_errors = [{"field": str(field), "message": exc.message}] if field else None
+        field_errors = [FieldError(field=str(field), message=exc.message)] if field else None
         return problem_response(
             status, code, title, detail=detail, request_id=request_id(), headers=headers, field_errors=field_errors
         )
@@ -207,7 +207,7 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
             "The request is invalid",
             detail="the request body is not UTF-8 JSON",
             request_id=request_id(),
-            field_errors=[{"field": "body", "message": "not UTF-8"}],
+            field_errors=[FieldError(field="body", message="not UTF-8")],
         )
 
     @app.exception_handler(ServiceError)  # type: ignore[untyped-decorator]

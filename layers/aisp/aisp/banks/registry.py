@@ -51,7 +51,8 @@ class Network(StrEnum):
 class BankCapabilities(BaseModel):
     """What an establishment's API offers (89C3 'Limits' pages, the seed)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # GET /v1/banks always sends every field: the API's schema marks them all required.
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_serialization_defaults_required=True)
 
     identity: bool
     trusted_beneficiaries: bool

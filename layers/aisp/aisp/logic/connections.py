@@ -13,9 +13,10 @@ import re
 import secrets
 import uuid
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel, ConfigDict
 
 from aisp import audit
 from aisp.errors import (
@@ -26,15 +27,19 @@ from aisp.errors import (
     InvalidRequestError,
     TokenCryptoError,
 )
+from aisp.idempotency import Idempotent
 from aisp.logic.oauth_callback import completion_hash
 from aisp.logic.ports import MAX_WRITE_ATTEMPTS
 from aisp.logic.revocation import drop_authorization, revoke_quietly
 from aisp.logic.services import ConnectionServices, ConnectPolicy
-from aisp.models.api import ConnectionSummary, CreateConnectionResponse
+from aisp.models.api import ConnectionSummary, CreateConnectionRequest, CreateConnectionResponse
 from aisp.models.connection import Completion, CompletionOutcome, Connection, ConnectionStatus, StatusReason, TokenPair
 from aisp.observability import logger, metrics, tracer
 from aisp.pkce import code_challenge, new_code_verifier, seal_verifier
 from aisp.return_urls import is_allowed
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 __all__ = [
     "callback_url_for",
@@ -44,6 +49,7 @@ __all__ = [
     "list_connections",
     "new_connection_id",
     "start_connection",
+    "start_connection_once",
 ]
 
 CALLBACK_PATH: Final = "/oauth/callback"
@@ -374,3 +380,71 @@ def _read_for_delete(services: ConnectionServices, user_id: str, bank_code: str)
             raise ConnectionNotFoundError("connection not found", details={"bank_code": bank_code}) from None
         return found, []
     return connection, [held for held in (tokens, pending) if held is not None]
+
+
+class ConnectionCall(BaseModel):
+    """What a keyed ``POST /v1/connections`` is recorded under (user, key) and bound to (the request)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user_id: str
+    idempotency_key: str
+    request: CreateConnectionRequest
+
+
+def start_connection_once(
+    *,
+    user_id: str,
+    request: CreateConnectionRequest,
+    api_domain: str | None,
+    idempotency_key: str | None,
+    lambda_context: LambdaContext | None = None,
+    services: ConnectionServices,
+    policy: ConnectPolicy,
+) -> CreateConnectionResponse:
+    """:func:`start_connection` behind the client's ``Idempotency-Key`` (:mod:`aisp.idempotency`).
+
+    The same key and body give the first answer again (the same login link, sealed at rest); the same key with
+    another body is ``IdempotencyKeyReusedError``; without a key, every call starts a new login journey.
+    """
+    if idempotency_key is None:
+        return start_connection(
+            user_id=user_id,
+            bank_code=request.bank_code,
+            return_url=request.return_url,
+            api_domain=api_domain,
+            services=services,
+            policy=policy,
+        )
+    if services.idempotency is None:
+        raise ConfigurationError("no idempotency store for keyed connection starts")
+    call = ConnectionCall(user_id=user_id, idempotency_key=idempotency_key, request=request)
+    return _idempotent_start(
+        call,
+        store=services.idempotency(),
+        lambda_context=lambda_context,
+        details={"bank_code": request.bank_code},
+        api_domain=api_domain,
+        services=services,
+        policy=policy,
+    )
+
+
+def _start_once(
+    *, call: ConnectionCall, api_domain: str | None, services: ConnectionServices, policy: ConnectPolicy
+) -> CreateConnectionResponse:
+    """The idempotent unit: ``call`` is hashed (key and body), the rest is not."""
+    return start_connection(
+        user_id=call.user_id,
+        bank_code=call.request.bank_code,
+        return_url=call.request.return_url,
+        api_domain=api_domain,
+        services=services,
+        policy=policy,
+    )
+
+
+# Sealed: the answer's authorization_url carries the login's OAuth state.
+_idempotent_start: Final[Idempotent[ConnectionCall, CreateConnectionResponse]] = Idempotent(
+    _start_once, event_key="[user_id, idempotency_key]", payload="request", answer=CreateConnectionResponse, sealed=True
+)

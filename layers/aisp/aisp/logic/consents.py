@@ -5,36 +5,33 @@ conditional update on the version read (retried on a concurrent token refresh, r
 revoked or reconnected meanwhile). The IBANs were checked by the request model (format, country length, mod-97);
 whether they are the user's is for the bank to say: its 400 becomes our ``validation_error``.
 
-Idempotency: with an ``Idempotency-Key`` header the submission goes through Powertools idempotency (DynamoDB
-``IdempotencyTable``). The key is the (user, bank, header value) triple, so two users can never collide; the body is
-the validated payload, so the same key with another body is ``idempotency_key_reused`` (422) and a retry while the
-first is running is ``request_in_progress`` (409). The persistence layer (``aisp.wiring``) is built on the first keyed
-request, never at import. A failure deletes the record (Powertools), so the client may retry with the same key.
+Idempotency: with an ``Idempotency-Key`` header the submission goes through :mod:`aisp.idempotency`, keyed on the
+(user, bank, header value) triple and bound to the validated consent (same key, other body: 422).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict
 
 from aisp import errors
+from aisp.idempotency import Idempotent
 from aisp.logic.bank_calls import BankSession, open_session
 from aisp.logic.ports import MAX_WRITE_ATTEMPTS
-from aisp.logic.services import AccountServices, IdempotentSubmit
+from aisp.logic.services import AccountServices
 from aisp.models.api import CardConsent, SubmitConsentRequest, SubmitConsentResponse
 from aisp.models.connection import CardReference, Connection, ConnectionStatus, ConsentSnapshot
 from aisp.models.psu import PsuInfo
 from aisp.observability import logger, metrics, tracer
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.idempotency import BasePersistenceLayer
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-__all__ = ["ConsentCall", "idempotent_submit", "submit_consent"]
+__all__ = ["ConsentCall", "submit_consent"]
 
 
 class ConsentCall(BaseModel):
@@ -82,32 +79,23 @@ def submit_consent(
     services.connections.registry.get(bank_code)
     if idempotency_key is None:
         return _submit(user_id, bank_code, request, psu, services)
-    if services.idempotency is None:
+    store = services.connections.idempotency
+    if store is None:
         raise errors.ConfigurationError("no idempotency store for keyed consent submissions")
-    submit, config = services.idempotency()
-    if lambda_context is not None:
-        config.register_lambda_context(lambda_context)
     call = ConsentCall(user_id=user_id, bank_code=bank_code, idempotency_key=idempotency_key, consent=request)
-    from aws_lambda_powertools.utilities.idempotency import exceptions as idem  # noqa: PLC0415 - loaded by now
-
-    try:
-        response: SubmitConsentResponse = submit(call=call, psu=psu, services=services)
-    except idem.IdempotencyValidationError:
-        raise errors.IdempotencyKeyReusedError(
-            "this Idempotency-Key was used with a different request", details={"bank_code": bank_code}
-        ) from None
-    except idem.IdempotencyAlreadyInProgressError:
-        raise errors.RequestInProgressError(
-            "a request with this Idempotency-Key is in progress", details={"bank_code": bank_code}
-        ) from None
-    except (idem.IdempotencyPersistenceLayerError, idem.IdempotencyInconsistentStateError) as exc:
-        raise errors.PersistenceError("idempotency store failed", details={"error_type": type(exc).__name__}) from exc
-    return response
+    return _idempotent_submit(
+        call, store=store(), lambda_context=lambda_context, details={"bank_code": bank_code}, psu=psu, services=services
+    )
 
 
 def _submit_once(*, call: ConsentCall, psu: PsuInfo | None, services: AccountServices) -> SubmitConsentResponse:
     """The idempotent unit: ``call`` is hashed (key and payload), ``psu`` and ``services`` are not."""
     return _submit(call.user_id, call.bank_code, call.consent, psu, services)
+
+
+_idempotent_submit: Final[Idempotent[ConsentCall, SubmitConsentResponse]] = Idempotent(
+    _submit_once, event_key="[user_id, bank_code, idempotency_key]", payload="consent", answer=SubmitConsentResponse
+)
 
 
 def _submit(
@@ -171,30 +159,3 @@ def _store(services: AccountServices, session: BankSession, snapshot: ConsentSna
     raise errors.ConflictError(
         "connection changed while the consent was stored", details={"bank_code": original.bank_code}
     )
-
-
-def idempotent_submit(persistence: BasePersistenceLayer, *, expires_after_seconds: int) -> IdempotentSubmit:
-    """Powertools idempotency over :func:`_submit_once`, its records in ``persistence`` (built by ``aisp.wiring``)."""
-    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415 - the first keyed request only
-        IdempotencyConfig,
-        idempotent_function,
-    )
-    from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import (  # noqa: PLC0415
-        PydanticSerializer,
-    )
-
-    config = IdempotencyConfig(
-        event_key_jmespath="[user_id, bank_code, idempotency_key]",
-        payload_validation_jmespath="consent",
-        raise_on_no_idempotency_key=True,
-        expires_after_seconds=expires_after_seconds,
-        hash_function="sha256",
-    )
-    wrapped = idempotent_function(
-        _submit_once,
-        data_keyword_argument="call",
-        persistence_store=persistence,
-        config=config,
-        output_serializer=PydanticSerializer(model=SubmitConsentResponse),
-    )
-    return IdempotentSubmit(wrapped, config)

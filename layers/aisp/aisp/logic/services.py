@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING
 
 from aisp.banks import BankRegistry
 from aisp.clock import Clock, SystemClock
@@ -17,18 +17,10 @@ from aisp.logic.remembered import RememberedConnections
 from aisp.return_urls import AllowedPrefix
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
-
     from aisp.cursors import CursorSealer
+    from aisp.idempotency import IdempotencyStore
 
-__all__ = ["AccountServices", "ConnectPolicy", "ConnectionServices", "IdempotentSubmit"]
-
-
-class IdempotentSubmit(NamedTuple):
-    """The consent submission wrapped by Powertools idempotency, and the config to give the Lambda context to."""
-
-    submit: Callable[..., Any]
-    config: IdempotencyConfig
+__all__ = ["AccountServices", "ConnectPolicy", "ConnectionServices"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +38,8 @@ class ConnectionServices:
     revoked_retention: timedelta = timedelta(days=30)
     # How long the app has to complete a login the bank authorized (COMPLETION_TTL_SECONDS).
     completion_ttl: timedelta = timedelta(minutes=5)
+    # Where keyed writes (Idempotency-Key) are recorded, called on the first one; None: keyed writes are refused.
+    idempotency: Callable[[], IdempotencyStore] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,8 +60,6 @@ class AccountServices:
     bank: AccountDataGateway
     # Called on the first cursor of a request: only transaction paging pays for the key (one KMS call a container).
     cursors: Callable[[], CursorSealer]
-    # Called on the first keyed consent submission (Idempotency-Key); None: keyed submissions are refused.
-    idempotency: Callable[[], IdempotentSubmit] | None = None
     # Banks queried at once by GET /v1/accounts.
     max_workers: int = 4
     # Connections this container read, so that a read-only bank call overlaps the next read (None: never overlap).

@@ -4,7 +4,8 @@ The bank's STET shapes (1.4.0, 1.4.2, 1.5; :mod:`aisp.stet.schemas`) are mapped 
 snake_case names, amounts as decimal strings (signed for transactions: debits are negative), ISO dates, transaction
 status ``booked | pending | future | information | rejected | other`` (STET 1.5's BOOK, PDNG, FUTR, INFO, RJCT;
 OTHR and anything unknown are ``other``), remittance as a list of lines. Nothing of the bank's free text is added beyond
-the data fields themselves (names, products, remittance lines).
+the data fields themselves (names, products, remittance lines). Every field of an answer is always sent (``null`` when
+the bank gave no value), and every list comes inside an object.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from aisp.observability import logger
 
 if TYPE_CHECKING:  # the STET package (requests, signing) loads only when a bank is called
     from aisp.models.connection import CardReference, ConsentSnapshot
@@ -31,6 +34,7 @@ __all__ = [
     "AccountLinksAvailable",
     "AllAccountsResponse",
     "BalanceItem",
+    "BalancesResponse",
     "BankAccountItem",
     "BankErrorItem",
     "BeneficiaryItem",
@@ -38,6 +42,7 @@ __all__ = [
     "ListAccountsResponse",
     "TransactionItem",
     "TransactionsResponse",
+    "TrustedBeneficiariesResponse",
     "decimal_string",
 ]
 
@@ -62,8 +67,11 @@ def decimal_string(amount: Decimal) -> str:
 
 
 class _Out(BaseModel):
-    # Schemas built on first use: a request builds only the models its route answers with.
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    # Schemas built on first use: a request builds only the models its route answers with. Every field is sent, so
+    # the schema marks every one required (a field with a default too).
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", defer_build=True, json_schema_serialization_defaults_required=True
+    )
 
 
 class BalanceItem(_Out):
@@ -129,8 +137,9 @@ def _consent_keys(items: list[str | CardReference]) -> set[str]:
 class AccountItem(_Out):
     """One account of the user at one bank."""
 
-    account_id: str | None = Field(
-        description="The bank's resource id: the {account_id} of the balances and transactions routes"
+    account_id: str = Field(
+        description="The bank's resource id: the {account_id} of the balances and transactions routes (an account "
+        "the bank lists without one cannot be queried, and is left out)"
     )
     iban: str | None
     name: str | None
@@ -149,6 +158,9 @@ class AccountItem(_Out):
 
     @classmethod
     def from_stet(cls, account: Account, consent: ConsentSnapshot | None = None) -> AccountItem:
+        """Raises ``ValueError`` for an account without ``resourceId`` (:meth:`ListAccountsResponse.from_stet`)."""
+        if not account.resource_id:
+            raise ValueError("the bank listed an account without a resourceId")
         return cls(
             account_id=account.resource_id,
             iban=account.iban,
@@ -176,9 +188,18 @@ class ListAccountsResponse(_Out):
     def from_stet(
         cls, bank_code: str, accounts: AccountList, consent: ConsentSnapshot | None = None
     ) -> ListAccountsResponse:
+        """The bank's accounts; one it lists without a ``resourceId`` (optional in STET) has no {account_id} to
+        query its balances or transactions by, so it is left out and counted in the logs."""
+        addressable = [account for account in accounts.accounts if account.resource_id]
+        if len(addressable) < len(accounts.accounts):
+            logger.warning(
+                "accounts without resourceId left out",
+                bank_code=bank_code,
+                left_out=len(accounts.accounts) - len(addressable),
+            )
         return cls(
             bank_code=bank_code,
-            accounts=[AccountItem.from_stet(account, consent) for account in accounts.accounts],
+            accounts=[AccountItem.from_stet(account, consent) for account in addressable],
             connected_psu=accounts.connected_psu,
         )
 
@@ -219,13 +240,24 @@ class TransactionItem(_Out):
         )
 
 
+class BalancesResponse(_Out):
+    """``GET .../accounts/{account_id}/balances``."""
+
+    balances: list[BalanceItem]
+
+
 class TransactionsResponse(_Out):
     """``GET .../transactions``: one or more bank pages and where to continue."""
 
     transactions: list[TransactionItem]
     next_cursor: str | None = Field(
-        description="Opaque; pass it back as ?cursor= for the next transactions; null after the last page"
+        description="Opaque; pass it back as ?cursor= for the next transactions; null when has_more is false"
     )
+
+    @computed_field(description="Whether more transactions follow (next_cursor is then set)")  # type: ignore[prop-decorator]
+    @property
+    def has_more(self) -> bool:
+        return self.next_cursor is not None
 
 
 class BeneficiaryItem(_Out):
@@ -246,6 +278,12 @@ class BeneficiaryItem(_Out):
             bic=beneficiary.creditor_agent.bic_fi if beneficiary.creditor_agent else None,
             is_trusted=beneficiary.is_trusted,
         )
+
+
+class TrustedBeneficiariesResponse(_Out):
+    """``GET /v1/connections/{bank_code}/trusted-beneficiaries``."""
+
+    beneficiaries: list[BeneficiaryItem]
 
 
 class IdentityResponse(_Out):

@@ -1,15 +1,22 @@
-"""Request and response models of the fintech-facing HTTP API (``/v1``)."""
+"""Request and response models of the fintech-facing HTTP API (``/v1``).
+
+Conventions (``docs/clients.md``): every answer is an object (lists under a named key), every field of an answer is
+always sent (``null`` when it has no value, never absent), enum values are lower-case snake case, errors are
+:class:`Problem` documents except the answers API Gateway gives itself (:class:`GatewayError`).
+"""
 
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+from pydantic.json_schema import SkipJsonSchema
 
 from aisp.banks import Bank, BankCapabilities, Network
 from aisp.iban import is_valid_iban, normalise_iban
-from aisp.models.connection import CardReference, Connection, ConnectionStatus, ConsentSnapshot, StatusReason
+from aisp.models.connection import CardReference, Connection, ConsentSnapshot, StatusReason
 
 BankCodeField = Annotated[str, Field(pattern=r"^[0-9]{5}$", description="Establishment code (cdetab), 5 digits")]
 
@@ -36,16 +43,61 @@ class BankSummary(BaseModel):
         )
 
 
-class Problem(BaseModel):
-    """An RFC 9457 problem document with a stable machine-readable ``code``."""
+class ListBanksResponse(BaseModel):
+    """``GET /v1/banks``."""
 
-    type: str = Field(description="URI reference identifying the problem type")
-    title: str
-    status: int
-    code: str = Field(description="Stable error code clients can switch on")
-    detail: str | None = None
-    request_id: str | None = None
-    errors: list[dict[str, str]] | None = Field(default=None, description="Field-level validation errors")
+    model_config = ConfigDict(frozen=True)
+
+    banks: list[BankSummary]
+
+
+class FieldError(BaseModel):
+    """One invalid field of a ``validation_error``: where (never the value sent) and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str = Field(
+        description="Where: body.<field>, query.<name>, header.<name> or path.<name> (dotted for nested fields)",
+        examples=["body.return_url"],
+    )
+    message: str = Field(description="What is wrong with it", examples=["Field required"])
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``) with a stable machine-readable ``code``.
+
+    Optional members are absent when they have no value (never ``null``).
+    """
+
+    type: str = Field(description="URI reference identifying the problem type: urn:aisp-gateway:error:<code>")
+    title: str = Field(description="A short constant summary of the problem type")
+    status: int = Field(description="The HTTP status code")
+    code: str = Field(description="Stable error code clients can switch on", examples=["connection_not_found"])
+    detail: str | SkipJsonSchema[None] = Field(default=None, description="This occurrence, in a constant sentence")
+    request_id: str | SkipJsonSchema[None] = Field(
+        default=None, description="The API's request id (also the X-Request-ID header): quote it to support"
+    )
+    errors: list[FieldError] | SkipJsonSchema[None] = Field(
+        default=None, description="validation_error: every invalid field"
+    )
+
+
+class GatewayError(BaseModel):
+    """An answer of API Gateway itself, before or instead of our code (``application/json``).
+
+    ``{"message": "Unauthorized"}`` from the JWT authorizer, ``Not Found`` for a path no route matches, ``Too Many
+    Requests`` from the API's throttling, ``Internal Server Error`` or ``Service Unavailable`` when a function failed
+    or timed out.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    message: str = Field(examples=["Unauthorized"])
+
+
+class ErrorResponse(RootModel[Problem | GatewayError]):
+    """An error answer: a ``Problem`` of ours (``application/problem+json``, with a ``code``) or API Gateway's own
+    ``GatewayError`` (``application/json``, a ``message`` only)."""
 
 
 class CreateConnectionRequest(BaseModel):
@@ -75,20 +127,31 @@ class CreateConnectionResponse(BaseModel):
     expires_at: AwareDatetime
 
 
+class ConnectionStatus(StrEnum):
+    """A connection's status as the API spells it: the stored status (``aisp.models.connection``), lower case."""
+
+    PENDING = "pending"
+    AUTHORIZED = "authorized"
+    ACTIVE = "active"
+    REAUTH_REQUIRED = "reauth_required"
+    FAILED = "failed"
+    REVOKED = "revoked"
+
+
 class ConnectionSummary(BaseModel):
     """One connection as listed by ``GET /v1/connections`` (never any token), as it stands now."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
 
     connection_id: str
     bank_code: str
     status: ConnectionStatus = Field(
-        description="PENDING: first login not finished; AUTHORIZED: the bank authorized it, the app must complete "
-        "it (POST .../complete); ACTIVE: usable; REAUTH_REQUIRED: the user must log in again (Reconnect); "
-        "FAILED: the first login ended without a connection (status_reason says why); REVOKED: deleted by the user"
+        description="pending: first login not finished; authorized: the bank authorized it, the app must complete "
+        "it (POST .../complete); active: usable; reauth_required: the user must log in again (Reconnect); "
+        "failed: the first login ended without a connection (status_reason says why); revoked: deleted by the user"
     )
     status_reason: StatusReason | None = Field(
-        default=None, description="Why a connection is FAILED or REAUTH_REQUIRED (null otherwise)"
+        default=None, description="Why a connection is failed or reauth_required (null otherwise)"
     )
     connected_at: AwareDatetime | None
     access_expires_at: AwareDatetime | None
@@ -100,13 +163,21 @@ class ConnectionSummary(BaseModel):
         return cls(
             connection_id=connection.connection_id,
             bank_code=connection.bank_code,
-            status=connection.status,
+            status=ConnectionStatus(connection.status.value.lower()),
             status_reason=connection.status_reason,
             connected_at=connection.connected_at,
             access_expires_at=connection.access_expires_at,
             reauth_due_at=connection.reauth_due_at,
             consent=connection.consent,
         )
+
+
+class ListConnectionsResponse(BaseModel):
+    """``GET /v1/connections``: every connection of the user, whatever its status."""
+
+    model_config = ConfigDict(frozen=True)
+
+    connections: list[ConnectionSummary]
 
 
 class CompleteConnectionRequest(BaseModel):

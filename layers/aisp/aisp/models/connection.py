@@ -84,7 +84,8 @@ class CardReference(BaseModel):
 class ConsentSnapshot(BaseModel):
     """What the user last consented to at the bank (written by the consent submission, issue 5)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Answers always carry every field: the API's schema marks them all required.
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_serialization_defaults_required=True)
 
     balances: list[str | CardReference] = Field(
         default_factory=list, description="Accounts consented for balances: IBANs, and cards as {card}"
