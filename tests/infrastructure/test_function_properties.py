@@ -74,10 +74,12 @@ EXPECTED = {
             "OAUTH_STATES_TABLE_NAME": {"Ref": "OAuthStatesTable"},
             "OAUTH_CALLBACK_URL": {"Ref": "OAuthCallbackUrl"},
             "RETURN_URL_ALLOWLIST": {"Fn::Join": [",", {"Ref": "ReturnUrlAllowlist"}]},
+            "IDEMPOTENCY_TABLE_NAME": {"Ref": "IdempotencyTable"},
         },
         grants=_grants(
             ("ReadWriteOwnConnections", "ConnectionsTable.Arn", (*TABLE_CRUD, "dynamodb:Query")),
             ("OAuthStatesAndCompletions", "OAuthStatesTable.Arn", TABLE_CRUD[1:]),
+            ("IdempotencyRecords", "IdempotencyTable.Arn", TABLE_CRUD),
             ("DecryptTokensToRevoke", "TokenKey.Arn", ("kms:Decrypt",)),
             READ_BANK_SECRET,
         ),
