@@ -140,8 +140,8 @@ def env_file(stack) -> Path:
 def ensure_connected(stack: RunningStack) -> None:
     """User ``user-marc`` has an ACTIVE connection to 13807 with consent to everything (connects if not)."""
     app = App(stack.api_url, USER)
-    connections = app.call("GET", "/v1/connections")
-    if not any(c["bank_code"] == BANK and c["status"] == "ACTIVE" for c in connections):
+    connections = app.call("GET", "/v1/connections")["connections"]
+    if not any(c["bank_code"] == BANK and c["status"] == "active" for c in connections):
         connect(stack, USER)
         consent_to_everything(app, BANK, MARC_IBANS)
 

@@ -57,8 +57,8 @@ def test_a_connection_completes_at_start_apis_oauth_callback(marc, start_api):
     assert outcome["status"] == "authorized"
     # And the app completes it with the one-time value the container handed out
     complete(app, outcome)
-    (connection,) = [c for c in app.call("GET", "/v1/connections") if c["bank_code"] == BANK]
-    assert (connection["connection_id"], connection["status"]) == (started["connection_id"], "ACTIVE")
+    (connection,) = [c for c in app.call("GET", "/v1/connections")["connections"] if c["bank_code"] == BANK]
+    assert (connection["connection_id"], connection["status"]) == (started["connection_id"], "active")
     # And the state was single use in the container too: the same redirect again is refused
     again = urlsplit(get(f"{start_api.url}{redirect.path}?{redirect.query}").headers.get("location", ""))
     assert parse_qs(again.query).get("status") not in (["connected"], ["authorized"])
