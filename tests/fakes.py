@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from aisp.models.bank import IssuedTokens
+from aisp.stet import mapping
 from aisp.stet.schemas import TokenResponse
 
 START = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
@@ -67,7 +69,7 @@ class FakeBankGateway:
 
     def exchange_code(
         self, bank_code: str, *, code: str, redirect_uri: str, code_verifier: str | None = None
-    ) -> TokenResponse:
+    ) -> IssuedTokens:
         number = self._record(
             "exchange_code", bank_code, code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
         )
@@ -77,7 +79,7 @@ class FakeBankGateway:
             raise self.exchange_error
         return self._tokens(number, with_refresh=self.refresh_token)
 
-    def refresh(self, bank_code: str, *, refresh_token: str) -> TokenResponse:
+    def refresh(self, bank_code: str, *, refresh_token: str) -> IssuedTokens:
         number = self._record("refresh", bank_code, refresh_token=refresh_token)
         if self.refresh_error is not None:
             raise self.refresh_error
@@ -88,13 +90,13 @@ class FakeBankGateway:
         if self.revoke_error is not None:
             raise self.revoke_error
 
-    def _tokens(self, number: int, *, with_refresh: bool) -> TokenResponse:
+    def _tokens(self, number: int, *, with_refresh: bool) -> IssuedTokens:
         payload: dict[str, Any] = {"access_token": f"access-token-{number:04d}-secret", "token_type": "Bearer"}
         if self.expires_in is not None:
             payload["expires_in"] = self.expires_in
         if with_refresh:
             payload["refresh_token"] = f"refresh-token-{number:04d}-secret"
-        return TokenResponse.model_validate(payload)
+        return mapping.issued_tokens(TokenResponse.model_validate(payload))
 
 
 class CountingBankGateway:
@@ -119,11 +121,11 @@ class CountingBankGateway:
 
     def exchange_code(
         self, bank_code: str, *, code: str, redirect_uri: str, code_verifier: str | None = None
-    ) -> TokenResponse:
+    ) -> IssuedTokens:
         self._count("exchange_code")
         return self.inner.exchange_code(bank_code, code=code, redirect_uri=redirect_uri, code_verifier=code_verifier)
 
-    def refresh(self, bank_code: str, *, refresh_token: str) -> TokenResponse:
+    def refresh(self, bank_code: str, *, refresh_token: str) -> IssuedTokens:
         self._count("refresh")
         return self.inner.refresh(bank_code, refresh_token=refresh_token)
 
@@ -312,7 +314,7 @@ class FakeAccountGateway:
         from aisp.stet.schemas import AccountList
 
         self._enter("get_accounts", bank_code, access_token, psu=psu)
-        return AccountList.model_validate(self.accounts.get(bank_code, {"accounts": []}))
+        return mapping.accounts(AccountList.model_validate(self.accounts.get(bank_code, {"accounts": []})))
 
     def put_consents(self, bank_code: str, *, access_token: str, consent: Any, psu: Any) -> None:
         self._enter("put_consents", bank_code, access_token, consent=consent, psu=psu)
@@ -324,7 +326,8 @@ class FakeAccountGateway:
         self._enter("get_balances", bank_code, access_token, account_id=account_id, psu=psu)
         if (bank_code, account_id) not in self.balances:
             raise BankNotFoundError("bank resource not found", status=404, bank_code=bank_code)
-        return BalanceList.model_validate(self.balances[(bank_code, account_id)])
+        found = BalanceList.model_validate(self.balances[(bank_code, account_id)])
+        return [mapping.balance(item) for item in found.balances]
 
     def page_url(self, bank_code: str, account_id: str, page: int) -> str:
         return f"{FAKE_BANK_ORIGIN}/{bank_code}/stet/psd2/v1.4.2/accounts/{account_id}/transactions?page={page}"
@@ -364,17 +367,18 @@ class FakeAccountGateway:
         body = {"transactions": chunk, "_links": {"self": {"href": self.page_url(bank_code, account_id, page)}}}
         parsed = TransactionPage.model_validate(body)
         next_url = self.page_url(bank_code, account_id, page + 1) if has_next else None
-        return parsed.model_copy(update={"next_url": next_url})
+        return mapping.transactions_page(parsed.model_copy(update={"next_url": next_url}), bank_code=bank_code)
 
     def get_trusted_beneficiaries(self, bank_code: str, *, access_token: str, psu: Any) -> Any:
         from aisp.stet.schemas import BeneficiaryList
 
         self._enter("get_trusted_beneficiaries", bank_code, access_token, psu=psu)
-        return BeneficiaryList.model_validate(self.beneficiaries.get(bank_code) or {})
+        found = BeneficiaryList.model_validate(self.beneficiaries.get(bank_code) or {})
+        return [mapping.beneficiary(item) for item in found.beneficiaries]
 
     def get_end_user_identity(self, bank_code: str, *, access_token: str, psu: Any) -> Any:
         from aisp.stet.schemas import EndUserIdentity
 
         self._enter("get_end_user_identity", bank_code, access_token, psu=psu)
         identity = self.identities.get(bank_code)
-        return None if identity is None else EndUserIdentity.model_validate(identity)
+        return None if identity is None else mapping.identity(EndUserIdentity.model_validate(identity))

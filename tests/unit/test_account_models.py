@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from aisp.errors import BankProtocolError
 from aisp.models.accounts import (
     AccountItem,
     BalanceItem,
@@ -18,6 +19,7 @@ from aisp.models.accounts import (
     decimal_string,
 )
 from aisp.models.connection import ConsentSnapshot
+from aisp.stet import mapping
 from aisp.stet.schemas import AccountList, BalanceList, BeneficiaryList, EndUserIdentity, Transaction
 
 # The 89C3 sandbox guide's GET /accounts for Marc (consented) and Tech-N Co (not consented), STET 1.4.0.47.
@@ -69,7 +71,7 @@ GUIDE_ACCOUNTS = {
 
 
 def test_accounts_keep_the_guides_balances_and_say_which_links_exist():
-    listed = ListAccountsResponse.from_stet("13807", AccountList.model_validate(GUIDE_ACCOUNTS))
+    listed = ListAccountsResponse.from_bank("13807", mapping.accounts(AccountList.model_validate(GUIDE_ACCOUNTS)))
 
     marc, technco = listed.accounts
     assert listed.bank_code == "13807"
@@ -94,20 +96,22 @@ def test_accounts_keep_the_guides_balances_and_say_which_links_exist():
 
 
 def test_a_card_account_has_no_iban_and_names_its_cash_account():
-    card = AccountItem.from_stet(
-        AccountList.model_validate(
-            {
-                "accounts": [
-                    {
-                        "resourceId": "038-CB497010XXXXXX4242",
-                        "cashAccountType": "CARD",
-                        "accountId": {"other": {"identification": "497010XXXXXX4242", "schemeName": "CPAN"}},
-                        "linkedAccount": "038-CPT30019654061",
-                        "name": "Carte",
-                    }
-                ]
-            }
-        ).accounts[0]
+    card = AccountItem.from_bank(
+        mapping.account(
+            AccountList.model_validate(
+                {
+                    "accounts": [
+                        {
+                            "resourceId": "038-CB497010XXXXXX4242",
+                            "cashAccountType": "CARD",
+                            "accountId": {"other": {"identification": "497010XXXXXX4242", "schemeName": "CPAN"}},
+                            "linkedAccount": "038-CPT30019654061",
+                            "name": "Carte",
+                        }
+                    ]
+                }
+            ).accounts[0]
+        )
     )
 
     assert card.iban is None and card.cash_account_type == "CARD"
@@ -146,7 +150,7 @@ def test_bpce_1_4_2_transactions_are_signed_and_normalized():
         )
     )
 
-    first = TransactionItem.from_stet(booked)
+    first = TransactionItem.from_bank(mapping.transaction(booked, bank_code="13807"))
     assert first.model_dump() == {
         "id": "R1",
         "entry_reference": "E1",
@@ -159,9 +163,9 @@ def test_bpce_1_4_2_transactions_are_signed_and_normalized():
         "transaction_date": date(2022, 8, 24),
         "remittance": ["CB CARREFOUR", "PARIS"],
     }
-    second = TransactionItem.from_stet(pending)
+    second = TransactionItem.from_bank(mapping.transaction(pending, bank_code="13807"))
     assert (second.id, second.amount, second.status, second.booking_date) == ("E2", "12.5", "pending", None)
-    third = TransactionItem.from_stet(other)
+    third = TransactionItem.from_bank(mapping.transaction(other, bank_code="13807"))
     assert (third.id, third.amount, third.status, third.remittance) == (None, "10", "other", ["ONE LINE"])
 
 
@@ -170,8 +174,14 @@ def test_an_unknown_credit_debit_indicator_is_not_guessed():
         {"transactionAmount": {"amount": "1", "currency": "EUR"}, "creditDebitIndicator": "XXXX", "status": "BOOK"}
     )
 
-    with pytest.raises(KeyError):
-        TransactionItem.from_stet(odd)
+    with pytest.raises(BankProtocolError) as raised:
+        mapping.transaction(odd, bank_code="13807")
+
+    assert raised.value.details == {
+        "bank_code": "13807",
+        "operation": "get_transactions",
+        "field": "creditDebitIndicator",
+    }
 
 
 @pytest.mark.parametrize(
@@ -186,13 +196,17 @@ def test_balances_identity_and_beneficiaries():
     (balance,) = BalanceList.model_validate(
         {"balances": [{"balanceType": "XPCD", "name": "Instant", "balanceAmount": {"amount": 10, "currency": "EUR"}}]}
     ).balances
-    assert BalanceItem.from_stet(balance).amount == "10"
+    assert BalanceItem.from_bank(mapping.balance(balance)).amount == "10"
 
-    legacy = IdentityResponse.from_stet(
-        EndUserIdentity.model_validate({"connectedPsu": "MALLOW MARC", "connectedPsuFirstName": "Marc"})
+    legacy = IdentityResponse.from_bank(
+        mapping.identity(
+            EndUserIdentity.model_validate({"connectedPsu": "MALLOW MARC", "connectedPsuFirstName": "Marc"})
+        )
     )
     assert (legacy.full_name, legacy.first_name) == ("MALLOW MARC", "Marc")
-    modern = IdentityResponse.from_stet(EndUserIdentity.model_validate({"identity": {"fullName": "LEROY JULIE"}}))
+    modern = IdentityResponse.from_bank(
+        mapping.identity(EndUserIdentity.model_validate({"identity": {"fullName": "LEROY JULIE"}}))
+    )
     assert modern.full_name == "LEROY JULIE"
 
     (beneficiary,) = BeneficiaryList.model_validate(
@@ -208,7 +222,7 @@ def test_balances_identity_and_beneficiaries():
             ]
         }
     ).beneficiaries
-    assert BeneficiaryItem.from_stet(beneficiary).model_dump() == {
+    assert BeneficiaryItem.from_bank(mapping.beneficiary(beneficiary)).model_dump() == {
         "id": "B1",
         "name": "DUPONT",
         "iban": "FR7630006000011234567890189",
@@ -237,7 +251,7 @@ def test_every_stet_1_5_transaction_status_keeps_its_meaning(status, name):
     )
 
     # When normalized / Then a future, information-only or rejected entry is never reported as plain "other"
-    assert TransactionItem.from_stet(transaction).status == name
+    assert TransactionItem.from_bank(mapping.transaction(transaction, bank_code="13807")).status == name
 
 
 def _account(links):
@@ -264,5 +278,5 @@ def _account(links):
 )
 def test_link_availability_follows_the_links_presence_and_the_consent(links, consent, expected):
     snapshot = None if consent is None else ConsentSnapshot(**consent)
-    item = AccountItem.from_stet(_account(links), snapshot)
+    item = AccountItem.from_bank(mapping.account(_account(links)), snapshot)
     assert (item.links.balances, item.links.transactions) == expected

@@ -13,7 +13,7 @@ from aisp.models.accounts import AccountItem, ListAccountsResponse
 from aisp.models.api import SubmitConsentRequest
 from aisp.models.connection import CardReference, ConsentSnapshot
 from aisp.models.psu import PsuInfo
-from aisp.stet import AccountList, ConsentRequest
+from aisp.stet import AccountList, ConsentRequest, mapping
 from tests.conftest import FakeLambdaContext
 
 IBAN = "FR7613807008043001965406128"
@@ -45,7 +45,9 @@ SOPHIE_ACCOUNTS = {
 
 
 def test_a_card_is_listed_with_its_masked_number_and_its_cash_account():
-    cash, card = ListAccountsResponse.from_stet("13807", AccountList.model_validate(SOPHIE_ACCOUNTS)).accounts
+    cash, card = ListAccountsResponse.from_bank(
+        "13807", mapping.accounts(AccountList.model_validate(SOPHIE_ACCOUNTS))
+    ).accounts
 
     assert (card.cash_account_type, card.iban, card.masked_pan) == ("CARD", None, CARD)
     assert card.linked_account == cash.account_id == "038-CPT30019654061"
@@ -64,7 +66,7 @@ def test_a_card_in_the_consent_on_record_makes_its_links_available_when_the_bank
     ).accounts[0]
 
     consent = ConsentSnapshot(balances=[CardReference(card=CARD)], transactions=[])
-    links = AccountItem.from_stet(card, consent).links
+    links = AccountItem.from_bank(mapping.account(card), consent).links
     assert (links.balances, links.transactions) == (True, False)
 
 

@@ -11,6 +11,7 @@ import pytest
 from aisp import errors, wiring
 from aisp.logic import consents
 from aisp.models.api import SubmitConsentRequest
+from aisp.models.connection import ConsentSnapshot
 from aisp.models.psu import PsuInfo
 from tests.conftest import FakeLambdaContext
 
@@ -49,7 +50,10 @@ def test_the_consent_goes_to_the_bank_and_is_stored_on_the_connection(account_se
     response = _submit(account_services)
 
     (call,) = account_bank.of("put_consents")
-    assert call.kwargs["consent"] == _request() and call.kwargs["psu"] is PSU
+    # The bank is asked for exactly what the user requested (stamped with the submission's time)
+    sent = call.kwargs["consent"]
+    assert isinstance(sent, ConsentSnapshot) and call.kwargs["psu"] is PSU
+    assert sent.model_dump(exclude={"updated_at"}) == _request().model_dump()
     assert response.bank_code == "13807" and response.connection_id == marc.connection_id
     assert response.consent.balances == IBANS and response.consent.transactions == IBANS[:1]
     stored = services.connections.find(MARC, "13807")

@@ -14,7 +14,7 @@ import pytest
 
 from aisp.models.accounts import ListAccountsResponse
 from aisp.models.api import SubmitConsentRequest
-from aisp.stet import BankClient, ConsentRequest, TokenResponse
+from aisp.stet import BankClient, ConsentRequest, TokenResponse, mapping
 from tests.seed import GUIDE, Repair, repaired, seed_json, seed_names, seed_text
 from tests.stet_contract import InProcessBank, in_process_client
 
@@ -65,7 +65,7 @@ def test_marcs_accounts_as_printed_go_through_the_client_and_the_api_models():
 
     # When the gateway lists his accounts
     stet = _client(bank).get_accounts("KXZyspFBZ1R6NqWQdmsZhfdo1nbjK7MoI0Kr2rSi1mSCFNehAs6iLw", None)
-    listed = ListAccountsResponse.from_stet("13807", stet)
+    listed = ListAccountsResponse.from_bank("13807", mapping.accounts(stet))
 
     # Then every account, balance and link the guide shows is there
     assert listed.connected_psu == "MALLOW MARC"
@@ -88,7 +88,7 @@ def test_marcs_accounts_as_printed_go_through_the_client_and_the_api_models():
 def test_tech_n_cos_accounts_before_consent_show_nothing_available():
     bank = InProcessBank(answer=lambda _m, _u: (200, repaired("accounts-tech-n-co")[0].encode()))
 
-    listed = ListAccountsResponse.from_stet("13807", _client(bank).get_accounts("token", None))
+    listed = ListAccountsResponse.from_bank("13807", mapping.accounts(_client(bank).get_accounts("token", None)))
 
     (account,) = listed.accounts
     assert (account.account_id, account.iban, account.usage) == (

@@ -32,7 +32,7 @@ from aisp.models.accounts import (
     ListAccountsResponse,
     TransactionItem,
 )
-from aisp.stet import BankClient, ConsentRequest, PsuContext
+from aisp.stet import BankClient, ConsentRequest, PsuContext, mapping
 from tests.stet_contract import REFERENCE_DIR as STET_REFERENCE
 from tests.stet_contract import (
     SOURCES,
@@ -281,23 +281,29 @@ def read_through(stet_version: str, template: str, body: Json) -> None:
     bank = InProcessBank(answer=lambda _m, _u: (200, body))
     client = client_for(stet_version, bank)
     if template == "/accounts":
-        _check_accounts(body, ListAccountsResponse.from_stet("13807", client.get_accounts(TOKEN, None)))
+        _check_accounts(
+            body, ListAccountsResponse.from_bank("13807", mapping.accounts(client.get_accounts(TOKEN, None)))
+        )
     elif template.endswith("/balances"):
         balances = client.get_balances(TOKEN, ACCOUNT_ID, None).balances
         raw = body.get("balances") or []
         assert len(balances) == len(raw)
         for balance, stet in zip(raw, balances, strict=True):
-            _check_balance(balance, BalanceItem.from_stet(stet))
+            _check_balance(balance, BalanceItem.from_bank(mapping.balance(stet)))
     elif template.endswith("/transactions"):
         page = client.get_transactions_page(TOKEN, ACCOUNT_ID, psu=None)
-        _check_transactions(body, [TransactionItem.from_stet(t) for t in page.transactions], page.next_url)
+        _check_transactions(
+            body,
+            [TransactionItem.from_bank(mapping.transaction(t, bank_code="13807")) for t in page.transactions],
+            page.next_url,
+        )
     elif template == "/trusted-beneficiaries":
         found = client.get_trusted_beneficiaries(TOKEN, None).beneficiaries
-        _check_beneficiaries(body, [BeneficiaryItem.from_stet(b) for b in found])
+        _check_beneficiaries(body, [BeneficiaryItem.from_bank(mapping.beneficiary(b)) for b in found])
     elif template == "/end-user-identity":
         identity = client.get_end_user_identity(TOKEN, None)
         assert identity is not None
-        _check_identity(body, IdentityResponse.from_stet(identity))
+        _check_identity(body, IdentityResponse.from_bank(mapping.identity(identity)))
     else:  # pragma: no cover - every AIS GET is listed in READ_OPERATIONS
         raise AssertionError(template)
 

@@ -22,7 +22,6 @@ separate :class:`~aisp.models.connection.TokenPair`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Collection, Iterator
 from datetime import datetime, timedelta
@@ -44,7 +43,7 @@ from aisp.models.connection import (
     StatusReason,
     TokenPair,
 )
-from aisp.models.refresh import ConnectionKey, LeasedConnection, ReauthNotice
+from aisp.models.refresh import REFRESH_SHARDS, ConnectionKey, LeasedConnection, ReauthNotice, refresh_shard
 from aisp.observability import logger, tracer
 
 if TYPE_CHECKING:
@@ -64,15 +63,6 @@ __all__ = [
     "seal_tokens",
     "token_binding",
 ]
-
-# The refresher (issue 6) queries RefreshDueIndex once per shard: 0..REFRESH_SHARDS-1.
-REFRESH_SHARDS: Final = 16
-
-
-def refresh_shard(user_id: str, bank_code: str) -> int:
-    """A stable shard in ``[0, REFRESH_SHARDS)`` for a connection (SHA-256 of user + bank, not Python's hash)."""
-    digest = hashlib.sha256(f"{user_id}\x00{bank_code}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") % REFRESH_SHARDS
 
 
 def token_binding(user_id: str, bank_code: str) -> dict[str, str]:

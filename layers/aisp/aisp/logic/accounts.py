@@ -162,7 +162,7 @@ def list_accounts(
         accounts = session.call(
             "get_accounts", lambda token: services.bank.get_accounts(bank_code, access_token=token, psu=psu)
         )
-    return ListAccountsResponse.from_stet(bank_code, accounts, session.connection.consent)
+    return ListAccountsResponse.from_bank(bank_code, accounts, session.connection.consent)
 
 
 @tracer.capture_method(capture_response=False)
@@ -186,7 +186,7 @@ def get_balances(
             lambda token: services.bank.get_balances(bank_code, access_token=token, account_id=account_id, psu=psu),
             account_id=account_id,
         )
-    return [BalanceItem.from_stet(balance) for balance in balances.balances]
+    return [BalanceItem.from_bank(balance) for balance in balances]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -277,15 +277,8 @@ class _Pager:
             account_id=self.account_id,
         )
         self.slowest_ms = max(self.slowest_ms, (time.perf_counter() - started) * 1000)
-        try:
-            items = [TransactionItem.from_stet(transaction) for transaction in page.transactions]
-        except KeyError:
-            raise errors.BankProtocolError(
-                "bank transaction has an unknown credit/debit indicator",
-                bank_code=bank_code,
-                details={"operation": "get_transactions", "field": "creditDebitIndicator"},
-            ) from None
-        return items, page.next_url
+        items = [TransactionItem.from_bank(transaction) for transaction in page.transactions]
+        return items, page.next_page_url
 
     def _time_for_another_page(self) -> bool:
         if self.remaining_ms is None:
@@ -374,7 +367,7 @@ def get_trusted_beneficiaries(
             "get_trusted_beneficiaries",
             lambda token: services.bank.get_trusted_beneficiaries(bank_code, access_token=token, psu=psu),
         )
-    return [BeneficiaryItem.from_stet(beneficiary) for beneficiary in found.beneficiaries]
+    return [BeneficiaryItem.from_bank(beneficiary) for beneficiary in found]
 
 
 @tracer.capture_method(capture_response=False)
@@ -406,7 +399,7 @@ def get_identity(user_id: str, bank_code: str, *, psu: PsuInfo | None, services:
         )
     if identity is None:
         return IdentityResponse(full_name=None, first_name=None, last_name=None, name_prefix=None)
-    return IdentityResponse.from_stet(identity)
+    return IdentityResponse.from_bank(identity)
 
 
 # ----------------------------------------------------------------------------------------------------------------

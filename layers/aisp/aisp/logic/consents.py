@@ -101,12 +101,18 @@ _idempotent_submit: Final[Idempotent[ConsentCall, SubmitConsentResponse]] = Idem
 def _submit(
     user_id: str, bank_code: str, request: SubmitConsentRequest, psu: PsuInfo | None, services: AccountServices
 ) -> SubmitConsentResponse:
+    consent = ConsentSnapshot(
+        balances=_on_record(request.balances),
+        transactions=_on_record(request.transactions),
+        psu_identity=request.psu_identity,
+        trusted_beneficiaries=request.trusted_beneficiaries,
+    )
     session = open_session(user_id, bank_code, services, attended=psu is not None)
     logger.append_keys(connection_id=session.connection.connection_id, bank_code=bank_code)
     try:
         session.call(
             "put_consents",
-            lambda token: services.bank.put_consents(bank_code, access_token=token, consent=request, psu=psu),
+            lambda token: services.bank.put_consents(bank_code, access_token=token, consent=consent, psu=psu),
         )
     except errors.BankClientError as exc:
         if type(exc) is errors.BankClientError and exc.status == HTTPStatus.BAD_REQUEST:
@@ -116,13 +122,7 @@ def _submit(
             ) from exc
         raise
     now = services.connections.clock.now()
-    snapshot = ConsentSnapshot(
-        balances=_on_record(request.balances),
-        transactions=_on_record(request.transactions),
-        psu_identity=request.psu_identity,
-        trusted_beneficiaries=request.trusted_beneficiaries,
-        updated_at=now,
-    )
+    snapshot = consent.model_copy(update={"updated_at": now})
     stored = _store(services, session, snapshot, now)
     metrics.add_metric(name="ConsentSubmitted", unit=MetricUnit.Count, value=1)
     logger.info(

@@ -50,7 +50,7 @@ from aisp.pkce import open_verifier
 from aisp.return_urls import append_query
 
 if TYPE_CHECKING:
-    from aisp.stet.schemas import TokenResponse
+    from aisp.models.bank import IssuedTokens
 
 __all__ = ["COMPLETION_BYTES", "CallbackError", "CallbackResult", "completion_hash", "handle_callback"]
 
@@ -184,7 +184,7 @@ def _consume(services: ConnectionServices, state: str) -> OAuthState | CallbackR
 
 def _exchange(
     services: ConnectionServices, pending: OAuthState, code: str, state: str
-) -> TokenResponse | CallbackResult:
+) -> IssuedTokens | CallbackResult:
     """The bank's tokens for ``code``; or the failure to report (bank down vs. bank refusal vs. our side)."""
     try:
         verifier = None
@@ -216,7 +216,7 @@ def _exchange(
 
 def _audited_exchange(
     services: ConnectionServices, pending: OAuthState, code: str, verifier: str | None
-) -> TokenResponse:
+) -> IssuedTokens:
     """The code exchange at the bank, audited (the person is at the bank's redirect: attended)."""
     with audit.calling(
         "exchange_code",
@@ -231,7 +231,7 @@ def _audited_exchange(
 
 
 def _authorize(
-    services: ConnectionServices, pending: OAuthState, issued: TokenResponse, tokens: TokenPair, completion: str
+    services: ConnectionServices, pending: OAuthState, issued: IssuedTokens, tokens: TokenPair, completion: str
 ) -> Connection:
     """Seal the new tokens on the connection, awaiting completion, with their completion value; retry a lost race.
 

@@ -1,5 +1,5 @@
-"""The small interfaces the connection use cases depend on (STYLE §2). Adapters: ``aisp.dal``, ``aisp.stet.gateway``;
-fakes: ``tests/fakes.py``, ``tests/memory.py``."""
+"""The small interfaces the use cases depend on (STYLE §2), in the domain's own models (``aisp.models``). Adapters:
+``aisp.dal``, ``aisp.stet.gateway``, ``aisp.aws.messaging``; fakes: ``tests/fakes.py``, ``tests/memory.py``."""
 
 from __future__ import annotations
 
@@ -19,19 +19,18 @@ from aisp.models.connection import (
 )
 from aisp.models.refresh import ConnectionKey, FanoutRequest, LeasedConnection, LifecycleEvent
 
-if TYPE_CHECKING:  # the STET package (requests, signing) loads only when a bank is called
+if TYPE_CHECKING:
     from datetime import date
 
-    from aisp.models.api import SubmitConsentRequest
-    from aisp.models.psu import PsuInfo
-    from aisp.stet.schemas import (
-        AccountList,
-        BalanceList,
-        BeneficiaryList,
-        EndUserIdentity,
-        TokenResponse,
-        TransactionPage,
+    from aisp.models.bank import (
+        BankAccounts,
+        BankBalance,
+        BankBeneficiary,
+        BankIdentity,
+        IssuedTokens,
+        TransactionsPage,
     )
+    from aisp.models.psu import PsuInfo
 
 __all__ = [
     "MAX_WRITE_ATTEMPTS",
@@ -274,12 +273,13 @@ class BankGateway(Protocol):
 
     def exchange_code(
         self, bank_code: str, *, code: str, redirect_uri: str, code_verifier: str | None = None
-    ) -> TokenResponse:
+    ) -> IssuedTokens:
         """Exchange an authorization code (with PKCE's verifier); raises ``UpstreamError`` subclasses."""
         ...
 
-    def refresh(self, bank_code: str, *, refresh_token: str) -> TokenResponse:
-        """Refresh the access token; raises ``ReauthRequiredError`` when the refresh token is refused."""
+    def refresh(self, bank_code: str, *, refresh_token: str) -> IssuedTokens:
+        """Refresh the access token; raises ``ReauthRequiredError`` when the refresh token is refused, and
+        ``ClientCredentialsRejectedError`` when our client is."""
         ...
 
     def revoke(self, bank_code: str, *, token: str, token_type_hint: str | None = None) -> None:
@@ -299,18 +299,18 @@ class AccountDataGateway(Protocol):
     ``BankAccessDeniedError`` or ``BankRateLimitedError`` for TMRQ, 404 → ``BankNotFoundError``...).
     """
 
-    def get_accounts(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> AccountList:
-        """GET /accounts (no eligible account → empty list)."""
+    def get_accounts(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> BankAccounts:
+        """The user's accounts (no eligible account → none)."""
         ...
 
-    def put_consents(
-        self, bank_code: str, *, access_token: str, consent: SubmitConsentRequest, psu: PsuInfo | None
-    ) -> None:
-        """PUT /consents (replaces the previous consent)."""
+    def put_consents(self, bank_code: str, *, access_token: str, consent: ConsentSnapshot, psu: PsuInfo | None) -> None:
+        """Give the bank the user's consent (replaces the previous one)."""
         ...
 
-    def get_balances(self, bank_code: str, *, access_token: str, account_id: str, psu: PsuInfo | None) -> BalanceList:
-        """GET /accounts/{account_id}/balances."""
+    def get_balances(
+        self, bank_code: str, *, access_token: str, account_id: str, psu: PsuInfo | None
+    ) -> list[BankBalance]:
+        """An account's balances."""
         ...
 
     def get_transactions_page(
@@ -323,16 +323,16 @@ class AccountDataGateway(Protocol):
         date_from: date | None = None,
         date_to: date | None = None,
         page_url: str | None = None,
-    ) -> TransactionPage:
-        """One page of GET /accounts/{account_id}/transactions (``page_url``: a page link the bank gave)."""
+    ) -> TransactionsPage:
+        """One page of an account's transactions (``page_url``: a page link the bank gave)."""
         ...
 
-    def get_trusted_beneficiaries(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> BeneficiaryList:
-        """GET /trusted-beneficiaries (none → empty list)."""
-        ...
-
-    def get_end_user_identity(
+    def get_trusted_beneficiaries(
         self, bank_code: str, *, access_token: str, psu: PsuInfo | None
-    ) -> EndUserIdentity | None:
-        """GET /end-user-identity (none → ``None``)."""
+    ) -> list[BankBeneficiary]:
+        """The user's trusted beneficiaries (none → empty list)."""
+        ...
+
+    def get_end_user_identity(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> BankIdentity | None:
+        """The connected user's identity (none → ``None``)."""
         ...

@@ -1,10 +1,10 @@
 """Normalized account-information models of the fintech-facing API (``/v1/.../accounts``, balances, transactions...).
 
-The bank's STET shapes (1.4.0, 1.4.2, 1.5; :mod:`aisp.stet.schemas`) are mapped here, once, into one stable shape:
-snake_case names, amounts as decimal strings (signed for transactions: debits are negative), ISO dates, transaction
-status ``booked | pending | future | information | rejected | other`` (STET 1.5's BOOK, PDNG, FUTR, INFO, RJCT;
-OTHR and anything unknown are ``other``), remittance as a list of lines. Nothing of the bank's free text is added beyond
-the data fields themselves (names, products, remittance lines). Every field of an answer is always sent (``null`` when
+They are made from the domain's bank models (:mod:`aisp.models.bank`, which ``aisp.stet.mapping`` makes from every
+STET shape) into one stable shape: snake_case names, amounts as decimal strings (signed for transactions: debits are
+negative), ISO dates, transaction status ``booked | pending | future | information | rejected | other``, remittance as
+a list of lines. Nothing of the bank's free text is added beyond the data fields themselves (names, products,
+remittance lines). Every field of an answer is always sent (``null`` when
 the bank gave no value), and every list comes inside an object.
 """
 
@@ -12,22 +12,23 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from aisp.models.bank import CreditDebit, TransactionStatus
 from aisp.observability import logger
 
-if TYPE_CHECKING:  # the STET package (requests, signing) loads only when a bank is called
-    from aisp.models.connection import CardReference, ConsentSnapshot
-    from aisp.stet.schemas import (
-        Account,
-        AccountList,
-        Balance,
-        Beneficiary,
-        EndUserIdentity,
-        Transaction,
+if TYPE_CHECKING:
+    from aisp.models.bank import (
+        BankAccount,
+        BankAccounts,
+        BankBalance,
+        BankBeneficiary,
+        BankIdentity,
+        BankTransaction,
     )
+    from aisp.models.connection import CardReference, ConsentSnapshot
 
 __all__ = [
     "AccountItem",
@@ -46,19 +47,9 @@ __all__ = [
     "decimal_string",
 ]
 
-TransactionStatusName = Literal["booked", "pending", "future", "information", "rejected", "other"]
-CreditDebit = Literal["credit", "debit"]
 DecimalString = Annotated[
     str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", description="Decimal amount as a string", examples=["-150.00"])
 ]
-_STATUS: dict[str, TransactionStatusName] = {
-    "BOOK": "booked",  # accounted
-    "PDNG": "pending",  # to be accounted, already in the instant balance
-    "FUTR": "future",  # on the books, value applied at a future date
-    "INFO": "information",  # for information only, never booked on the account
-    "RJCT": "rejected",  # did not happen
-}
-_CREDIT_DEBIT: dict[str, CreditDebit] = {"CRDT": "credit", "DBIT": "debit"}
 
 
 def decimal_string(amount: Decimal) -> str:
@@ -84,12 +75,12 @@ class BalanceItem(_Out):
     reference_date: date | None
 
     @classmethod
-    def from_stet(cls, balance: Balance) -> BalanceItem:
+    def from_bank(cls, balance: BankBalance) -> BalanceItem:
         return cls(
-            type=balance.balance_type,
+            type=balance.type,
             name=balance.name,
-            amount=decimal_string(balance.balance_amount.amount),
-            currency=balance.balance_amount.currency,
+            amount=decimal_string(balance.amount),
+            currency=balance.currency,
             reference_date=balance.reference_date,
         )
 
@@ -101,33 +92,19 @@ class AccountLinksAvailable(_Out):
     transactions: bool
 
     @classmethod
-    def from_stet(cls, account: Account, consent: ConsentSnapshot | None) -> AccountLinksAvailable:
-        """The bank's ``_links`` decide: a link that is there, even the seed's ``{"templated": false}`` without an
-        ``href``, means available (the URL is built from the resource id); ``_links`` without it means not. Only an
-        account with no ``_links`` member at all falls back on the consent on record."""
+    def from_bank(cls, account: BankAccount, consent: ConsentSnapshot | None) -> AccountLinksAvailable:
+        """The bank's links decide; only an account listed with no links at all falls back on the consent on
+        record."""
         links = account.links
         if links is not None:
-            return cls(balances=links.balances is not None, transactions=links.transactions is not None)
+            return cls(balances=links.balances, transactions=links.transactions)
         if consent is None:
             return cls(balances=False, transactions=False)
-        keys = {key for key in (account.iban, account.resource_id, masked_pan(account)) if key}
+        keys = {key for key in (account.iban, account.resource_id, account.masked_pan) if key}
         return cls(
             balances=not keys.isdisjoint(_consent_keys(consent.balances)),
             transactions=not keys.isdisjoint(_consent_keys(consent.transactions)),
         )
-
-
-_CARD_SCHEMES = frozenset({"CPAN", "MPAN", "TPAN"})
-
-
-def masked_pan(account: Account) -> str | None:
-    """A card account's masked number: ``accountId.other.identification`` under a card scheme (STET CPAN...)."""
-    other = account.account_id.other if account.account_id else None
-    if other is None or other.identification is None:
-        return None
-    scheme = (other.scheme_name or "").upper()
-    card = (account.cash_account_type or "").upper() == "CARD"
-    return other.identification if scheme in _CARD_SCHEMES or (card and not scheme) else None
 
 
 def _consent_keys(items: list[str | CardReference]) -> set[str]:
@@ -157,8 +134,8 @@ class AccountItem(_Out):
     links: AccountLinksAvailable
 
     @classmethod
-    def from_stet(cls, account: Account, consent: ConsentSnapshot | None = None) -> AccountItem:
-        """Raises ``ValueError`` for an account without ``resourceId`` (:meth:`ListAccountsResponse.from_stet`)."""
+    def from_bank(cls, account: BankAccount, consent: ConsentSnapshot | None = None) -> AccountItem:
+        """Raises ``ValueError`` for an account without a resource id (:meth:`ListAccountsResponse.from_bank`)."""
         if not account.resource_id:
             raise ValueError("the bank listed an account without a resourceId")
         return cls(
@@ -168,12 +145,12 @@ class AccountItem(_Out):
             product=account.product,
             cash_account_type=account.cash_account_type,
             usage=account.usage,
-            currency=account.currency or (account.account_id.currency if account.account_id else None),
+            currency=account.currency,
             psu_status=account.psu_status,
             linked_account=account.linked_account,
-            masked_pan=masked_pan(account),
-            balances=[BalanceItem.from_stet(balance) for balance in account.balances],
-            links=AccountLinksAvailable.from_stet(account, consent),
+            masked_pan=account.masked_pan,
+            balances=[BalanceItem.from_bank(balance) for balance in account.balances],
+            links=AccountLinksAvailable.from_bank(account, consent),
         )
 
 
@@ -185,10 +162,10 @@ class ListAccountsResponse(_Out):
     connected_psu: str | None = Field(description="The PSU's name, when the bank gives it with the accounts")
 
     @classmethod
-    def from_stet(
-        cls, bank_code: str, accounts: AccountList, consent: ConsentSnapshot | None = None
+    def from_bank(
+        cls, bank_code: str, accounts: BankAccounts, consent: ConsentSnapshot | None = None
     ) -> ListAccountsResponse:
-        """The bank's accounts; one it lists without a ``resourceId`` (optional in STET) has no {account_id} to
+        """The bank's accounts; one it lists without a resource id (optional in STET) has no {account_id} to
         query its balances or transactions by, so it is left out and counted in the logs."""
         addressable = [account for account in accounts.accounts if account.resource_id]
         if len(addressable) < len(accounts.accounts):
@@ -199,7 +176,7 @@ class ListAccountsResponse(_Out):
             )
         return cls(
             bank_code=bank_code,
-            accounts=[AccountItem.from_stet(account, consent) for account in addressable],
+            accounts=[AccountItem.from_bank(account, consent) for account in addressable],
             connected_psu=accounts.connected_psu,
         )
 
@@ -212,7 +189,7 @@ class TransactionItem(_Out):
     amount: DecimalString
     currency: str
     credit_debit: CreditDebit
-    status: TransactionStatusName = Field(
+    status: TransactionStatus = Field(
         description="booked (BOOK), pending (PDNG: not yet booked, already in the instant balance), future (FUTR: "
         "booked with a future value date), information (INFO: never booked), rejected (RJCT), other (OTHR or unknown)"
     )
@@ -222,21 +199,18 @@ class TransactionItem(_Out):
     remittance: list[str]
 
     @classmethod
-    def from_stet(cls, transaction: Transaction) -> TransactionItem:
-        """Raises ``KeyError`` for a credit/debit indicator other than CRDT/DBIT (the caller reports the bank)."""
-        credit_debit = _CREDIT_DEBIT[transaction.credit_debit_indicator.strip().upper()]
-        amount = abs(transaction.transaction_amount.amount)
+    def from_bank(cls, transaction: BankTransaction) -> TransactionItem:
         return cls(
-            id=transaction.resource_id or transaction.entry_reference,
+            id=transaction.id,
             entry_reference=transaction.entry_reference,
-            amount=decimal_string(-amount if credit_debit == "debit" else amount),
-            currency=transaction.transaction_amount.currency,
-            credit_debit=credit_debit,
-            status=_STATUS.get(transaction.status.strip().upper(), "other"),
+            amount=decimal_string(transaction.amount),
+            currency=transaction.currency,
+            credit_debit=transaction.credit_debit,
+            status=transaction.status,
             booking_date=transaction.booking_date,
             value_date=transaction.value_date,
             transaction_date=transaction.transaction_date,
-            remittance=list(transaction.remittance_information),
+            remittance=list(transaction.remittance),
         )
 
 
@@ -270,12 +244,12 @@ class BeneficiaryItem(_Out):
     is_trusted: bool | None
 
     @classmethod
-    def from_stet(cls, beneficiary: Beneficiary) -> BeneficiaryItem:
+    def from_bank(cls, beneficiary: BankBeneficiary) -> BeneficiaryItem:
         return cls(
             id=beneficiary.id,
-            name=beneficiary.creditor.name if beneficiary.creditor else None,
-            iban=beneficiary.creditor_account.iban if beneficiary.creditor_account else None,
-            bic=beneficiary.creditor_agent.bic_fi if beneficiary.creditor_agent else None,
+            name=beneficiary.name,
+            iban=beneficiary.iban,
+            bic=beneficiary.bic,
             is_trusted=beneficiary.is_trusted,
         )
 
@@ -295,7 +269,7 @@ class IdentityResponse(_Out):
     name_prefix: str | None
 
     @classmethod
-    def from_stet(cls, identity: EndUserIdentity) -> IdentityResponse:
+    def from_bank(cls, identity: BankIdentity) -> IdentityResponse:
         return cls(
             full_name=identity.full_name,
             first_name=identity.first_name,

@@ -6,14 +6,16 @@ Events carry who and when, never tokens: ``connection_id``, ``user_id``, ``bank_
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
-from typing import Annotated, NamedTuple
+from typing import Annotated, Final, NamedTuple
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from aisp.models.connection import Connection, TokenPair
 
 __all__ = [
+    "REFRESH_SHARDS",
     "ConnectionKey",
     "ConnectionLifecycleDetail",
     "FanoutRequest",
@@ -21,7 +23,17 @@ __all__ = [
     "LifecycleEvent",
     "LifecycleEventType",
     "ReauthNotice",
+    "refresh_shard",
 ]
+
+# Due connections are found shard by shard (RefreshDueIndex's partition key): 0..REFRESH_SHARDS-1.
+REFRESH_SHARDS: Final = 16
+
+
+def refresh_shard(user_id: str, bank_code: str) -> int:
+    """A stable shard in ``[0, REFRESH_SHARDS)`` for a connection (SHA-256 of user + bank, not Python's hash)."""
+    digest = hashlib.sha256(f"{user_id}\x00{bank_code}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % REFRESH_SHARDS
 
 
 class ConnectionKey(NamedTuple):

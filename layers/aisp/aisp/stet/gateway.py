@@ -1,7 +1,8 @@
-"""The bank gateway the use cases depend on (``aisp.logic.ports.BankGateway``), over the cached per-bank clients.
+"""The bank gateways the use cases depend on (``aisp.logic.ports``), over the per-bank STET clients.
 
-It hides which client, host and credentials serve a bank code: the logic asks "exchange this code at bank 13807"
-and gets a :class:`~aisp.stet.TokenResponse` or a typed :class:`~aisp.errors.UpstreamError`.
+They hide which client, host and credentials serve a bank code, and the wire: the logic asks "exchange this code at
+bank 13807" and gets :class:`~aisp.models.bank.IssuedTokens` (mapped by :mod:`aisp.stet.mapping`) or a typed
+:class:`~aisp.errors.UpstreamError`.
 """
 
 from __future__ import annotations
@@ -11,20 +12,20 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from aisp.banks import authorize_base_url
+from aisp.stet import mapping
 from aisp.stet.client import PsuContext, build_authorization_url
 from aisp.stet.factory import BankClients
-from aisp.stet.schemas import (
-    AccountList,
-    BalanceList,
-    BeneficiaryList,
-    ConsentRequest,
-    EndUserIdentity,
-    TokenResponse,
-    TransactionPage,
-)
 
 if TYPE_CHECKING:
-    from aisp.models.api import SubmitConsentRequest
+    from aisp.models.bank import (
+        BankAccounts,
+        BankBalance,
+        BankBeneficiary,
+        BankIdentity,
+        IssuedTokens,
+        TransactionsPage,
+    )
+    from aisp.models.connection import ConsentSnapshot
     from aisp.models.psu import PsuInfo
 
 __all__ = ["StetAccountGateway", "StetBankGateway"]
@@ -53,13 +54,14 @@ class StetBankGateway:
 
     def exchange_code(
         self, bank_code: str, *, code: str, redirect_uri: str, code_verifier: str | None = None
-    ) -> TokenResponse:
+    ) -> IssuedTokens:
         """``grant_type=authorization_code`` at the bank's token endpoint (with PKCE's verifier when given)."""
-        return self._clients().get(bank_code).exchange_code(code, redirect_uri, code_verifier=code_verifier)
+        issued = self._clients().get(bank_code).exchange_code(code, redirect_uri, code_verifier=code_verifier)
+        return mapping.issued_tokens(issued)
 
-    def refresh(self, bank_code: str, *, refresh_token: str) -> TokenResponse:
+    def refresh(self, bank_code: str, *, refresh_token: str) -> IssuedTokens:
         """``grant_type=refresh_token`` at the bank's token endpoint."""
-        return self._clients().get(bank_code).refresh(refresh_token)
+        return mapping.issued_tokens(self._clients().get(bank_code).refresh(refresh_token))
 
     def revoke(self, bank_code: str, *, token: str, token_type_hint: str | None = None) -> None:
         """RFC 7009 revocation (BPCE: revoking either token revokes both)."""
@@ -77,27 +79,21 @@ class StetAccountGateway:
     def __init__(self, clients: Callable[[], BankClients]) -> None:
         self._clients = clients
 
-    def get_accounts(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> AccountList:
+    def get_accounts(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> BankAccounts:
         """GET /accounts."""
-        return self._clients().get(bank_code).get_accounts(access_token, _psu_context(psu))
+        return mapping.accounts(self._clients().get(bank_code).get_accounts(access_token, _psu_context(psu)))
 
-    def put_consents(
-        self, bank_code: str, *, access_token: str, consent: SubmitConsentRequest, psu: PsuInfo | None
-    ) -> None:
-        """PUT /consents with the STET ``Access`` body built from the validated request."""
-        body = ConsentRequest(
-            balances=[item for item in consent.balances if isinstance(item, str)],
-            transactions=[item for item in consent.transactions if isinstance(item, str)],
-            card_balances=[item.card for item in consent.balances if not isinstance(item, str)],
-            card_transactions=[item.card for item in consent.transactions if not isinstance(item, str)],
-            psu_identity=consent.psu_identity,
-            trusted_beneficiaries=consent.trusted_beneficiaries,
-        )
+    def put_consents(self, bank_code: str, *, access_token: str, consent: ConsentSnapshot, psu: PsuInfo | None) -> None:
+        """PUT /consents with the STET ``Access`` body of the consent."""
+        body = mapping.consent_request(consent)
         self._clients().get(bank_code).put_consents(access_token, body, _psu_context(psu))
 
-    def get_balances(self, bank_code: str, *, access_token: str, account_id: str, psu: PsuInfo | None) -> BalanceList:
+    def get_balances(
+        self, bank_code: str, *, access_token: str, account_id: str, psu: PsuInfo | None
+    ) -> list[BankBalance]:
         """GET /accounts/{account_id}/balances."""
-        return self._clients().get(bank_code).get_balances(access_token, account_id, _psu_context(psu))
+        found = self._clients().get(bank_code).get_balances(access_token, account_id, _psu_context(psu))
+        return [mapping.balance(item) for item in found.balances]
 
     def get_transactions_page(
         self,
@@ -109,9 +105,9 @@ class StetAccountGateway:
         date_from: date | None = None,
         date_to: date | None = None,
         page_url: str | None = None,
-    ) -> TransactionPage:
+    ) -> TransactionsPage:
         """One page of transactions; ``page_url`` is re-checked to be on the bank's origin by the client."""
-        return (
+        page = (
             self._clients()
             .get(bank_code)
             .get_transactions_page(
@@ -123,13 +119,16 @@ class StetAccountGateway:
                 page_url=page_url,
             )
         )
+        return mapping.transactions_page(page, bank_code=bank_code)
 
-    def get_trusted_beneficiaries(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> BeneficiaryList:
-        """GET /trusted-beneficiaries."""
-        return self._clients().get(bank_code).get_trusted_beneficiaries(access_token, _psu_context(psu))
-
-    def get_end_user_identity(
+    def get_trusted_beneficiaries(
         self, bank_code: str, *, access_token: str, psu: PsuInfo | None
-    ) -> EndUserIdentity | None:
+    ) -> list[BankBeneficiary]:
+        """GET /trusted-beneficiaries (none → empty list)."""
+        found = self._clients().get(bank_code).get_trusted_beneficiaries(access_token, _psu_context(psu))
+        return [mapping.beneficiary(item) for item in found.beneficiaries]
+
+    def get_end_user_identity(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> BankIdentity | None:
         """GET /end-user-identity."""
-        return self._clients().get(bank_code).get_end_user_identity(access_token, _psu_context(psu))
+        identity = self._clients().get(bank_code).get_end_user_identity(access_token, _psu_context(psu))
+        return None if identity is None else mapping.identity(identity)

@@ -22,7 +22,7 @@ from aisp.observability import logger
 if TYPE_CHECKING:
     from aisp.clock import Clock
     from aisp.logic.ports import BankGateway, ConnectionRepository
-    from aisp.stet.schemas import TokenResponse
+    from aisp.models.bank import IssuedTokens
 
 __all__ = ["DEFAULT_ACCESS_TOKEN_SECONDS", "Refresh", "RefreshEngine", "RefreshOutcome", "access_expiry"]
 
@@ -54,7 +54,7 @@ class Refresh:
     error: AispError | None = None
 
 
-def access_expiry(issued: TokenResponse, now: datetime) -> datetime:
+def access_expiry(issued: IssuedTokens, now: datetime) -> datetime:
     """When an access token issued ``now`` expires (``expires_in``, or one hour when the bank does not say)."""
     expires_in = issued.expires_in if issued.expires_in is not None else DEFAULT_ACCESS_TOKEN_SECONDS
     return now + timedelta(seconds=max(0, expires_in))

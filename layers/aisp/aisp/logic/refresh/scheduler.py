@@ -44,7 +44,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aisp.banks import BankRegistry
 from aisp.clock import Clock, SystemClock, epoch
-from aisp.dal.connections import REFRESH_SHARDS
 from aisp.errors import (
     AispError,
     BankRateLimitedError,
@@ -59,6 +58,7 @@ from aisp.logic.refresh.engine import Refresh, RefreshEngine, RefreshOutcome
 from aisp.logic.revocation import end_authorization
 from aisp.models.connection import Connection, ConnectionStatus, StatusReason
 from aisp.models.refresh import (
+    REFRESH_SHARDS,
     ConnectionKey,
     ConnectionLifecycleDetail,
     FanoutRequest,
