@@ -171,9 +171,10 @@ run: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/python -m local.demo $(ARGS)
 
-# `sam local` in Lambda containers against a running `make run ARGS="--docker --docker-network host"` (README, "With
-# Docker"): SAM CLI with the host network honoured (scripts/sam_cli.py) and the offline image. Where AWS's image can
-# be pulled: SAM_LOCAL_ARGS="--docker-network host". On Docker's bridge: `make run ARGS=--docker`, SAM_LOCAL_ARGS=.
+# `sam local` in Lambda containers against a running `make run ARGS="--docker --docker-network host"`
+# (docs/sam-local.md): SAM CLI with the host network honoured (scripts/sam_cli.py) and the offline image. Where
+# AWS's image can be pulled: SAM_LOCAL_ARGS="--docker-network host". On Docker's bridge: `make run ARGS=--docker`,
+# SAM_LOCAL_ARGS=.
 SAM_LOCAL := $(SAM_VENV)/bin/python -m scripts.sam_cli
 SAM_LOCAL_ARGS ?= --invoke-image $(LAMBDA_IMAGE) --skip-pull-image --docker-network host
 invoke: build lambda-image

@@ -8,7 +8,7 @@ without tests, Tk or site-packages), ``awslambdaric`` from PyPI (pinned with has
 adds its runtime interface emulator and the layers (``/opt``) on top. It is ``docker import``-ed as
 ``aisp-lambda-python:3.13-<digest>``, where the digest covers every input (this recipe, the interpreter's files,
 the package list, mirror, suite and pins), and tagged ``aisp-lambda-python:3.13``. An image with the same digest is
-never rebuilt. How it differs from AWS's image: README, "With Docker".
+never rebuilt. How it differs from AWS's image: docs/sam-local.md.
 
 Usage (from the repository root, as root): python -m scripts.lambda_image [--python PREFIX] [--print-tag]
 """

@@ -6,7 +6,7 @@ aws/aws-sam-cli#7278 and not merged). A function then cannot reach a server on t
 the local stack's moto and sandbox. This entry point is ``sam`` with one change, made only for that network: the
 container is created with ``network_mode=host``, and the runtime interface emulator, which then shares this
 machine's ports, listens on two free loopback ports instead of 0.0.0.0:8080 and 127.0.0.1:9001. Everything else is
-SAM CLI's own code. It runs in SAM CLI's venv (.tools/sam); README, "With Docker", says when to use it.
+SAM CLI's own code. It runs in SAM CLI's venv (.tools/sam); docs/sam-local.md says when to use it.
 
 Usage (from the repository root): .tools/sam/bin/python -m scripts.sam_cli local invoke ... --docker-network host
 """

@@ -139,7 +139,7 @@ def sam_invoke(
     template: Path = BUILD_DIR / "template.yaml",
     extra: Sequence[str] = (),
 ) -> Invocation:
-    """``sam local invoke FUNCTION -e EVENT --config-env local`` in a fresh container (the README's command)."""
+    """``sam local invoke FUNCTION -e EVENT --config-env local`` in a fresh container (docs/sam-local.md's command)."""
     log = janitor.watch(log_dir / f"invoke-{function}-{time.monotonic_ns()}.log")
     command = [
         *sam_command("local", "invoke", function, image=image),

@@ -1,8 +1,8 @@
 """Every events/ file runs in a real Lambda container and answers as the same function in process.
 
 Invocations go through `sam local start-lambda` (one warm container per function, each event a real invoke
-through the runtime interface emulator and awslambdaric); the README's own `sam local invoke` command (a fresh
-container) is run too. The oracle is the local stack's in-process copy of the function, invoked right after with
+through the runtime interface emulator and awslambdaric); docs/sam-local.md's own `sam local invoke` command (a
+fresh container) is run too. The oracle is the local stack's in-process copy of the function, invoked right after with
 the same event on the same DynamoDB, KMS and sandbox: the handler the unit tests check. Events that carry
 placeholders (``REPLACE_WITH_...``: a bank code, a one-time state, a cursor) are left out, except the next page,
 whose cursor the container itself hands out.
@@ -219,7 +219,7 @@ def test_create_connection_starts_a_login_at_the_bank_in_the_container_as_in_pro
 
 
 def test_the_readmes_sam_local_invoke_runs_a_fresh_container(marc, lambda_image, env_file, logs, janitor):
-    # Given Marc connected, and the README's command (with the offline image, on the host network)
+    # Given Marc connected, and docs/sam-local.md's command (with the offline image, on the host network)
     event = EVENTS / "accounts" / "list_accounts.json"
 
     # When `sam local invoke AccountsFunction -e events/accounts/list_accounts.json --config-env local` runs

@@ -1,7 +1,7 @@
 """`sam local start-api` in front of the containers: the bank's browser redirect, and the JWT routes' documented 401.
 
 SAM CLI serves the template's HTTP API on a free loopback port and runs each route's function in its container.
-It does not run HTTP API JWT authorizers (README, "With Docker"): it passes no claims, so every route that needs the
+It does not run HTTP API JWT authorizers (docs/sam-local.md): it passes no claims, so every route that needs the
 user answers 401, from our own handler, even with a token the stack's API accepts. ``/oauth/callback`` takes no
 JWT, so the whole connection can end there: the offline bank's real code and state, exchanged from the container.
 """

@@ -1,4 +1,4 @@
-"""The Docker path (README, "With Docker") without Docker: the env file and the names containers use.
+"""The Docker path (docs/sam-local.md) without Docker: the env file and the names containers use.
 
 The containers themselves run in tests/containers (skipped where Docker cannot run). These checks need no engine,
 so they hold everywhere: the stack's ``sam-env.json`` for containers on Docker's bridge (``host.docker.internal``)

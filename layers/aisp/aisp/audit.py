@@ -1,12 +1,9 @@
 """The audit trail: one record per bank call and per connection lifecycle change, kept where the fintech keeps it.
 
-A record says who (the connection's user, and the JWT ``sub`` that asked when there was one), which bank,
-connection and account (``account_id``, never an IBAN), what (the operation), whether the user was present, the
-outcome, the request id and the time; never a token, code, state or amount. It is written the moment it happens,
-as one JSON line on stdout marked ``"aisp_audit": 1`` (like Powertools' EMF metrics: no API call, nothing on the
-request's path), through the ``aisp.audit`` logger, which is always on whatever the log level; a subscription
-filter on the functions' log group hands those lines to ``AuditShipperFunction`` (``functions/audit_shipper``),
-which writes them to ``AuditLogGroup``, kept ``AuditRetentionDays``. Design and fields: ``docs/audit.md``.
+A record (never a token, code, state, amount or IBAN) is written the moment it happens, as one JSON line on stdout
+marked ``"aisp_audit": 1``, through the ``aisp.audit`` logger, always on whatever the log level; a subscription
+filter hands those lines to ``AuditShipperFunction``, which keeps them in ``AuditLogGroup``. Design and fields:
+``docs/audit.md``.
 """
 
 from __future__ import annotations

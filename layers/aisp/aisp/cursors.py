@@ -1,25 +1,9 @@
 """Sealed transaction cursors: the client carries where the next page is, and can neither read nor choose it.
 
-A ``next_cursor`` is ``c1.`` + base64url(nonce || AES-256-GCM(position)), where the position is the bank's next-page
-link (absolute, already checked to be on the bank's origin) or the first page's dates, an offset into that page and
-an expiry. The GCM additional data binds the cursor to the user, the bank and the account it was issued for, so a
-forged, tampered, expired, other user's or other account's cursor fails to open, and we only ever call a URL the
-bank itself gave us.
-
-Where the sealing key comes from (a decision, see README "Transactions and cursors"). It must be the same in every
-container of the deployment (a cursor issued by one container is redeemed by another) and must cost no KMS call
-per page. Options weighed:
-
-* a key inside each connection's encrypted token blob: per record, needs a DAL change, and a token rotation would
-  void live cursors;
-* a random key in Secrets Manager / SSM: one more secret to create and rotate, not emulated by the local stack;
-* ``kms:GenerateMac`` on every cursor: a KMS round trip per page, on the warm path;
-* **chosen**: a dedicated KMS HMAC key (``CursorKey``, HMAC_256, never leaves KMS) and, once per container,
-  ``GenerateMac(label)`` with a fixed label. The MAC of a fixed message under a secret key is a stable, secret,
-  uniformly random 256-bit value: the same in every container, derivable only by principals granted
-  ``kms:GenerateMac`` on that key (the accounts function alone), and it never touches storage. Warm pages then seal
-  and open locally (AES-GCM, microseconds). Rotation = a new label (``v2``): old cursors stop opening, which costs
-  clients one restart from the first page, as an expired cursor does.
+A ``next_cursor`` is ``c1.`` + base64url(nonce || AES-256-GCM(position)): the bank's next-page link (already checked
+to be on the bank's origin) or the first page's dates, an offset into that page and an expiry, with the user, bank
+and account as additional data. The key is derived once per container from the KMS HMAC key ``CursorKey``
+(:data:`KEY_LABEL`). Design, and the key's alternatives: ``docs/accounts.md`` (Transactions and cursors).
 """
 
 from __future__ import annotations

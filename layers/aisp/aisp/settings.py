@@ -169,7 +169,7 @@ def load_settings[ModelT: EnvModel](model: type[ModelT]) -> ModelT:
 
 
 class RefresherSettings(EnvModel):
-    """The token refresher (TokenRefresherFunction only); README "Token refresher" explains each value."""
+    """The token refresher (TokenRefresherFunction only); ``docs/configuration.md`` explains each value."""
 
     # Refresh access tokens expiring within this margin (template Parameter RefreshMarginMinutes).
     refresh_margin_minutes: Annotated[int, Field(alias="REFRESH_MARGIN_MINUTES", ge=1, le=50)] = 10

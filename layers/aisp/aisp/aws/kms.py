@@ -1,18 +1,9 @@
-"""Envelope encryption of the bank tokens with the template's KMS key (``TOKEN_KEY_ID``).
+"""Envelope encryption of the bank tokens with the template's KMS key (``TOKEN_KEY_ID``), and the cursor key.
 
-One AES-256 data key per container: ``kms:GenerateDataKey`` is called once, then every record is sealed locally with
-AES-256-GCM (``cryptography``) under a fresh 96-bit random nonce. The data key's plaintext lives only in memory
-(inside the ``AESGCM`` object); its KMS-wrapped form travels with every blob. Decryption unwraps a data key with
-``kms:Decrypt`` once per container and caches it by the SHA-256 of its wrapped form, so a warm container decrypts
-without calling KMS.
-
-Binding. The GCM additional data binds the blob's header (format version + wrapped key) to the record it belongs
-to (``user_id`` + ``bank_code``): a ciphertext copied into another user's or bank's record fails to authenticate.
-The KMS encryption context (logged by CloudTrail) binds every data key to its purpose; it cannot carry the user or
-bank, since one data key serves many records.
-
-Why not the AWS Encryption SDK: it brings attrs, wrapt and its materials managers into every cold start and a
-message format we do not need; a few dozen lines over ``cryptography`` (already in the layer for signatures) do.
+One AES-256 data key per container (``kms:GenerateDataKey`` once), every record sealed locally with AES-256-GCM under
+a fresh nonce, bound to ``user_id`` + ``bank_code`` by the additional data; unwrapped data keys are cached, so a warm
+container decrypts without calling KMS. Design and why not the AWS Encryption SDK: ``docs/connect.md`` (Tokens at
+rest).
 
 Blob format v1::
 

@@ -1,13 +1,8 @@
 """The TPP's eIDAS credentials (QWAC for mTLS, QSealC key for HTTP signatures) from Secrets Manager.
 
-The secret (its *name* is ``BANK_CREDENTIALS_SECRET_NAME``) is a JSON object::
-
-    {"client_id": "PSDFR-ACPR-12345", "qwac_cert_pem": "...", "qwac_key_pem": "...",
-     "qseal_key_pem": "...", "qseal_key_id": "PSDFR-ACPR-12345",
-     "bank_signing_certificates": {"13807": ["-----BEGIN CERTIFICATE-----..."]}}
-
+The secret (its *name* is ``BANK_CREDENTIALS_SECRET_NAME``) is the JSON object the README's Deploy section shows;
 ``bank_signing_certificates`` (optional) pins, per bank code, the certificates the bank signs its answers with
-(public material, beside those the registry pins; see ``aisp.signing.response``).
+(``docs/banks.md``, Signed answers).
 
 It is fetched through Powertools parameters (cached for ``max_age`` seconds). ``requests`` needs the QWAC as files,
 so :func:`qwac_cert_files` writes the pair once per container (per secret version) to 0600 files in a private

@@ -1,15 +1,11 @@
 """Registry of the STET establishments the gateway serves (Groupe BPCE's 89C3 and any other), from ``banks.json``.
 
-``bank_code`` is the establishment code (cdetab). It selects the host (``www.{bank_code}.{sandbox|live}.api.89c3.com``
-unless the entry names its own ``hosts``) and the token authority, so it is also the key of a user's connection:
-brands that share a code (the seed's BPGO and CMMGO are both 13807) share one connection, and the loader checks that
-they agree on everything a call depends on.
-
-What an establishment serves differs per environment (the 89C3 sandbox's 13807 is the STET 1.4.0.47 product under
-``/stet/psd2/v1``; live 13807 is 1.4.2 under ``/stet/psd2/v1.4.2``). The file names reusable **profiles** (STET
-version, API prefix, transaction date format, capabilities, response signature policy) and each entry picks one per
-environment, optionally overriding parts of it. :func:`load_registry` resolves the entries for one environment: its
-own choice, else ``local`` → ``sandbox`` → ``live``. The result, :class:`Bank`, is what the rest of the code reads.
+``bank_code`` is the establishment code (cdetab): it selects the host and the token authority and keys a user's
+connection, so brands that share a code must agree on everything a call depends on (the loader checks). Each entry
+picks a named **profile** per environment (STET version, API prefix, date format, capabilities, response signature
+policy), optionally overriding parts of it. :func:`load_registry` resolves the entries for one environment (its own
+choice, else ``local`` → ``sandbox`` → ``live``) into :class:`Bank`, what the rest of the code reads. Design:
+``docs/banks.md``.
 """
 
 from __future__ import annotations

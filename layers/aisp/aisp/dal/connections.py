@@ -1,20 +1,9 @@
 """The connections repository: PynamoDB items in, pydantic :class:`~aisp.models.connection.Connection` out.
 
-Rules every write follows:
-
-* it is conditional on the ``version`` the caller read (or on the item not existing), and bumps it; a lost race
-  raises :class:`~aisp.errors.ConflictError` and the stored item (its refresh token included) is left untouched;
-* new tokens are written only through such a conditional ``UpdateItem``, so a failed write never loses the previous
-  refresh token;
-* ``refresh_shard``/``refresh_due_at`` (the sparse ``RefreshDueIndex``) exist only while the connection is ACTIVE
-  with a refresh token, or REAUTH_REQUIRED with its ``ConnectionReauthRequired`` event still to send; REVOKED
-  removes them; ``purge_at`` (TTL) is set on REVOKED only;
-* the refresher's bookkeeping (lease, failure counter, notices sent) never bumps ``version``: each of those writes
-  carries its own condition (lease owner, status, notice state), so a refresh racing a consent write loses nothing.
-
-Lease: a refresh (scheduled or on demand) first takes the connection with a conditional write (lease absent or
-expired → ``lease_until``/``lease_owner`` set); the tokens are then written conditional on the version *and* on
-still owning the lease, and that write releases it. Two refreshers never call the bank for one connection at once.
+Every write is conditional (on the ``version`` read, or on the item not existing) and bumps the version; a lost race
+raises :class:`~aisp.errors.ConflictError` and leaves the stored item, its refresh token included, untouched. The
+refresh lease and the refresher's bookkeeping (failures, notices) carry their own conditions and never bump the
+version. The record: ``docs/connect.md`` (What is stored); the lease: ``docs/refresh.md`` (The lease).
 
 Tokens are sealed by a :class:`~aisp.aws.kms.TokenCipher` bound to ``(user_id, bank_code)`` and handed out only as a
 separate :class:`~aisp.models.connection.TokenPair`.

@@ -2,7 +2,7 @@
 
 Only the SHA-256 of a state is stored (the state itself is a 256-bit random value, so no salt is needed): a reader
 of the table cannot forge a callback. A consumed record is kept until its TTL so that a replay is recognised as
-one (and the browser sent back with ``invalid_state``) instead of looking forged.
+one (and the browser sent back with ``invalid_state``) instead of looking forged. Design: ``docs/connect.md``.
 """
 
 from __future__ import annotations

@@ -44,8 +44,8 @@ reauth_notice          S     PENDING | SENT: the ``ConnectionReauthRequired`` ev
 reauth_notified_at     S     when that event was sent
 =====================  ====  ==========================================================================================
 
-The lease, failure and notice attributes are bookkeeping of the refresher: writing them never bumps ``version``
-(so a consent write racing with a refresh does not lose), each write carries its own condition instead.
+The lease, failure and notice attributes are the refresher's bookkeeping: writing them never bumps ``version``
+(``docs/refresh.md``, The lease).
 
 ``OAuthStatesTable`` holds the two one-time values of a login, each keyed by the SHA-256 of its value: the OAuth
 ``state`` (:class:`OAuthStateRecord`) and the completion value the callback hands the app

@@ -1,21 +1,12 @@
 """One request's use of a connection: a usable access token, bank calls timed and counted, one retry after a 401.
 
-* The token comes from :func:`aisp.logic.refresh.on_demand.usable_tokens` (refreshed on demand within 60 s of its
-  expiry, by the refresher's own engine under its lease).
-* If the bank still answers 401 (revoked or expired earlier than we were told), the token is refreshed once and
-  the call retried once: first we re-read the connection (someone may have refreshed meanwhile), and only if it still
-  holds the token the bank refused do we force a refresh. ``invalid_grant`` on that refresh makes the connection
-  REAUTH_REQUIRED (``reauth_required``, 409).
-* Read-only sessions (``open_session(..., read_only=True)``: the account queries, never PUT /consents) of a
-  connection this container has read before (:mod:`aisp.logic.remembered`) do not wait for DynamoDB: the first bank
-  call starts at once with the remembered token while the connection is read beside it, and its answer is returned
-  only if that read confirms it: the same connection (id) with the same consent (a token refreshed meanwhile does not
-  matter, the bank accepted the one we sent). Otherwise the answer is dropped and the call made again on what the
-  read says; a read that fails (deleted, not active, unreadable) fails the request as it always did. Only banks that
-  revoke tokens qualify: a deleted connection's remembered token is then dead at the bank too.
-* Every bank call emits one EMF blob: ``BankCall`` (count) and ``BankLatency`` (ms), dimensions ``bank_code``,
-  ``operation`` and ``outcome`` (``ok``, ``rate_limited``, ``unavailable``...). These go through their own
-  ``EphemeralMetrics`` so that calls made from worker threads (``GET /v1/accounts``) never share a metric set.
+The token comes from :func:`aisp.logic.refresh.on_demand.usable_tokens`; a 401 from the bank re-reads the connection
+and refreshes once (only if it still holds the refused token), then retries once. Read-only sessions
+(``open_session(..., read_only=True)``) of a connection this container has read before
+(:mod:`aisp.logic.remembered`) start the bank call at once and read the connection beside it, returning the answer
+only if that read confirms it. Every bank call emits ``BankCall`` and ``BankLatency`` through its own
+``EphemeralMetrics`` (calls from worker threads never share a metric set). Design: ``docs/accounts.md`` (The token of
+a query; A warm query does not wait for DynamoDB).
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
 """What a container last read of its users' connections, so that a read-only bank call need not wait for DynamoDB.
 
-A warm query used to read the connection (and open its sealed tokens) and only then call the bank: the read's
-latency was added to every call. With this memory, :func:`aisp.logic.bank_calls.open_session` starts the bank call
-at once with the remembered access token and reads the connection **at the same time**; the bank's answer is
-returned only once that read confirms it (see :class:`~aisp.logic.bank_calls.BankSession`). The read is never
-skipped: it stays the authority, so a DELETE, a revocation or a new consent made through another container takes
-effect on the very next call, exactly as before. What the memory saves is waiting for it.
-
-Entries are keyed by (user, bank), written only from a read of that same key, and dropped when a read fails. They
-live at most :data:`MAX_AGE_SECONDS`, and at most :data:`MAX_ENTRIES` are kept (the oldest go first). The tokens in
-them are in this process's memory anyway during a call; nothing here is logged or written anywhere.
+:func:`aisp.logic.bank_calls.open_session` starts the bank call with the remembered access token while it reads the
+connection, and returns the bank's answer only once that read confirms it: the read stays the authority, only the
+wait for it is saved. Entries are keyed by (user, bank), written only from a read of that same key, dropped when a
+read fails, and kept at most :data:`MAX_AGE_SECONDS` (:data:`MAX_ENTRIES` at most, the oldest go first); nothing
+here is logged or written anywhere. Design: ``docs/accounts.md`` (A warm query does not wait for DynamoDB).
 """
 
 from __future__ import annotations

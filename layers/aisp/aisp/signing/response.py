@@ -1,14 +1,10 @@
-"""The bank's signed responses: how BPCE signs them, and how we verify them against pinned certificates.
+"""The bank's signed responses: verified against pinned certificates, and signed (the offline sandbox's side).
 
-BPCE signs each API response (draft-cavage, ``rsa-sha256``) with ``keyId`` =
-``https://www.<cdetab>.live.api.89c3.com/api/keyid/certificate_<sha256 hex of the certificate>`` over
-``digest date content-type x-request-id (request-target)``, the target being the request it answers, plus a
-``Digest`` of the body (NOTES §2, from Yolt's recorded BPCE answers). So a verified response is bound to our request
-(method, path and query) and to our ``X-Request-ID``.
-
-The certificate is taken from those **pinned** in configuration (the registry or the credentials secret), chosen by
-the fingerprint the keyId ends with; the keyId URL is never fetched (a certificate fetched from the answering party
-would prove nothing). :func:`sign_response` is the bank side (the offline sandbox uses it).
+BPCE signs each answer (draft-cavage, ``rsa-sha256``) over ``digest date content-type x-request-id
+(request-target)``, the target being the request it answers, with a ``keyId`` ending in the SHA-256 of its
+certificate (NOTES §2). :func:`verify_response` picks the certificate by that fingerprint among those **pinned** in
+configuration, never fetching the keyId URL; :func:`sign_response` is the bank side. Design and the ``off`` / ``log``
+/ ``enforce`` policy: ``docs/banks.md`` (Signed answers).
 """
 
 from __future__ import annotations

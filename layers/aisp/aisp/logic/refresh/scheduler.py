@@ -1,28 +1,11 @@
 """The scheduled token refresher: every due connection refreshed by the refresh engine, concurrently, at any scale.
 
-One run:
-
-1. **Find** the due connections without a Scan: ``RefreshDueIndex`` (sparse, keys only) is queried shard by shard
-   for ``refresh_due_at <= now + margin``, lazily paged, so the cost follows the number of due records.
-2. **Fan out** when they are more than this invocation can refresh before its timeout (counted per shard with
-   ``Select=COUNT``): shard groups sized to one invocation's capacity go to the fan-out SQS queue, each consumed by
-   another invocation of this function; this one keeps the first group. No longer loop, no recursion.
-3. **Refresh** with a bounded thread pool sharing the per-bank keep-alive clients. For each key: take the lease
-   with a conditional write that also reads the record (still due, lease free), then let
-   :class:`.engine.RefreshEngine` call the bank and store the new tokens (that write releases the lease). A run
-   stops starting refreshes when less than the reserve is left of the invocation; what it did not reach stays due
-   for the next run.
-4. **Outcomes**: success → next refresh due at the new access expiry; ``invalid_grant``/401 → REAUTH_REQUIRED,
-   ``ConnectionReauthRequired`` published once, out of the index; 429/5xx/timeout → ``refresh_failures`` + 1 and
-   the next attempt pushed by an exponential backoff (never past the access token's expiry or ``reauth_due_at``,
-   never before a ``Retry-After``), old tokens kept; anything else → same backoff, and counted as a failure.
-5. **Lifecycle**: during the same pass (every ACTIVE connection comes due about hourly), ``ConnectionExpiring`` is
-   published when ``reauth_due_at`` is within 14, 7 or 1 days, once per threshold (claimed by a conditional write
-   on the item before publishing, released if the publish fails).
-6. **Report**: metrics ``TokensRefreshed``, ``ReauthRequired``, ``TokenRefreshFailed``, ``LifecycleEventsPublished``
-   and ``RefreshDuration``, one summary log line, and, if anything failed unexpectedly, one
-   :class:`~aisp.errors.TokenRefreshBatchError` at the end (transient bank errors are not raised: they are retried
-   and counted by ``TokenRefreshFailed``).
+One run finds the due connections in ``RefreshDueIndex`` shard by shard (no Scan), fans shard groups out to the SQS
+queue when they are more than this invocation can refresh before its timeout, takes each connection's lease and lets
+:class:`.engine.RefreshEngine` refresh it on a bounded thread pool, publishes the lifecycle events it finds due
+(``ConnectionReauthRequired``, ``ConnectionExpiring``), and reports metrics and one summary line. Transient bank
+errors are backed off and counted; anything else also raises one :class:`~aisp.errors.TokenRefreshBatchError` at
+the end. Design, outcomes and backoff: ``docs/refresh.md``.
 """
 
 from __future__ import annotations
