@@ -111,10 +111,12 @@ format: $(VENV)/.installed
 	$(BIN)/ruff format $(PY_SOURCES)
 	$(BIN)/ruff check --fix $(PY_SOURCES)
 
+# The dependency rules: import-linter's contracts in pyproject.toml ([tool.importlinter]).
 # The contract: Redocly's recommended rules, every warning an error (redocly.yaml), on docs/openapi.json.
 lint: $(VENV)/.installed $(NODE_MODULES)/.installed
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
+	PYTHONPATH=layers/aisp:. $(BIN)/lint-imports --no-cache
 	$(NODE_MODULES)/.bin/redocly lint docs/openapi.json
 
 mypy: $(VENV)/.installed
