@@ -39,6 +39,15 @@ DESCRIPTION: Final = (
     "stable `code`."
 )
 SECURITY_SCHEME: Final = "bearerAuth"
+SERVER_SCHEME: Final = "serverToken"
+AISP_USER_PARAMETER: Final = {
+    "name": "Aisp-User",
+    "in": "header",
+    "required": False,
+    "description": "With a server token (and only then, else 400): the user it acts for, as their `sub`. Required "
+    "with a server token.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
 # Grouped as the README groups the routes; generated clients name their modules after these.
 TAGS: Final = (
     {"name": "banks", "description": "The BPCE establishments a user can connect"},
@@ -51,6 +60,10 @@ TAGS: Final = (
     {
         "name": "accounts",
         "description": "Account information: accounts, balances, transactions, trusted beneficiaries, identity",
+    },
+    {
+        "name": "quota",
+        "description": "The bank's daily quota of reads without the user (server tokens), and what is left of it",
     },
 )
 _METHODS: Final = ("get", "put", "post", "delete", "patch", "head", "options")
@@ -148,6 +161,28 @@ def _prune_components(document: dict[str, Any]) -> None:
         del schemas[name]
 
 
+def _server_token_operations(
+    document: dict[str, Any], operation_ids: frozenset[str], rate_limit_headers: dict[str, Any]
+) -> None:
+    """The reads a server token may make: both security schemes, the ``Aisp-User`` header, the ``RateLimit`` fields
+    on their answers (and on a 429). Fails when an id names no operation."""
+    found = set()
+    for item in document.get("paths", {}).values():
+        for method in _METHODS:
+            operation = item.get(method)
+            if operation is None or operation.get("operationId") not in operation_ids:
+                continue
+            found.add(operation["operationId"])
+            operation["security"] = [{SECURITY_SCHEME: []}, {SERVER_SCHEME: []}]
+            operation["parameters"] = [*operation.get("parameters", []), dict(AISP_USER_PARAMETER)]
+            for status in ("200", "429"):
+                if status in operation["responses"]:
+                    headers = operation["responses"][status].setdefault("headers", {})
+                    headers.update({name: {"$ref": f"#/components/headers/{name}"} for name in rate_limit_headers})
+    if missing := operation_ids - found:
+        raise SystemExit(f"SERVER_TOKEN_OPERATIONS names no operation: {sorted(missing)}")
+
+
 def build_document() -> dict[str, Any]:
     """The merged, post-processed OpenAPI document (see the module docstring)."""
     from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge  # noqa: PLC0415
@@ -160,7 +195,11 @@ def build_document() -> dict[str, Any]:
         merge.add_schema(document)
     merged: dict[str, Any] = json.loads(json.dumps(merge.get_openapi_schema()))
 
-    from aisp.api.openapi import DEFAULT_RESPONSE  # noqa: PLC0415 - importable once main() set the path
+    from aisp.api.openapi import (  # noqa: PLC0415 - importable once main() set the path
+        DEFAULT_RESPONSE,
+        RATE_LIMIT_HEADERS,
+        SERVER_TOKEN_OPERATIONS,
+    )
     from aisp.api.params import CANONICAL_HEADERS  # noqa: PLC0415
 
     public = {(method, path) for _, routes in functions for method, path, needs_jwt in routes if not needs_jwt}
@@ -185,14 +224,28 @@ def build_document() -> dict[str, Any]:
     merged["info"].update(_info_extras())
     merged["tags"] = _tags(merged)
     merged["security"] = [{SECURITY_SCHEME: []}]
+    _server_token_operations(merged, SERVER_TOKEN_OPERATIONS, RATE_LIMIT_HEADERS)
     components = merged.setdefault("components", {})
+    components["headers"] = json.loads(json.dumps(RATE_LIMIT_HEADERS))
     components["securitySchemes"] = {
         SECURITY_SCHEME: {
             "type": "http",
             "scheme": "bearer",
             "bearerFormat": "JWT",
-            "description": "The fintech's access token, validated by the HTTP API JWT authorizer; `sub` = the user",
-        }
+            "description": "The user's token from the fintech's identity provider, validated by the HTTP API JWT "
+            "authorizer; `sub` = the user, who is present: the bank gets their PSU-* context and counts nothing",
+        },
+        SERVER_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "The fintech backend's token from the same issuer, with the scope `aisp/unattended` (the "
+            "template's UnattendedScope), acting for the user named in the `Aisp-User` header, who is not present: no "
+            "PSU-* header is sent, and each read spends a unit of the bank's daily quota (4 per account and AIS "
+            "method a Europe/Paris day at BPCE; `RateLimit` says what is left, `quota_exhausted` 429 when none is). "
+            "It may act for any user of the fintech, by design. With `aisp/attended-proxy` and TrustForwardedPsuIp, "
+            "it relays a present user's `PSU-IP-Address` instead (attended, unlimited). Read routes only.",
+        },
     }
     _prune_components(merged)
     return merged

@@ -93,6 +93,7 @@ def _clear_metrics():
 CONNECTIONS_TABLE = "aisp-connections-test"
 STATES_TABLE = "aisp-oauth-states-test"
 IDEMPOTENCY_TABLE = "aisp-idempotency-test"
+QUOTA_TABLE = "aisp-quota-test"
 SECRET_NAME = "aisp/bank-credentials"
 RETURN_URL_ALLOWLIST = "https://app.example.com/connections/,com.example.fintech:/oauth"
 
@@ -148,6 +149,7 @@ def gateway_env(monkeypatch):
         "OAUTH_CALLBACK_URL": "",
         "RETURN_URL_ALLOWLIST": RETURN_URL_ALLOWLIST,
         "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
+        "QUOTA_TABLE_NAME": QUOTA_TABLE,
         "CURSOR_KEY_ID": "replaced-by-the-aws-fixture",
     }
     for name, value in values.items():
@@ -163,7 +165,7 @@ def aws(gateway_env, monkeypatch):
     import boto3
     from moto import mock_aws
 
-    from aisp.dal.tables import ConnectionRecord, OAuthStateRecord
+    from aisp.dal.tables import ConnectionRecord, OAuthStateRecord, QuotaRecord
 
     with mock_aws():
         kms = boto3.client("kms")
@@ -177,6 +179,7 @@ def aws(gateway_env, monkeypatch):
         clear_gateway_caches()
         ConnectionRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)  # moto: ACTIVE at once
         OAuthStateRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)  # moto: ACTIVE at once
+        QuotaRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)  # moto: ACTIVE at once
         create_idempotency_table(boto3.client("dynamodb"))
         yield AwsStack(
             key_arn=key_arn,

@@ -1,4 +1,5 @@
-"""In-memory connections and OAuth states repositories: the DynamoDB ones' conditions over dicts, for fast tests.
+"""In-memory connections and OAuth states repositories, and quota ledger: the DynamoDB ones' conditions over dicts,
+for fast tests.
 
 Same methods, conditions, exceptions (with their details) and returned domain objects as
 :class:`aisp.dal.connections.DynamoConnectionRepository` and :class:`aisp.dal.states.DynamoOAuthStateRepository`.
@@ -23,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from aisp.clock import epoch
@@ -48,13 +49,14 @@ from aisp.models.connection import (
     StatusReason,
     TokenPair,
 )
+from aisp.models.quota import QuotaKey, QuotaUsage
 from aisp.models.refresh import ConnectionKey, LeasedConnection, ReauthNotice
 from aisp.observability import logger
 
 if TYPE_CHECKING:
     from aisp.aws.kms import TokenCipher
 
-__all__ = ["MemoryConnectionRepository", "MemoryOAuthStateRepository"]
+__all__ = ["MemoryConnectionRepository", "MemoryOAuthStateRepository", "MemoryQuotaLedger"]
 
 Item = dict[str, Any]
 Condition = Callable[[Item | None], bool]
@@ -1023,3 +1025,45 @@ if TYPE_CHECKING:  # mypy (through bench/) holds both to the ports the use cases
 
     def _implements(cipher: TokenCipher) -> tuple[RefreshRepository, OAuthStateRepository]:
         return MemoryConnectionRepository(cipher), MemoryOAuthStateRepository()
+
+
+class MemoryQuotaLedger:
+    """:class:`aisp.dal.quota.DynamoQuotaLedger`'s counters over a dict, each change under one lock (its conditional
+    ``UpdateItem``). ``calls`` counts the ledger's round trips (what ``bench/warm.py`` weighs)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[QuotaKey, QuotaUsage] = {}
+        self.calls = 0
+
+    def reserve(self, key: QuotaKey, *, limit: int, expires_at: datetime) -> QuotaUsage | None:  # noqa: ARG002
+        with self._lock:
+            self.calls += 1
+            current = self._counters.get(key)
+            if current is not None and (current.exhausted or current.used >= limit):
+                return None
+            taken = QuotaUsage(used=(current.used if current else 0) + 1, limit=limit)
+            self._counters[key] = taken
+            return taken
+
+    def release(self, key: QuotaKey) -> None:
+        with self._lock:
+            self.calls += 1
+            current = self._counters.get(key)
+            if current is not None and current.used > 0:
+                self._counters[key] = current._replace(used=current.used - 1)
+
+    def exhaust(self, key: QuotaKey, *, limit: int, expires_at: datetime) -> None:  # noqa: ARG002
+        with self._lock:
+            self.calls += 1
+            current = self._counters.get(key)
+            self._counters[key] = QuotaUsage(used=current.used if current else 0, limit=limit, exhausted=True)
+
+    def usage(self, bank_code: str, user_id: str, day: date) -> list[tuple[QuotaKey, QuotaUsage]]:
+        with self._lock:
+            self.calls += 1
+            return [
+                (key, usage)
+                for key, usage in self._counters.items()
+                if (key.bank_code, key.user_id, key.day) == (bank_code, user_id, day)
+            ]

@@ -1,24 +1,29 @@
 """AccountsFunction: on-demand account queries under ``/v1`` (accounts, balances, transactions, beneficiaries,
-identity, and the accounts of every bank at once).
+identity, the accounts of every bank at once) and today's unattended quota.
 
-The user is the JWT ``sub``; these calls come from the user's app, so the bank gets the PSU context
-(``PSU-IP-Address`` = the caller's source IP, the other ``PSU-*`` from the app's own headers).
+Two kinds of caller (``aisp.api.auth``): the user's app (the JWT ``sub``; the bank gets the PSU context), or the
+fintech's backend acting for the user in ``Aisp-User`` (no ``PSU-*``; each read reserves a unit of the bank's daily
+quota, and the answer carries the IETF ``RateLimit`` fields). Design: ``docs/accounts.md``.
 """
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler import Response
+    from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+
 from aisp import audit, wiring
-from aisp.api import current_user, psu_from_event, register_error_handlers
+from aisp.api import Caller, current_caller, register_error_handlers
 from aisp.api.errors import classify
-from aisp.api.headers import no_store
+from aisp.api.headers import no_store, rate_limit_headers
 from aisp.api.openapi import ACCOUNT_ERRORS, BANK_ERRORS, responses
 from aisp.api.params import BankCodePath, NotNullable
 from aisp.cursors import MAX_CURSOR_LENGTH
@@ -32,6 +37,7 @@ from aisp.logic.accounts import (
     list_accounts,
     list_all_accounts,
 )
+from aisp.logic.quota import QuotaMeter, quota_today
 from aisp.models.accounts import (
     AllAccountsResponse,
     BalancesResponse,
@@ -41,12 +47,27 @@ from aisp.models.accounts import (
     TransactionsResponse,
     TrustedBeneficiariesResponse,
 )
-from aisp.models.psu import PsuInfo
+from aisp.models.quota import QuotaResponse, quota_day_seconds
 from aisp.observability import logger, metrics, tracer
 
 app = APIGatewayHttpResolver(enable_validation=True)
 register_error_handlers(app)
-app.use([no_store])
+
+
+def quota_fields(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """An unattended answer says what its reads left: ``RateLimit`` and ``RateLimit-Policy`` (the fewest units left
+    among the counters the request used)."""
+    response = next_middleware(app)
+    meter = app.context.get("quota_meter")
+    if isinstance(meter, QuotaMeter) and meter.lowest is not None and meter.day is not None:
+        usage, window = meter.lowest, quota_day_seconds(meter.day)
+        response.headers.update(
+            rate_limit_headers(remaining=usage.remaining, reset=meter.reset_seconds, limit=usage.limit, window=window)
+        )
+    return response
+
+
+app.use([no_store, quota_fields])
 
 MAX_LIMIT = 500
 
@@ -86,8 +107,12 @@ AllQuery = Annotated[
 ]
 
 
-def _psu() -> PsuInfo | None:
-    return psu_from_event(app.current_event)
+def _caller() -> tuple[Caller, QuotaMeter | None]:
+    """The caller, and for an unattended one the meter its reads report to (read by :func:`quota_fields`)."""
+    caller = current_caller(app.current_event)
+    meter = None if caller.attended else QuotaMeter()
+    app.append_context(quota_meter=meter)  # type: ignore[no-untyped-call]
+    return caller, meter
 
 
 @app.get(
@@ -96,11 +121,12 @@ def _psu() -> PsuInfo | None:
     description="Every active connection's accounts, banks queried concurrently; a failing bank is an errors entry.",
     operation_id="listAllAccounts",
     tags=["accounts"],
-    responses=responses((503,)),
+    responses=responses((400, 403, 503)),
 )
 def handle_list_all_accounts() -> AllAccountsResponse:
     """Accounts across every active connection, with per-bank error entries."""
-    result = list_all_accounts(current_user(app.current_event), psu=_psu(), services=wiring.account_services())
+    caller, meter = _caller()
+    result = list_all_accounts(caller.user_id, psu=caller.psu, services=wiring.account_services(), meter=meter)
     failures = []
     for bank_code, error in result.failures:
         status, code, title = (
@@ -119,7 +145,8 @@ def handle_list_all_accounts() -> AllAccountsResponse:
 )
 def handle_list_accounts(bank_code: BankCodePath) -> ListAccountsResponse:
     """The user's accounts at this bank (without balances or links until consented)."""
-    return list_accounts(current_user(app.current_event), bank_code, psu=_psu(), services=wiring.account_services())
+    caller, meter = _caller()
+    return list_accounts(caller.user_id, bank_code, psu=caller.psu, services=wiring.account_services(), meter=meter)
 
 
 @app.get(
@@ -131,8 +158,9 @@ def handle_list_accounts(bank_code: BankCodePath) -> ListAccountsResponse:
 )
 def handle_get_balances(bank_code: BankCodePath, account_id: AccountIdPath) -> BalancesResponse:
     """The account's balances (403 if the consent does not cover them)."""
+    caller, meter = _caller()
     balances = get_balances(
-        current_user(app.current_event), bank_code, account_id, psu=_psu(), services=wiring.account_services()
+        caller.user_id, bank_code, account_id, psu=caller.psu, services=wiring.account_services(), meter=meter
     )
     return BalancesResponse(balances=balances)
 
@@ -158,14 +186,16 @@ def handle_get_transactions(  # the resolver passes every parameter by name
 ) -> TransactionsResponse:
     """A page (or more) of transactions and the cursor to the next."""
     query = TransactionQuery(date_from=date_from, date_to=date_to, cursor=cursor, limit=limit, all_pages=all_pages)
+    caller, meter = _caller()
     return get_transactions(
-        current_user(app.current_event),
+        caller.user_id,
         bank_code,
         account_id,
         query,
-        psu=_psu(),
+        psu=caller.psu,
         remaining_ms=app.lambda_context.get_remaining_time_in_millis,
         services=wiring.account_services(),
+        meter=meter,
     )
 
 
@@ -178,8 +208,9 @@ def handle_get_transactions(  # the resolver passes every parameter by name
 )
 def handle_get_trusted_beneficiaries(bank_code: BankCodePath) -> TrustedBeneficiariesResponse:
     """The user's trusted beneficiaries (501 where the bank has none)."""
+    caller, meter = _caller()
     beneficiaries = get_trusted_beneficiaries(
-        current_user(app.current_event), bank_code, psu=_psu(), services=wiring.account_services()
+        caller.user_id, bank_code, psu=caller.psu, services=wiring.account_services(), meter=meter
     )
     return TrustedBeneficiariesResponse(beneficiaries=beneficiaries)
 
@@ -193,7 +224,24 @@ def handle_get_trusted_beneficiaries(bank_code: BankCodePath) -> TrustedBenefici
 )
 def handle_get_identity(bank_code: BankCodePath) -> IdentityResponse:
     """The connected PSU's name (501 where the bank does not give it)."""
-    return get_identity(current_user(app.current_event), bank_code, psu=_psu(), services=wiring.account_services())
+    caller, meter = _caller()
+    return get_identity(caller.user_id, bank_code, psu=caller.psu, services=wiring.account_services(), meter=meter)
+
+
+@app.get(
+    "/v1/connections/<bank_code>/quota",
+    summary="Today's unattended quota at one bank",
+    description="The reads the fintech's backend may still make today without the user, per account and method "
+    "(the counters used so far; any other has all of limit left), and when they reset (the next Europe/Paris "
+    "midnight). Reading it spends nothing.",
+    operation_id="getQuota",
+    tags=["quota"],
+    responses=responses((400, 403, 404, 503)),
+)
+def handle_get_quota(bank_code: BankCodePath) -> QuotaResponse:
+    """Today's counters of the user at this bank."""
+    caller, _ = _caller()
+    return quota_today(caller.user_id, bank_code, services=wiring.account_services())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

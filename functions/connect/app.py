@@ -1,6 +1,8 @@
 """ConnectFunction: ``GET /v1/banks`` and the ``/v1/connections`` resource.
 
 The user is the JWT ``sub`` set by the HTTP API JWT authorizer; no route takes a user id from the path or body.
+The two reads (the list and one connection) also take the fintech's server token acting for the user in
+``Aisp-User`` (``aisp.api.auth``); starting, completing and deleting a connection are the user's own.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aisp import audit, wiring
-from aisp.api import current_user, register_error_handlers
+from aisp.api import current_caller, current_user, register_error_handlers
 from aisp.api.headers import no_store, nosniff
 from aisp.api.openapi import responses
 from aisp.api.params import BankCodePath, IdempotencyKeyHeader
@@ -58,7 +60,7 @@ def handle_list_banks() -> ListBanksResponse:
     "same body) gets the same answer.",
     operation_id="createConnection",
     tags=["connections"],
-    responses=responses((400, 404, 409, 422, 503), status=201, description="The bank's login link"),
+    responses=responses((400, 403, 404, 409, 422, 503), status=201, description="The bank's login link"),
     middlewares=[no_store],
 )
 def handle_create_connection(
@@ -82,12 +84,12 @@ def handle_create_connection(
     summary="The user's connections",
     operation_id="listConnections",
     tags=["connections"],
-    responses=responses((503,)),
+    responses=responses((400, 403, 503)),
     middlewares=[no_store],
 )
 def handle_list_connections() -> ListConnectionsResponse:
     """List the user's connections (no tokens, ever)."""
-    connections = list_connections(current_user(app.current_event), services=wiring.connection_services())
+    connections = list_connections(current_caller(app.current_event).user_id, services=wiring.connection_services())
     return ListConnectionsResponse(connections=connections)
 
 
@@ -96,12 +98,12 @@ def handle_list_connections() -> ListConnectionsResponse:
     summary="One connection",
     operation_id="getConnection",
     tags=["connections"],
-    responses=responses((400, 401, 404, 503)),
+    responses=responses((400, 401, 403, 404, 503)),
     middlewares=[no_store],
 )
 def handle_get_connection(bank_code: BankCodePath) -> ConnectionSummary:
     """The user's connection to this bank, as it stands now (no tokens, ever)."""
-    return get_connection(current_user(app.current_event), bank_code, services=wiring.connection_services())
+    return get_connection(current_caller(app.current_event).user_id, bank_code, services=wiring.connection_services())
 
 
 @app.post(
@@ -110,7 +112,7 @@ def handle_get_connection(bank_code: BankCodePath) -> ConnectionSummary:
     operation_id="completeConnection",
     tags=["connections"],
     responses=responses(
-        (400, 401, 404, 409, 503),
+        (400, 401, 403, 404, 409, 503),
         description="ACTIVE: the connection serves data. 400 invalid_completion for a value that is unknown, used, "
         "expired, for another bank or another user's (one answer for all)",
     ),
@@ -131,7 +133,7 @@ def handle_complete_connection(bank_code: BankCodePath, request: CompleteConnect
     summary="Delete a connection",
     operation_id="deleteConnection",
     tags=["connections"],
-    responses=responses((400, 401, 404, 409, 503), status=204, description="Deleted", content={}),
+    responses=responses((400, 401, 403, 404, 409, 503), status=204, description="Deleted", content={}),
     middlewares=[no_store],
 )
 def handle_delete_connection(bank_code: BankCodePath) -> Response[None]:

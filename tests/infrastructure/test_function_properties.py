@@ -35,6 +35,9 @@ SHARED_ENVIRONMENT = {
     "BANK_CREDENTIALS_SECRET_NAME": {"Ref": "BankCredentialsSecretName"},
     "AWS_ENDPOINT_URL": {"Fn::If": ["UsesLocalAwsEndpoint", {"Ref": "LocalAwsEndpointUrl"}, {"Ref": "AWS::NoValue"}]},
     "REAUTH_DAYS": {"Ref": "ReauthDays"},
+    "UNATTENDED_SCOPE": {"Ref": "UnattendedScope"},
+    "ATTENDED_PROXY_SCOPE": {"Ref": "AttendedProxyScope"},
+    "TRUST_FORWARDED_PSU_IP": {"Ref": "TrustForwardedPsuIp"},
 }
 # SAM's own grants: CloudWatch Logs (basic execution role) and X-Ray (Tracing: Active).
 MANAGED_POLICIES = [
@@ -109,7 +112,10 @@ EXPECTED = {
     "AccountsFunction": Function(
         timeout=29,
         memory=HTTP_MEMORY,
-        environment={"CURSOR_KEY_ID": {"Fn::GetAtt": ["CursorKey", "Arn"]}},
+        environment={
+            "CURSOR_KEY_ID": {"Fn::GetAtt": ["CursorKey", "Arn"]},
+            "QUOTA_TABLE_NAME": {"Ref": "QuotaTable"},
+        },
         grants=_grants(
             (
                 "ReadUpdateConnections",
@@ -118,6 +124,7 @@ EXPECTED = {
             ),
             ("UseAndRotateTokens", "TokenKey.Arn", ("kms:Decrypt", "kms:GenerateDataKey")),
             ("DeriveCursorKey", "CursorKey.Arn", ("kms:GenerateMac",)),
+            ("CountUnattendedReads", "QuotaTable.Arn", ("dynamodb:Query", "dynamodb:UpdateItem")),
             READ_BANK_SECRET,
         ),
     ),

@@ -100,6 +100,7 @@ def watch(gateway) -> Iterator[Watch]:
         connections=connections,
         bank=WatchedBank(StetAccountGateway(wiring.bank_clients), watched),
         cursors=wiring.cursor_sealer,
+        quota=wiring.quota_ledger(),
         remembered=RememberedConnections(),
     )
     wiring.account_services.provide(watched.services)

@@ -703,9 +703,9 @@ def test_get_retries_exhausted_with_exponential_backoff(
         recorder.wrap(always(lambda: json_response({"status": 500, "message": "INTE"}, status=500)))
     )
 
-    # When listing accounts with max_get_retries=2
+    # When listing accounts with max_get_retries=2, the user present
     with pytest.raises(BankUnavailableError) as excinfo:
-        make_client().get_accounts(ACCESS_TOKEN, None)
+        make_client().get_accounts(ACCESS_TOKEN, PSU)
 
     # Then three attempts, two growing delays, and the last request id in the error
     assert len(recorder.seen) == 3
@@ -727,9 +727,9 @@ def test_timeout_is_unavailable(
     bank.expect_request(f"{API}/accounts", method="GET").respond_with_handler(recorder.wrap(slow))
     client = make_client(timeout=(2.0, 0.2), max_get_retries=1)
 
-    # When listing accounts
+    # When listing accounts, the user present
     with pytest.raises(BankUnavailableError) as excinfo:
-        client.get_accounts(ACCESS_TOKEN, None)
+        client.get_accounts(ACCESS_TOKEN, PSU)
 
     # Then it is a retried timeout, wrapped (requests exception as cause, never escaping)
     assert excinfo.value.details["failure"] == "timeout"
@@ -782,11 +782,54 @@ def test_connection_refused_is_unavailable_after_retries(
         free_port = probe.getsockname()[1]
     client = make_client(base_url=f"https://127.0.0.1:{free_port}/{BANK_CODE}")
 
-    # When / Then
+    # When / Then: retried even unattended (nothing reached the bank), and said so
     with pytest.raises(BankUnavailableError) as excinfo:
         client.get_accounts(ACCESS_TOKEN, None)
     assert excinfo.value.details["failure"] == "connection"
+    assert excinfo.value.details["sent"] is False
     assert len(fake_sleep.delays) == 2
+
+
+def test_an_unattended_first_page_is_never_retried_after_it_reached_the_bank(
+    bank: HTTPServer, recorder: BankRecorder, make_client: ClientFactory, fake_sleep: FakeSleep
+) -> None:
+    # Given a bank answering 503 to everything: without PSU-IP-Address, BPCE counts every first-page GET against the
+    # day's 4, failed or not, so a retry would spend another unit of the quota
+    bank.expect_request(f"{API}/accounts", method="GET").respond_with_handler(
+        recorder.wrap(always(lambda: json_response({"status": 503, "message": "Service Unavailable"}, status=503)))
+    )
+    bank.expect_request(f"{API}/accounts/{ACCOUNT_ID}/balances", method="GET").respond_with_handler(
+        recorder.wrap(always(lambda: json_response({"status": 500, "message": "INTE"}, status=500)))
+    )
+
+    # When each is read once without the user
+    with pytest.raises(BankUnavailableError) as accounts:
+        make_client().get_accounts(ACCESS_TOKEN, None)
+    with pytest.raises(BankUnavailableError) as balances:
+        make_client().get_balances(ACCESS_TOKEN, ACCOUNT_ID, None)
+
+    # Then one attempt each, no backoff, and the error does not claim the request never left
+    assert [seen.raw_uri for seen in recorder.seen] == [f"{API}/accounts", f"{API}/accounts/{ACCOUNT_ID}/balances"]
+    assert fake_sleep.delays == []
+    assert "sent" not in accounts.value.details and "sent" not in balances.value.details
+    assert all(seen.header("PSU-IP-Address") is None for seen in recorder.seen)
+
+
+def test_an_unattended_next_page_is_retried_since_pages_are_free(
+    bank: HTTPServer, recorder: BankRecorder, make_client: ClientFactory, fake_sleep: FakeSleep, origin: str
+) -> None:
+    # Given a next page failing once with 503
+    def respond(_request: Request, index: int) -> Response:
+        if index == 0:
+            return json_response({"status": 503, "message": "Service Unavailable"}, status=503)
+        return json_response({"transactions": [], "_links": {"self": {"href": f"{TX_PATH}?page=2"}}})
+
+    bank.expect_request(TX_PATH, method="GET").respond_with_handler(recorder.wrap(respond))
+    # When the page a next link gave is read without the user
+    page = make_client().get_transactions_page(ACCESS_TOKEN, ACCOUNT_ID, psu=None, page_url=f"{origin}{TX_PATH}?page=2")
+
+    # Then it was retried once ("hors pagination": a page is not counted)
+    assert page.transactions == [] and len(recorder.seen) == 2 and len(fake_sleep.delays) == 1
 
 
 # ----------------------------------------------------------------------------------------------------------------

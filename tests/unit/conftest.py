@@ -92,15 +92,24 @@ def account_bank():
 
 
 @pytest.fixture
-def account_services(services, account_bank):
-    """The consent and account use cases over ``services`` (moto, fake OAuth bank, fake clock), a fake data bank
-    and the real cursor sealer (its key derived from the moto HMAC key)."""
+def quota_ledger():
+    """The unattended-access ledger, in memory (``tests/contract`` holds it to the DynamoDB one's behaviour)."""
+    from tests.memory import MemoryQuotaLedger
+
+    return MemoryQuotaLedger()
+
+
+@pytest.fixture
+def account_services(services, account_bank, quota_ledger):
+    """The consent and account use cases over ``services`` (moto, fake OAuth bank, fake clock), a fake data bank,
+    the real cursor sealer (its key derived from the moto HMAC key) and an in-memory quota ledger."""
     from aisp.logic.services import AccountServices
 
     return AccountServices(
         connections=services,
         bank=account_bank,
         cursors=wiring.cursor_sealer,
+        quota=quota_ledger,
     )
 
 

@@ -35,17 +35,50 @@ def test_it_documents_exactly_the_template_routes(generated):
     }
 
     assert documented == declared
-    assert len(declared) == 14
+    assert len(declared) == 15
 
 
-def test_security_is_the_jwt_everywhere_but_the_oauth_callback(generated):
+# The reads a server token may make (the fintech's backend, for the user in Aisp-User): every other route is the user's.
+SERVER_READS = {
+    "listConnections",
+    "getConnection",
+    "listAllAccounts",
+    "listAccounts",
+    "getBalances",
+    "listTransactions",
+    "listTrustedBeneficiaries",
+    "getIdentity",
+    "getQuota",
+}
+
+
+def test_security_is_the_users_jwt_everywhere_a_server_token_on_reads_none_on_the_callback(generated):
     assert generated["security"] == [{"bearerAuth": []}]
-    assert generated["components"]["securitySchemes"]["bearerAuth"]["bearerFormat"] == "JWT"
-    public = [
-        (path, method) for path, item in generated["paths"].items() for method, op in item.items() if "security" in op
-    ]
-    assert public == [("/oauth/callback", "get")]
-    assert generated["paths"]["/oauth/callback"]["get"]["security"] == []
+    schemes = generated["components"]["securitySchemes"]
+    assert {name: scheme["bearerFormat"] for name, scheme in schemes.items()} == {
+        "bearerAuth": "JWT",
+        "serverToken": "JWT",
+    }
+    assert "aisp/unattended" in schemes["serverToken"]["description"]
+    own = {
+        op["operationId"]: op.get("security")
+        for item in generated["paths"].values()
+        for op in item.values()
+        if "security" in op
+    }
+    assert own == {
+        "oauthCallback": [],
+        **dict.fromkeys(SERVER_READS, [{"bearerAuth": []}, {"serverToken": []}]),
+    }
+
+
+def test_a_server_read_takes_aisp_user_and_answers_with_the_ratelimit_fields(generated):
+    for item in generated["paths"].values():
+        for op in item.values():
+            names = {parameter["name"] for parameter in op.get("parameters", [])}
+            assert ("Aisp-User" in names) == (op["operationId"] in SERVER_READS), op["operationId"]
+            limits = {"RateLimit", "RateLimit-Policy"} <= set(op["responses"].get("200", {}).get("headers", {}))
+            assert limits == (op["operationId"] in SERVER_READS), op["operationId"]
 
 
 OPERATIONS = {
@@ -63,6 +96,7 @@ OPERATIONS = {
     ("GET", "/v1/connections/{bank_code}/trusted-beneficiaries"): ("listTrustedBeneficiaries", "accounts"),
     ("GET", "/v1/connections/{bank_code}/identity"): ("getIdentity", "accounts"),
     ("GET", "/v1/accounts"): ("listAllAccounts", "accounts"),
+    ("GET", "/v1/connections/{bank_code}/quota"): ("getQuota", "quota"),
 }
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 EITHER = {"$ref": "#/components/schemas/ErrorResponse"}
@@ -83,7 +117,7 @@ def test_operations_have_chosen_ids_and_the_readmes_groups(generated):
     found = {(method, path): (op["operationId"], op["tags"]) for method, path, op in _operations(generated)}
 
     assert found == {key: (operation_id, [tag]) for key, (operation_id, tag) in OPERATIONS.items()}
-    assert [tag["name"] for tag in generated["tags"]] == ["banks", "connections", "consents", "accounts"]
+    assert [tag["name"] for tag in generated["tags"]] == ["banks", "connections", "consents", "accounts", "quota"]
     assert all(tag["description"] for tag in generated["tags"])
 
 

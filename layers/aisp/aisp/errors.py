@@ -11,6 +11,9 @@ status each branch answers is noted on the right (``tests/unit/test_errors.py`` 
     │   ├── InvalidCursorError
     │   └── InvalidCompletionError
     ├── UnauthenticatedError                    401
+    ├── ForbiddenError                          403
+    │   └── UserTokenRequiredError
+    ├── QuotaExhaustedError                     429
     ├── NotFoundError                           404
     │   ├── UnknownBankError
     │   ├── ConnectionNotFoundError
@@ -52,7 +55,10 @@ status each branch answers is noted on the right (``tests/unit/test_errors.py`` 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 
 class AispError(Exception):
@@ -99,6 +105,28 @@ class InvalidCompletionError(InvalidRequestError):
 
 class UnauthenticatedError(AispError):
     """The request carries no usable user identity (no JWT ``sub`` from the HTTP API authorizer)."""
+
+
+class ForbiddenError(AispError):
+    """The caller is authenticated but may not do this."""
+
+
+class UserTokenRequiredError(ForbiddenError):
+    """A route only the user's own app may call (connect, complete, consent, delete) got a server token."""
+
+
+class QuotaExhaustedError(AispError):
+    """An unattended read would exceed the bank's daily quota for this account and method; the bank is not called.
+
+    ``retry_at`` is when the counter resets (the next Europe/Paris midnight), ``retry_after`` the seconds until then.
+    """
+
+    def __init__(
+        self, message: str, *, retry_at: datetime, retry_after: int, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details={**(details or {}), "retry_at": retry_at.isoformat()})
+        self.retry_at = retry_at
+        self.retry_after = retry_after
 
 
 class NotFoundError(AispError):

@@ -74,6 +74,23 @@ class StorageSettings(EnvModel):
     completion_ttl_seconds: Annotated[int, Field(alias="COMPLETION_TTL_SECONDS", ge=30, le=3600)] = 300
 
 
+class CallerSettings(EnvModel):
+    """Who may call the read routes: the scopes that make a token a server token (template parameters)."""
+
+    unattended_scope: Annotated[str, Field(alias="UNATTENDED_SCOPE", min_length=1, max_length=200)] = "aisp/unattended"
+    attended_proxy_scope: Annotated[str, Field(alias="ATTENDED_PROXY_SCOPE", min_length=1, max_length=200)] = (
+        "aisp/attended-proxy"
+    )
+    # A backend token with the attended-proxy scope may forward the present user's PSU-IP-Address (off by default).
+    trust_forwarded_psu_ip: Annotated[bool, Field(alias="TRUST_FORWARDED_PSU_IP")] = False
+
+
+class QuotaSettings(EnvModel):
+    """The unattended-access ledger (AccountsFunction)."""
+
+    quota_table_name: Annotated[str, Field(alias="QUOTA_TABLE_NAME", min_length=3)]
+
+
 class AuditSettings(EnvModel):
     """Where the audit trail is kept (AuditShipperFunction only): the template's ``AuditLogGroup``."""
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from aisp.cursors import CursorSealer
     from aisp.dal import DynamoConnectionRepository, DynamoOAuthStateRepository
     from aisp.idempotency import IdempotencyStore
+    from aisp.logic.ports import QuotaLedger
     from aisp.logic.refresh.scheduler import RefresherServices, RefreshPolicy
     from aisp.logic.services import AccountServices, ConnectionServices, ConnectPolicy
     from aisp.stet.factory import BankClients
@@ -47,6 +48,7 @@ __all__ = [
     "connection_repository",
     "connection_services",
     "idempotency_store",
+    "quota_ledger",
     "cursor_sealer",
     "refresh_policy",
     "refresher_services",
@@ -243,6 +245,14 @@ def connect_policy() -> ConnectPolicy:
 
 
 @_factory
+def quota_ledger() -> QuotaLedger:
+    """The unattended-access ledger (``QuotaTable``, named by ``QUOTA_TABLE_NAME`` on first use)."""
+    from aisp.dal.quota import DynamoQuotaLedger  # noqa: PLC0415
+
+    return DynamoQuotaLedger()
+
+
+@_factory
 def account_services() -> AccountServices:
     """The consent and account use cases' ports, over :func:`connection_services`."""
     from aisp.logic.remembered import RememberedConnections  # noqa: PLC0415
@@ -252,6 +262,7 @@ def account_services() -> AccountServices:
         connections=connection_services(),
         bank=account_gateway(),
         cursors=cursor_sealer,
+        quota=quota_ledger(),
         remembered=RememberedConnections(),
     )
 

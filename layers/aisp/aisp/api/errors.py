@@ -10,11 +10,13 @@ import traceback
 from typing import TYPE_CHECKING, Any, Final
 
 from aisp import errors
-from aisp.api.headers import NO_STORE, NOSNIFF
+from aisp.api.headers import NO_STORE, NOSNIFF, rate_limit_headers
 from aisp.models.api import FieldError, Problem
 from aisp.observability import logger
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -25,6 +27,9 @@ ERROR_MAP: tuple[tuple[type[errors.AispError], int, str, str], ...] = (
     (errors.InvalidCompletionError, 400, "invalid_completion", "The completion value is unknown, used or expired"),
     (errors.InvalidRequestError, 400, "validation_error", "The request is invalid"),
     (errors.UnauthenticatedError, 401, "unauthenticated", "Authentication is required"),
+    (errors.UserTokenRequiredError, 403, "user_token_required", "Only the user's own app may do this"),
+    (errors.ForbiddenError, 403, "forbidden", "The caller may not do this"),
+    (errors.QuotaExhaustedError, 429, "quota_exhausted", "Today's unattended reads of this data are spent"),
     (errors.UnknownBankError, 404, "bank_not_found", "No BPCE establishment has this bank code"),
     (errors.ConnectionNotFoundError, 404, "connection_not_found", "The user has no connection to this bank"),
     (errors.AccountNotFoundError, 404, "account_not_found", "The bank knows no such account for this user"),
@@ -73,6 +78,7 @@ def problem_response(
     request_id: str | None = None,
     field_errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
+    retry_at: datetime | None = None,
 ) -> Response[str]:
     """Build a problem+json response."""
     from aws_lambda_powertools.event_handler import Response  # noqa: PLC0415 - keep cold start lean
@@ -85,6 +91,7 @@ def problem_response(
         detail=detail,
         request_id=request_id,
         errors=field_errors,
+        retry_at=retry_at,
     )
     request_header = {"X-Request-ID": request_id} if request_id else {}
     return Response(
@@ -142,6 +149,12 @@ def unexpected_error_response(exc: BaseException, request_id: str | None) -> Res
 
 def retry_headers(error: errors.AispError) -> dict[str, str]:
     """``Retry-After`` for the errors a client should retry after a while (throttled, or still in progress)."""
+    if isinstance(error, errors.QuotaExhaustedError):
+        limit = error.details.get("limit")
+        return {
+            "Retry-After": str(error.retry_after),
+            **rate_limit_headers(remaining=0, reset=error.retry_after, limit=limit if isinstance(limit, int) else None),
+        }
     if isinstance(error, errors.BankRateLimitedError):
         retry_after = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_AFTER_SECONDS
         return {"Retry-After": str(retry_after)}
@@ -193,8 +206,16 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
         detail = exc.message if expected or isinstance(exc, errors.UpstreamError) else None
         field = exc.details.get("field") if isinstance(exc, errors.InvalidRequestError) else None
         field_errors = [FieldError(field=str(field), message=exc.message)] if field else None
+        retry_at = exc.retry_at if isinstance(exc, errors.QuotaExhaustedError) else None
         return problem_response(
-            status, code, title, detail=detail, request_id=request_id(), headers=headers, field_errors=field_errors
+            status,
+            code,
+            title,
+            detail=detail,
+            request_id=request_id(),
+            headers=headers,
+            field_errors=field_errors,
+            retry_at=retry_at,
         )
 
     @app.exception_handler(UnicodeDecodeError)  # type: ignore[untyped-decorator]

@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import Response
     from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
-__all__ = ["NOSNIFF", "NO_STORE", "no_store", "nosniff"]
+__all__ = ["NOSNIFF", "NO_STORE", "RATE_LIMIT_POLICY", "no_store", "nosniff", "rate_limit_headers"]
 
 # Every answer: a browser never second-guesses our content types (a JSON body is never rendered as HTML).
 NOSNIFF: Final = {"X-Content-Type-Options": "nosniff"}
@@ -34,3 +34,17 @@ def no_store(app: Any, next_middleware: NextMiddleware) -> Response[Any]:
     for name, value in NO_STORE.items():
         response.headers.setdefault(name, value)
     return response
+
+
+# The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers): one policy, the bank's unattended daily quota.
+RATE_LIMIT_POLICY: Final = "unattended"
+
+
+def rate_limit_headers(*, remaining: int, reset: int, limit: int | None, window: int | None = None) -> dict[str, str]:
+    """``RateLimit`` (units left, seconds to the reset) and, when the limit is known, ``RateLimit-Policy`` (units a
+    window, the window in seconds: a Paris day, 23 or 25 hours on DST days)."""
+    headers = {"RateLimit": f'"{RATE_LIMIT_POLICY}";r={max(0, remaining)};t={max(0, reset)}'}
+    if limit is not None:
+        policy = f'"{RATE_LIMIT_POLICY}";q={limit}' + (f";w={window}" if window is not None else "")
+        headers["RateLimit-Policy"] = policy
+    return headers

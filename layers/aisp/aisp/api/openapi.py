@@ -19,23 +19,37 @@ from aisp.models.api import ErrorResponse, Problem
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
-__all__ = ["ACCOUNT_ERRORS", "BANK_ERRORS", "DEFAULT_RESPONSE", "ERROR_CODES", "GATEWAY_ANSWERS", "responses"]
+__all__ = [
+    "ACCOUNT_ERRORS",
+    "BANK_ERRORS",
+    "DEFAULT_RESPONSE",
+    "ERROR_CODES",
+    "GATEWAY_ANSWERS",
+    "RATE_LIMIT_HEADERS",
+    "SERVER_TOKEN_OPERATIONS",
+    "responses",
+]
 
 GATEWAY_CONTENT_TYPE: Final = "application/json"
 # Which codes each status carries (the problem's ``code``), for the document's readers.
 ERROR_CODES: Final[dict[int, str]] = {
     400: "validation_error: a path, query, header or body field is invalid (`errors` lists them; detail "
-    "`invalid_cursor` for a cursor); invalid_completion: the completion value is unknown, used, expired or another "
-    "user's",
+    "`invalid_cursor` for a cursor; `Aisp-User` missing or invalid with a server token, or sent with a user token; "
+    "a forwarded `PSU-IP-Address` that is not an IP address); invalid_completion: the completion value is unknown, "
+    "used, expired or another user's",
     401: "unauthenticated: the token has no `sub`",
-    403: "consent_required (no consent submitted yet) or account_not_consented (the consent does not cover it)",
+    403: "consent_required (no consent submitted yet) or account_not_consented (the consent does not cover it); "
+    "user_token_required (a server token on a route only the user's own app may call, or an attended-proxy token "
+    "where the deployment does not trust forwarded addresses)",
     404: "bank_not_found, connection_not_found, account_not_found or not_found",
     409: "reauth_required (the user must log in to the bank again), connection_pending (the first login is not "
     "finished), completion_required (the app has not completed the connection), connection_failed (connect "
     "again), request_in_progress (the first request with this Idempotency-Key still runs: retry after Retry-After) "
     "or conflict",
     422: "idempotency_key_reused (same Idempotency-Key, different body)",
-    429: "bank_rate_limited (see Retry-After)",
+    429: "bank_rate_limited (see Retry-After); quota_exhausted (a server token's read would exceed the bank's "
+    "daily unattended quota for this account and method; the bank is not called: retry_at and Retry-After say when "
+    "it resets, the next Europe/Paris midnight)",
     501: "bank_feature_not_supported",
     502: "bank_unavailable (the bank answered something unusable) or bank_signature_invalid",
     503: "bank_unavailable (the bank is down or timed out) or service_unavailable (our data store or key service is "
@@ -60,6 +74,34 @@ DEFAULT_RESPONSE: Final[dict[str, Any]] = {
     "content": {
         media: {"schema": {"$ref": f"{_SCHEMAS}{ErrorResponse.__name__}"}}
         for media in (PROBLEM_CONTENT_TYPE, GATEWAY_CONTENT_TYPE)
+    },
+}
+# The reads the fintech's backend may make with a server token for the user in Aisp-User (every other route with a
+# JWT is the user's own); scripts/export_openapi.py gives them both security schemes and the Aisp-User header.
+SERVER_TOKEN_OPERATIONS: Final = frozenset(
+    {
+        "listConnections",
+        "getConnection",
+        "listAllAccounts",
+        "listAccounts",
+        "getBalances",
+        "listTransactions",
+        "listTrustedBeneficiaries",
+        "getIdentity",
+        "getQuota",
+    }
+)
+# On an unattended answer (server token, the user absent): what the bank's daily quota has left.
+RATE_LIMIT_HEADERS: Final = {
+    "RateLimit": {
+        "description": 'Unattended answers only (IETF RateLimit fields): `"unattended";r=<reads left today of the '
+        "counter this request used with the fewest>;t=<seconds until the reset, the next Europe/Paris midnight>`",
+        "schema": {"type": "string"},
+    },
+    "RateLimit-Policy": {
+        "description": 'Unattended answers only: `"unattended";q=<reads a day per account and method>;w=<seconds in '
+        "this Paris day>`",
+        "schema": {"type": "string"},
     },
 }
 # Every route that calls a bank for a connection.

@@ -61,6 +61,8 @@ class BankCapabilities(BaseModel):
     refresh_token_days: Annotated[int, Field(ge=1, le=180)]
     # PKCE (RFC 7636, S256) on the authorization-code flow. On unless a bank is known to refuse the parameters.
     pkce: bool = True
+    # Reads a day without the user per account and AIS method (RTS art. 36(5): 4; BPCE counts per Paris day).
+    unattended_daily_limit: Annotated[int, Field(ge=0, le=100)] = 4
 
 
 class SignatureMode(StrEnum):

@@ -1,4 +1,4 @@
-"""PynamoDB models of the two tables this package writes (their key schemas mirror template.yaml).
+"""PynamoDB models of the three tables this package writes (their key schemas mirror template.yaml).
 
 Nothing here reads the environment at import: ``Meta.table_name`` is a descriptor that asks the settings model on
 first use, and ``region``/``host`` are left to botocore, which reads ``AWS_REGION``/``AWS_DEFAULT_REGION`` and
@@ -50,6 +50,9 @@ The lease, failure and notice attributes are the refresher's bookkeeping: writin
 ``OAuthStatesTable`` holds the two one-time values of a login, each keyed by the SHA-256 of its value: the OAuth
 ``state`` (:class:`OAuthStateRecord`) and the completion value the callback hands the app
 (:class:`CompletionRecord`, key ``completion:<sha256>``, so the two kinds never collide).
+
+``QuotaTable`` (:class:`QuotaRecord`) counts unattended reads: ``pk`` = ``bank_code#user_id``, ``sk`` =
+``day#method#account_id``, ``used``, ``quota_limit``, ``exhausted`` (the bank said so), TTL ``expires_at``.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from typing import Any
 
 from pynamodb.attributes import (
     BinaryAttribute,
+    BooleanAttribute,
     NumberAttribute,
     NumberSetAttribute,
     TTLAttribute,
@@ -74,6 +78,7 @@ __all__ = [
     "CompletionRecord",
     "ConnectionRecord",
     "OAuthStateRecord",
+    "QuotaRecord",
     "RefreshDueIndex",
     "reset_connections",
 ]
@@ -103,6 +108,13 @@ def _states_table() -> str:
 
     settings: OAuthStateSettings = load_settings(OAuthStateSettings)
     return settings.oauth_states_table_name
+
+
+def _quota_table() -> str:
+    from aisp.settings import QuotaSettings, load_settings  # noqa: PLC0415
+
+    settings: QuotaSettings = load_settings(QuotaSettings)
+    return settings.quota_table_name
 
 
 class RefreshDueIndex(GlobalSecondaryIndex["ConnectionRecord"]):  # type: ignore[no-untyped-call]
@@ -210,7 +222,26 @@ class CompletionRecord(Model):
     outcome = UnicodeAttribute(null=True)
 
 
+class QuotaRecord(Model):
+    """One counter of unattended reads in ``QuotaTable``: ``bank_code#user_id`` and ``day#method#account_id`` (``-``
+    for a method of no account); forgotten (TTL) a day after its Paris day ends."""
+
+    class Meta:
+        table_name = _TableName(_quota_table)
+        region = None
+        host = None
+        connect_timeout_seconds = 2
+        read_timeout_seconds = 5
+
+    key = UnicodeAttribute(hash_key=True, attr_name="pk")
+    counter = UnicodeAttribute(range_key=True, attr_name="sk")
+    used = NumberAttribute(default=0)
+    limit = NumberAttribute(attr_name="quota_limit")
+    exhausted = BooleanAttribute(null=True)
+    expires_at = TTLAttribute()
+
+
 def reset_connections() -> None:
     """Drop the models' cached DynamoDB connections (tests switching mocks or endpoints)."""
-    for model in (ConnectionRecord, OAuthStateRecord, CompletionRecord):
+    for model in (ConnectionRecord, OAuthStateRecord, CompletionRecord, QuotaRecord):
         model._connection = None  # noqa: SLF001 - PynamoDB caches its TableConnection here

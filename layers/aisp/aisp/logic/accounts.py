@@ -35,6 +35,7 @@ from aisp import errors
 from aisp.banks import Bank
 from aisp.cursors import CursorPosition
 from aisp.logic.bank_calls import BankSession, open_session
+from aisp.logic.quota import QuotaMeter
 from aisp.logic.refresh.on_demand import not_usable
 from aisp.logic.services import AccountServices
 from aisp.models.accounts import (
@@ -147,7 +148,7 @@ def _unsupported(bank: Bank, feature: str) -> errors.BankFeatureNotSupportedErro
 
 @tracer.capture_method(capture_response=False)
 def list_accounts(
-    user_id: str, bank_code: str, *, psu: PsuInfo | None, services: AccountServices
+    user_id: str, bank_code: str, *, psu: PsuInfo | None, services: AccountServices, meter: QuotaMeter | None = None
 ) -> ListAccountsResponse:
     """The user's accounts at ``bank_code`` (before any consent: listed without balances or links).
 
@@ -157,7 +158,7 @@ def list_accounts(
         See the module docstring.
     """
     _registered(services, bank_code)
-    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True)
+    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True, meter=meter)
     with _bank_errors(session):
         accounts = session.call(
             "get_accounts", lambda token: services.bank.get_accounts(bank_code, access_token=token, psu=psu)
@@ -167,7 +168,13 @@ def list_accounts(
 
 @tracer.capture_method(capture_response=False)
 def get_balances(
-    user_id: str, bank_code: str, account_id: str, *, psu: PsuInfo | None, services: AccountServices
+    user_id: str,
+    bank_code: str,
+    account_id: str,
+    *,
+    psu: PsuInfo | None,
+    services: AccountServices,
+    meter: QuotaMeter | None = None,
 ) -> list[BalanceItem]:
     """The balances of one account.
 
@@ -179,7 +186,7 @@ def get_balances(
         The bank answered 404.
     """
     _registered(services, bank_code)
-    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True)
+    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True, meter=meter)
     with _bank_errors(session, account=True):
         balances = session.call(
             "get_balances",
@@ -275,6 +282,7 @@ class _Pager:
                 page_url=position.page_url,
             ),
             account_id=self.account_id,
+            counted=position.page_url is None,  # a next page is free at the bank ("hors pagination")
         )
         self.slowest_ms = max(self.slowest_ms, (time.perf_counter() - started) * 1000)
         items = [TransactionItem.from_bank(transaction) for transaction in page.transactions]
@@ -296,6 +304,7 @@ def get_transactions(
     psu: PsuInfo | None,
     remaining_ms: Callable[[], int] | None = None,
     services: AccountServices,
+    meter: QuotaMeter | None = None,
 ) -> TransactionsResponse:
     """Transactions of one account, newest first as the bank serves them, with a sealed ``next_cursor``.
 
@@ -326,7 +335,7 @@ def get_transactions(
         # Our date_to is inclusive; STET's dateTo is exclusive (and 9999-12-31 has no day after it: no bound).
         date_to = query.date_to + timedelta(days=1) if query.date_to is not None and query.date_to < date.max else None
         start = CursorPosition(page_url=None, date_from=query.date_from, date_to=date_to)
-    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True)
+    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True, meter=meter)
     max_items = ALL_MAX_TRANSACTIONS if query.all_pages else query.limit
     pager = _Pager(
         session=session,
@@ -349,7 +358,7 @@ def get_transactions(
 
 @tracer.capture_method(capture_response=False)
 def get_trusted_beneficiaries(
-    user_id: str, bank_code: str, *, psu: PsuInfo | None, services: AccountServices
+    user_id: str, bank_code: str, *, psu: PsuInfo | None, services: AccountServices, meter: QuotaMeter | None = None
 ) -> list[BeneficiaryItem]:
     """The user's trusted beneficiaries (none → empty list).
 
@@ -361,7 +370,7 @@ def get_trusted_beneficiaries(
     bank = _registered(services, bank_code)
     if not bank.capabilities.trusted_beneficiaries:
         raise _unsupported(bank, "trusted_beneficiaries")
-    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True)
+    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True, meter=meter)
     with _bank_errors(session):
         found = session.call(
             "get_trusted_beneficiaries",
@@ -371,7 +380,9 @@ def get_trusted_beneficiaries(
 
 
 @tracer.capture_method(capture_response=False)
-def get_identity(user_id: str, bank_code: str, *, psu: PsuInfo | None, services: AccountServices) -> IdentityResponse:
+def get_identity(
+    user_id: str, bank_code: str, *, psu: PsuInfo | None, services: AccountServices, meter: QuotaMeter | None = None
+) -> IdentityResponse:
     """The connected PSU's identity: GET /end-user-identity, or ``connectedPsu`` of GET /accounts on STET 1.4.0.
 
     Raises
@@ -382,7 +393,7 @@ def get_identity(user_id: str, bank_code: str, *, psu: PsuInfo | None, services:
     bank = _registered(services, bank_code)
     if not bank.capabilities.identity:
         raise _unsupported(bank, "identity")
-    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True)
+    session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True, meter=meter)
     with _bank_errors(session):
         if bank.stet_version.startswith(_LEGACY_IDENTITY_VERSION):
             accounts = session.call(
@@ -408,7 +419,9 @@ def get_identity(user_id: str, bank_code: str, *, psu: PsuInfo | None, services:
 
 
 @tracer.capture_method(capture_response=False)
-def list_all_accounts(user_id: str, *, psu: PsuInfo | None, services: AccountServices) -> AllAccountsResult:
+def list_all_accounts(
+    user_id: str, *, psu: PsuInfo | None, services: AccountServices, meter: QuotaMeter | None = None
+) -> AllAccountsResult:
     """The accounts of every ACTIVE connection of the user, banks called concurrently (a small thread pool).
 
     A bank that fails (reauth needed, rate limited, down...) becomes a failure entry; the others are still listed.
@@ -431,7 +444,8 @@ def list_all_accounts(user_id: str, *, psu: PsuInfo | None, services: AccountSer
     worker = tracer.in_worker_thread(list_accounts)
     with ThreadPoolExecutor(max_workers=min(services.max_workers, len(active)), thread_name_prefix="bank") as pool:
         futures: list[tuple[str, Future[ListAccountsResponse]]] = [
-            (c.bank_code, pool.submit(worker, user_id, c.bank_code, psu=psu, services=services)) for c in active
+            (c.bank_code, pool.submit(worker, user_id, c.bank_code, psu=psu, services=services, meter=meter))
+            for c in active
         ]
     for bank_code, future in futures:
         try:

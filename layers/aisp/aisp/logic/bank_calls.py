@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 from aisp import audit, errors
 from aisp.audit import bank_outcome
+from aisp.logic.quota import QuotaMeter, reserve
 from aisp.logic.refresh.on_demand import DEFAULT_MARGIN_SECONDS, usable_tokens
 from aisp.logic.services import AccountServices
 from aisp.models.connection import Connection, ConnectionStatus, TokenPair
@@ -45,11 +46,18 @@ def _record_call(bank_code: str, operation: str, outcome: str, elapsed_ms: float
 
 
 def open_session(
-    user_id: str, bank_code: str, services: AccountServices, *, attended: bool, read_only: bool = False
+    user_id: str,
+    bank_code: str,
+    services: AccountServices,
+    *,
+    attended: bool,
+    read_only: bool = False,
+    meter: QuotaMeter | None = None,
 ) -> BankSession:
     """A session on the user's connection to ``bank_code``, with a usable access token.
 
-    ``attended``: the user is present (the calls carry their ``PSU-*`` context), as the audit trail records it.
+    ``attended``: the user is present (the calls carry their ``PSU-*`` context), as the audit trail records it;
+    otherwise every counted call reserves its unit of the bank's daily quota first (``meter`` hears what is left).
     ``read_only``: the session only reads at the bank, so its first call may overlap the connection's read (see the
     module docstring); the errors below then come from that call instead.
 
@@ -68,8 +76,8 @@ def open_session(
             if not connection.access_expired(services.connections.clock.now(), margin_seconds=DEFAULT_MARGIN_SECONDS):
                 read = tracer.in_worker_thread(_read)
                 reading = memory.submit(lambda: read(user_id, bank_code, services))
-                return BankSession(services, connection, tokens, attended=attended, reading=reading)
-    return BankSession(services, *_read(user_id, bank_code, services), attended=attended)
+                return BankSession(services, connection, tokens, attended=attended, reading=reading, meter=meter)
+    return BankSession(services, *_read(user_id, bank_code, services), attended=attended, meter=meter)
 
 
 def _read(
@@ -111,12 +119,14 @@ class BankSession:
         *,
         attended: bool,
         reading: Future[tuple[Connection, TokenPair]] | None = None,
+        meter: QuotaMeter | None = None,
     ) -> None:
         self._services = services
         self.connection = connection
         self._tokens = tokens
         self._attended = attended
         self._reading = reading
+        self._meter = meter
         self._refreshed = False
 
     @property
@@ -125,13 +135,36 @@ class BankSession:
         return self.connection.bank_code
 
     def call[ResultT](
-        self, operation: str, request: Callable[[str], ResultT], *, account_id: str | None = None
+        self,
+        operation: str,
+        request: Callable[[str], ResultT],
+        *,
+        account_id: str | None = None,
+        counted: bool = True,
     ) -> ResultT:
         """Run ``request(access_token)``; after a 401, refresh the token once and run it once more.
 
         Every attempt that reaches the bank is counted (metrics) and audited (for ``account_id`` if it is about one).
+        Unattended, a ``counted`` call (not a ``next`` page) first reserves its unit of the bank's daily quota; the
+        retry after a 401 uses the same unit (the bank counts no call it could not authenticate).
+
+        Raises
+        ------
+        QuotaExhaustedError
+            Unattended, and the day's units of this account and method are spent: the bank is not called.
         """
+        reservation = None
+        if counted and not self._attended:
+            reservation = reserve(
+                self._services,
+                user_id=self.connection.user_id,
+                bank_code=self.bank_code,
+                operation=operation,
+                account_id=account_id,
+                meter=self._meter,
+            )
         call = functools.partial(self._timed, operation, request, account_id)
+        error: Exception | None = None
         try:
             return self._first(call) if self._reading is not None else call()
         except errors.BankTokenInvalidError:
@@ -140,7 +173,17 @@ class BankSession:
             self._refreshed = True
             logger.info("bank refused the access token; refreshing", bank_code=self.bank_code, operation=operation)
             self._refresh()
-            return call()
+            try:
+                return call()
+            except Exception as exc:
+                error = exc
+                raise
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            if reservation is not None:
+                reservation.settle(error)
 
     def _first[ResultT](self, call: Callable[[], ResultT]) -> ResultT:
         """The call made on the remembered token while the connection is read; its outcome stands only if the read

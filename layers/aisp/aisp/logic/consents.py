@@ -113,6 +113,7 @@ def _submit(
         session.call(
             "put_consents",
             lambda token: services.bank.put_consents(bank_code, access_token=token, consent=consent, psu=psu),
+            counted=False,  # a write the user makes: no AIS read the bank counts
         )
     except errors.BankClientError as exc:
         if type(exc) is errors.BankClientError and exc.status == HTTPStatus.BAD_REQUEST:

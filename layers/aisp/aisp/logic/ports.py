@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         TransactionsPage,
     )
     from aisp.models.psu import PsuInfo
+    from aisp.models.quota import QuotaKey, QuotaUsage
 
 __all__ = [
     "MAX_WRITE_ATTEMPTS",
@@ -40,6 +41,7 @@ __all__ = [
     "EventPublisher",
     "FanoutQueue",
     "OAuthStateRepository",
+    "QuotaLedger",
     "RefreshRepository",
 ]
 
@@ -335,4 +337,34 @@ class AccountDataGateway(Protocol):
 
     def get_end_user_identity(self, bank_code: str, *, access_token: str, psu: PsuInfo | None) -> BankIdentity | None:
         """The connected user's identity (none → ``None``)."""
+        ...
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Unattended access (issue 14)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class QuotaLedger(Protocol):
+    """Today's counters of unattended reads (:class:`~aisp.models.quota.QuotaKey`), safe under concurrent callers.
+
+    ``expires_at`` is when a counter may be forgotten (a day after its Paris day ends). Every method raises
+    :class:`~aisp.errors.PersistenceError` when the store fails.
+    """
+
+    def reserve(self, key: QuotaKey, *, limit: int, expires_at: datetime) -> QuotaUsage | None:
+        """Take one unit with one conditional write: the counter after it, or ``None`` when none is left (``limit``
+        used, or the bank said the day is exhausted); never more than ``limit`` however many callers race."""
+        ...
+
+    def release(self, key: QuotaKey) -> None:
+        """Give one unit back (a reserved call that never reached the bank); never below zero."""
+        ...
+
+    def exhaust(self, key: QuotaKey, *, limit: int, expires_at: datetime) -> None:
+        """Mark the counter spent for its day: the bank refused it as over its quota."""
+        ...
+
+    def usage(self, bank_code: str, user_id: str, day: date) -> list[tuple[QuotaKey, QuotaUsage]]:
+        """Every counter of this user at this bank on ``day``."""
         ...

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING
 
 from aisp.banks import BankRegistry
 from aisp.clock import Clock, SystemClock
-from aisp.logic.ports import AccountDataGateway, BankGateway, ConnectionRepository, OAuthStateRepository
+from aisp.logic.ports import (
+    AccountDataGateway,
+    BankGateway,
+    ConnectionRepository,
+    OAuthStateRepository,
+    QuotaLedger,
+)
 from aisp.logic.remembered import RememberedConnections
 from aisp.return_urls import AllowedPrefix
 
@@ -60,6 +66,8 @@ class AccountServices:
     bank: AccountDataGateway
     # Called on the first cursor of a request: only transaction paging pays for the key (one KMS call a container).
     cursors: Callable[[], CursorSealer]
+    # Today's unattended reads per account and method: reserved before every unattended bank call.
+    quota: QuotaLedger
     # Banks queried at once by GET /v1/accounts.
     max_workers: int = 4
     # Connections this container read, so that a read-only bank call overlaps the next read (None: never overlap).

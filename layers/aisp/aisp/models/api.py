@@ -80,6 +80,9 @@ class Problem(BaseModel):
     errors: list[FieldError] | SkipJsonSchema[None] = Field(
         default=None, description="validation_error: every invalid field"
     )
+    retry_at: AwareDatetime | SkipJsonSchema[None] = Field(
+        default=None, description="quota_exhausted: when the unattended quota resets (the next Europe/Paris midnight)"
+    )
 
 
 class GatewayError(BaseModel):

@@ -27,6 +27,7 @@ from typing import Any, Final, Literal
 from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from aws_lambda_powertools.metrics import MetricUnit
 
 from aisp.errors import (
@@ -218,6 +219,16 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     except ValueError:
         port = None
     return scheme, (parts.hostname or "").lower(), port
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """Whether the request cannot have reached the bank: no connection was made (refused, or not in time)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.SSLError) or not isinstance(exc, requests.ConnectionError):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _normalise(url: str) -> str:
@@ -482,7 +493,7 @@ class BankClient:
             url = self._checked_url(page_url, base=self._base + "/", operation="get_transactions")
         else:
             url = self._transactions_url(account_id, date_from, date_to)
-        response, request_id = self._aisp_get("get_transactions", url, access_token, psu)
+        response, request_id = self._aisp_get("get_transactions", url, access_token, psu, first_page=page_url is None)
         page = self._parse_body(TransactionPage, "get_transactions", response, request_id)
         return page.model_copy(update={"next_url": self._next_url(page, url, request_id)})
 
@@ -590,10 +601,17 @@ class BankClient:
         return resolved
 
     def _aisp_get(
-        self, operation: str, url: str, access_token: str, psu: PsuContext | None
+        self, operation: str, url: str, access_token: str, psu: PsuContext | None, *, first_page: bool = True
     ) -> tuple[requests.Response, str]:
         return self._request(
-            _Method.GET, url, operation=operation, endpoint=Endpoint.AISP, access_token=access_token, psu=psu
+            _Method.GET,
+            url,
+            operation=operation,
+            endpoint=Endpoint.AISP,
+            access_token=access_token,
+            psu=psu,
+            # Without the PSU, BPCE counts each first page against its daily quota: a retry would spend another.
+            counted=psu is None and first_page,
         )
 
     def _parse_body[ModelT: StetModel](
@@ -652,8 +670,13 @@ class BankClient:
         psu: PsuContext | None = None,
         body: bytes | None = None,
         form: Mapping[str, str] | None = None,
+        counted: bool = False,
     ) -> tuple[requests.Response, str]:
-        """Send with retries (GET only); return the 2xx response and the X-Request-ID that obtained it."""
+        """Send with retries (GET only); return the 2xx response and the X-Request-ID that obtained it.
+
+        A ``counted`` request (one the bank counts against the unattended quota) is retried only when it never left
+        (connection refused or not established in time): a 5xx or a read timeout may have been counted.
+        """
         attempts = 1 + (self._max_get_retries if method is _Method.GET else 0)
         attempt = 0
         while True:
@@ -681,6 +704,10 @@ class BankClient:
                 retryable = isinstance(exc, requests.Timeout | requests.ConnectionError) and not isinstance(
                     exc, requests.exceptions.SSLError
                 )
+                if _never_sent(exc):
+                    error.details["sent"] = False
+                elif counted:
+                    retryable = False
                 logger.warning(
                     "bank call failed",
                     bank_code=self.bank_code,
@@ -705,7 +732,7 @@ class BankClient:
                 error = error_for_response(
                     response, operation=operation, endpoint=endpoint, bank_code=self.bank_code, request_id=request_id
                 )
-                retryable = isinstance(error, BankUnavailableError)
+                retryable = isinstance(error, BankUnavailableError) and not counted
             if not retryable or attempt >= attempts:
                 raise error from cause
             self._sleep(self._backoff(attempt - 1))
