@@ -94,8 +94,12 @@ def child_env() -> dict[str, str]:
 class SandboxHost:
     """``bench.sandbox_host`` in a child process."""
 
-    def __init__(self, certs: Path, *, latency_ms: int = 0, redirect_uris: Sequence[str] = ()) -> None:
+    def __init__(
+        self, certs: Path, *, latency_ms: int = 0, redirect_uris: Sequence[str] = (), daily_quota: int | None = None
+    ) -> None:
         command = [sys.executable, "-m", "bench.sandbox_host", "--certs", str(certs), "--latency-ms", str(latency_ms)]
+        if daily_quota is not None:
+            command += ["--daily-quota", str(daily_quota)]
         for uri in redirect_uris:
             command += ["--redirect-uri", uri]
         self.process = subprocess.Popen(
@@ -171,8 +175,10 @@ class Gateway:
         query: Mapping[str, str] | None = None,
         body: Any = None,
         headers: Mapping[str, str] | None = None,
+        scopes: Sequence[str] = (),
     ) -> tuple[str, dict[str, Any]]:
-        """``(function name, payload 2.0 event)`` for a request from the user ``sub``'s app."""
+        """``(function name, payload 2.0 event)`` for a request from the user ``sub``'s app (or, with ``scopes``, from
+        a server token whose ``sub`` is the client)."""
         from local.events import IncomingRequest, build_event, match_route  # noqa: PLC0415
 
         matched = match_route(self.app.routes, method, path)
@@ -198,8 +204,10 @@ class Gateway:
             server_port=443,
         )
         now = int(time.time())
-        claims = {"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 3600}
-        jwt = {"claims": claims, "scopes": []} if route.authorizer is not None else None
+        claims: dict[str, Any] = {"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 3600}
+        if scopes:
+            claims["scope"] = " ".join(scopes)
+        jwt = {"claims": claims, "scopes": list(scopes)} if route.authorizer is not None else None
         return route.function, build_event(request, route, parameters, request_id=uuid.uuid4().hex, jwt=jwt)
 
     def call(self, method: str, path: str, *, sub: str, **kwargs: Any) -> tuple[int, Any, dict[str, Any]]:
@@ -281,12 +289,15 @@ class Stack:
 
 
 @contextmanager
-def bench_stack(*, latency_ms: int) -> Iterator[Stack]:
-    """The sandbox (``latency_ms`` added to every bank call) and moto in their processes, the template deployed."""
+def bench_stack(*, latency_ms: int, daily_quota: int | None = None) -> Iterator[Stack]:
+    """The sandbox (``latency_ms`` added to every bank call; ``daily_quota`` unattended calls a day, else BPCE's 4)
+    and moto in their processes, the template deployed."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         moto = MotoProcess()
         try:
-            sandbox = SandboxHost(Path(tmp) / "certs", latency_ms=latency_ms, redirect_uris=(CALLBACK_URL,))
+            sandbox = SandboxHost(
+                Path(tmp) / "certs", latency_ms=latency_ms, redirect_uris=(CALLBACK_URL,), daily_quota=daily_quota
+            )
             try:
                 yield Stack(sandbox=sandbox, moto=moto, gateway=deploy(moto.url, sandbox.ready))
             finally:

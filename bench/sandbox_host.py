@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sandbox.core import SandboxCore
 from sandbox.server import SandboxConfig, start_sandbox
-from sandbox.store import DAY_SECONDS, Grant, new_token
+from sandbox.store import DAY_SECONDS, Grant, Settings, new_token
 
 MARC = "D0999990I0"
 
@@ -55,8 +55,16 @@ def main() -> int:
     parser.add_argument("--certs", type=Path, required=True)
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--redirect-uri", action="append", default=[], help="registered redirect URI (repeatable)")
+    parser.add_argument("--daily-quota", type=int, default=Settings().daily_quota, help="unattended calls a day")
     args = parser.parse_args()
-    config = SandboxConfig(port=0, screens_port=0, certs_dir=args.certs, admin=True, latency_ms=args.latency_ms)
+    config = SandboxConfig(
+        port=0,
+        screens_port=0,
+        certs_dir=args.certs,
+        admin=True,
+        latency_ms=args.latency_ms,
+        settings=Settings(daily_quota=args.daily_quota),
+    )
     if args.redirect_uri:
         config = replace(config, redirect_uris=tuple(args.redirect_uri))
     with start_sandbox(config) as bank:

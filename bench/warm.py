@@ -20,6 +20,10 @@ direct p50). The handler's one DynamoDB read is also timed alone (moto's share o
 CPU in this process. Then ``--profile-calls`` calls of each path run under cProfile, and the own time per call is
 summed by package, handler minus direct: where the handler's extra time goes.
 
+A last row weighs the unattended-access ledger: the same GET accounts with the fintech backend's server token (a unit
+reserved with one conditional UpdateItem before the bank call; the sandbox and the registry allow 1,000,000 a day
+here) against the attended call, and the reservation alone on the moto server. Target: the ledger adds <= 1 ms p50.
+
 Usage: python -m bench.warm [--calls 500] [--warmup 30] [--latency-ms 20] [--profile-calls 100]
 """
 
@@ -34,6 +38,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,6 +55,8 @@ from bench.harness import (
 )
 
 BUDGET_MS = 3.0
+LEDGER_TARGET_MS = 1.0
+QUOTA = 1_000_000  # unattended reads a day for the bench (BPCE's is 4)
 ACCOUNTS_FUNCTION = "AccountsFunction"
 FULL_VCPU_MB = 1769  # Lambda allocates CPU in proportion to memory: one full vCPU at 1769 MB
 USER = "bench-warm-marc"
@@ -108,10 +115,27 @@ class Row:
         }
 
 
-def cases(gateway: Gateway) -> tuple[list[Case], Callable[[], Any]]:
-    """The two routes, and the handler's one DynamoDB read (the connection and its tokens) on its own."""
+def unlimited_quota() -> None:
+    """Lift the registry's unattended limit for this process: the unattended row makes hundreds of reads a day (the
+    sandbox is started with as large a quota). The ledger still makes its conditional write on every read."""
+    from aisp import wiring  # noqa: PLC0415
+    from aisp.banks import BankRegistry  # noqa: PLC0415
+
+    banks = [
+        bank.model_copy(update={"capabilities": bank.capabilities.model_copy(update={"unattended_daily_limit": QUOTA})})
+        for bank in wiring.registry().banks
+    ]
+    wiring.registry.provide(BankRegistry(banks))
+    wiring.connection_services.reset()
+    wiring.account_services.reset()
+
+
+def cases(gateway: Gateway) -> tuple[list[Case], Callable[[], Any], Callable[[], Any], Case]:
+    """The routes; the handler's one DynamoDB read (the connection and its tokens) on its own; and the ledger's one
+    conditional write (an unattended read's unit) on its own."""
     from aisp import wiring  # noqa: PLC0415
     from aisp.dal import DynamoConnectionRepository  # noqa: PLC0415
+    from aisp.models.quota import QuotaKey, QuotaMethod  # noqa: PLC0415
     from aisp.stet.client import PsuContext  # noqa: PLC0415
 
     repo = DynamoConnectionRepository(cipher=wiring.token_cipher)
@@ -126,6 +150,9 @@ def cases(gateway: Gateway) -> tuple[list[Case], Callable[[], Any]]:
     accounts_path = f"/v1/connections/{BANK}/accounts"
     transactions_path = f"{accounts_path}/{MARC_ACCOUNTS[0]}/transactions"
     accounts_fn, accounts_event = gateway.event("GET", accounts_path, sub=USER)
+    _, unattended_event = gateway.event(
+        "GET", accounts_path, sub="bench-backend", scopes=("aisp/unattended",), headers={"aisp-user": USER}
+    )
     transactions_fn, transactions_event = gateway.event("GET", transactions_path, sub=USER)
     accounts_runtime, transactions_runtime = gateway.runtime(accounts_fn), gateway.runtime(transactions_fn)
 
@@ -136,6 +163,18 @@ def cases(gateway: Gateway) -> tuple[list[Case], Callable[[], Any]]:
     def handler_transactions() -> None:
         result = transactions_runtime.invoke(transactions_event)
         assert result["statusCode"] == 200, result
+
+    def handler_accounts_unattended() -> None:
+        result = accounts_runtime.invoke(unattended_event)
+        assert result["statusCode"] == 200, result
+        assert "RateLimit" in result["headers"]
+
+    ledger = wiring.quota_ledger()
+    spare = QuotaKey(BANK, USER, "bench-spare-account", QuotaMethod.BALANCES, date.today())
+    expires = datetime.now(UTC) + timedelta(days=2)
+
+    def reserve() -> None:
+        assert ledger.reserve(spare, limit=QUOTA, expires_at=expires) is not None
 
     def handler_accounts_not_remembered() -> None:
         # The first query of a (user, bank) in a container: the connection is read before the bank is called.
@@ -158,7 +197,7 @@ def cases(gateway: Gateway) -> tuple[list[Case], Callable[[], Any]]:
         Case("GET transactions (100)", handler_transactions, direct_transactions),
         Case("GET accounts, first call", handler_accounts_not_remembered, direct_accounts),
     ]
-    return routes, read
+    return routes, read, reserve, Case("unattended GET accounts", handler_accounts_unattended, handler_accounts)
 
 
 def measure(case: Case, read: Callable[[], Any], calls: int, warmup: int) -> Row:
@@ -230,19 +269,27 @@ def main() -> int:
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     print(f"warm overhead: {args.calls} calls per path after {args.warmup} warm-up calls...", file=out, flush=True)
     profiles: dict[str, dict[str, float]] = {}
-    with bench_stack(latency_ms=args.latency_ms) as stack:
+    with bench_stack(latency_ms=args.latency_ms, daily_quota=QUOTA) as stack:
         stack.gateway.connect(sub=USER)
-        routes, read = cases(stack.gateway)
+        unlimited_quota()
+        routes, read, reserve, unattended = cases(stack.gateway)
         memory_mb = stack.gateway.app.functions[ACCOUNTS_FUNCTION].memory_mb
         rows = [measure(case, read, args.calls, args.warmup) for case in routes]
+        ledger = measure(unattended, reserve, args.calls, args.warmup)
         if args.profile_calls:
-            profiles = {case.name: profile(case, args.profile_calls, out) for case in routes}
-    report(out, args, rows, profiles, memory_mb)
+            profiles = {case.name: profile(case, args.profile_calls, out) for case in [*routes, unattended]}
+    report(out, args, rows, profiles, memory_mb=memory_mb, ledger=ledger)
     return 0
 
 
 def report(
-    out: IO[str], args: argparse.Namespace, rows: list[Row], profiles: dict[str, dict[str, float]], memory_mb: int
+    out: IO[str],
+    args: argparse.Namespace,
+    rows: list[Row],
+    profiles: dict[str, dict[str, float]],
+    *,
+    memory_mb: int,
+    ledger: Row,
 ) -> None:
     lines = [
         "",
@@ -277,6 +324,18 @@ def report(
             f"{result['route']}: {extra_cpu:.1f} ms more CPU a call than the direct call; "
             f"at {memory_mb} MB ({share:.2f} vCPU) ~{extra_cpu / share:.0f} ms of wall time on Lambda"
         )
+    quota = ledger.stats()
+    quota_verdict = "ok" if quota["added_p50_ms"] <= LEDGER_TARGET_MS else "OVER TARGET"
+    lines += [
+        "",
+        f"the ledger on an unattended call (GET accounts with a server token, beside the same call attended), "
+        f"target <= {LEDGER_TARGET_MS:g} ms p50 added:",
+        f"  unattended p50 {quota['handler_p50_ms']:.2f} ms, attended p50 {quota['direct_p50_ms']:.2f} ms: "
+        f"added p50 {quota['added_p50_ms']:.2f} ms (p95 {quota['added_p95_ms']:.2f}), "
+        f"CPU {quota['handler_cpu_ms'] - quota['direct_cpu_ms']:.2f} ms a call  {quota_verdict}",
+        f"  the reservation alone (one conditional UpdateItem on the moto server): p50 "
+        f"{quota['dynamodb_read_p50_ms']:.2f} ms, {quota['dynamodb_read_cpu_ms']:.2f} ms CPU",
+    ]
     print("\n".join(lines), file=out)
     write_result(
         "warm",
@@ -287,6 +346,12 @@ def report(
             "budget_added_p50_ms": BUDGET_MS,
             "accounts_function_memory_mb": memory_mb,
             "rows": results,
+            "unattended_ledger": {
+                **quota,
+                "target_added_p50_ms": LEDGER_TARGET_MS,
+                "verdict": quota_verdict,
+                "note": "handler = unattended, direct = attended handler; dynamodb_read = the ledger's reservation",
+            },
             "profile_calls": args.profile_calls,
             "extra_own_ms_per_call_by_package": profiles,
         },
