@@ -94,6 +94,7 @@ CONNECTIONS_TABLE = "aisp-connections-test"
 STATES_TABLE = "aisp-oauth-states-test"
 IDEMPOTENCY_TABLE = "aisp-idempotency-test"
 QUOTA_TABLE = "aisp-quota-test"
+SYNC_TABLE = "aisp-sync-test"
 SECRET_NAME = "aisp/bank-credentials"
 RETURN_URL_ALLOWLIST = "https://app.example.com/connections/,com.example.fintech:/oauth"
 
@@ -150,6 +151,7 @@ def gateway_env(monkeypatch):
         "RETURN_URL_ALLOWLIST": RETURN_URL_ALLOWLIST,
         "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
         "QUOTA_TABLE_NAME": QUOTA_TABLE,
+        "SYNC_TABLE_NAME": SYNC_TABLE,
         "CURSOR_KEY_ID": "replaced-by-the-aws-fixture",
     }
     for name, value in values.items():
@@ -165,7 +167,7 @@ def aws(gateway_env, monkeypatch):
     import boto3
     from moto import mock_aws
 
-    from aisp.dal.tables import ConnectionRecord, OAuthStateRecord, QuotaRecord
+    from aisp.dal.tables import ConnectionRecord, OAuthStateRecord, QuotaRecord, SyncRecord
 
     with mock_aws():
         kms = boto3.client("kms")
@@ -180,6 +182,7 @@ def aws(gateway_env, monkeypatch):
         ConnectionRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)  # moto: ACTIVE at once
         OAuthStateRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)  # moto: ACTIVE at once
         QuotaRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)  # moto: ACTIVE at once
+        SyncRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)  # moto: ACTIVE at once
         create_idempotency_table(boto3.client("dynamodb"))
         yield AwsStack(
             key_arn=key_arn,

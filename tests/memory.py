@@ -22,7 +22,7 @@ from __future__ import annotations
 import calendar
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -51,12 +51,18 @@ from aisp.models.connection import (
 )
 from aisp.models.quota import QuotaKey, QuotaUsage
 from aisp.models.refresh import ConnectionKey, LeasedConnection, ReauthNotice
+from aisp.models.sync import FeedEntry, SyncedTransaction, TransactionChange
 from aisp.observability import logger
 
 if TYPE_CHECKING:
     from aisp.aws.kms import TokenCipher
 
-__all__ = ["MemoryConnectionRepository", "MemoryOAuthStateRepository", "MemoryQuotaLedger"]
+__all__ = [
+    "MemoryConnectionRepository",
+    "MemoryOAuthStateRepository",
+    "MemoryQuotaLedger",
+    "MemoryTransactionStore",
+]
 
 Item = dict[str, Any]
 Condition = Callable[[Item | None], bool]
@@ -1067,3 +1073,74 @@ class MemoryQuotaLedger:
                 for key, usage in self._counters.items()
                 if (key.bank_code, key.user_id, key.day) == (bank_code, user_id, day)
             ]
+
+
+class MemoryTransactionStore:
+    """:class:`aisp.dal.sync.DynamoTransactionStore` over dicts: the same lease (taken, committing what a dead writer
+    numbered, refused while another holds it), numbering, committed mark and purge, under one lock. Transactions are
+    kept as models (the sealing is the DynamoDB store's own, tested there)."""
+
+    def __init__(self, *, lease_seconds: int = 60) -> None:
+        self._lock = threading.Lock()
+        self._lease_seconds = lease_seconds
+        self._heads: dict[str, dict[str, Any]] = {}
+        self._transactions: dict[str, dict[tuple[str, str], SyncedTransaction]] = {}
+        self._changes: dict[str, dict[int, TransactionChange]] = {}
+
+    def live(self, connection_id: str, account_id: str) -> dict[str, SyncedTransaction]:
+        with self._lock:
+            stored = self._transactions.get(connection_id, {})
+            return {tid: synced for (aid, tid), synced in stored.items() if aid == account_id}
+
+    def feed(self, connection_id: str, *, after: int, limit: int) -> tuple[list[FeedEntry], int]:
+        with self._lock:
+            committed = int(self._heads.get(connection_id, {}).get("committed", 0))
+            changes = self._changes.get(connection_id, {})
+            numbers = sorted(seq for seq in changes if after < seq <= committed)[:limit]
+            return [FeedEntry(seq, changes[seq]) for seq in numbers], committed
+
+    def append(self, connection_id: str, changes: Sequence[TransactionChange], *, owner: str, now: datetime) -> int:
+        with self._lock:
+            head = self._heads.setdefault(connection_id, {"seq": 0, "committed": 0})
+            until = head.get("lease_until")
+            if until is not None and until >= calendar.timegm(now.utctimetuple()) and head.get("lease_owner") != owner:
+                raise ConflictError("another sync writes this connection", details={"operation": "sync_lease"})
+            head["committed"] = head["seq"]
+            first, head["seq"] = head["seq"] + 1, head["seq"] + len(changes)
+            last = head["seq"]
+            head["lease_owner"], head["lease_until"] = owner, calendar.timegm(now.utctimetuple()) + self._lease_seconds
+            numbered = list(enumerate(changes, first))
+        for seq, change in numbered:
+            self.write_hook(connection_id, seq)
+            with self._lock:
+                stored = self._transactions.setdefault(connection_id, {})
+                key = (change.account_id, change.transaction_id)
+                if change.synced is None:
+                    stored.pop(key, None)
+                else:
+                    stored[key] = change.synced
+                self._changes.setdefault(connection_id, {})[seq] = change
+        with self._lock:
+            if head.get("lease_owner") != owner:
+                raise ConflictError("the sync lease was lost", details={"operation": "sync_commit"})
+            head["committed"] = last
+            head.pop("lease_owner", None)
+            head.pop("lease_until", None)
+            return int(head["committed"])
+
+    def write_hook(self, connection_id: str, seq: int) -> None:
+        """Called before each change is written (tests make a writer die here)."""
+
+    def purge(self, connection_id: str, account_ids: Collection[str] | None = None) -> None:
+        with self._lock:
+            if account_ids is None:
+                for store in (self._heads, self._transactions, self._changes):
+                    store.pop(connection_id, None)
+                return
+            wanted = set(account_ids)
+            stored = self._transactions.get(connection_id, {})
+            for key in [key for key in stored if key[0] in wanted]:
+                del stored[key]
+            changes = self._changes.get(connection_id, {})
+            for seq in [seq for seq, change in changes.items() if change.account_id in wanted]:
+                del changes[seq]

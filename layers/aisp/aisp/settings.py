@@ -91,6 +91,14 @@ class QuotaSettings(EnvModel):
     quota_table_name: Annotated[str, Field(alias="QUOTA_TABLE_NAME", min_length=3)]
 
 
+class SyncSettings(EnvModel):
+    """The synced transactions and their change feed (``docs/sync.md``)."""
+
+    sync_table_name: Annotated[str, Field(alias="SYNC_TABLE_NAME", min_length=3)]
+    # How long a synced transaction is kept after its day (TransactionRetentionDays).
+    transaction_retention_days: Annotated[int, Field(alias="TRANSACTION_RETENTION_DAYS", ge=30, le=3650)] = 400
+
+
 class AuditSettings(EnvModel):
     """Where the audit trail is kept (AuditShipperFunction only): the template's ``AuditLogGroup``."""
 

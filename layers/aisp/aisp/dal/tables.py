@@ -80,6 +80,7 @@ __all__ = [
     "OAuthStateRecord",
     "QuotaRecord",
     "RefreshDueIndex",
+    "SyncRecord",
     "reset_connections",
 ]
 
@@ -241,7 +242,39 @@ class QuotaRecord(Model):
     expires_at = TTLAttribute()
 
 
+def _sync_table() -> str:
+    from aisp.settings import SyncSettings, load_settings  # noqa: PLC0415
+
+    settings: SyncSettings = load_settings(SyncSettings)
+    return settings.sync_table_name
+
+
+class SyncRecord(Model):
+    """An item of ``SyncTable``, keyed by ``connection_id`` and ``sk``: the feed's head (``feed``: ``seq`` allocated,
+    ``committed``, the writers' lease), a transaction (``tx#<account_id>#<transaction_id>``) or a change
+    (``chg#<seq, 12 digits>``); ``blob`` is the sealed transaction (``docs/sync.md``, The store)."""
+
+    class Meta:
+        table_name = _TableName(_sync_table)
+        region = None
+        host = None
+        connect_timeout_seconds = 2
+        read_timeout_seconds = 5
+
+    connection_id = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    seq = NumberAttribute(null=True)
+    committed = NumberAttribute(null=True)
+    lease_owner = UnicodeAttribute(null=True)
+    lease_until = NumberAttribute(null=True)
+    kind = UnicodeAttribute(null=True)
+    account_id = UnicodeAttribute(null=True)
+    transaction_id = UnicodeAttribute(null=True)
+    blob = BinaryAttribute(null=True, legacy_encoding=False)
+    expires_at = TTLAttribute(null=True)
+
+
 def reset_connections() -> None:
     """Drop the models' cached DynamoDB connections (tests switching mocks or endpoints)."""
-    for model in (ConnectionRecord, OAuthStateRecord, CompletionRecord, QuotaRecord):
+    for model in (ConnectionRecord, OAuthStateRecord, CompletionRecord, QuotaRecord, SyncRecord):
         model._connection = None  # noqa: SLF001 - PynamoDB caches its TableConnection here

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     )
     from aisp.models.psu import PsuInfo
     from aisp.models.quota import QuotaKey, QuotaUsage
+    from aisp.models.sync import FeedEntry, SyncedTransaction, TransactionChange
 
 __all__ = [
     "MAX_WRITE_ATTEMPTS",
@@ -43,6 +44,7 @@ __all__ = [
     "OAuthStateRepository",
     "QuotaLedger",
     "RefreshRepository",
+    "TransactionStore",
 ]
 
 
@@ -367,4 +369,41 @@ class QuotaLedger(Protocol):
 
     def usage(self, bank_code: str, user_id: str, day: date) -> list[tuple[QuotaKey, QuotaUsage]]:
         """Every counter of this user at this bank on ``day``."""
+        ...
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Background sync (issue 15)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class TransactionStore(Protocol):
+    """The synced transactions of each connection and its change feed (``docs/sync.md``, The store).
+
+    Writes to one connection are serialized by a lease on its feed; a change and the transaction it leaves are
+    written together, and the feed's ``committed`` number moves only once a whole write is in, so a reader never
+    sees half of one nor misses an earlier change. Every method raises :class:`~aisp.errors.PersistenceError` when
+    the store fails.
+    """
+
+    def live(self, connection_id: str, account_id: str) -> dict[str, SyncedTransaction]:
+        """The account's transactions as last synced, by ``transaction_id`` (removed ones left out)."""
+        ...
+
+    def append(self, connection_id: str, changes: Sequence[TransactionChange], *, owner: str, now: datetime) -> int:
+        """Apply ``changes`` and number them in the feed; the feed's committed number after it.
+
+        Raises
+        ------
+        ConflictError
+            Another writer holds the connection's feed lease (until its expiry).
+        """
+        ...
+
+    def feed(self, connection_id: str, *, after: int, limit: int) -> tuple[list[FeedEntry], int]:
+        """Up to ``limit`` committed changes numbered above ``after``, in order, and the committed number."""
+        ...
+
+    def purge(self, connection_id: str, account_ids: Collection[str] | None = None) -> None:
+        """Forget the accounts' transactions and their changes (``None``: the whole connection)."""
         ...

@@ -1,0 +1,214 @@
+"""The synced transactions and their change feed in DynamoDB (``SyncTable``, one partition per connection): the feed's
+head with its writers' lease, one item per transaction and one per change, each sealed like the tokens and bound to
+its item. Design: ``docs/sync.md`` (The store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Final
+
+from pynamodb.connection import Connection as LowLevel
+from pynamodb.transactions import TransactWrite
+
+from aisp.clock import epoch
+from aisp.dal.errors import translated
+from aisp.dal.tables import SyncRecord
+from aisp.errors import ConflictError, TokenIntegrityError
+from aisp.models.sync import ChangeKind, FeedEntry, SyncedTransaction, TransactionChange
+
+if TYPE_CHECKING:
+    from aisp.aws.kms import TokenCipher
+
+__all__ = ["FEED_KEEP_DAYS", "DynamoTransactionStore"]
+
+HEAD: Final = "feed"
+# A change is kept this long: a sync cursor opens for a year (docs/sync.md, The cursor).
+FEED_KEEP_DAYS: Final = 400
+# Changes per TransactWriteItems (each writes a change and its transaction: 2 items; DynamoDB takes 100).
+_CHUNK: Final = 50
+
+
+def _tx_key(account_id: str, transaction_id: str) -> str:
+    return f"tx#{account_id}#{transaction_id}"
+
+
+def _change_key(seq: int) -> str:
+    return f"chg#{seq:012d}"
+
+
+def _binding(connection_id: str, account_id: str, transaction_id: str) -> dict[str, str]:
+    return {"connection_id": connection_id, "account_id": account_id, "transaction_id": transaction_id}
+
+
+class DynamoTransactionStore:
+    """:class:`~aisp.logic.ports.TransactionStore` over ``SyncTable``.
+
+    Parameters
+    ----------
+    cipher
+        Returns the envelope cipher the tokens use (``aisp.wiring.token_cipher``), called on first use.
+    retention
+        How long a transaction is kept after its day (its TTL); changes are kept :data:`FEED_KEEP_DAYS`.
+    lease_seconds
+        How long a writer holds a connection's feed (longer than one write of a sync run takes).
+    """
+
+    def __init__(
+        self,
+        cipher: Callable[[], TokenCipher],
+        *,
+        retention: timedelta = timedelta(days=400),
+        lease_seconds: int = 60,
+    ) -> None:
+        self._cipher = cipher
+        self._retention = retention
+        self._lease_seconds = lease_seconds
+
+    # -- sealing -------------------------------------------------------------------------------------------------
+
+    def _seal(self, connection_id: str, synced: SyncedTransaction) -> bytes:
+        binding = _binding(connection_id, synced.account_id, synced.transaction_id)
+        return self._cipher().encrypt(synced.model_dump_json().encode(), binding=binding)
+
+    def _open(self, connection_id: str, record: SyncRecord) -> SyncedTransaction:
+        account_id, transaction_id = record.account_id or "", record.transaction_id or ""
+        plaintext = self._cipher().decrypt(
+            bytes(record.blob or b""), binding=_binding(connection_id, account_id, transaction_id)
+        )
+        try:
+            synced = SyncedTransaction.model_validate_json(plaintext)
+        except ValueError:
+            raise TokenIntegrityError("synced transaction is malformed", details={"operation": "sync"}) from None
+        if (synced.account_id, synced.transaction_id) != (account_id, transaction_id):
+            raise TokenIntegrityError("synced transaction is not its item's", details={"operation": "sync"})
+        return synced
+
+    # -- reads ---------------------------------------------------------------------------------------------------
+
+    def _query(self, connection_id: str, prefix: str, *, limit: int | None = None) -> Iterator[SyncRecord]:
+        return SyncRecord.query(connection_id, SyncRecord.sk.startswith(prefix), consistent_read=True, limit=limit)
+
+    def live(self, connection_id: str, account_id: str) -> dict[str, SyncedTransaction]:
+        """One strongly consistent query of the account's transaction items."""
+        with translated("sync_live"):
+            records = list(self._query(connection_id, f"tx#{account_id}#"))
+        return {record.transaction_id or "": self._open(connection_id, record) for record in records}
+
+    def feed(self, connection_id: str, *, after: int, limit: int) -> tuple[list[FeedEntry], int]:
+        """The head's ``committed``, then the change items after ``after`` up to it (strongly consistent)."""
+        with translated("sync_feed"):
+            head = self._head(connection_id)
+            committed = 0 if head is None else int(head.committed or 0)
+            if committed <= after:
+                return [], committed
+            records = SyncRecord.query(
+                connection_id,
+                SyncRecord.sk.between(_change_key(after + 1), _change_key(committed)),
+                consistent_read=True,
+                limit=limit,
+            )
+            entries = [self._entry(connection_id, record) for _, record in zip(range(limit), records, strict=False)]
+        return entries, committed
+
+    def _head(self, connection_id: str) -> SyncRecord | None:
+        try:
+            return SyncRecord.get(connection_id, HEAD, consistent_read=True)
+        except SyncRecord.DoesNotExist:
+            return None
+
+    def _entry(self, connection_id: str, record: SyncRecord) -> FeedEntry:
+        kind = ChangeKind(record.kind or "")
+        synced = None if kind is ChangeKind.REMOVED else self._open(connection_id, record)
+        change = TransactionChange(kind, record.account_id or "", record.transaction_id or "", synced)
+        return FeedEntry(int(record.sk.removeprefix("chg#")), change)
+
+    # -- writes --------------------------------------------------------------------------------------------------
+
+    def append(self, connection_id: str, changes: Sequence[TransactionChange], *, owner: str, now: datetime) -> int:
+        """Take the lease and the numbers in one update, write each change with its transaction (transactions of
+        up to 50), then move ``committed`` and let the lease go.
+
+        The update also commits what a writer that died holding the lease had numbered: every change item written is
+        whole with its transaction, and a number never written is a gap readers skip.
+        """
+        head = SyncRecord(connection_id, HEAD)
+        free = (
+            SyncRecord.lease_until.does_not_exist()
+            | (SyncRecord.lease_until < epoch(now))
+            | (SyncRecord.lease_owner == owner)
+        )
+        try:
+            with translated("sync_lease"):
+                head.update(
+                    actions=[
+                        SyncRecord.committed.set(SyncRecord.seq | 0),
+                        SyncRecord.seq.set((SyncRecord.seq | 0) + len(changes)),
+                        SyncRecord.lease_owner.set(owner),
+                        SyncRecord.lease_until.set(epoch(now) + self._lease_seconds),
+                    ],
+                    condition=free,
+                )
+        except ConflictError as exc:
+            raise ConflictError("another sync writes this connection", details={"operation": "sync_lease"}) from exc
+        last = int(head.seq or 0)
+        first = last - len(changes) + 1
+        for start in range(0, len(changes), _CHUNK):
+            self._write(connection_id, list(enumerate(changes[start : start + _CHUNK], first + start)), now)
+        with translated("sync_commit"):
+            head.update(
+                actions=[
+                    SyncRecord.committed.set(last),
+                    SyncRecord.lease_owner.remove(),
+                    SyncRecord.lease_until.remove(),
+                ],
+                condition=SyncRecord.lease_owner == owner,
+            )
+        return last
+
+    def _write(self, connection_id: str, numbered: list[tuple[int, TransactionChange]], now: datetime) -> None:
+        feed_expiry = now + timedelta(days=FEED_KEEP_DAYS)
+        with translated("sync_write"), TransactWrite(connection=LowLevel()) as transaction:
+            for seq, change in numbered:
+                state = SyncRecord(connection_id, _tx_key(change.account_id, change.transaction_id))
+                entry = SyncRecord(
+                    connection_id,
+                    _change_key(seq),
+                    kind=change.kind.value,
+                    account_id=change.account_id,
+                    transaction_id=change.transaction_id,
+                    expires_at=feed_expiry,
+                )
+                if change.synced is None:
+                    transaction.delete(state)
+                else:
+                    blob = self._seal(connection_id, change.synced)
+                    entry.blob = blob
+                    state.account_id, state.transaction_id, state.blob, state.seq = (
+                        change.account_id,
+                        change.transaction_id,
+                        blob,
+                        seq,
+                    )
+                    state.expires_at = self._expiry(change.synced, now)
+                    transaction.save(state)
+                transaction.save(entry)
+
+    def _expiry(self, synced: SyncedTransaction, now: datetime) -> datetime:
+        day = synced.transaction.booking_date or synced.transaction.value_date or synced.transaction.transaction_date
+        if day is None:
+            return now + self._retention
+        return datetime.combine(day, now.timetz()) + self._retention
+
+    def purge(self, connection_id: str, account_ids: Collection[str] | None = None) -> None:
+        """Delete the accounts' transaction and change items (the whole partition for ``None``)."""
+        wanted = None if account_ids is None else set(account_ids)
+        with translated("sync_purge"), SyncRecord.batch_write() as batch:
+            for record in SyncRecord.query(connection_id, consistent_read=True):
+                if record.sk == HEAD:
+                    if wanted is None:
+                        batch.delete(record)
+                    continue
+                if wanted is None or record.account_id in wanted:
+                    batch.delete(record)

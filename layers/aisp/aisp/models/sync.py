@@ -1,0 +1,50 @@
+"""Background sync, in the domain's words: a stored transaction with our own stable id, and the changes a sync
+reports (added, modified, removed), each numbered in its connection's feed. Design: ``docs/sync.md``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import NamedTuple
+
+from pydantic import BaseModel, ConfigDict
+
+from aisp.models.bank import BankTransaction
+
+__all__ = ["ChangeKind", "FeedEntry", "SyncedTransaction", "TransactionChange"]
+
+
+class SyncedTransaction(BaseModel):
+    """A transaction as the store keeps it: ``transaction_id`` is ours (stable, opaque; ``docs/sync.md``), and a
+    booked transaction that settles a pending one names it in ``pending_transaction_id``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    transaction_id: str
+    account_id: str
+    pending_transaction_id: str | None = None
+    transaction: BankTransaction
+
+
+class ChangeKind(StrEnum):
+    """What happened to a transaction since the last sync (Plaid's three lists)."""
+
+    ADDED = "added"
+    MODIFIED = "modified"
+    REMOVED = "removed"
+
+
+class TransactionChange(NamedTuple):
+    """One change: ``synced`` is the transaction as it now is (``None`` for a removal)."""
+
+    kind: ChangeKind
+    account_id: str
+    transaction_id: str
+    synced: SyncedTransaction | None
+
+
+class FeedEntry(NamedTuple):
+    """A change as the connection's feed numbered it (``seq`` grows with every write, never reused)."""
+
+    seq: int
+    change: TransactionChange

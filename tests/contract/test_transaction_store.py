@@ -1,0 +1,188 @@
+"""The transaction store's contract, on the in-memory store (``tests/memory.py``) and the DynamoDB one on moto: changes
+numbered in order and applied to the live transactions, the feed read from any number, one writer at a time per
+connection (a dead writer's lease expires and what it wrote whole is committed), purges by account and connection,
+and (DynamoDB) nothing of a transaction in clear in the table."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from aisp.errors import ConflictError
+from aisp.models.bank import BankTransaction
+from aisp.models.sync import ChangeKind, SyncedTransaction, TransactionChange
+from tests.contract.conftest import DYNAMODB, MEMORY
+
+NOW = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+CONNECTION = "cn_marc_13807"
+ACCOUNT = "038-CPT30019654051"
+OTHER = "038-CPT30019654052"
+SECRET_TEXT = "CB PHARMACIE CENTRALE BREST"
+
+
+def synced(number: int, account: str = ACCOUNT, *, amount: str = "-12.50") -> SyncedTransaction:
+    return SyncedTransaction(
+        transaction_id=f"tx_{account[-2:]}_{number:04d}",
+        account_id=account,
+        transaction=BankTransaction(
+            id=f"TX{number:05d}",
+            entry_reference=f"TX{number:05d}",
+            amount=Decimal(amount),
+            currency="EUR",
+            credit_debit="debit",
+            status="booked",
+            booking_date=date(2026, 12, 1),
+            value_date=date(2026, 12, 1),
+            transaction_date=date(2026, 11, 30),
+            remittance=(SECRET_TEXT, f"REF {number}"),
+        ),
+    )
+
+
+def added(item: SyncedTransaction) -> TransactionChange:
+    return TransactionChange(ChangeKind.ADDED, item.account_id, item.transaction_id, item)
+
+
+def modified(item: SyncedTransaction) -> TransactionChange:
+    return TransactionChange(ChangeKind.MODIFIED, item.account_id, item.transaction_id, item)
+
+
+def removed(item: SyncedTransaction) -> TransactionChange:
+    return TransactionChange(ChangeKind.REMOVED, item.account_id, item.transaction_id, None)
+
+
+@pytest.fixture(params=[MEMORY, pytest.param(DYNAMODB, marks=pytest.mark.dynamodb)])
+def store(request):
+    if request.param == MEMORY:
+        from tests.memory import MemoryTransactionStore
+
+        return MemoryTransactionStore(lease_seconds=60)
+    request.getfixturevalue("aws")
+    from aisp import wiring
+    from aisp.dal.sync import DynamoTransactionStore
+
+    return DynamoTransactionStore(wiring.token_cipher, lease_seconds=60)
+
+
+def test_changes_are_numbered_in_order_and_applied(store):
+    first = [added(synced(n)) for n in range(1, 4)]
+
+    assert store.append(CONNECTION, first, owner="sync-1", now=NOW) == 3
+    entries, committed = store.feed(CONNECTION, after=0, limit=100)
+
+    assert committed == 3
+    assert [(entry.seq, entry.change) for entry in entries] == list(enumerate(first, 1))
+    assert store.live(CONNECTION, ACCOUNT) == {item.transaction_id: item for item in (synced(1), synced(2), synced(3))}
+
+    changed = synced(2, amount="-13.00")
+    assert store.append(CONNECTION, [modified(changed), removed(synced(3))], owner="sync-2", now=NOW) == 5
+    entries, committed = store.feed(CONNECTION, after=3, limit=100)
+    assert [(entry.seq, entry.change.kind) for entry in entries] == [(4, ChangeKind.MODIFIED), (5, ChangeKind.REMOVED)]
+    assert entries[0].change.synced == changed and entries[1].change.synced is None
+    assert store.live(CONNECTION, ACCOUNT) == {synced(1).transaction_id: synced(1), changed.transaction_id: changed}
+
+
+def test_the_feed_pages_from_any_number_and_an_unknown_connection_is_empty(store):
+    store.append(CONNECTION, [added(synced(n)) for n in range(1, 8)], owner="sync-1", now=NOW)
+
+    pages, after = [], 0
+    while True:
+        entries, committed = store.feed(CONNECTION, after=after, limit=3)
+        if not entries:
+            break
+        pages.append([entry.seq for entry in entries])
+        after = entries[-1].seq
+
+    assert pages == [[1, 2, 3], [4, 5, 6], [7]] and committed == 7
+    assert store.feed("cn_nobody", after=0, limit=10) == ([], 0)
+    assert store.live("cn_nobody", ACCOUNT) == {}
+
+
+def test_one_writer_at_a_time_until_its_lease_expires(store):
+    class Died(Exception):
+        pass
+
+    if hasattr(store, "write_hook"):  # the memory store: die after the first change, holding the lease
+        calls = []
+
+        def die(connection_id, seq):
+            calls.append(seq)
+            if len(calls) == 2:
+                raise Died
+
+        store.write_hook = die
+        with pytest.raises(Died):
+            store.append(CONNECTION, [added(synced(1)), added(synced(2))], owner="dead", now=NOW)
+        store.write_hook = lambda connection_id, seq: None
+    else:  # DynamoDB: a writer that took the lease and numbers, then died before committing
+        from aisp.dal.tables import SyncRecord
+
+        SyncRecord(
+            CONNECTION, "feed", seq=2, committed=0, lease_owner="dead", lease_until=int(NOW.timestamp()) + 60
+        ).save()
+
+    # Another writer is refused while the lease runs
+    with pytest.raises(ConflictError):
+        store.append(CONNECTION, [added(synced(3))], owner="sync-2", now=NOW + timedelta(seconds=30))
+    assert store.feed(CONNECTION, after=0, limit=10) == ([], 0)
+
+    # Once it expired, the next writer takes it and its numbers come after the dead writer's
+    assert store.append(CONNECTION, [added(synced(3))], owner="sync-2", now=NOW + timedelta(seconds=61)) == 3
+    entries, committed = store.feed(CONNECTION, after=0, limit=10)
+    assert committed == 3
+    numbers = [entry.seq for entry in entries]
+    assert numbers[-1] == 3 and all(seq < 3 for seq in numbers[:-1])  # what the dead writer wrote whole, if any
+    assert synced(3).transaction_id in store.live(CONNECTION, ACCOUNT)
+
+
+def test_a_writer_may_write_again_under_its_own_lease(store):
+    store.append(CONNECTION, [added(synced(1))], owner="sync-1", now=NOW)
+
+    assert store.append(CONNECTION, [added(synced(2))], owner="sync-1", now=NOW) == 2
+    assert store.append(CONNECTION, [], owner="sync-3", now=NOW) == 2  # nothing new: the number stays
+
+
+def test_purging_accounts_forgets_their_transactions_and_changes(store):
+    store.append(CONNECTION, [added(synced(1)), added(synced(2, OTHER)), added(synced(3))], owner="sync-1", now=NOW)
+    store.append("cn_other", [added(synced(9))], owner="sync-1", now=NOW)
+
+    store.purge(CONNECTION, [OTHER])
+
+    assert store.live(CONNECTION, OTHER) == {}
+    assert set(store.live(CONNECTION, ACCOUNT)) == {synced(1).transaction_id, synced(3).transaction_id}
+    entries, _ = store.feed(CONNECTION, after=0, limit=10)
+    assert {entry.change.account_id for entry in entries} == {ACCOUNT}
+
+    store.purge(CONNECTION)
+    assert store.live(CONNECTION, ACCOUNT) == {} and store.feed(CONNECTION, after=0, limit=10) == ([], 0)
+    assert store.live("cn_other", ACCOUNT) == {synced(9).transaction_id: synced(9)}
+    # A purged connection starts again from 1 when it is synced anew
+    assert store.append(CONNECTION, [added(synced(4))], owner="sync-1", now=NOW) == 1
+
+
+@pytest.mark.dynamodb
+def test_the_table_holds_no_transaction_in_clear(aws):
+    from aisp import wiring
+    from aisp.dal.sync import DynamoTransactionStore
+    from tests.conftest import SYNC_TABLE
+
+    store = DynamoTransactionStore(wiring.token_cipher)
+    store.append(CONNECTION, [added(synced(1))], owner="sync-1", now=NOW)
+
+    raw = str(aws.dynamodb.scan(TableName=SYNC_TABLE)["Items"])
+    assert SECRET_TEXT not in raw and "TX00001" not in raw and "12.50" not in raw
+    # A blob copied onto another item does not open there
+    item = aws.dynamodb.get_item(
+        TableName=SYNC_TABLE,
+        Key={"connection_id": {"S": CONNECTION}, "sk": {"S": f"tx#{ACCOUNT}#{synced(1).transaction_id}"}},
+    )["Item"]
+    aws.dynamodb.put_item(
+        TableName=SYNC_TABLE,
+        Item={**item, "sk": {"S": f"tx#{ACCOUNT}#tx_51_0002"}, "transaction_id": {"S": "tx_51_0002"}},
+    )
+    from aisp.errors import TokenIntegrityError
+
+    with pytest.raises(TokenIntegrityError):
+        store.live(CONNECTION, ACCOUNT)
