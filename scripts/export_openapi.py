@@ -62,6 +62,10 @@ TAGS: Final = (
         "description": "Account information: accounts, balances, transactions, trusted beneficiaries, identity",
     },
     {
+        "name": "sync",
+        "description": "Transactions the background sync stored, and what changed since the client's cursor",
+    },
+    {
         "name": "quota",
         "description": "The bank's daily quota of reads without the user (server tokens), and what is left of it",
     },

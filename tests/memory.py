@@ -51,7 +51,7 @@ from aisp.models.connection import (
 )
 from aisp.models.quota import QuotaKey, QuotaUsage
 from aisp.models.refresh import ConnectionKey, LeasedConnection, ReauthNotice
-from aisp.models.sync import FeedEntry, SyncedTransaction, TransactionChange
+from aisp.models.sync import FeedEntry, FeedPage, SyncedTransaction, TransactionChange
 from aisp.observability import logger
 
 if TYPE_CHECKING:
@@ -1092,12 +1092,13 @@ class MemoryTransactionStore:
             stored = self._transactions.get(connection_id, {})
             return {tid: synced for (aid, tid), synced in stored.items() if aid == account_id}
 
-    def feed(self, connection_id: str, *, after: int, limit: int) -> tuple[list[FeedEntry], int]:
+    def feed(self, connection_id: str, *, after: int, limit: int) -> FeedPage:
         with self._lock:
-            committed = int(self._heads.get(connection_id, {}).get("committed", 0))
+            head = self._heads.get(connection_id, {})
+            committed = int(head.get("committed", 0))
             changes = self._changes.get(connection_id, {})
             numbers = sorted(seq for seq in changes if after < seq <= committed)[:limit]
-            return [FeedEntry(seq, changes[seq]) for seq in numbers], committed
+            return FeedPage([FeedEntry(seq, changes[seq]) for seq in numbers], committed, head.get("committed_at"))
 
     def append(self, connection_id: str, changes: Sequence[TransactionChange], *, owner: str, now: datetime) -> int:
         with self._lock:
@@ -1123,7 +1124,7 @@ class MemoryTransactionStore:
         with self._lock:
             if head.get("lease_owner") != owner:
                 raise ConflictError("the sync lease was lost", details={"operation": "sync_commit"})
-            head["committed"] = last
+            head["committed"], head["committed_at"] = last, now
             head.pop("lease_owner", None)
             head.pop("lease_until", None)
             return int(head["committed"])

@@ -38,6 +38,7 @@ from aisp.logic.accounts import (
     list_all_accounts,
 )
 from aisp.logic.quota import QuotaMeter, quota_today
+from aisp.logic.sync.feed import read_changes
 from aisp.models.accounts import (
     AllAccountsResponse,
     BalancesResponse,
@@ -45,6 +46,7 @@ from aisp.models.accounts import (
     IdentityResponse,
     ListAccountsResponse,
     TransactionsResponse,
+    TransactionsSyncResponse,
     TrustedBeneficiariesResponse,
 )
 from aisp.models.quota import QuotaResponse, quota_day_seconds
@@ -70,6 +72,7 @@ def quota_fields(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -
 app.use([no_store, quota_fields])
 
 MAX_LIMIT = 500
+MAX_SYNC_COUNT = 500
 
 AccountIdPath = Annotated[
     str,
@@ -99,6 +102,13 @@ LimitQuery = Annotated[
         le=MAX_LIMIT,
         description="At most this many transactions, filled from the bank's pages (100 each at BPCE); "
         "without it, one bank page",
+    ),
+]
+SyncCursorQuery = Annotated[
+    str | None,
+    NotNullable,
+    Query(
+        max_length=MAX_CURSOR_LENGTH, description="The next_cursor of the previous sync (opaque; none: from the start)"
     ),
 ]
 AllQuery = Annotated[
@@ -226,6 +236,32 @@ def handle_get_identity(bank_code: BankCodePath) -> IdentityResponse:
     """The connected PSU's name (501 where the bank does not give it)."""
     caller, meter = _caller()
     return get_identity(caller.user_id, bank_code, psu=caller.psu, services=wiring.account_services(), meter=meter)
+
+
+SyncCountQuery = Annotated[
+    int,
+    Query(ge=1, le=MAX_SYNC_COUNT, description="At most this many changes (added, modified and removed together)"),
+]
+
+
+@app.get(
+    "/v1/connections/<bank_code>/transactions/sync",
+    summary="What changed in the stored transactions",
+    description="The changes the background sync stored after ?cursor= (from the start without it), across the "
+    "connection's consented accounts, in the order they happened: added, modified (same transaction_id), removed. "
+    "A booked transaction that settles a pending one is added with pending_transaction_id, the pending one removed. "
+    "While has_more is true, call again at once with next_cursor; then keep next_cursor for the next sync. No bank "
+    "call, no quota spent.",
+    operation_id="syncTransactions",
+    tags=["sync"],
+    responses=responses((400, 403, 404, 503)),
+)
+def handle_sync_transactions(
+    bank_code: BankCodePath, cursor: SyncCursorQuery = None, count: SyncCountQuery = 100
+) -> TransactionsSyncResponse:
+    """A page of the connection's change feed and the cursor after it."""
+    caller, _ = _caller()
+    return read_changes(caller.user_id, bank_code, cursor=cursor, count=count, services=wiring.account_services())
 
 
 @app.get(

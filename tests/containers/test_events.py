@@ -47,6 +47,7 @@ VOLATILE: dict[str, frozenset[str]] = {
     "connect/create_connection.json": frozenset({"authorization_url", "expires_at"}),
     # each unattended read spends a unit of the day's quota: the second run has one fewer left
     "accounts/get_balances_unattended.json": frozenset({"RateLimit"}),
+    "accounts/sync_transactions.json": frozenset({"next_cursor"}),  # sealed with a fresh nonce each time
 }
 # Events that change what the next one sees: each has its own test below.
 STATEFUL = ("connect/create_connection.json", "connect/delete_connection.json", "token_refresher/scheduled.json")

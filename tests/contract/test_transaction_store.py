@@ -70,15 +70,15 @@ def test_changes_are_numbered_in_order_and_applied(store):
     first = [added(synced(n)) for n in range(1, 4)]
 
     assert store.append(CONNECTION, first, owner="sync-1", now=NOW) == 3
-    entries, committed = store.feed(CONNECTION, after=0, limit=100)
+    entries, committed, synced_at = store.feed(CONNECTION, after=0, limit=100)
 
-    assert committed == 3
+    assert (committed, synced_at) == (3, NOW)
     assert [(entry.seq, entry.change) for entry in entries] == list(enumerate(first, 1))
     assert store.live(CONNECTION, ACCOUNT) == {item.transaction_id: item for item in (synced(1), synced(2), synced(3))}
 
     changed = synced(2, amount="-13.00")
     assert store.append(CONNECTION, [modified(changed), removed(synced(3))], owner="sync-2", now=NOW) == 5
-    entries, committed = store.feed(CONNECTION, after=3, limit=100)
+    entries, committed, _ = store.feed(CONNECTION, after=3, limit=100)
     assert [(entry.seq, entry.change.kind) for entry in entries] == [(4, ChangeKind.MODIFIED), (5, ChangeKind.REMOVED)]
     assert entries[0].change.synced == changed and entries[1].change.synced is None
     assert store.live(CONNECTION, ACCOUNT) == {synced(1).transaction_id: synced(1), changed.transaction_id: changed}
@@ -89,14 +89,14 @@ def test_the_feed_pages_from_any_number_and_an_unknown_connection_is_empty(store
 
     pages, after = [], 0
     while True:
-        entries, committed = store.feed(CONNECTION, after=after, limit=3)
+        entries, committed, _ = store.feed(CONNECTION, after=after, limit=3)
         if not entries:
             break
         pages.append([entry.seq for entry in entries])
         after = entries[-1].seq
 
     assert pages == [[1, 2, 3], [4, 5, 6], [7]] and committed == 7
-    assert store.feed("cn_nobody", after=0, limit=10) == ([], 0)
+    assert store.feed("cn_nobody", after=0, limit=10) == ([], 0, None)
     assert store.live("cn_nobody", ACCOUNT) == {}
 
 
@@ -126,11 +126,11 @@ def test_one_writer_at_a_time_until_its_lease_expires(store):
     # Another writer is refused while the lease runs
     with pytest.raises(ConflictError):
         store.append(CONNECTION, [added(synced(3))], owner="sync-2", now=NOW + timedelta(seconds=30))
-    assert store.feed(CONNECTION, after=0, limit=10) == ([], 0)
+    assert store.feed(CONNECTION, after=0, limit=10)[:2] == ([], 0)
 
     # Once it expired, the next writer takes it and its numbers come after the dead writer's
     assert store.append(CONNECTION, [added(synced(3))], owner="sync-2", now=NOW + timedelta(seconds=61)) == 3
-    entries, committed = store.feed(CONNECTION, after=0, limit=10)
+    entries, committed, _ = store.feed(CONNECTION, after=0, limit=10)
     assert committed == 3
     numbers = [entry.seq for entry in entries]
     assert numbers[-1] == 3 and all(seq < 3 for seq in numbers[:-1])  # what the dead writer wrote whole, if any
@@ -152,11 +152,11 @@ def test_purging_accounts_forgets_their_transactions_and_changes(store):
 
     assert store.live(CONNECTION, OTHER) == {}
     assert set(store.live(CONNECTION, ACCOUNT)) == {synced(1).transaction_id, synced(3).transaction_id}
-    entries, _ = store.feed(CONNECTION, after=0, limit=10)
+    entries, _, _ = store.feed(CONNECTION, after=0, limit=10)
     assert {entry.change.account_id for entry in entries} == {ACCOUNT}
 
     store.purge(CONNECTION)
-    assert store.live(CONNECTION, ACCOUNT) == {} and store.feed(CONNECTION, after=0, limit=10) == ([], 0)
+    assert store.live(CONNECTION, ACCOUNT) == {} and store.feed(CONNECTION, after=0, limit=10) == ([], 0, None)
     assert store.live("cn_other", ACCOUNT) == {synced(9).transaction_id: synced(9)}
     # A purged connection starts again from 1 when it is synced anew
     assert store.append(CONNECTION, [added(synced(4))], owner="sync-1", now=NOW) == 1

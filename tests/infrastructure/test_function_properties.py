@@ -115,6 +115,7 @@ EXPECTED = {
         environment={
             "CURSOR_KEY_ID": {"Fn::GetAtt": ["CursorKey", "Arn"]},
             "QUOTA_TABLE_NAME": {"Ref": "QuotaTable"},
+            "SYNC_TABLE_NAME": {"Ref": "SyncTable"},
         },
         grants=_grants(
             (
@@ -125,6 +126,7 @@ EXPECTED = {
             ("UseAndRotateTokens", "TokenKey.Arn", ("kms:Decrypt", "kms:GenerateDataKey")),
             ("DeriveCursorKey", "CursorKey.Arn", ("kms:GenerateMac",)),
             ("CountUnattendedReads", "QuotaTable.Arn", ("dynamodb:Query", "dynamodb:UpdateItem")),
+            ("ReadSyncedTransactions", "SyncTable.Arn", ("dynamodb:GetItem", "dynamodb:Query")),
             READ_BANK_SECRET,
         ),
     ),

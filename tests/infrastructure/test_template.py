@@ -116,7 +116,7 @@ def test_refresher_fans_out_through_its_own_encrypted_queue_with_least_privilege
 
 def test_tables_have_pitr_and_ttl_and_refresh_index_is_sparse_gsi(template):
     tables = _resources(template, "AWS::DynamoDB::Table")
-    assert set(tables) == {"ConnectionsTable", "OAuthStatesTable", "IdempotencyTable", "QuotaTable"}
+    assert set(tables) == {"ConnectionsTable", "OAuthStatesTable", "IdempotencyTable", "QuotaTable", "SyncTable"}
     for table in tables.values():
         props = table["Properties"]
         assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}

@@ -101,6 +101,7 @@ def watch(gateway) -> Iterator[Watch]:
         bank=WatchedBank(StetAccountGateway(wiring.bank_clients), watched),
         cursors=wiring.cursor_sealer,
         quota=wiring.quota_ledger(),
+        transactions=wiring.transaction_store(),
         remembered=RememberedConnections(),
     )
     wiring.account_services.provide(watched.services)

@@ -100,7 +100,15 @@ def quota_ledger():
 
 
 @pytest.fixture
-def account_services(services, account_bank, quota_ledger):
+def transaction_store():
+    """The synced transactions, in memory (``tests/contract`` holds it to the DynamoDB store's behaviour)."""
+    from tests.memory import MemoryTransactionStore
+
+    return MemoryTransactionStore()
+
+
+@pytest.fixture
+def account_services(services, account_bank, quota_ledger, transaction_store):
     """The consent and account use cases over ``services`` (moto, fake OAuth bank, fake clock), a fake data bank,
     the real cursor sealer (its key derived from the moto HMAC key) and an in-memory quota ledger."""
     from aisp.logic.services import AccountServices
@@ -110,6 +118,7 @@ def account_services(services, account_bank, quota_ledger):
         bank=account_bank,
         cursors=wiring.cursor_sealer,
         quota=quota_ledger,
+        transactions=transaction_store,
     )
 
 

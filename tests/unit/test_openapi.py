@@ -35,7 +35,7 @@ def test_it_documents_exactly_the_template_routes(generated):
     }
 
     assert documented == declared
-    assert len(declared) == 15
+    assert len(declared) == 16
 
 
 # The reads a server token may make (the fintech's backend, for the user in Aisp-User): every other route is the user's.
@@ -49,6 +49,7 @@ SERVER_READS = {
     "listTrustedBeneficiaries",
     "getIdentity",
     "getQuota",
+    "syncTransactions",
 }
 
 
@@ -97,6 +98,7 @@ OPERATIONS = {
     ("GET", "/v1/connections/{bank_code}/identity"): ("getIdentity", "accounts"),
     ("GET", "/v1/accounts"): ("listAllAccounts", "accounts"),
     ("GET", "/v1/connections/{bank_code}/quota"): ("getQuota", "quota"),
+    ("GET", "/v1/connections/{bank_code}/transactions/sync"): ("syncTransactions", "sync"),
 }
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 EITHER = {"$ref": "#/components/schemas/ErrorResponse"}
@@ -117,7 +119,14 @@ def test_operations_have_chosen_ids_and_the_readmes_groups(generated):
     found = {(method, path): (op["operationId"], op["tags"]) for method, path, op in _operations(generated)}
 
     assert found == {key: (operation_id, [tag]) for key, (operation_id, tag) in OPERATIONS.items()}
-    assert [tag["name"] for tag in generated["tags"]] == ["banks", "connections", "consents", "accounts", "quota"]
+    assert [tag["name"] for tag in generated["tags"]] == [
+        "banks",
+        "connections",
+        "consents",
+        "accounts",
+        "sync",
+        "quota",
+    ]
     assert all(tag["description"] for tag in generated["tags"])
 
 

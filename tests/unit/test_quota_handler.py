@@ -142,3 +142,37 @@ def test_a_server_token_without_aisp_user_is_a_400_naming_it(marc, load_event, l
 
     assert (response["statusCode"], body["code"]) == (400, "validation_error")
     assert body["errors"] == [{"field": "Aisp-User", "message": body["detail"]}]
+
+
+def test_the_sync_route_answers_the_feed_to_the_backend_without_spending_quota(
+    marc, account_bank, load_event, lambda_context
+):
+    response, body = _call(accounts_app, load_event("accounts/sync_transactions.json"), lambda_context)
+
+    assert response["statusCode"] == 200, body
+    assert (body["added"], body["modified"], body["removed"], body["has_more"], body["synced_at"]) == (
+        [],
+        [],
+        [],
+        False,
+        None,
+    )
+    assert body["next_cursor"].startswith("s1.") and "RateLimit" not in response["headers"]
+    assert account_bank.calls == []
+
+
+@pytest.mark.parametrize(
+    ("query", "field"), [({"count": "0"}, "count"), ({"count": "501"}, "count"), ({"cursor": "c1.x"}, None)]
+)
+def test_the_sync_route_refuses_a_bad_count_or_cursor(marc, load_event, lambda_context, query, field):
+    event = load_event("accounts/sync_transactions.json")
+    event["queryStringParameters"] = query
+    event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in query.items())
+
+    response, body = _call(accounts_app, event, lambda_context)
+
+    assert (response["statusCode"], body["code"]) == (400, "validation_error")
+    if field:
+        assert [error["field"] for error in body["errors"]] == [f"query.{field}"]
+    else:
+        assert body["detail"] and "c1.x" not in json.dumps(body)

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CURSOR_PREFIX",
+    "FEED_CURSOR_PREFIX",
+    "FEED_CURSOR_SECONDS",
     "MAX_CURSOR_LENGTH",
     "CursorPosition",
     "CursorSealer",
@@ -30,6 +32,10 @@ __all__ = [
 ]
 
 CURSOR_PREFIX: Final = "c1."
+# A sync cursor (a position in a connection's change feed, docs/sync.md): its own prefix and binding, and it opens
+# for as long as the feed keeps its changes.
+FEED_CURSOR_PREFIX: Final = "s1."
+FEED_CURSOR_SECONDS: Final = 400 * 86_400
 KEY_LABEL: Final = b"aisp:transactions-cursor:v1"
 MAX_CURSOR_LENGTH: Final = 2048
 MAX_SKIP: Final = 10_000
@@ -53,10 +59,10 @@ class CursorPosition(NamedTuple):
     skip: int = 0
 
 
-def _associated_data(user_id: str, bank_code: str, account_id: str) -> bytes:
+def _associated_data(user_id: str, bank_code: str, account_id: str, *, prefix: str = CURSOR_PREFIX) -> bytes:
     # JSON of a list: unambiguous whatever the values contain.
     bound = json.dumps([user_id, bank_code, account_id], separators=(",", ":"), ensure_ascii=True)
-    return CURSOR_PREFIX.encode() + b"\x00" + bound.encode("ascii")
+    return prefix.encode() + b"\x00" + bound.encode("ascii")
 
 
 class CursorSealer:
@@ -90,10 +96,40 @@ class CursorSealer:
             "s": position.skip,
             "e": int(now.timestamp()) + self._ttl,
         }
+        return self._seal(CURSOR_PREFIX, payload, _associated_data(user_id, bank_code, account_id))
+
+    def _seal(self, prefix: str, payload: dict[str, Any], associated: bytes) -> str:
         nonce = os.urandom(NONCE_BYTES)
         plaintext = json.dumps(payload, separators=(",", ":")).encode()
-        sealed = nonce + self._aead.encrypt(nonce, plaintext, _associated_data(user_id, bank_code, account_id))
-        return CURSOR_PREFIX + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
+        sealed = nonce + self._aead.encrypt(nonce, plaintext, associated)
+        return prefix + base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
+
+    def seal_feed(self, seq: int, *, user_id: str, bank_code: str, connection_id: str, now: datetime) -> str:
+        """A sync cursor: after change ``seq`` of the connection's feed, for this user and bank, for 400 days."""
+        associated = _associated_data(user_id, bank_code, connection_id, prefix=FEED_CURSOR_PREFIX)
+        return self._seal(FEED_CURSOR_PREFIX, {"q": seq, "e": int(now.timestamp()) + FEED_CURSOR_SECONDS}, associated)
+
+    def open_feed(self, cursor: str, *, user_id: str, bank_code: str, connection_id: str, now: datetime) -> int:
+        """The feed position sealed in a sync cursor.
+
+        Raises
+        ------
+        InvalidCursorError
+            Malformed, tampered with, another user's, bank's or connection's (a reconnection keeps its id), a
+            transactions cursor, or older than 400 days.
+        """
+        associated = _associated_data(user_id, bank_code, connection_id, prefix=FEED_CURSOR_PREFIX)
+        plaintext = self._open(FEED_CURSOR_PREFIX, cursor, associated)
+        try:
+            payload = json.loads(plaintext)
+            seq, expires = payload["q"], payload["e"]
+            if not (isinstance(seq, int) and seq >= 0 and isinstance(expires, int)):
+                raise ValueError("bad feed cursor fields")
+        except (ValueError, TypeError, KeyError):
+            raise InvalidCursorError("unreadable") from None
+        if expires <= int(now.timestamp()):
+            raise InvalidCursorError("expired")
+        return seq
 
     def open(self, cursor: str, *, user_id: str, bank_code: str, account_id: str, now: datetime) -> CursorPosition:
         """The position sealed in ``cursor``.
@@ -104,11 +140,18 @@ class CursorSealer:
             Malformed, tampered with, issued for another user/bank/account (all three fail authentication),
             or expired.
         """
+        plaintext = self._open(CURSOR_PREFIX, cursor, _associated_data(user_id, bank_code, account_id))
+        position, expires = _decode(plaintext)
+        if expires <= int(now.timestamp()):
+            raise InvalidCursorError("expired")
+        return position
+
+    def _open(self, prefix: str, cursor: str, associated: bytes) -> bytes:
         from cryptography.exceptions import InvalidTag  # noqa: PLC0415
 
-        if len(cursor) > MAX_CURSOR_LENGTH or not cursor.startswith(CURSOR_PREFIX):
+        if len(cursor) > MAX_CURSOR_LENGTH or not cursor.startswith(prefix):
             raise InvalidCursorError("malformed")
-        body = cursor[len(CURSOR_PREFIX) :]
+        body = cursor[len(prefix) :]
         if not _BODY.fullmatch(body):
             raise InvalidCursorError("malformed")
         try:
@@ -119,13 +162,9 @@ class CursorSealer:
             raise InvalidCursorError("malformed")
         nonce, ciphertext = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
         try:
-            plaintext = self._aead.decrypt(nonce, ciphertext, _associated_data(user_id, bank_code, account_id))
+            return self._aead.decrypt(nonce, ciphertext, associated)
         except InvalidTag:
             raise InvalidCursorError("forged_or_foreign") from None
-        position, expires = _decode(plaintext)
-        if expires <= int(now.timestamp()):
-            raise InvalidCursorError("expired")
-        return position
 
 
 def _decode(plaintext: bytes) -> tuple[CursorPosition, int]:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from aisp.cursors import CursorSealer
     from aisp.dal import DynamoConnectionRepository, DynamoOAuthStateRepository
     from aisp.idempotency import IdempotencyStore
-    from aisp.logic.ports import QuotaLedger
+    from aisp.logic.ports import QuotaLedger, TransactionStore
     from aisp.logic.refresh.scheduler import RefresherServices, RefreshPolicy
     from aisp.logic.services import AccountServices, ConnectionServices, ConnectPolicy
     from aisp.stet.factory import BankClients
@@ -49,6 +49,7 @@ __all__ = [
     "connection_services",
     "idempotency_store",
     "quota_ledger",
+    "transaction_store",
     "cursor_sealer",
     "refresh_policy",
     "refresher_services",
@@ -253,6 +254,15 @@ def quota_ledger() -> QuotaLedger:
 
 
 @_factory
+def transaction_store() -> TransactionStore:
+    """The synced transactions (``SyncTable``; :class:`~aisp.settings.SyncSettings` read on first use), sealed with
+    the tokens' cipher."""
+    from aisp.dal.sync import DynamoTransactionStore  # noqa: PLC0415
+
+    return DynamoTransactionStore(token_cipher)
+
+
+@_factory
 def account_services() -> AccountServices:
     """The consent and account use cases' ports, over :func:`connection_services`."""
     from aisp.logic.remembered import RememberedConnections  # noqa: PLC0415
@@ -263,6 +273,7 @@ def account_services() -> AccountServices:
         bank=account_gateway(),
         cursors=cursor_sealer,
         quota=quota_ledger(),
+        transactions=transaction_store(),
         remembered=RememberedConnections(),
     )
 

@@ -89,6 +89,7 @@ SERVER_TOKEN_OPERATIONS: Final = frozenset(
         "listTrustedBeneficiaries",
         "getIdentity",
         "getQuota",
+        "syncTransactions",
     }
 )
 # On an unattended answer (server token, the user absent): what the bank's daily quota has left.

@@ -16,7 +16,7 @@ from aisp.clock import epoch
 from aisp.dal.errors import translated
 from aisp.dal.tables import SyncRecord
 from aisp.errors import ConflictError, TokenIntegrityError
-from aisp.models.sync import ChangeKind, FeedEntry, SyncedTransaction, TransactionChange
+from aisp.models.sync import ChangeKind, FeedEntry, FeedPage, SyncedTransaction, TransactionChange
 
 if TYPE_CHECKING:
     from aisp.aws.kms import TokenCipher
@@ -50,7 +50,8 @@ class DynamoTransactionStore:
     cipher
         Returns the envelope cipher the tokens use (``aisp.wiring.token_cipher``), called on first use.
     retention
-        How long a transaction is kept after its day (its TTL); changes are kept :data:`FEED_KEEP_DAYS`.
+        How long a transaction is kept after its day (its TTL; default: ``TRANSACTION_RETENTION_DAYS`` of
+        :class:`~aisp.settings.SyncSettings`, read on the first write); changes are kept :data:`FEED_KEEP_DAYS`.
     lease_seconds
         How long a writer holds a connection's feed (longer than one write of a sync run takes).
     """
@@ -59,7 +60,7 @@ class DynamoTransactionStore:
         self,
         cipher: Callable[[], TokenCipher],
         *,
-        retention: timedelta = timedelta(days=400),
+        retention: timedelta | None = None,
         lease_seconds: int = 60,
     ) -> None:
         self._cipher = cipher
@@ -96,13 +97,14 @@ class DynamoTransactionStore:
             records = list(self._query(connection_id, f"tx#{account_id}#"))
         return {record.transaction_id or "": self._open(connection_id, record) for record in records}
 
-    def feed(self, connection_id: str, *, after: int, limit: int) -> tuple[list[FeedEntry], int]:
+    def feed(self, connection_id: str, *, after: int, limit: int) -> FeedPage:
         """The head's ``committed``, then the change items after ``after`` up to it (strongly consistent)."""
         with translated("sync_feed"):
             head = self._head(connection_id)
             committed = 0 if head is None else int(head.committed or 0)
+            synced_at = None if head is None else head.committed_at
             if committed <= after:
-                return [], committed
+                return FeedPage([], committed, synced_at)
             records = SyncRecord.query(
                 connection_id,
                 SyncRecord.sk.between(_change_key(after + 1), _change_key(committed)),
@@ -110,7 +112,7 @@ class DynamoTransactionStore:
                 limit=limit,
             )
             entries = [self._entry(connection_id, record) for _, record in zip(range(limit), records, strict=False)]
-        return entries, committed
+        return FeedPage(entries, committed, synced_at)
 
     def _head(self, connection_id: str) -> SyncRecord | None:
         try:
@@ -160,6 +162,7 @@ class DynamoTransactionStore:
             head.update(
                 actions=[
                     SyncRecord.committed.set(last),
+                    SyncRecord.committed_at.set(now),
                     SyncRecord.lease_owner.remove(),
                     SyncRecord.lease_until.remove(),
                 ],
@@ -196,6 +199,11 @@ class DynamoTransactionStore:
                 transaction.save(entry)
 
     def _expiry(self, synced: SyncedTransaction, now: datetime) -> datetime:
+        if self._retention is None:
+            from aisp.settings import SyncSettings, load_settings  # noqa: PLC0415
+
+            settings: SyncSettings = load_settings(SyncSettings)
+            self._retention = timedelta(days=settings.transaction_retention_days)
         day = synced.transaction.booking_date or synced.transaction.value_date or synced.transaction.transaction_date
         if day is None:
             return now + self._retention

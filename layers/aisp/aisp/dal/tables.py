@@ -265,6 +265,7 @@ class SyncRecord(Model):
     sk = UnicodeAttribute(range_key=True)
     seq = NumberAttribute(null=True)
     committed = NumberAttribute(null=True)
+    committed_at = UTCDateTimeAttribute(null=True)
     lease_owner = UnicodeAttribute(null=True)
     lease_until = NumberAttribute(null=True)
     kind = UnicodeAttribute(null=True)

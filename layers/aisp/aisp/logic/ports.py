@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     )
     from aisp.models.psu import PsuInfo
     from aisp.models.quota import QuotaKey, QuotaUsage
-    from aisp.models.sync import FeedEntry, SyncedTransaction, TransactionChange
+    from aisp.models.sync import FeedPage, SyncedTransaction, TransactionChange
 
 __all__ = [
     "MAX_WRITE_ATTEMPTS",
@@ -400,8 +400,8 @@ class TransactionStore(Protocol):
         """
         ...
 
-    def feed(self, connection_id: str, *, after: int, limit: int) -> tuple[list[FeedEntry], int]:
-        """Up to ``limit`` committed changes numbered above ``after``, in order, and the committed number."""
+    def feed(self, connection_id: str, *, after: int, limit: int) -> FeedPage:
+        """Up to ``limit`` committed changes numbered above ``after``, in order, with the committed number."""
         ...
 
     def purge(self, connection_id: str, account_ids: Collection[str] | None = None) -> None:

@@ -18,6 +18,7 @@ from aisp.logic.ports import (
     ConnectionRepository,
     OAuthStateRepository,
     QuotaLedger,
+    TransactionStore,
 )
 from aisp.logic.remembered import RememberedConnections
 from aisp.return_urls import AllowedPrefix
@@ -68,6 +69,8 @@ class AccountServices:
     cursors: Callable[[], CursorSealer]
     # Today's unattended reads per account and method: reserved before every unattended bank call.
     quota: QuotaLedger
+    # The synced transactions and their change feed (docs/sync.md).
+    transactions: TransactionStore
     # Banks queried at once by GET /v1/accounts.
     max_workers: int = 4
     # Connections this container read, so that a read-only bank call overlaps the next read (None: never overlap).

@@ -14,9 +14,10 @@ from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
 
 from aisp.models.bank import CreditDebit, TransactionStatus
+from aisp.models.sync import SyncedTransaction
 from aisp.observability import logger
 
 if TYPE_CHECKING:
@@ -41,8 +42,11 @@ __all__ = [
     "BeneficiaryItem",
     "IdentityResponse",
     "ListAccountsResponse",
+    "RemovedTransactionItem",
+    "SyncedTransactionItem",
     "TransactionItem",
     "TransactionsResponse",
+    "TransactionsSyncResponse",
     "TrustedBeneficiariesResponse",
     "decimal_string",
 ]
@@ -212,6 +216,47 @@ class TransactionItem(_Out):
             transaction_date=transaction.transaction_date,
             remittance=list(transaction.remittance),
         )
+
+
+class SyncedTransactionItem(TransactionItem):
+    """A transaction of the sync feed: our stable ``transaction_id`` and its account beside the bank's fields."""
+
+    transaction_id: str = Field(description="Ours: stable and opaque (docs/sync.md, Transaction ids)")
+    account_id: str
+    pending_transaction_id: str | None = Field(
+        description="For a booked transaction that settles a pending one: that one's transaction_id (removed in the "
+        "same or an earlier sync)"
+    )
+
+    @classmethod
+    def from_synced(cls, synced: SyncedTransaction) -> SyncedTransactionItem:
+        item = TransactionItem.from_bank(synced.transaction)
+        return cls(
+            **item.model_dump(),
+            transaction_id=synced.transaction_id,
+            account_id=synced.account_id,
+            pending_transaction_id=synced.pending_transaction_id,
+        )
+
+
+class RemovedTransactionItem(_Out):
+    """A transaction the bank no longer lists (a pending one settled or released, a correction)."""
+
+    transaction_id: str
+    account_id: str
+
+
+class TransactionsSyncResponse(_Out):
+    """``GET .../transactions/sync``: what changed after the cursor, across the connection's consented accounts."""
+
+    added: list[SyncedTransactionItem]
+    modified: list[SyncedTransactionItem]
+    removed: list[RemovedTransactionItem]
+    next_cursor: str = Field(
+        description="Opaque: pass it as ?cursor= next time (valid 400 days); store it with the data"
+    )
+    has_more: bool = Field(description="More changes are already waiting: call again with next_cursor at once")
+    synced_at: AwareDatetime | None = Field(description="When the gateway last wrote this feed (null: never synced)")
 
 
 class BalancesResponse(_Out):

@@ -4,6 +4,7 @@ reports (added, modified, removed), each numbered in its connection's feed. Desi
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from aisp.models.bank import BankTransaction
 
-__all__ = ["ChangeKind", "FeedEntry", "SyncedTransaction", "TransactionChange"]
+__all__ = ["ChangeKind", "FeedEntry", "FeedPage", "SyncedTransaction", "TransactionChange"]
 
 
 class SyncedTransaction(BaseModel):
@@ -48,3 +49,12 @@ class FeedEntry(NamedTuple):
 
     seq: int
     change: TransactionChange
+
+
+class FeedPage(NamedTuple):
+    """Changes read from a feed: ``committed`` is its last number, ``synced_at`` when its last write was committed
+    (``None``: never written)."""
+
+    entries: list[FeedEntry]
+    committed: int
+    synced_at: datetime | None

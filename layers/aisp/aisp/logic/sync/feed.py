@@ -1,0 +1,56 @@
+"""``GET /v1/connections/{bank_code}/transactions/sync``: what changed after the client's cursor, from the store (no
+bank call, no quota spent). The cursor is the last feed number the client received, sealed for its user, bank and
+connection. Design: ``docs/sync.md`` (The cursor).
+"""
+
+from __future__ import annotations
+
+from aisp import errors
+from aisp.logic.services import AccountServices
+from aisp.models.accounts import RemovedTransactionItem, SyncedTransactionItem, TransactionsSyncResponse
+from aisp.models.connection import ConnectionStatus
+from aisp.models.sync import ChangeKind
+
+__all__ = ["read_changes"]
+
+
+def read_changes(
+    user_id: str, bank_code: str, *, cursor: str | None, count: int, services: AccountServices
+) -> TransactionsSyncResponse:
+    """Up to ``count`` changes after ``cursor`` (from the start without one), in the order they happened.
+
+    Raises
+    ------
+    UnknownBankError, ConnectionNotFoundError
+        No such bank; no connection of this user to it (or one they deleted).
+    InvalidCursorError
+        A cursor that does not open for this user, bank and connection, or older than 400 days.
+    """
+    services.connections.registry.get(bank_code)
+    connection = services.connections.connections.find(user_id, bank_code)
+    if connection is None or connection.status is ConnectionStatus.REVOKED:
+        raise errors.ConnectionNotFoundError("connection not found", details={"bank_code": bank_code})
+    now = services.connections.clock.now()
+    bound = {"user_id": user_id, "bank_code": bank_code, "connection_id": connection.connection_id}
+    after = 0 if cursor is None else services.cursors().open_feed(cursor, now=now, **bound)
+    page = services.transactions.feed(connection.connection_id, after=after, limit=count)
+    added, modified, removed = [], [], []
+    for entry in page.entries:
+        change = entry.change
+        if change.synced is None:
+            removed.append(RemovedTransactionItem(transaction_id=change.transaction_id, account_id=change.account_id))
+        elif change.kind is ChangeKind.ADDED:
+            added.append(SyncedTransactionItem.from_synced(change.synced))
+        else:
+            modified.append(SyncedTransactionItem.from_synced(change.synced))
+    full = len(page.entries) == count
+    # A short page read everything up to the committed number (numbers a dead writer never wrote are skipped).
+    reached = page.entries[-1].seq if full else max(after, page.committed)
+    return TransactionsSyncResponse(
+        added=added,
+        modified=modified,
+        removed=removed,
+        next_cursor=services.cursors().seal_feed(reached, now=now, **bound),
+        has_more=reached < page.committed,
+        synced_at=page.synced_at,
+    )

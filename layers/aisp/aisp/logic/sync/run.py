@@ -1,0 +1,139 @@
+"""One sync of one connection, without the user: the consented accounts' transactions read unattended (each first
+page within the bank's daily quota, ``aisp.logic.quota``), diffed against the store and written to its feed.
+
+A first sync reads the bank's whole history; later ones from a few days before the oldest pending transaction kept
+(or ``RESYNC_DAYS`` back), which is where bookings and releases happen. Design: ``docs/sync.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import date, timedelta
+from typing import Final, NamedTuple
+
+from aisp.logic.bank_calls import BankSession, open_session
+from aisp.logic.services import AccountServices
+from aisp.logic.sync.diff import SETTLEMENT_DAYS, diff_account
+from aisp.models.bank import BankAccount, BankTransaction, TransactionsPage
+from aisp.models.connection import CardReference, ConsentSnapshot
+from aisp.models.quota import paris_day
+from aisp.models.sync import ChangeKind, SyncedTransaction
+from aisp.observability import logger
+
+__all__ = ["RESYNC_DAYS", "SyncResult", "sync_connection"]
+
+# How far back a later sync reads (besides the oldest pending transaction kept): late bookings, corrections.
+RESYNC_DAYS: Final = 10
+# Never more bank pages for one account in one sync (100 transactions each at BPCE: 90 days of a busy account).
+MAX_PAGES: Final = 200
+
+
+class SyncResult(NamedTuple):
+    """What one sync did: accounts read, changes written per kind, the feed's number after it."""
+
+    accounts: int
+    added: int
+    modified: int
+    removed: int
+    committed: int
+
+
+def _consented(account: BankAccount, consent: ConsentSnapshot | None) -> bool:
+    """Whether the consent in force covers the account's transactions: the bank's link, else our record of it."""
+    if account.resource_id is None:
+        return False
+    if account.links is not None:
+        return account.links.transactions
+    if consent is None:
+        return False
+    return any(
+        (isinstance(item, str) and item == account.iban)
+        or (isinstance(item, CardReference) and item.card == account.masked_pan)
+        for item in consent.transactions
+    )
+
+
+def _window(stored: dict[str, SyncedTransaction], today: date, history_days: int) -> date:
+    """The first day to read: the bank's whole history the first time, else the resync span and every pending one."""
+    if not stored:
+        return today - timedelta(days=history_days)
+    start = today - timedelta(days=RESYNC_DAYS)
+    for synced in stored.values():
+        transaction = synced.transaction
+        if transaction.status == "pending" and transaction.transaction_date is not None:
+            start = min(start, transaction.transaction_date - timedelta(days=SETTLEMENT_DAYS))
+    return max(start, today - timedelta(days=history_days))
+
+
+def _listing(
+    session: BankSession, services: AccountServices, account_id: str, date_from: date
+) -> Sequence[BankTransaction]:
+    """Every page of the account's transactions from ``date_from``: one unit of the quota, pages being free."""
+    bank_code, found = session.bank_code, list[BankTransaction]()
+    page_url: str | None = None
+    for _ in range(MAX_PAGES):
+        request = functools.partial(
+            _page, services, bank_code, account_id=account_id, date_from=date_from, page_url=page_url
+        )
+        page = session.call("get_transactions", request, account_id=account_id, counted=page_url is None)
+        found += page.transactions
+        if page.next_page_url is None or page.next_page_url == page_url:
+            return found
+        page_url = page.next_page_url
+    logger.warning("sync stopped at the page limit", bank_code=bank_code, pages=MAX_PAGES)
+    return found
+
+
+def _page(
+    services: AccountServices, bank_code: str, token: str, *, account_id: str, date_from: date, page_url: str | None
+) -> TransactionsPage:
+    return services.bank.get_transactions_page(
+        bank_code, access_token=token, account_id=account_id, psu=None, date_from=date_from, page_url=page_url
+    )
+
+
+def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, owner: str) -> SyncResult:
+    """Read the consented accounts' transactions without the user and write what changed to the feed.
+
+    Raises
+    ------
+    ConnectionNotFoundError, ReauthRequiredError, ConnectionNotUsableError
+        The connection cannot be used (nothing is read).
+    QuotaExhaustedError
+        The day's unattended reads are spent for a method or account (what was read before is written).
+    ConflictError
+        Another sync writes this connection now.
+    UpstreamError
+        The bank failed (what was read before is written).
+    """
+    session = open_session(user_id, bank_code, services, attended=False)
+    connection = session.connection
+    listed = session.call(
+        "get_accounts", lambda token: services.bank.get_accounts(bank_code, access_token=token, psu=None)
+    )
+    accounts = [account for account in listed.accounts if _consented(account, connection.consent)]
+    now = services.connections.clock.now()
+    history_days = services.connections.registry.get(bank_code).capabilities.history_days
+    counts = dict.fromkeys(ChangeKind, 0)
+    committed = 0
+    for account in accounts:
+        account_id = account.resource_id or ""
+        stored = services.transactions.live(connection.connection_id, account_id)
+        date_from = _window(stored, paris_day(now), history_days)
+        fresh = _listing(session, services, account_id, date_from)
+        changes = diff_account(account_id, stored, fresh, window_from=date_from)
+        committed = services.transactions.append(connection.connection_id, changes, owner=owner, now=now)
+        for change in changes:
+            counts[change.kind] += 1
+    logger.info(
+        "connection synced",
+        bank_code=bank_code,
+        accounts=len(accounts),
+        added=counts[ChangeKind.ADDED],
+        modified=counts[ChangeKind.MODIFIED],
+        removed=counts[ChangeKind.REMOVED],
+    )
+    return SyncResult(
+        len(accounts), counts[ChangeKind.ADDED], counts[ChangeKind.MODIFIED], counts[ChangeKind.REMOVED], committed
+    )

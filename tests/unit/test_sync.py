@@ -1,0 +1,173 @@
+"""A sync of one connection (``aisp.logic.sync.run``) and the feed route's use case (``aisp.logic.sync.feed``), on
+fakes: the consented accounts read unattended (one unit of the quota per method and account, pages free), the first
+sync adds the whole history, later ones only what changed (pending settled under a new id, released, new), the feed
+read in pages with a sealed cursor, never a change twice, and a sync of a deleted or foreign connection refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from aisp import errors
+from aisp.logic.connections import delete_connection
+from aisp.logic.sync.feed import read_changes
+from aisp.logic.sync.run import sync_connection
+from aisp.models.quota import QuotaMethod, paris_day
+from tests.fakes import stet_account, stet_transaction
+
+USER, BANK = "user-marc", "13807"
+MAIN, SAVINGS, NOT_CONSENTED = "038-CPT30019654051", "038-CPT30019654052", "038-CPT30019654053"
+
+
+@pytest.fixture
+def marc(account_services, active_connection, account_bank):
+    connection = active_connection(USER, BANK)
+    account_bank.accounts[BANK] = {
+        "accounts": [
+            stet_account(MAIN, "FR7613807008043001965405158"),
+            stet_account(SAVINGS, "FR7613807008043001965405255"),
+            stet_account(NOT_CONSENTED, "FR7613807008043001965405352", consented=False),
+        ]
+    }
+    account_bank.transactions[(BANK, MAIN)] = [stet_transaction(n) for n in range(1, 251)]  # 3 bank pages
+    account_bank.transactions[(BANK, SAVINGS)] = [stet_transaction(n, amount="500.00", debit=False) for n in (901, 902)]
+    account_bank.transactions[(BANK, NOT_CONSENTED)] = [stet_transaction(999)]
+    return connection
+
+
+def _sync(services):
+    return sync_connection(USER, BANK, services=services, owner="sync-test")
+
+
+def _changes(services, cursor=None, count=100, user=USER):
+    return read_changes(user, BANK, cursor=cursor, count=count, services=services)
+
+
+def _drain(services, cursor=None, count=100):
+    """Every page after ``cursor``: (added ids, modified ids, removed ids, the last cursor)."""
+    added, modified, removed = [], [], []
+    while True:
+        page = _changes(services, cursor, count)
+        added += [(item.account_id, item.id) for item in page.added]
+        modified += [(item.account_id, item.id) for item in page.modified]
+        removed += [item.transaction_id for item in page.removed]
+        cursor = page.next_cursor
+        if not page.has_more:
+            return added, modified, removed, cursor
+
+
+def test_the_first_sync_stores_the_consented_history_and_the_feed_gives_it_once(marc, account_services, account_bank):
+    result = _sync(account_services)
+
+    assert (result.accounts, result.added, result.modified, result.removed) == (2, 252, 0, 0)
+    added, modified, removed, _ = _drain(account_services, count=100)
+    assert sorted(added) == sorted(
+        [(MAIN, f"TX{n:05d}") for n in range(1, 251)] + [(SAVINGS, "TX00901"), (SAVINGS, "TX00902")]
+    )
+    assert modified == [] and removed == []
+    # Never the account the consent does not cover
+    assert [call.kwargs["account_id"] for call in account_bank.of("get_transactions")].count(NOT_CONSENTED) == 0
+
+
+def test_a_sync_reads_without_the_user_and_spends_one_unit_per_method_and_account(
+    marc, account_services, account_bank, quota_ledger, clock
+):
+    _sync(account_services)
+
+    assert {call.kwargs["psu"] for call in account_bank.calls} == {None}
+    spent = {
+        (key.method, key.account_id): usage.used
+        for key, usage in quota_ledger.usage(BANK, USER, paris_day(clock.now()))
+    }
+    assert spent == {
+        (QuotaMethod.ACCOUNTS, None): 1,
+        (QuotaMethod.TRANSACTIONS, MAIN): 1,  # three pages, one unit
+        (QuotaMethod.TRANSACTIONS, SAVINGS): 1,
+    }
+
+
+def test_a_later_sync_reports_only_what_changed(marc, account_services, account_bank, clock):
+    account_bank.transactions[(BANK, MAIN)].insert(0, stet_transaction(300, amount="30.00", status="PDNG"))
+    _sync(account_services)
+    *_, cursor = _drain(account_services)
+
+    # The next day: the pending card payment is booked under a new reference, one transaction's text was corrected,
+    # and a new one arrived
+    clock.advance(days=1)
+    listing = account_bank.transactions[(BANK, MAIN)]
+    pending_stored = listing.pop(0)
+    booked = stet_transaction(301, amount="30.00")
+    booked["remittanceInformation"] = pending_stored["remittanceInformation"]
+    corrected = dict(listing[5], remittanceInformation={"unstructured": ["PAIEMENT CORRIGE"]})
+    listing[5] = corrected
+    listing.insert(0, booked)
+    listing.insert(0, stet_transaction(302))
+    result = _sync(account_services)
+
+    assert (result.added, result.modified, result.removed) == (2, 1, 1)
+    page = _changes(account_services, cursor)
+    assert sorted(item.id for item in page.added) == ["TX00301", "TX00302"]
+    settled = next(item for item in page.added if item.id == "TX00301")
+    (gone,) = page.removed
+    assert settled.pending_transaction_id == gone.transaction_id
+    assert [item.remittance for item in page.modified] == [["PAIEMENT CORRIGE"]]
+    assert not page.has_more
+    # A sync with nothing new adds nothing to the feed
+    _sync(account_services)
+    assert _drain(account_services, page.next_cursor)[:3] == ([], [], [])
+
+
+def test_the_feed_pages_with_a_cursor_and_never_gives_a_change_twice(marc, account_services):
+    _sync(account_services)
+
+    first = _changes(account_services, count=100)
+    second = _changes(account_services, first.next_cursor, count=100)
+    third = _changes(account_services, second.next_cursor, count=100)
+    after = _changes(account_services, third.next_cursor, count=100)
+
+    assert (first.has_more, second.has_more, third.has_more) == (True, True, False)
+    ids = [item.transaction_id for page in (first, second, third) for item in page.added]
+    assert len(ids) == len(set(ids)) == 252
+    assert after.added == [] and not after.has_more and after.synced_at == first.synced_at
+    # The same cursor read again gives the same page (a client that lost an answer asks again)
+    again = _changes(account_services, first.next_cursor, count=100)
+    assert again.model_dump(exclude={"next_cursor"}) == second.model_dump(exclude={"next_cursor"})
+
+
+def test_before_any_sync_the_feed_is_empty_and_says_so(marc, account_services):
+    page = _changes(account_services)
+
+    assert (page.added, page.modified, page.removed, page.has_more, page.synced_at) == ([], [], [], False, None)
+    assert page.next_cursor.startswith("s1.")
+
+
+def test_a_cursor_of_another_user_or_a_forged_one_is_refused(marc, account_services, active_connection, account_bank):
+    active_connection("user-alice", BANK)
+    _sync(account_services)
+    cursor = _changes(account_services).next_cursor
+
+    with pytest.raises(errors.InvalidCursorError):
+        _changes(account_services, cursor, user="user-alice")
+    with pytest.raises(errors.InvalidCursorError):
+        _changes(account_services, cursor[:-4] + "AAAA")
+    with pytest.raises(errors.ConnectionNotFoundError):
+        read_changes("user-bob", BANK, cursor=None, count=10, services=account_services)
+
+
+def test_a_deleted_connection_has_no_feed(marc, account_services, services):
+    _sync(account_services)
+    delete_connection(USER, BANK, services=services)
+
+    with pytest.raises(errors.ConnectionNotFoundError):
+        _changes(account_services)
+    with pytest.raises(errors.ConnectionNotFoundError):
+        _sync(account_services)
+
+
+def test_a_sync_past_the_days_quota_stops_without_calling_the_bank(marc, account_services, account_bank):
+    for _ in range(4):
+        _sync(account_services)
+    calls = len(account_bank.calls)
+
+    with pytest.raises(errors.QuotaExhaustedError):
+        _sync(account_services)
+    assert len(account_bank.calls) == calls
