@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FUNCTIONS = ["connect", "oauth_callback", "consents", "accounts", "token_refresher"]
+FUNCTIONS = ["connect", "oauth_callback", "consents", "accounts", "token_refresher", "account_sync"]
 BUDGET_RATIO = 1.5
 LAMBDA_LIKE_ENV = {
     "POWERTOOLS_SERVICE_NAME": "aisp-gateway",

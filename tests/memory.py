@@ -1145,3 +1145,17 @@ class MemoryTransactionStore:
             changes = self._changes.get(connection_id, {})
             for seq in [seq for seq, change in changes.items() if change.account_id in wanted]:
                 del changes[seq]
+
+    def claim_sync(self, connection_id: str, *, now: datetime, next_at: datetime) -> bool:
+        with self._lock:
+            head = self._heads.setdefault(connection_id, {"seq": 0, "committed": 0})
+            due = head.get("next_sync_at")
+            if due is not None and due > calendar.timegm(now.utctimetuple()):
+                return False
+            head["next_sync_at"] = calendar.timegm(next_at.utctimetuple())
+            return True
+
+    def defer_sync(self, connection_id: str, *, at: datetime) -> None:
+        with self._lock:
+            head = self._heads.setdefault(connection_id, {"seq": 0, "committed": 0})
+            head["next_sync_at"] = calendar.timegm(at.utctimetuple())

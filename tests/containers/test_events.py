@@ -50,7 +50,12 @@ VOLATILE: dict[str, frozenset[str]] = {
     "accounts/sync_transactions.json": frozenset({"next_cursor"}),  # sealed with a fresh nonce each time
 }
 # Events that change what the next one sees: each has its own test below.
-STATEFUL = ("connect/create_connection.json", "connect/delete_connection.json", "token_refresher/scheduled.json")
+STATEFUL = (
+    "connect/create_connection.json",
+    "connect/delete_connection.json",
+    "token_refresher/scheduled.json",
+    "account_sync/scheduled.json",
+)
 
 
 def load_recent(event_name: str) -> dict[str, Any]:
@@ -99,6 +104,7 @@ def test_the_suite_covers_every_event_file():
     # Then every function has events here; the one kept with a placeholder never reads it (a forged state is
     # refused before the code is looked at); and the stateful ones have their own tests
     assert {name.split("/")[0] for name in names} == {
+        "account_sync",
         "accounts",
         "audit_shipper",
         "connect",
@@ -235,3 +241,23 @@ def test_the_readmes_sam_local_invoke_runs_a_fresh_container(marc, lambda_image,
     accounts = json.loads(invocation.result["body"])["accounts"]
     assert {account["account_id"] for account in accounts} == set(MARC_ACCOUNTS)
     assert "SAM_CONTAINER_ID" in invocation.log and "REPORT RequestId" in invocation.log
+
+
+def test_the_scheduled_sync_stores_marcs_transactions_and_the_feed_serves_them(marc, lambda_client):
+    # Given Marc connected and consenting, never synced
+    event = load("account_sync/scheduled.json")
+
+    # When the schedule's event runs in the sync function's container
+    run = in_container(lambda_client, "AccountSyncFunction", event)
+
+    # Then it synced his connection from the sandbox into the stack's SyncTable, and the feed (read in process, as
+    # the accounts function serves it) gives the transactions the sandbox lists
+    assert run["failed"] == 0, run
+    assert run["synced"] >= 1 and run["added"] > 0, run
+    feed = in_process(marc, "AccountsFunction", load("accounts/sync_transactions.json"))
+    body = json.loads(feed["body"])
+    assert feed["statusCode"] == 200 and body["synced_at"] is not None, body
+    assert body["added"] and all(item["transaction_id"].startswith("tx_") for item in body["added"])
+    # And a second run right after finds nothing due (each connection has its own times of the day)
+    again = in_container(lambda_client, "AccountSyncFunction", event)
+    assert again["synced"] == 0, again

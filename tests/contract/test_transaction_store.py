@@ -186,3 +186,18 @@ def test_the_table_holds_no_transaction_in_clear(aws):
 
     with pytest.raises(TokenIntegrityError):
         store.live(CONNECTION, ACCOUNT)
+
+
+def test_a_due_sync_is_claimed_once_and_deferred_on_request(store):
+    later = NOW + timedelta(hours=12)
+
+    assert store.claim_sync(CONNECTION, now=NOW, next_at=later) is True  # never synced: due
+    assert store.claim_sync(CONNECTION, now=NOW, next_at=later) is False  # taken until then
+    assert store.claim_sync(CONNECTION, now=later - timedelta(seconds=1), next_at=later) is False
+    assert store.claim_sync(CONNECTION, now=later, next_at=later + timedelta(hours=12)) is True
+
+    store.defer_sync(CONNECTION, at=NOW + timedelta(minutes=30))
+    assert store.claim_sync(CONNECTION, now=NOW + timedelta(minutes=30), next_at=later) is True
+    # Claims and feed numbers live side by side on the head
+    assert store.append(CONNECTION, [added(synced(1))], owner="sync-1", now=NOW) == 1
+    assert store.claim_sync(CONNECTION, now=NOW, next_at=later) is False

@@ -130,6 +130,24 @@ EXPECTED = {
             READ_BANK_SECRET,
         ),
     ),
+    "AccountSyncFunction": Function(
+        timeout=300,
+        memory=1769,
+        environment={
+            "QUOTA_TABLE_NAME": {"Ref": "QuotaTable"},
+            "SYNC_TABLE_NAME": {"Ref": "SyncTable"},
+            "SYNC_RUNS_PER_DAY": {"Ref": "SyncRunsPerDay"},
+            "TRANSACTION_RETENTION_DAYS": {"Ref": "TransactionRetentionDays"},
+        },
+        grants=_grants(
+            ("QueryConnectionKeys", "${ConnectionsTable.Arn}/index/RefreshDueIndex", ("dynamodb:Query",)),
+            ("ReadConnectionsRefreshTokens", "ConnectionsTable.Arn", ("dynamodb:GetItem", "dynamodb:UpdateItem")),
+            ("UseAndRotateTokens", "TokenKey.Arn", ("kms:Decrypt", "kms:GenerateDataKey")),
+            ("CountUnattendedReads", "QuotaTable.Arn", ("dynamodb:UpdateItem",)),
+            ("WriteSyncedTransactions", "SyncTable.Arn", (*TABLE_CRUD, "dynamodb:Query")),
+            READ_BANK_SECRET,
+        ),
+    ),
     "TokenRefresherFunction": Function(
         timeout=300,
         memory=1769,

@@ -21,6 +21,7 @@ FUNCTIONS = {
     "ConsentsFunction": "functions/consents/",
     "AccountsFunction": "functions/accounts/",
     "TokenRefresherFunction": "functions/token_refresher/",
+    "AccountSyncFunction": "functions/account_sync/",
     "AuditShipperFunction": "functions/audit_shipper/",
 }
 # Every function but the audit shipper calls the banks, so reads the one bank-credentials secret.
@@ -189,6 +190,8 @@ def test_event_files_are_http_api_v2_or_scheduler_payloads():
         if path.parent.name == "token_refresher":
             # the schedule, or a message of the refresher's own fan-out queue
             assert event.get("source") == "aws.scheduler" or event["Records"][0]["eventSource"] == "aws:sqs"
+        elif path.parent.name == "account_sync":
+            assert event["source"] == "aws.scheduler"
         elif path.parent.name == "audit_shipper":
             assert event["awslogs"]["data"]  # a CloudWatch Logs subscription delivery
         else:

@@ -97,6 +97,9 @@ class SyncSettings(EnvModel):
     sync_table_name: Annotated[str, Field(alias="SYNC_TABLE_NAME", min_length=3)]
     # How long a synced transaction is kept after its day (TransactionRetentionDays).
     transaction_retention_days: Annotated[int, Field(alias="TRANSACTION_RETENTION_DAYS", ge=30, le=3650)] = 400
+    # AccountSyncFunction: syncs a Paris day per connection (SyncRunsPerDay; BPCE allows 4 unattended reads), workers.
+    sync_runs_per_day: Annotated[int, Field(alias="SYNC_RUNS_PER_DAY", ge=1, le=4)] = 2
+    sync_workers: Annotated[int, Field(alias="SYNC_WORKERS", ge=1, le=64)] = 16
 
 
 class AuditSettings(EnvModel):

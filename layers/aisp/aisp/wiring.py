@@ -21,6 +21,7 @@ from aisp.settings import (
     IdempotencySettings,
     RefresherSettings,
     StorageSettings,
+    SyncSettings,
     load_settings,
 )
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from aisp.logic.ports import QuotaLedger, TransactionStore
     from aisp.logic.refresh.scheduler import RefresherServices, RefreshPolicy
     from aisp.logic.services import AccountServices, ConnectionServices, ConnectPolicy
+    from aisp.logic.sync.scheduler import SyncPolicy, SyncServices
     from aisp.stet.factory import BankClients
     from aisp.stet.gateway import StetAccountGateway, StetBankGateway
 
@@ -56,6 +58,8 @@ __all__ = [
     "registry",
     "reset",
     "state_repository",
+    "sync_policy",
+    "sync_services",
     "token_cipher",
 ]
 
@@ -276,6 +280,23 @@ def account_services() -> AccountServices:
         transactions=transaction_store(),
         remembered=RememberedConnections(),
     )
+
+
+@_factory
+def sync_services() -> SyncServices:
+    """What the scheduled sync uses: the account services and the connections' index."""
+    from aisp.logic.sync.scheduler import SyncServices  # noqa: PLC0415
+
+    return SyncServices(accounts=account_services(), keys=connection_repository())
+
+
+@_factory
+def sync_policy() -> SyncPolicy:
+    """How a sync run behaves, from :class:`~aisp.settings.SyncSettings`."""
+    from aisp.logic.sync.scheduler import SyncPolicy  # noqa: PLC0415
+
+    settings = load_settings(SyncSettings)
+    return SyncPolicy(runs_per_day=settings.sync_runs_per_day, workers=settings.sync_workers)
 
 
 @_factory

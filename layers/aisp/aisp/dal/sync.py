@@ -209,6 +209,22 @@ class DynamoTransactionStore:
             return now + self._retention
         return datetime.combine(day, now.timetz()) + self._retention
 
+    def claim_sync(self, connection_id: str, *, now: datetime, next_at: datetime) -> bool:
+        """One conditional update of the head: due (or never synced) → the next time set; else ``False``."""
+        head = SyncRecord(connection_id, HEAD)
+        due = SyncRecord.next_sync_at.does_not_exist() | (SyncRecord.next_sync_at <= epoch(now))
+        try:
+            with translated("sync_claim"):
+                head.update(actions=[SyncRecord.next_sync_at.set(epoch(next_at))], condition=due)
+        except ConflictError:
+            return False
+        return True
+
+    def defer_sync(self, connection_id: str, *, at: datetime) -> None:
+        """``SET next_sync_at``."""
+        with translated("sync_defer"):
+            SyncRecord(connection_id, HEAD).update(actions=[SyncRecord.next_sync_at.set(epoch(at))])
+
     def purge(self, connection_id: str, account_ids: Collection[str] | None = None) -> None:
         """Delete the accounts' transaction and change items (the whole partition for ``None``)."""
         wanted = None if account_ids is None else set(account_ids)

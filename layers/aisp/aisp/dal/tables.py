@@ -266,6 +266,7 @@ class SyncRecord(Model):
     seq = NumberAttribute(null=True)
     committed = NumberAttribute(null=True)
     committed_at = UTCDateTimeAttribute(null=True)
+    next_sync_at = NumberAttribute(null=True)
     lease_owner = UnicodeAttribute(null=True)
     lease_until = NumberAttribute(null=True)
     kind = UnicodeAttribute(null=True)

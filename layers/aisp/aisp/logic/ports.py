@@ -407,3 +407,12 @@ class TransactionStore(Protocol):
     def purge(self, connection_id: str, account_ids: Collection[str] | None = None) -> None:
         """Forget the accounts' transactions and their changes (``None``: the whole connection)."""
         ...
+
+    def claim_sync(self, connection_id: str, *, now: datetime, next_at: datetime) -> bool:
+        """Take the connection's due sync: ``True`` (and its next one set to ``next_at``) when it was due by ``now``
+        or never synced; ``False`` when it is not due or another run took it first."""
+        ...
+
+    def defer_sync(self, connection_id: str, *, at: datetime) -> None:
+        """Set the connection's next sync to ``at`` (after a failed one)."""
+        ...
