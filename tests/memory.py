@@ -1086,6 +1086,7 @@ class MemoryTransactionStore:
         self._heads: dict[str, dict[str, Any]] = {}
         self._transactions: dict[str, dict[tuple[str, str], SyncedTransaction]] = {}
         self._changes: dict[str, dict[int, TransactionChange]] = {}
+        self._accounts: dict[str, dict[str, str]] = {}
 
     def live(self, connection_id: str, account_id: str) -> dict[str, SyncedTransaction]:
         with self._lock:
@@ -1135,16 +1136,26 @@ class MemoryTransactionStore:
     def purge(self, connection_id: str, account_ids: Collection[str] | None = None) -> None:
         with self._lock:
             if account_ids is None:
-                for store in (self._heads, self._transactions, self._changes):
+                for store in (self._heads, self._transactions, self._changes, self._accounts):
                     store.pop(connection_id, None)
                 return
             wanted = set(account_ids)
+            for account_id in wanted:
+                self._accounts.get(connection_id, {}).pop(account_id, None)
             stored = self._transactions.get(connection_id, {})
             for key in [key for key in stored if key[0] in wanted]:
                 del stored[key]
             changes = self._changes.get(connection_id, {})
             for seq in [seq for seq, change in changes.items() if change.account_id in wanted]:
                 del changes[seq]
+
+    def remember_account(self, connection_id: str, account_id: str, *, identifier: str) -> None:
+        with self._lock:
+            self._accounts.setdefault(connection_id, {})[account_id] = identifier
+
+    def accounts(self, connection_id: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self._accounts.get(connection_id, {}))
 
     def claim_sync(self, connection_id: str, *, now: datetime, next_at: datetime) -> bool:
         with self._lock:

@@ -171,8 +171,10 @@ def test_the_table_holds_no_transaction_in_clear(aws):
     store = DynamoTransactionStore(wiring.token_cipher)
     store.append(CONNECTION, [added(synced(1))], owner="sync-1", now=NOW)
 
+    store.remember_account(CONNECTION, ACCOUNT, identifier="FR7613807008043001965405158")
     raw = str(aws.dynamodb.scan(TableName=SYNC_TABLE)["Items"])
     assert SECRET_TEXT not in raw and "TX00001" not in raw and "12.50" not in raw
+    assert "FR7613807008043001965405158" not in raw and "3001965405158" not in raw
     # A blob copied onto another item does not open there
     item = aws.dynamodb.get_item(
         TableName=SYNC_TABLE,
@@ -201,3 +203,15 @@ def test_a_due_sync_is_claimed_once_and_deferred_on_request(store):
     # Claims and feed numbers live side by side on the head
     assert store.append(CONNECTION, [added(synced(1))], owner="sync-1", now=NOW) == 1
     assert store.claim_sync(CONNECTION, now=NOW, next_at=later) is False
+
+
+def test_the_store_remembers_which_account_is_which_and_forgets_it_with_the_account(store):
+    store.append(CONNECTION, [added(synced(1)), added(synced(2, OTHER))], owner="sync-1", now=NOW)
+    store.remember_account(CONNECTION, ACCOUNT, identifier="FR7613807008043001965405158")
+    store.remember_account(CONNECTION, OTHER, identifier="4970 10** **** 1234")
+
+    assert store.accounts(CONNECTION) == {ACCOUNT: "FR7613807008043001965405158", OTHER: "4970 10** **** 1234"}
+    store.purge(CONNECTION, [OTHER])
+    assert store.accounts(CONNECTION) == {ACCOUNT: "FR7613807008043001965405158"}
+    store.purge(CONNECTION)
+    assert store.accounts(CONNECTION) == {}

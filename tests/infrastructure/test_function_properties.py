@@ -49,6 +49,7 @@ BANK_SECRET = (
 )
 TOKENS = {"StringEquals": {"kms:EncryptionContext:aisp:purpose": "bank-tokens"}}
 TABLE_CRUD = ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
+FORGET_SYNCED = ("dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:Query")
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,10 @@ EXPECTED = {
             "OAUTH_CALLBACK_URL": {"Ref": "OAuthCallbackUrl"},
             "RETURN_URL_ALLOWLIST": {"Fn::Join": [",", {"Ref": "ReturnUrlAllowlist"}]},
             "IDEMPOTENCY_TABLE_NAME": {"Ref": "IdempotencyTable"},
+            "SYNC_TABLE_NAME": {"Ref": "SyncTable"},
         },
         grants=_grants(
+            ("ForgetSyncedTransactions", "SyncTable.Arn", FORGET_SYNCED),
             ("ReadWriteOwnConnections", "ConnectionsTable.Arn", (*TABLE_CRUD, "dynamodb:Query")),
             ("OAuthStatesAndCompletions", "OAuthStatesTable.Arn", TABLE_CRUD[1:]),
             ("IdempotencyRecords", "IdempotencyTable.Arn", TABLE_CRUD),
@@ -101,8 +104,9 @@ EXPECTED = {
     "ConsentsFunction": Function(
         timeout=15,
         memory=HTTP_MEMORY,
-        environment={"IDEMPOTENCY_TABLE_NAME": {"Ref": "IdempotencyTable"}},
+        environment={"IDEMPOTENCY_TABLE_NAME": {"Ref": "IdempotencyTable"}, "SYNC_TABLE_NAME": {"Ref": "SyncTable"}},
         grants=_grants(
+            ("ForgetSyncedTransactions", "SyncTable.Arn", FORGET_SYNCED),
             ("ReadUpdateConnections", "ConnectionsTable.Arn", ("dynamodb:GetItem", "dynamodb:UpdateItem")),
             ("IdempotencyRecords", "IdempotencyTable.Arn", TABLE_CRUD),
             ("UseAndRotateTokens", "TokenKey.Arn", ("kms:Decrypt", "kms:GenerateDataKey")),
@@ -144,7 +148,7 @@ EXPECTED = {
             ("ReadConnectionsRefreshTokens", "ConnectionsTable.Arn", ("dynamodb:GetItem", "dynamodb:UpdateItem")),
             ("UseAndRotateTokens", "TokenKey.Arn", ("kms:Decrypt", "kms:GenerateDataKey")),
             ("CountUnattendedReads", "QuotaTable.Arn", ("dynamodb:UpdateItem",)),
-            ("WriteSyncedTransactions", "SyncTable.Arn", (*TABLE_CRUD, "dynamodb:Query")),
+            ("WriteSyncedTransactions", "SyncTable.Arn", (*TABLE_CRUD, "dynamodb:Query", "dynamodb:BatchWriteItem")),
             READ_BANK_SECRET,
         ),
     ),

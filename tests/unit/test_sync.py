@@ -171,3 +171,58 @@ def test_a_sync_past_the_days_quota_stops_without_calling_the_bank(marc, account
     with pytest.raises(errors.QuotaExhaustedError):
         _sync(account_services)
     assert len(account_bank.calls) == calls
+
+
+def test_a_narrowed_consent_purges_the_accounts_it_leaves_out(marc, account_services, transaction_store):
+    from aisp.logic.consents import submit_consent
+    from aisp.models.api import SubmitConsentRequest
+    from aisp.models.psu import PsuInfo
+    from tests.conftest import FakeLambdaContext
+
+    _sync(account_services)
+    connection_id = marc.connection_id
+    assert set(transaction_store.accounts(connection_id)) == {MAIN, SAVINGS}
+
+    submit_consent(
+        user_id=USER,
+        bank_code=BANK,
+        request=SubmitConsentRequest(
+            balances=["FR7613807008043001965405158"],
+            transactions=["FR7613807008043001965405158"],
+            psu_identity=False,
+            trusted_beneficiaries=False,
+        ),
+        psu=PsuInfo(ip_address="203.0.113.10", http_method="PUT"),
+        idempotency_key=None,
+        lambda_context=FakeLambdaContext(),
+        services=account_services,
+    )
+
+    assert set(transaction_store.accounts(connection_id)) == {MAIN}
+    assert transaction_store.live(connection_id, SAVINGS) == {}
+    added, *_ = _drain(account_services)
+    assert {account for account, _ in added} == {MAIN}  # the feed forgot the savings account's changes too
+
+
+def test_an_account_the_bank_stops_linking_is_purged_by_the_next_sync(marc, account_services, account_bank):
+    _sync(account_services)
+    savings = account_bank.accounts[BANK]["accounts"][1]
+    savings["_links"] = {}  # the consent at the bank no longer covers it
+
+    _sync(account_services)
+
+    assert account_services.transactions.live(marc.connection_id, SAVINGS) == {}
+    assert account_services.transactions.live(marc.connection_id, MAIN)
+
+
+def test_deleting_the_connection_forgets_its_synced_transactions(marc, account_services, services, transaction_store):
+    import dataclasses
+
+    _sync(account_services)
+    with_store = dataclasses.replace(services, transactions=transaction_store)
+
+    delete_connection(USER, BANK, services=with_store)
+
+    assert transaction_store.accounts(marc.connection_id) == {}
+    assert transaction_store.live(marc.connection_id, MAIN) == {}
+    assert transaction_store.feed(marc.connection_id, after=0, limit=10).entries == []

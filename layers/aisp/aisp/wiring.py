@@ -233,6 +233,7 @@ def connection_services() -> ConnectionServices:
         revoked_retention=timedelta(days=storage.revoked_retention_days),
         completion_ttl=timedelta(seconds=storage.completion_ttl_seconds),
         idempotency=idempotency_store,
+        transactions=transaction_store(),
     )
 
 

@@ -209,6 +209,24 @@ class DynamoTransactionStore:
             return now + self._retention
         return datetime.combine(day, now.timetz()) + self._retention
 
+    def remember_account(self, connection_id: str, account_id: str, *, identifier: str) -> None:
+        """An ``acct#<account_id>`` item with the identifier sealed (an IBAN is the user's data too)."""
+        binding = _binding(connection_id, account_id, "account")
+        blob = self._cipher().encrypt(identifier.encode(), binding=binding)
+        with translated("sync_account"):
+            SyncRecord(connection_id, f"acct#{account_id}", account_id=account_id, blob=blob).save()
+
+    def accounts(self, connection_id: str) -> dict[str, str]:
+        """The ``acct#`` items, their identifiers opened."""
+        with translated("sync_accounts"):
+            records = list(self._query(connection_id, "acct#"))
+        return {
+            record.account_id or "": self._cipher()
+            .decrypt(bytes(record.blob or b""), binding=_binding(connection_id, record.account_id or "", "account"))
+            .decode()
+            for record in records
+        }
+
     def claim_sync(self, connection_id: str, *, now: datetime, next_at: datetime) -> bool:
         """One conditional update of the head: due (or never synced) → the next time set; else ``False``."""
         head = SyncRecord(connection_id, HEAD)

@@ -339,6 +339,9 @@ def delete_connection(user_id: str, bank_code: str, *, services: ConnectionServi
     for _ in range(MAX_WRITE_ATTEMPTS):
         connection, held = _read_for_delete(services, user_id, bank_code)
         logger.append_keys(connection_id=connection.connection_id, bank_code=bank_code)
+        # First the synced data (a failure leaves everything as it was, for a retry), then the connection.
+        if services.transactions is not None:
+            services.transactions.purge(connection.connection_id)
         if connection.status is ConnectionStatus.REVOKED:
             logger.info("connection already revoked")
             return

@@ -23,6 +23,7 @@ from aisp.idempotency import Idempotent
 from aisp.logic.bank_calls import BankSession, open_session
 from aisp.logic.ports import MAX_WRITE_ATTEMPTS
 from aisp.logic.services import AccountServices
+from aisp.logic.sync.purge import purge_unconsented
 from aisp.models.api import CardConsent, SubmitConsentRequest, SubmitConsentResponse
 from aisp.models.connection import CardReference, Connection, ConnectionStatus, ConsentSnapshot
 from aisp.models.psu import PsuInfo
@@ -125,6 +126,11 @@ def _submit(
     now = services.connections.clock.now()
     snapshot = consent.model_copy(update={"updated_at": now})
     stored = _store(services, session, snapshot, now)
+    try:
+        purge_unconsented(services.transactions, stored.connection_id, snapshot)
+    except errors.PersistenceError:
+        # The consent stands; the next sync purges what the bank no longer lets us read.
+        logger.warning("could not purge the synced accounts the new consent leaves out")
     metrics.add_metric(name="ConsentSubmitted", unit=MetricUnit.Count, value=1)
     logger.info(
         "consent stored",

@@ -408,6 +408,14 @@ class TransactionStore(Protocol):
         """Forget the accounts' transactions and their changes (``None``: the whole connection)."""
         ...
 
+    def remember_account(self, connection_id: str, account_id: str, *, identifier: str) -> None:
+        """Note which account (its IBAN, or a card's masked number) ``account_id`` is, for purges by consent."""
+        ...
+
+    def accounts(self, connection_id: str) -> dict[str, str]:
+        """The accounts the store holds data of: ``account_id`` → IBAN or masked card number."""
+        ...
+
     def claim_sync(self, connection_id: str, *, now: datetime, next_at: datetime) -> bool:
         """Take the connection's due sync: ``True`` (and its next one set to ``next_at``) when it was due by ``now``
         or never synced; ``False`` when it is not due or another run took it first."""

@@ -47,6 +47,8 @@ class ConnectionServices:
     completion_ttl: timedelta = timedelta(minutes=5)
     # Where keyed writes (Idempotency-Key) are recorded, called on the first one; None: keyed writes are refused.
     idempotency: Callable[[], IdempotencyStore] | None = None
+    # The synced transactions, forgotten with their connection (None: this function holds none to forget).
+    transactions: TransactionStore | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,7 @@ from typing import Final, NamedTuple
 from aisp.logic.bank_calls import BankSession, open_session
 from aisp.logic.services import AccountServices
 from aisp.logic.sync.diff import SETTLEMENT_DAYS, diff_account
+from aisp.logic.sync.purge import purge_accounts_not_in
 from aisp.models.bank import BankAccount, BankTransaction, TransactionsPage
 from aisp.models.connection import CardReference, ConsentSnapshot
 from aisp.models.quota import paris_day
@@ -113,6 +114,8 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
         "get_accounts", lambda token: services.bank.get_accounts(bank_code, access_token=token, psu=None)
     )
     accounts = [account for account in listed.accounts if _consented(account, connection.consent)]
+    # What the bank no longer lets us read is not kept either (a consent narrowed at the bank, an account closed)
+    purge_accounts_not_in(services.transactions, connection.connection_id, [a.resource_id or "" for a in accounts])
     now = services.connections.clock.now()
     history_days = services.connections.registry.get(bank_code).capabilities.history_days
     counts = dict.fromkeys(ChangeKind, 0)
@@ -122,6 +125,9 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
         stored = services.transactions.live(connection.connection_id, account_id)
         date_from = _window(stored, paris_day(now), history_days)
         fresh = _listing(session, services, account_id, date_from)
+        services.transactions.remember_account(
+            connection.connection_id, account_id, identifier=account.iban or account.masked_pan or ""
+        )
         changes = diff_account(account_id, stored, fresh, window_from=date_from)
         committed = services.transactions.append(connection.connection_id, changes, owner=owner, now=now)
         for change in changes:
