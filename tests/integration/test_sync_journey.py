@@ -1,0 +1,136 @@
+"""The background sync end to end: AccountSyncFunction's scheduled run against the offline 89C3 sandbox over HTTPS
+with mTLS (moto for the tables), then the accounts function's ``transactions/sync`` route with the backend's token.
+
+The invariant a budgeting app relies on: replaying the feed (added and modified in, removed out) gives exactly what
+the live transactions route lists, with no id twice, on the first sync and after the sandbox's clock moves a day.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import requests
+
+from aisp import wiring
+from functions.account_sync import app as account_sync_app
+from tests.conftest import FakeLambdaContext
+from tests.integration.journey import BANK, accounts, at_path, connect_persona, event
+from tests.sandbox.helpers import MARC_ACCOUNTS
+
+pytestmark = pytest.mark.integration
+
+SYNC = f"/v1/connections/{BANK}/transactions/sync"
+
+
+class SharedClock:
+    """The gateway's clock, moved with the sandbox's."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(time.time() + self.offset, UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def clock(gateway) -> SharedClock:
+    shared = SharedClock()
+    wiring.connection_services.provide(dataclasses.replace(gateway, clock=shared))
+    return shared
+
+
+def _advance(admin: requests.Session, admin_url: str, clock: SharedClock, seconds: int) -> None:
+    answer = admin.post(f"{admin_url}/clock", json={"advance_seconds": seconds}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    clock.offset = answer.json()["clock_offset_seconds"]
+
+
+class SyncContext(FakeLambdaContext):
+    """AccountSyncFunction's context: its 300 s timeout."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 290_000
+
+
+def _run_schedule(load_event, _lambda_context) -> dict[str, Any]:
+    return account_sync_app.lambda_handler(load_event("account_sync/scheduled.json"), SyncContext())
+
+
+def _feed(load_event, lambda_context, cursor: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Every change after ``cursor`` through the route (pages of 100), and the cursor after them."""
+    changes: list[dict[str, Any]] = []
+    while True:
+        query = {"count": "100", **({"cursor": cursor} if cursor else {})}
+        loaded = at_path(event(load_event, "accounts/sync_transactions.json", **query), SYNC, bank_code=BANK)
+        response, body = accounts(loaded, lambda_context)
+        assert response["statusCode"] == 200, body
+        changes += [("added", item) for item in body["added"]] + [("modified", item) for item in body["modified"]]
+        changes += [("removed", item) for item in body["removed"]]
+        cursor = body["next_cursor"]
+        if not body["has_more"]:
+            return changes, cursor
+
+
+def _live(load_event, lambda_context) -> dict[str, dict[str, Any]]:
+    """What the live route lists now, every page, for each of Marc's accounts: (account, bank id) → transaction."""
+    listed: dict[str, dict[str, Any]] = {}
+    for account in MARC_ACCOUNTS:
+        path = f"/v1/connections/{BANK}/accounts/{account}/transactions"
+        loaded = at_path(event(load_event, "accounts/get_transactions.json", all="true"), path, account_id=account)
+        response, body = accounts(loaded, lambda_context)
+        if response["statusCode"] == 403:  # not consented for transactions
+            continue
+        assert response["statusCode"] == 200, body
+        listed |= {f"{account}/{item['id']}": item for item in body["transactions"]}
+    return listed
+
+
+def _replay(state: dict[str, dict[str, Any]], changes) -> dict[str, dict[str, Any]]:
+    by_transaction_id = {item["transaction_id"]: key for key, item in state.items()}
+    for kind, item in changes:
+        if kind == "removed":
+            state.pop(by_transaction_id.pop(item["transaction_id"]))
+            continue
+        key = f"{item['account_id']}/{item['id']}"
+        assert kind == "modified" or key not in state, f"{key} added twice"
+        state[key] = item
+        by_transaction_id[item["transaction_id"]] = key
+    return state
+
+
+def _bank_fields(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k not in {"transaction_id", "account_id", "pending_transaction_id"}}
+
+
+def test_replaying_the_feed_gives_the_live_transactions_then_and_a_day_later(
+    clock, sandbox, admin, load_event, lambda_context
+):
+    connect_persona(load_event, lambda_context)
+
+    run = _run_schedule(load_event, lambda_context)
+    assert (run["synced"], run["failed"]) == (1, 0), run
+    changes, cursor = _feed(load_event, lambda_context)
+    state = _replay({}, changes)
+    live = _live(load_event, lambda_context)
+    assert live and set(state) == set(live)
+    assert all(_bank_fields(state[key]) == live[key] for key in live)
+    assert {kind for kind, _ in changes} == {"added"}
+
+    # A day later (both clocks): the next run syncs again and the feed carries only what changed
+    _advance(admin, sandbox.admin_url, clock, 86_400)
+    run = _run_schedule(load_event, lambda_context)
+    assert (run["synced"], run["failed"]) == (1, 0), run
+    later, _ = _feed(load_event, lambda_context, cursor)
+    assert later and len(later) < len(changes)  # not the whole history again
+    state = _replay(state, later)
+    live = _live(load_event, lambda_context)
+    assert set(live) <= set(state)
+    assert all(_bank_fields(state[key]) == live[key] for key in live)
+    # The store keeps what aged out of the bank's 90 days (it was not removed, it is just older than the window)
+    oldest_live = min(item["booking_date"] or item["transaction_date"] for item in live.values())
+    aged = [state[key] for key in set(state) - set(live)]
+    assert aged and all((item["booking_date"] or item["transaction_date"]) < oldest_live for item in aged)
