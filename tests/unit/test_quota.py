@@ -207,3 +207,26 @@ def test_every_bank_at_once_spends_one_unit_per_bank_and_reports_the_fewest_left
     assert len(result.accounts) == 2 and result.failures == []
     assert meter.lowest == QuotaUsage(used=2, limit=4)
     assert {call.bank_code for call in account_bank.of("get_accounts")} == {BANK, "17515"}
+
+
+def test_an_unattended_read_never_calls_the_bank_twice_on_one_unit(
+    marc, account_services, account_bank, quota_ledger, services, clock
+):
+    import dataclasses
+
+    from aisp.logic.remembered import RememberedConnections
+    from aisp.models.connection import ConsentSnapshot
+
+    remembering = dataclasses.replace(account_services, remembered=RememberedConnections())
+    _balances(remembering, psu=PSU)  # remembered by this container
+    # The consent changes elsewhere: what this container remembers is stale
+    services.connections.store_consent(
+        services.connections.find(USER, BANK), consent=ConsentSnapshot(balances=[IBAN]), now=clock.now()
+    )
+    before = len(account_bank.of("get_balances"))
+
+    _balances(remembering)
+
+    assert len(account_bank.of("get_balances")) == before + 1
+    today = paris_day(clock.now())
+    assert quota_ledger.usage(BANK, USER, today)[0][1].used == 1

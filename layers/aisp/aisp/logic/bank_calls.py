@@ -69,7 +69,10 @@ def open_session(
         The connection is PENDING or REAUTH_REQUIRED, or its refresh token was just refused.
     """
     memory = services.remembered
-    if read_only and memory is not None and services.connections.registry.get(bank_code).capabilities.token_revocation:
+    # Unattended calls never overlap: a stale remembered connection makes the call twice, and the bank would count
+    # both against the day's quota while the ledger holds one unit.
+    overlap = read_only and attended and memory is not None
+    if overlap and memory is not None and services.connections.registry.get(bank_code).capabilities.token_revocation:
         recalled = memory.recall(user_id, bank_code)
         if recalled is not None:
             connection, tokens = recalled
