@@ -58,7 +58,12 @@ def test_jwt_authorizer_on_every_route_but_the_oauth_callback(template):
     api = template["Resources"]["HttpApi"]["Properties"]
     assert api["Auth"]["DefaultAuthorizer"] == "JwtAuthorizer"
     jwt = api["Auth"]["Authorizers"]["JwtAuthorizer"]["JwtConfiguration"]
-    assert jwt == {"issuer": {"Ref": "JwtIssuer"}, "audience": {"Ref": "JwtAudience"}}
+    # The app's audiences, and the backend's (BackendJwtAudience) when set: always one flat list of strings
+    backend = {"Fn::Join": [",", [{"Fn::Join": [",", {"Ref": "JwtAudience"}]}, {"Ref": "BackendJwtAudience"}]]}
+    assert jwt == {
+        "issuer": {"Ref": "JwtIssuer"},
+        "audience": {"Fn::If": ["HasBackendAudience", {"Fn::Split": [",", backend]}, {"Ref": "JwtAudience"}]},
+    }
 
     unauthenticated = []
     for name, function in _resources(template, "AWS::Serverless::Function").items():
@@ -106,7 +111,7 @@ def test_refresher_fans_out_through_its_own_encrypted_queue_with_least_privilege
 
 def test_tables_have_pitr_and_ttl_and_refresh_index_is_sparse_gsi(template):
     tables = _resources(template, "AWS::DynamoDB::Table")
-    assert set(tables) == {"ConnectionsTable", "OAuthStatesTable", "IdempotencyTable"}
+    assert set(tables) == {"ConnectionsTable", "OAuthStatesTable", "IdempotencyTable", "QuotaTable"}
     for table in tables.values():
         props = table["Properties"]
         assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
@@ -117,6 +122,9 @@ def test_tables_have_pitr_and_ttl_and_refresh_index_is_sparse_gsi(template):
     (index,) = connections["GlobalSecondaryIndexes"]
     assert index["IndexName"] == "RefreshDueIndex"
     assert [k["AttributeName"] for k in index["KeySchema"]] == ["refresh_shard", "refresh_due_at"]
+    quota = tables["QuotaTable"]["Properties"]
+    assert [k["AttributeName"] for k in quota["KeySchema"]] == ["pk", "sk"]
+    assert quota["TimeToLiveSpecification"]["AttributeName"] == "expires_at"
 
 
 def test_token_key_is_customer_managed_with_rotation_and_no_secret_is_created(template):
