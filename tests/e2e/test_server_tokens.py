@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from local.jwt import b64url_decode
-from local.stack import start_stack
+from tests.reliability.stack_helpers import local_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -18,14 +18,7 @@ TIMEOUT = 10
 
 def test_server_tokens_carry_the_backend_audience_when_the_template_has_one(state_dir):
     # Given a stack whose backend has its own audience (a client-credentials app client)
-    with start_stack(
-        api_port=0,
-        moto_port=0,
-        sandbox_port=0,
-        sandbox_screens_port=0,
-        state_dir=state_dir,
-        parameter_overrides={"BackendJwtAudience": "aisp-backend"},
-    ) as stack:
+    with local_stack(state_dir, BackendJwtAudience="aisp-backend") as stack:
         # When the backend gets a server token at /_local/token and asks for a user's quota
         issued = requests.get(
             f"{stack.api_url}/_local/token", params={"client": "backend", "scope": "aisp/unattended"}, timeout=TIMEOUT

@@ -870,39 +870,28 @@ def caller_cases() -> list[Case]:
         bad_request(
             "aisp-user/user-token-naming-itself", "GET", BALANCES, field=AISP_USER, headers=((AISP_USER, USER),)
         ),
-        bad_request(
-            "psu-ip/from-a-server-token-without-the-proxy-scope",
-            "GET",
-            BALANCES,
-            field=PSU_IP,
-            token="server",
-            headers=((AISP_USER, USER), (PSU_IP, "203.0.113.7")),
+        *(
+            bad_request(
+                f"psu-ip/{name}",
+                "GET",
+                BALANCES,
+                field=PSU_IP,
+                token="server",
+                headers=((AISP_USER, USER), (PSU_IP, address)),
+            )
+            for name, address in (("without-the-proxy-scope", "203.0.113.7"), ("invalid-without-the-proxy-scope", "x"))
         ),
-        bad_request(
-            "psu-ip/invalid-from-a-server-token",
-            "GET",
-            BALANCES,
-            field=PSU_IP,
-            token="server",
-            headers=((AISP_USER, USER), (PSU_IP, "not-an-ip")),
-        ),
-        Case(
-            "attended-proxy/not-trusted",
-            "GET",
-            BALANCES,
-            403,
-            "user_token_required",
-            token="proxy",
-            headers=((AISP_USER, USER), (PSU_IP, "203.0.113.7")),
-        ),
-        Case(
-            "attended-proxy/not-trusted/no-address",
-            "GET",
-            BALANCES,
-            403,
-            "user_token_required",
-            token="proxy",
-            headers=((AISP_USER, USER),),
+        *(
+            Case(
+                f"attended-proxy/not-trusted/{name}",
+                "GET",
+                BALANCES,
+                403,
+                "user_token_required",
+                token="proxy",
+                headers=((AISP_USER, USER), *forwarded),
+            )
+            for name, forwarded in (("with-an-address", ((PSU_IP, "203.0.113.7"),)), ("no-address", ()))
         ),
         Case(  # the control: the same server token, naming the user, is served (reading the quota spends nothing)
             "aisp-user/valid-on-the-quota",
