@@ -8,8 +8,8 @@ Three pieces:
   is required here: a Powertools resolver keeps the current event on its module-level ``app`` object.
 * :class:`LocalApi` turns a request into an API Gateway payload 2.0 event (:mod:`local.events`), applies the JWT
   authorizer and the API's ``CorsConfiguration`` (preflights answered, headers added, as API Gateway does), and
-  serves the adapter's own routes: ``/`` (the quickstart page), ``/_local/static/*`` and ``/_local/token`` (never
-  in the template).
+  serves the adapter's own routes: ``/`` (the quickstart page), ``/_local/static/*`` and ``/_local/token`` (user
+  and server tokens; never in the template).
 * :class:`ApiServer`, a threaded ``http.server`` bound on construction (so the port is known before the functions'
   environment is resolved) that tracks its connections, so :meth:`ApiServer.stop` leaves no thread behind.
 """
@@ -63,6 +63,10 @@ STATIC_DIR: Final = Path(__file__).with_name("static")
 LOCAL_PREFIX: Final = "/_local/"
 MAX_BODY_BYTES: Final = 10 * 1024 * 1024  # API Gateway's payload limit
 IDLE_CONNECTION_SECONDS: Final = 30
+IDP_USAGE: Final = (
+    "give exactly one user: /_local/token?user=<id> (a user token), or a client and its scope: "
+    "/_local/token?client=<id>&scope=<scope> (a server token)"
+)
 
 
 class InvocationError(Exception):
@@ -308,15 +312,34 @@ class LocalApi:
     def _token(self, request: IncomingRequest) -> HttpResponse:
         if self.issuer is None:
             return gateway_message(404, "Not Found")
-        users = parse_qs(request.raw_query).get("user", [])
-        if len(users) != 1:
-            return _json(400, {"message": "give exactly one user: /_local/token?user=<id>"})
         try:
-            token = self.issuer.issue(users[0])
+            token = _issue(self.issuer, parse_qs(request.raw_query))
         except ValueError as exc:
             return _json(400, {"message": str(exc)})
         body = {"access_token": token, "token_type": "Bearer", "expires_in": self.issuer.ttl_seconds}
         return _json(200, body, [("cache-control", "no-store")])
+
+
+def _issue(issuer: LocalIssuer, query: Mapping[str, list[str]]) -> str:
+    """The token ``/_local/token`` asks for: ``?user=`` (a user token) or ``?client=&scope=`` (a server token).
+
+    Raises
+    ------
+    ValueError
+        A request no identity provider would grant (the message says what is wrong).
+    """
+    users, clients = query.get("user", []), query.get("client", [])
+    if users and clients:
+        raise ValueError("give a user (a user token) or a client (a server token), not both")
+    if clients:
+        if len(clients) != 1:
+            raise ValueError("give exactly one client: /_local/token?client=<id>&scope=<scope>")
+        return issuer.issue_server(clients[0], [scope for value in query.get("scope", []) for scope in value.split()])
+    if len(users) != 1:
+        raise ValueError(IDP_USAGE)
+    if "scope" in query:
+        raise ValueError("scope is for server tokens (client=<id>): a user token has no scope")
+    return issuer.issue(users[0])
 
 
 # API Gateway answers preflights itself and replaces whatever CORS headers the integration sent.

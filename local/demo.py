@@ -9,7 +9,10 @@ Against a running ``make run`` (``--base-url``, default http://127.0.0.1:3000), 
    one-time ``completion`` value, and ``POST .../complete`` with it, as the same user;
 4. ``GET /v1/connections`` (status), ``GET .../accounts``, ``PUT .../consent`` for every account;
 5. each account's balances and all of its transactions (``next_cursor`` while ``has_more``), the identity;
-6. the connection's status again, and the numbers.
+6. the connection's status again, and the numbers;
+7. the same data without the user, as the fintech's backend: a server token (``GET /_local/token?client=backend&
+   scope=aisp/unattended``) naming the user in ``Aisp-User``; one account's balances read until the day's quota is
+   spent (each answer's ``RateLimit``, then ``429 quota_exhausted`` with ``retry_at``), and ``GET .../quota``.
 
 The only things it knows beforehand are the sandbox's documented test persona (sandbox/README.md: Marc,
 ``D0999990I0``, one-time code ``12345678``) and the form field names of its screens (``identifier``, ``otp``,
@@ -39,6 +42,9 @@ MAX_SCREENS: Final = 8
 MAX_PAGES: Final = 50
 HTTP_OK: Final = 200
 HTTP_REDIRECT: Final = frozenset({301, 302, 303, 307, 308})
+HTTP_TOO_MANY_REQUESTS: Final = 429
+SERVER_CLIENT: Final = "backend"
+UNATTENDED_SCOPE: Final = "aisp/unattended"
 
 
 class DemoError(Exception):
@@ -69,6 +75,31 @@ class Gateway:
     base_url: str
     session: requests.Session = field(default_factory=requests.Session)
     token: str | None = None
+    acting_for: str | None = None  # with a server token: the user named in Aisp-User
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str | int] | None = None,
+    ) -> requests.Response:
+        """One call to the API, whatever it answers; raise :class:`DemoError` when it cannot be reached."""
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.acting_for:
+            headers["Aisp-User"] = self.acting_for
+        try:
+            return self.session.request(
+                method, self.base_url + path, json=body, params=params, headers=headers, timeout=TIMEOUT
+            )
+        except requests.RequestException as exc:
+            reason = type(exc).__name__
+            raise DemoError(
+                f"{method} {path}: cannot reach {self.base_url} ({reason}): is `make run` running?"
+            ) from exc
 
     def call(
         self,
@@ -80,18 +111,7 @@ class Gateway:
         expect: int = HTTP_OK,
     ) -> Any:
         """Call the API and return its decoded JSON body (``None`` when empty); raise :class:`DemoError` otherwise."""
-        headers = {"Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        try:
-            response = self.session.request(
-                method, self.base_url + path, json=body, params=params, headers=headers, timeout=TIMEOUT
-            )
-        except requests.RequestException as exc:
-            reason = type(exc).__name__
-            raise DemoError(
-                f"{method} {path}: cannot reach {self.base_url} ({reason}): is `make run` running?"
-            ) from exc
+        response = self.request(method, path, body=body, params=params)
         if response.status_code != expect:
             raise DemoError(f"{method} {path}: {problem_text(response)}")
         return response.json() if response.content else None
@@ -275,7 +295,56 @@ class Journey:
         total = sum(transactions.values())
         self.say(f"   transactions: {total} ({', '.join(str(count) for count in transactions.values())})")
         self.say(f"   connection: {connection['status']}")
-        return {"accounts": accounts, "balances": balances, "transactions": transactions, "connection": connection}
+        unattended = self.unattended(accounts)
+        return {
+            "accounts": accounts,
+            "balances": balances,
+            "transactions": transactions,
+            "connection": connection,
+            "unattended": unattended,
+        }
+
+    def unattended(self, accounts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The fintech's backend reads one account's balances without the user until the day's quota is spent."""
+        self.title(f"as the fintech's backend: GET /_local/token?client={SERVER_CLIENT}&scope={UNATTENDED_SCOPE}")
+        token = self.gateway.call("GET", "/_local/token", params={"client": SERVER_CLIENT, "scope": UNATTENDED_SCOPE})
+        backend = Gateway(self.gateway.base_url, self.gateway.session, token["access_token"], acting_for=self.user)
+        self.say(f'   ok (a server token: sub "{SERVER_CLIENT}", no user; it names the user in Aisp-User: {self.user})')
+
+        account = next((a for a in accounts if a["links"].get("balances")), None)
+        if account is None:
+            raise DemoError("no account with balances in the consent")
+        label = account.get("iban") or account["account_id"]
+        path = f"/v1/connections/{self.bank_code}/accounts/{quote(account['account_id'], safe='')}/balances"
+        self.title(f"unattended balances of {label}: GET {path} with Aisp-User, no PSU-* header")
+        read = 0
+        while True:
+            read += 1
+            response = backend.request("GET", path)
+            rate_limit = response.headers.get("RateLimit", "-")
+            if response.status_code != HTTP_OK:
+                break
+            self.say(f"   read {read}: {HTTP_OK}, RateLimit {rate_limit}")
+            if read > MAX_PAGES:
+                raise DemoError(f"{path}: still served after {MAX_PAGES} unattended reads")
+        refused = response.json() if response.status_code == HTTP_TOO_MANY_REQUESTS else {}
+        if refused.get("code") != "quota_exhausted":
+            raise DemoError(f"GET {path} read {read}: {problem_text(response)}")
+        self.say(
+            f"   read {read}: {HTTP_TOO_MANY_REQUESTS} quota_exhausted, retry_at {refused['retry_at']} "
+            f"(Retry-After {response.headers.get('Retry-After')} s, RateLimit {rate_limit}): the bank was not called"
+        )
+
+        quota_path = f"/v1/connections/{self.bank_code}/quota"
+        self.title(f"today's quota: GET {quota_path}")
+        quota = backend.call("GET", quota_path)
+        for counter in quota["usage"]:
+            self.say(
+                f"   {counter['method']} {counter.get('account_id') or '-'}: "
+                f"used {counter['used']}, {counter['remaining']} left of {quota['limit']}"
+            )
+        self.say(f"   resets at {quota['resets_at']} (midnight {quota['time_zone']})")
+        return {"served": read - 1, "retry_at": refused["retry_at"], "quota": quota}
 
     def connect(self) -> None:
         api = self.gateway

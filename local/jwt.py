@@ -1,6 +1,8 @@
 """A local identity provider: RS256 JWTs signed with a key generated at start, checked like the HTTP API does.
 
-:class:`LocalIssuer` plays the fintech's identity provider (``GET /_local/token?user=...`` on the adapter);
+:class:`LocalIssuer` plays the fintech's identity provider (``GET /_local/token`` on the adapter): user tokens
+(``?user=marc``: ``sub`` = the user) and the backend's server tokens (``?client=backend&scope=aisp/unattended``:
+``sub`` = the client, ``scope`` = the template's server scopes, no user);
 :class:`JwtValidator` plays the HTTP API JWT authorizer (``JwtConfiguration`` of ``template.yaml``): RS256 only, a
 known ``kid``, the signature, ``iss``, ``aud`` (or ``client_id``), ``exp``, ``nbf`` and ``iat``. Claims reach the
 function as strings, like API Gateway passes them (``"exp": "1795431600"``, arrays as ``"[a b]"``).
@@ -209,9 +211,14 @@ class LocalIssuer:
         The signing key (a new 2048-bit key when omitted).
     clock
         Current time in epoch seconds.
+    server_scopes
+        The scopes a server token may carry (the template's ``UnattendedScope`` and ``AttendedProxyScope``); none:
+        no server token is issued.
+    server_audience
+        The ``aud`` of server tokens (the template's ``BackendJwtAudience``), default ``audience``.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the identity provider's settings
         self,
         *,
         issuer: str,
@@ -219,10 +226,14 @@ class LocalIssuer:
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
         key: rsa.RSAPrivateKey | None = None,
         clock: Callable[[], float] = time.time,
+        server_scopes: Sequence[str] = (),
+        server_audience: str | None = None,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.ttl_seconds = ttl_seconds
+        self.server_scopes = tuple(dict.fromkeys(scope for scope in server_scopes if scope))
+        self.server_audience = server_audience or audience
         self._key = key or rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
         self.kid = thumbprint(self._key.public_key())
         self._clock = clock
@@ -257,3 +268,26 @@ class LocalIssuer:
             **(extra_claims or {}),
         }
         return encode(claims, self._key, kid=self.kid)
+
+    def issue_server(self, client: str, scopes: Sequence[str], *, ttl_seconds: int | None = None) -> str:
+        """A server token of the fintech's backend (an OAuth client-credentials grant): ``sub`` = ``client``, the
+        ``scope`` claim = ``scopes``, no user (the backend names the user it acts for in ``Aisp-User``).
+
+        Raises
+        ------
+        ValueError
+            ``client`` is not 1 to 64 characters of ``[A-Za-z0-9._@-]``, no scope, or a scope that is not one of
+            :attr:`server_scopes` (the message lists them).
+        """
+        if not USER_PATTERN.fullmatch(client):
+            raise ValueError("client must be 1 to 64 characters among A-Z a-z 0-9 . _ @ -")
+        if not self.server_scopes:
+            raise ValueError("this API declares no server scope (UnattendedScope): no server token")
+        known = " or ".join(self.server_scopes)
+        if not scopes:
+            raise ValueError(f"a server token needs a scope: {known}")
+        unknown = [scope for scope in scopes if scope not in self.server_scopes]
+        if unknown:
+            raise ValueError(f"unknown scope {unknown[0][:64]!r}: a server token's scope is {known}")
+        claims = {"aud": self.server_audience, "scope": " ".join(dict.fromkeys(scopes))}
+        return self.issue(client, ttl_seconds=ttl_seconds, extra_claims=claims)

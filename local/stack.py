@@ -60,6 +60,8 @@ from local.template import (
 )
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     from sandbox.server import RunningSandbox
 
 logger = logging.getLogger("local.stack")
@@ -69,6 +71,9 @@ DEFAULT_TEMPLATE: Final = REPO_ROOT / "template.yaml"
 DEFAULT_STATE_DIR: Final = Path(__file__).resolve().parent / ".state"
 LOCAL_AUDIENCE: Final = "aisp-local"
 BANK_SECRET_PARAMETER: Final = "BankCredentialsSecretName"  # noqa: S105 - a parameter name, not a secret
+# The scopes of the backend's server tokens and their audience (docs/accounts.md, Unattended access).
+SERVER_SCOPE_PARAMETERS: Final = ("UnattendedScope", "AttendedProxyScope")
+BACKEND_AUDIENCE_PARAMETER: Final = "BackendJwtAudience"
 # Prefixes of variables that configure the code under test: those the stack does not set are hidden while it runs.
 OWNED_PREFIXES: Final = ("AWS_", "POWERTOOLS_")
 DEFAULT_SCHEDULE_INTERVAL: Final = 300.0
@@ -333,10 +338,20 @@ class RunningStack:
         }
 
     def token(self, user: str) -> str:
-        """An access token for ``user`` from the local issuer (what ``/_local/token`` returns)."""
+        """An access token for ``user`` from the local issuer (what ``/_local/token?user=`` returns)."""
+        return self._issuer.issue(user)
+
+    def server_token(self, client: str = "backend", scopes: Sequence[str] | None = None) -> str:
+        """A server token of the fintech's backend (``/_local/token?client=&scope=``), by default with the
+        unattended scope."""
+        issuer = self._issuer
+        return issuer.issue_server(client, issuer.server_scopes[:1] if scopes is None else scopes)
+
+    @property
+    def _issuer(self) -> LocalIssuer:
         if self.api.issuer is None:
             raise StackError("the template has no JWT authorizer: no local issuer")
-        return self.api.issuer.issue(user)
+        return self.api.issuer
 
     def schedule_timer(self, function: str | None = None) -> ScheduleTimer:
         """The timer of ``function`` (default: the only scheduled function), running or not."""
@@ -396,7 +411,14 @@ def _start_sandbox(  # noqa: PLR0913 - the sandbox's settings the stack decides
     return start_sandbox(config)
 
 
-def _issuer(app: LocalApp) -> LocalIssuer | None:
+def local_issuer(
+    app: LocalApp, parameters: Mapping[str, str | list[str] | None], *, key: rsa.RSAPrivateKey | None = None
+) -> LocalIssuer | None:
+    """The local identity provider for the template's first JWT authorizer (``None`` without one).
+
+    Server tokens carry the template's ``UnattendedScope`` and ``AttendedProxyScope`` values, and
+    ``BackendJwtAudience`` as their audience when it is set (the authorizer then accepts it too).
+    """
     if not app.authorizers:
         return None
     first = app.authorizers[0]
@@ -405,7 +427,15 @@ def _issuer(app: LocalApp) -> LocalIssuer | None:
         logger.warning("local tokens satisfy %s only, not %s", first.name, ", ".join(others))
     if not first.audiences:
         raise StackError(f"authorizer {first.name} accepts no audience")
-    return LocalIssuer(issuer=first.issuer, audience=first.audiences[0])
+    scopes = [parameters.get(name) for name in SERVER_SCOPE_PARAMETERS]
+    backend_audience = parameters.get(BACKEND_AUDIENCE_PARAMETER)
+    return LocalIssuer(
+        issuer=first.issuer,
+        audience=first.audiences[0],
+        key=key,
+        server_scopes=[scope for scope in scopes if isinstance(scope, str)],
+        server_audience=backend_audience if isinstance(backend_audience, str) and backend_audience else None,
+    )
 
 
 def _timers(
@@ -535,7 +565,7 @@ def start_stack(
         layers.isolate()
         _clear_parameter_caches()
         functions = load_functions(app)
-        api = LocalApi(app, functions, issuer=_issuer(app))
+        api = LocalApi(app, functions, issuer=local_issuer(app, parameters))
         api_server.start(api)
         cleanup.callback(api_server.stop)  # again, so that it stops first (stop is idempotent)
         timers = _timers(local_template, app, functions, refresher_interval)
@@ -568,4 +598,12 @@ def start_stack(
     return stack
 
 
-__all__ = ["DEFAULT_STATE_DIR", "DEFAULT_TEMPLATE", "RunningStack", "StackError", "StackUrls", "start_stack"]
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "DEFAULT_TEMPLATE",
+    "RunningStack",
+    "StackError",
+    "StackUrls",
+    "local_issuer",
+    "start_stack",
+]

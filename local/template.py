@@ -602,11 +602,15 @@ class LocalTemplate:
                 source = str(resolver.resolve(config.get("IdentitySource", "$request.header.Authorization"), where))
                 if not source.startswith("$request.header."):
                     raise TemplateError(f"{where}.IdentitySource: only $request.header.<name> is emulated locally")
+                audiences = _as_list(jwt.get("audience", []))
+                if not all(isinstance(audience, str) for audience in audiences):
+                    # API Gateway refuses it too (a nested list, e.g. [!Ref ListParameter]).
+                    raise TemplateError(f"{where}.JwtConfiguration.audience: must be a list of strings: {audiences}")
                 authorizers[auth_name] = JwtAuthorizer(
                     name=auth_name,
                     header=source.removeprefix("$request.header.").lower(),
                     issuer=str(jwt.get("issuer", "")),
-                    audiences=tuple(str(a) for a in _as_list(jwt.get("audience", []))),
+                    audiences=tuple(audiences),
                 )
             default = auth.get("DefaultAuthorizer")
             apis[api] = (str(default) if default else None, authorizers)

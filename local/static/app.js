@@ -1,5 +1,7 @@
 // Quickstart page of the local stack: plain JS, no build step. Every call goes to the gateway's HTTP API with the
-// user's token, exactly as a fintech app would call it. Opened as http://localhost:<port>, the page calls the API at
+// user's token, exactly as a fintech app would call it; or, switched to "the fintech's backend", reads go with a
+// server token naming the user in Aisp-User (unattended: counted against the bank's daily quota, which the page
+// shows from each answer's RateLimit header and from GET .../quota). Opened as http://localhost:<port>, the page calls the API at
 // 127.0.0.1 on the same port: another origin, as a fintech's web frontend on its own domain calls the gateway (the
 // API's CORS configuration allows it); opened as 127.0.0.1, it calls its own origin. The journey: token → bank → connect (the bank's screens,
 // then back here through /oauth/callback with a one-time completion value) → complete → connections → consent →
@@ -17,12 +19,20 @@ const state = {
   accounts: [],
   tx: { account: null, cursor: null, count: 0 },
   callback: null, // the outcome /oauth/callback sent the browser back with
+  caller: "app", // "app": the user's token; "backend": the server token + Aisp-User (reads only)
+  serverToken: null,
 };
 
 const API_ORIGIN =
   window.location.hostname === "localhost"
     ? `${window.location.protocol}//127.0.0.1:${window.location.port}`
     : window.location.origin;
+
+// A server token belongs on the fintech's server, not in a web page: the API's CORS configuration does not let a
+// browser on another origin send Aisp-User. The page plays the backend only when it is on the API's own origin.
+const SAME_ORIGIN = API_ORIGIN === window.location.origin;
+const SERVER_CLIENT = "backend";
+const UNATTENDED_SCOPE = "aisp/unattended";
 
 const bankKey = (bank) => `${bank.bank_code}/${bank.short_name}`;
 
@@ -39,7 +49,20 @@ class ApiError extends Error {
     this.detail = problem.detail || null;
     this.requestId = problem.request_id || requestId || null;
     this.fields = Array.isArray(problem.errors) ? problem.errors : [];
+    this.retryAt = problem.retry_at || null; // quota_exhausted: when today's unattended reads come back
+    this.retryAfter = null;
+    this.rateLimit = null;
   }
+}
+
+// `RateLimit: "unattended";r=3;t=46311` (draft-ietf-httpapi-ratelimit-headers) and its policy's q.
+function parseRateLimit(field, policy) {
+  if (!field) return null;
+  const number = (text, name) => {
+    const match = new RegExp(`;\\s*${name}=(\\d+)`).exec(text || "");
+    return match ? Number(match[1]) : null;
+  };
+  return { remaining: number(field, "r"), resetSeconds: number(field, "t"), limit: number(policy, "q") };
 }
 
 const HINTS = {
@@ -48,6 +71,8 @@ const HINTS = {
   404: "Not found.",
   409: "The connection changed meanwhile, or needs a new login: connect again.",
   429: "Too many calls to the bank: wait a little.",
+  quota_exhausted: "Today's unattended reads of this data are spent: the backend waits for the reset (the user's own app is still served).",
+  user_token_required: "Only the user's own app may do this: switch to \"the user's app\" in step 1.",
   501: "The bank does not offer this.",
   502: "The bank (the offline sandbox) answered something unexpected.",
   503: "The bank (the offline sandbox) is unavailable.",
@@ -89,9 +114,16 @@ const CALLBACK_ERRORS = {
   token_exchange_failed: "The bank gave the gateway no usable token: connect again.",
 };
 
+// options: method, body, headers; auth: false (no token); local (the page's own /_local route); userOnly (a route
+// only the user's own app may call: always the user's token); meta (an object that receives the answer's rateLimit).
 async function api(path, options = {}) {
   const headers = { Accept: "application/json", ...options.headers };
-  if (state.token && options.auth !== false) headers.Authorization = `Bearer ${state.token}`;
+  const backend = state.caller === "backend" && !options.userOnly;
+  if (options.auth !== false) {
+    const token = backend ? state.serverToken : state.token;
+    if (token) headers.Authorization = `Bearer ${token}`;
+    if (backend && state.user) headers["Aisp-User"] = state.user;
+  }
   const init = { method: options.method || "GET", headers };
   if (options.body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -104,6 +136,9 @@ async function api(path, options = {}) {
   } catch (err) {
     throw new ApiError(0, { title: "Cannot reach the local API", detail: "Is `make run` still running?" });
   }
+  const rateLimit = parseRateLimit(response.headers.get("ratelimit"), response.headers.get("ratelimit-policy"));
+  if (rateLimit && !path.endsWith("/quota")) noteRateLimit(`${init.method} ${path.split("?")[0]}`, rateLimit, response.status);
+  if (options.meta) options.meta.rateLimit = rateLimit;
   const text = await response.text();
   let body = null;
   try {
@@ -111,7 +146,12 @@ async function api(path, options = {}) {
   } catch (err) {
     body = { title: `HTTP ${response.status}`, detail: text.slice(0, 200) };
   }
-  if (!response.ok) throw new ApiError(response.status, body, response.headers.get("apigw-requestid"));
+  if (!response.ok) {
+    const error = new ApiError(response.status, body, response.headers.get("apigw-requestid"));
+    error.retryAfter = response.headers.get("retry-after");
+    error.rateLimit = rateLimit;
+    throw error;
+  }
   return body;
 }
 
@@ -124,13 +164,17 @@ function showError(box, err) {
   if (err.code) lines.push(["code", err.code]);
   if (err.detail) lines.push(["detail", err.detail]);
   for (const field of err.fields || []) lines.push([field.field || "field", field.message]);
+  if (err.retryAt) {
+    const wait = err.retryAfter ? `, in ${duration(Number(err.retryAfter))} (Retry-After: ${err.retryAfter} s)` : "";
+    lines.push(["retry at", `${when(err.retryAt)}${wait}`]);
+  }
   if (err.requestId) lines.push(["request id", err.requestId]);
   if (lines.length) {
     const list = document.createElement("dl");
     for (const [name, value] of lines) list.append(el("dt", name), el("dd", value));
     box.append(list);
   }
-  const hint = err.status ? HINTS[err.status] : null;
+  const hint = HINTS[err.code] || (err.status ? HINTS[err.status] : null);
   if (hint) box.append(el("p", hint));
   box.hidden = false;
 }
@@ -162,8 +206,19 @@ async function busy(node, work) {
   try {
     await work();
   } finally {
-    node.disabled = false;
+    node.disabled = node.dataset.userOnly === "true" && state.caller === "backend";
   }
+}
+
+// A control of a route only the user's own app may call (connect, complete, consent, delete): disabled, saying why,
+// while the page plays the backend (a server token there gets 403 user_token_required).
+const USER_ONLY_REASON = "Only the user's own app may do this: a server token gets 403 user_token_required.";
+
+function userOnly(node) {
+  node.dataset.userOnly = "true";
+  node.disabled = state.caller === "backend";
+  node.title = node.disabled ? USER_ONLY_REASON : "";
+  return node;
 }
 
 const yesNo = (value) => (value ? "yes" : "no");
@@ -218,9 +273,8 @@ function selectBank(bank) {
   const note = $("bank-selection");
   note.textContent = `Selected: ${bank.name}, establishment code ${bank.bank_code}.`;
   note.hidden = false;
-  $("connect-button").disabled = !state.token;
   $("connect-button").textContent = `Connect to ${bank.name}`;
-  $("connect-note").textContent = "";
+  renderCaller();
 }
 
 async function loadBanks() {
@@ -255,6 +309,8 @@ async function getToken(user) {
     $("token-status").textContent =
       `Signed in as ${user} until ${state.expiresAt.toLocaleTimeString()} (JWT sub = "${user}").`;
     $("connections-refresh").disabled = false;
+    if (state.caller === "backend") await fetchServerToken();
+    renderCaller();
   } catch (err) {
     state.token = null;
     $("token-status").textContent = "No token.";
@@ -277,6 +333,7 @@ async function connect(bankCode = state.bank.bank_code) {
   try {
     const started = await api("/v1/connections", {
       method: "POST",
+      userOnly: true,
       // One key per click: a retry of this very request (not a new click) would get the same login link.
       headers: { "Idempotency-Key": crypto.randomUUID() },
       body: { bank_code: bankCode, return_url: returnUrl },
@@ -312,6 +369,7 @@ async function completeConnection(result) {
   try {
     connection = await api(`/v1/connections/${encodeURIComponent(result.bankCode)}/complete`, {
       method: "POST",
+      userOnly: true,
       body: { completion: result.completion },
     });
   } catch (err) {
@@ -357,10 +415,11 @@ function renderConnections() {
       actions.append(button("Open", () => openConnection(code), "small"));
     }
     if (["reauth_required", "failed", "revoked"].includes(connection.status)) {
-      actions.append(button("Reconnect", (event) => busy(event.target, () => connect(code)), "small"));
+      actions.append(userOnly(button("Reconnect", (event) => busy(event.target, () => connect(code)), "small")));
     }
     if (connection.status !== "revoked") {
-      actions.append(button("Delete", (event) => busy(event.target, () => deleteConnection(code)), "small danger"));
+      const remove = button("Delete", (event) => busy(event.target, () => deleteConnection(code)), "small danger");
+      actions.append(userOnly(remove));
     }
     const status = cell(null);
     status.append(el("span", connection.status, `badge ${connection.status}`));
@@ -399,7 +458,7 @@ async function deleteConnection(code) {
     "is revoked at the bank.";
   if (!window.confirm(question)) return;
   try {
-    await api(`/v1/connections/${encodeURIComponent(code)}`, { method: "DELETE" });
+    await api(`/v1/connections/${encodeURIComponent(code)}`, { method: "DELETE", userOnly: true });
     if (code === state.bankCode) closeConnection();
   } catch (err) {
     showError($("connections-error"), err);
@@ -420,6 +479,7 @@ function closeConnection() {
   $("accounts-empty").hidden = false;
   $("accounts-empty").textContent = "Give a consent first.";
   closeTransactions();
+  closeQuota();
   for (const id of ["consent-error", "accounts-error"]) clearError($(id));
 }
 
@@ -436,7 +496,11 @@ async function openConnection(code) {
     return;
   }
   renderConsentForm();
-  if (currentConnection()?.consent) await loadAccounts();
+  if (currentConnection()?.consent) {
+    await loadAccounts({ listed: true });
+  } else {
+    await loadQuota();
+  }
 }
 
 const currentConnection = () => state.connections.find((c) => c.bank_code === state.bankCode) || null;
@@ -479,6 +543,7 @@ function renderConsentForm() {
   $("consent-bank").textContent = bankLabel(state.bankCode);
   $("consent-empty").hidden = true;
   $("consent-form").hidden = false;
+  renderCaller();
 }
 
 async function submitConsent() {
@@ -493,7 +558,7 @@ async function submitConsent() {
     trusted_beneficiaries: $("consent-beneficiaries").checked,
   };
   try {
-    await api(`${connectionPath()}/consent`, { method: "PUT", body });
+    await api(`${connectionPath()}/consent`, { method: "PUT", body, userOnly: true });
   } catch (err) {
     showError(box, err);
     return;
@@ -519,8 +584,10 @@ function balanceList(balances) {
 }
 
 async function loadBalances(account, target) {
+  const meta = {};
   try {
-    target.replaceChildren(balanceList((await api(`${accountPath(account)}/balances`)).balances));
+    target.replaceChildren(balanceList((await api(`${accountPath(account)}/balances`, { meta })).balances));
+    if (meta.rateLimit) target.append(el("div", leftText(meta.rateLimit), "muted quota-left"));
   } catch (err) {
     target.replaceChildren(el("span", `${err.status || ""} ${err.message}`.trim(), "error-text"));
     showError($("accounts-error"), err);
@@ -541,12 +608,13 @@ async function loadIdentity() {
   }
 }
 
-async function loadAccounts() {
+// `listed`: state.accounts was just read (listing again would spend another unattended read).
+async function loadAccounts({ listed = false } = {}) {
   const box = $("accounts-error");
   clearError(box);
   $("accounts-empty").textContent = "Loading accounts…";
   try {
-    state.accounts = (await api(`${connectionPath()}/accounts`)).accounts;
+    if (!listed) state.accounts = (await api(`${connectionPath()}/accounts`)).accounts;
   } catch (err) {
     $("accounts-empty").textContent = "Cannot list the accounts.";
     showError(box, err);
@@ -561,6 +629,8 @@ async function loadAccounts() {
     if (account.links.balances) {
       balances.textContent = "loading…";
       pending.push(loadBalances(account, balances));
+      const again = (event) => busy(event.target, () => readBalancesAgain(account, balances));
+      actions.append(button("Read balances", again, "small secondary"));
     } else {
       balances.append(el("span", "not in the consent", "muted"));
     }
@@ -575,6 +645,13 @@ async function loadAccounts() {
   $("accounts-empty").hidden = state.accounts.length !== 0;
   $("accounts-empty").textContent = "No account at this bank.";
   await Promise.all(pending);
+  await loadQuota();
+}
+
+async function readBalancesAgain(account, target) {
+  clearError($("accounts-error"));
+  await loadBalances(account, target);
+  await loadQuota();
 }
 
 // ---- 7. transactions, page by page ----------------------------------------------------------------------------------
@@ -607,6 +684,7 @@ async function loadMoreTransactions() {
     showError($("transactions-error"), err);
     return;
   }
+  if (state.caller === "backend") await loadQuota();
   const tbody = $("transactions-table").querySelector("tbody");
   for (const tx of page.transactions) {
     const row = el("tr", null, tx.status === "pending" ? "pending" : "");
@@ -631,6 +709,138 @@ async function loadMoreTransactions() {
   if (!state.tx.cursor) await loadConnections(); // the journey ends with the connection's status
 }
 
+// ---- who calls: the user's app, or the fintech's backend (server token + Aisp-User, reads only) ----------------------
+
+async function fetchServerToken() {
+  const query = `client=${encodeURIComponent(SERVER_CLIENT)}&scope=${encodeURIComponent(UNATTENDED_SCOPE)}`;
+  state.serverToken = (await api(`/_local/token?${query}`, { auth: false, local: true })).access_token;
+}
+
+function renderCaller() {
+  const backend = state.caller === "backend";
+  for (const node of document.querySelectorAll('[data-user-only="true"]')) {
+    node.disabled = backend;
+    node.title = backend ? USER_ONLY_REASON : "";
+  }
+  $("consent-fields").disabled = backend;
+  $("consent-note").hidden = !backend;
+  $("connect-button").disabled = backend || !state.token || !state.bank;
+  if (backend) {
+    $("connect-note").textContent = `Connecting is the user's own: switch to "the user's app" in step 1.`;
+  } else if (!state.bank) {
+    $("connect-note").textContent = "Pick a bank first.";
+  } else if (!$("connect-note").textContent.startsWith("Connection ")) {
+    $("connect-note").textContent = "";
+  }
+  const user = state.user ? `"${state.user}"` : "the user of step 1";
+  $("caller-status").textContent = backend
+    ? `Reads go with the backend's server token (sub "${SERVER_CLIENT}", scope ${UNATTENDED_SCOPE}) and ` +
+      `Aisp-User: ${user}: unattended, with no PSU-* header, each one spending one of the bank's daily reads of ` +
+      "that account and kind of data. Connect, consent and delete stay the user's own: disabled."
+    : `Reads go with the user's token (sub = ${user}): attended, the bank gets the user's context and counts nothing.`;
+}
+
+async function setCaller(mode) {
+  const box = $("caller-error");
+  clearError(box);
+  if (mode === "backend" && !state.serverToken) {
+    try {
+      await fetchServerToken();
+    } catch (err) {
+      showError(box, err);
+      document.querySelector('input[name="caller"][value="app"]').checked = true;
+      return;
+    }
+  }
+  state.caller = mode;
+  $("quota-last").textContent = "No unattended read yet.";
+  closeConnection();
+  renderConnections();
+  renderCaller();
+  if (state.token) await loadConnections();
+}
+
+// ---- today's unattended quota: each answer's RateLimit, and GET .../quota -------------------------------------------
+
+const QUOTA_METHODS = {
+  accounts: "account list",
+  balances: "balances",
+  transactions: "transactions",
+  trusted_beneficiaries: "trusted beneficiaries",
+  identity: "identity",
+};
+
+function duration(seconds) {
+  const minutes = Math.ceil(seconds / 60);
+  return minutes >= 60 ? `${Math.floor(minutes / 60)} h ${minutes % 60} min` : `${minutes} min`;
+}
+
+function leftText(rateLimit) {
+  const limit = rateLimit.limit ?? "?";
+  return rateLimit.remaining === 0
+    ? `none of ${limit} unattended reads left today`
+    : `${rateLimit.remaining} of ${limit} unattended reads left today`;
+}
+
+// An unattended answer said what is left for its account and kind of data (`RateLimit: "unattended";r=..;t=..`).
+function noteRateLimit(route, rateLimit, status) {
+  const refused = status === 429 ? "refused: " : "";
+  const resets = rateLimit.resetSeconds === null ? "" : `, back in ${duration(rateLimit.resetSeconds)}`;
+  $("quota-last").textContent =
+    `${route}: ${refused}${leftText(rateLimit)} for this account and kind of data ` +
+    `(RateLimit r=${rateLimit.remaining}${resets}).`;
+}
+
+function closeQuota() {
+  $("quota-table").querySelector("tbody").replaceChildren();
+  $("quota-table").hidden = true;
+  $("quota-resets").hidden = true;
+  $("quota-empty").hidden = false;
+  $("quota-empty").textContent = "Open a connection first.";
+  $("quota-refresh").disabled = true;
+  clearError($("quota-error"));
+}
+
+function quotaAccount(accountId) {
+  if (!accountId || accountId === "-") return "—";
+  const account = state.accounts.find((a) => a.account_id === accountId);
+  return account ? account.iban || account.name || accountId : accountId;
+}
+
+async function loadQuota() {
+  if (!state.bankCode) return;
+  const box = $("quota-error");
+  clearError(box);
+  let quota;
+  try {
+    quota = await api(`${connectionPath()}/quota`);
+  } catch (err) {
+    showError(box, err);
+    return;
+  }
+  const tbody = $("quota-table").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const counter of quota.usage) {
+    const row = el("tr", null, counter.remaining === 0 ? "spent" : "");
+    row.append(
+      cell(QUOTA_METHODS[counter.method] || counter.method),
+      cell(quotaAccount(counter.account_id), "mono"),
+      cell(String(counter.used), "num"),
+      cell(String(counter.remaining), "num"),
+    );
+    tbody.append(row);
+  }
+  const bank = bankLabel(quota.bank_code);
+  $("quota-table").hidden = quota.usage.length === 0;
+  $("quota-empty").hidden = quota.usage.length !== 0;
+  $("quota-empty").textContent = `No unattended read at ${bank} today: all ${quota.limit} reads are left everywhere.`;
+  $("quota-resets").textContent =
+    `${bank}, ${quota.day} (${quota.time_zone}): ${quota.limit} unattended reads a day per account and kind of ` +
+    `data; any not listed has all ${quota.limit} left. The counters reset at ${when(quota.resets_at)}.`;
+  $("quota-resets").hidden = false;
+  $("quota-refresh").disabled = false;
+}
+
 // ---- start ----------------------------------------------------------------------------------------------------------
 
 function init() {
@@ -651,6 +861,22 @@ function init() {
     busy($("consent-submit"), submitConsent);
   });
   $("transactions-more").addEventListener("click", (event) => busy(event.target, loadMoreTransactions));
+  $("quota-refresh").addEventListener("click", (event) => busy(event.target, loadQuota));
+  for (const radio of document.querySelectorAll('input[name="caller"]')) {
+    radio.addEventListener("change", () => setCaller(radio.value));
+  }
+  if (!SAME_ORIGIN) {
+    // Opened as localhost: the API is another origin, whose CORS configuration does not allow Aisp-User.
+    const backend = document.querySelector('input[name="caller"][value="backend"]');
+    backend.disabled = true;
+    const note = el("p", "Playing the backend needs this page on the API's own origin, ", "hint");
+    const link = el("a", `${API_ORIGIN}/`);
+    link.href = `${API_ORIGIN}/`;
+    note.append(link, ": a server token belongs on the fintech's server, not in a web page, so the API's CORS " +
+      "configuration does not let a page on another origin send Aisp-User.");
+    $("caller").append(note);
+  }
+  renderCaller();
   if (saved) {
     getToken(saved);
   } else if (state.callback) {

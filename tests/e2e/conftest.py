@@ -18,7 +18,7 @@ import pytest
 
 from local.adapter import ApiServer, LocalApi, load_functions, module_name
 from local.jwt import LocalIssuer
-from local.stack import ProcessEnvironment
+from local.stack import ProcessEnvironment, local_issuer
 from local.template import LocalApp, LocalTemplate, Resolver, merged_environment
 
 HERE = Path(__file__).resolve().parent
@@ -36,6 +36,12 @@ Parameters:
     Type: String
   JwtAudience:
     Type: CommaDelimitedList
+  UnattendedScope:
+    Type: String
+    Default: aisp/unattended
+  AttendedProxyScope:
+    Type: String
+    Default: aisp/attended-proxy
 Globals:
   Function:
     Runtime: python3.13
@@ -154,7 +160,8 @@ def serve_template(signing_key) -> Iterator[Callable[..., ServedApi]]:
         app = template.app(Resolver(template.data, parameters=parameters))
         environment = ProcessEnvironment()
         environment.apply(merged_environment(app.functions, {}))
-        issuer = LocalIssuer(issuer=ISSUER, audience=AUDIENCE, key=signing_key)
+        issuer = local_issuer(app, parameters, key=signing_key)
+        assert issuer is not None, "the template has no JWT authorizer"
         server = ApiServer("127.0.0.1", 0)
         server.start(LocalApi(app, load_functions(app), issuer=issuer))
         started.append((server, app, environment))

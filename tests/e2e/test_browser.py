@@ -7,6 +7,7 @@ it can) the test is skipped, and the skip says why.
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from local.jwt import b64url_decode
 from local.stack import start_stack
+from tests.reliability.stack_helpers import MARC_IBANS, connect, consent_to_everything
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -185,3 +188,87 @@ def test_a_refusal_at_the_bank_is_shown_as_an_error(stack, page, tmp_path):
     page.once("dialog", lambda dialog: dialog.accept())
     row.get_by_role("button", name="Delete").click()
     expect(row.locator(".badge")).to_have_text("revoked")
+
+
+def test_a_page_on_another_origin_does_not_play_the_backend(stack, page):
+    from playwright.sync_api import expect
+
+    # When the page is opened as localhost (another origin than the API, as a fintech's web frontend)
+    page.goto(f"{page_origin(stack)}/")
+
+    # Then it cannot switch to the backend, and says why and where it can
+    expect(page.get_by_label("the fintech's backend")).to_be_disabled()
+    expect(page.get_by_label("the user's app")).to_be_checked()
+    expect(page.locator("#caller")).to_contain_text("does not let a page on another origin send Aisp-User")
+    expect(page.locator("#caller a")).to_have_attribute("href", f"{stack.api_url}/")
+
+
+def test_the_backend_reads_within_the_daily_quota_and_sees_it_spent(stack, page, tmp_path):
+    from playwright.sync_api import expect
+
+    # Given a user connected to 13807 as Marc, consented to everything (over HTTP: the page's journey is tested above)
+    user = "quota-user"
+    consent_to_everything(connect(stack, user).app, "13807", MARC_IBANS)
+
+    # When the page is opened on the API's own origin, signed in as the user, and switched to the backend
+    backend_calls: list[dict[str, str]] = []
+    page.on("request", lambda request: backend_calls.append(request.headers) if "/balances" in request.url else None)
+    page.goto(f"{stack.api_url}/")
+    page.fill("#user-id", user)
+    page.get_by_role("button", name="Get a token").click()
+    expect(page.locator("#connections-table .badge")).to_have_text("active")
+    page.get_by_label("the fintech's backend").check()
+    expect(page.locator("#caller-status")).to_contain_text('server token (sub "backend", scope aisp/unattended)')
+    expect(page.locator("#caller-status")).to_contain_text(f'Aisp-User: "{user}"')
+
+    # Then what only the user may do is disabled, saying why
+    expect(page.locator("#connect-note")).to_contain_text("Connecting is the user's own")
+    delete = page.locator("#connections-table").get_by_role("button", name="Delete")
+    expect(delete).to_be_disabled()
+    assert "403 user_token_required" in delete.get_attribute("title")
+
+    # When the backend opens the connection: the accounts and each balance are read once, without the user
+    page.locator("#connections-table").get_by_role("button", name="Open").click()
+    expect(page.locator("#consent-note")).to_be_visible()
+    expect(page.locator("#consent-submit")).to_be_disabled()
+    row = page.locator("#accounts-table tbody tr", has_text="FR7613807008043001965405158")
+    left = row.locator(".quota-left")
+    expect(left).to_have_text("3 of 4 unattended reads left today")
+    expect(page.locator("#quota-table")).to_contain_text("FR7613807008043001965405158")
+
+    # And reads Compte perso's balances again and again: each answer's RateLimit says what is left
+    for expected in ("2 of 4", "1 of 4", "none of 4"):
+        row.get_by_role("button", name="Read balances").click()
+        expect(left).to_have_text(f"{expected} unattended reads left today")
+    expect(row).to_contain_text("4321.95 EUR")
+    quota_row = page.locator("#quota-table tbody tr", has_text="FR7613807008043001965405158")
+    expect(quota_row).to_contain_text("balances")
+    expect(quota_row.locator("td.num")).to_have_text(["4", "0"])
+    expect(page.locator("#quota-resets")).to_contain_text("Europe/Paris")
+
+    # Then the fifth read is refused by the gateway (the bank is not called), saying when the reads come back
+    row.get_by_role("button", name="Read balances").click()
+    error = page.locator("#accounts-error")
+    expect(error).to_contain_text("429")
+    expect(error).to_contain_text("quota_exhausted")
+    expect(error).to_contain_text("retry at")
+    expect(error).to_contain_text("Retry-After")
+    expect(error).to_contain_text("the backend waits for the reset")
+    expect(page.locator("#quota-last")).to_contain_text("refused: none of 4 unattended reads left today")
+    expect(row.locator(".error-text")).to_contain_text("429")
+    page.locator("#accounts-step").screenshot(path=str(tmp_path / "quota-exhausted.png"))
+
+    # And every balance read went with the server token naming the user: the three accounts' first reads, then
+    # Compte perso's three more and the refused fifth
+    assert len(backend_calls) == 3 + 3 + 1
+    for headers in backend_calls:
+        claims = json.loads(b64url_decode(headers["authorization"].removeprefix("Bearer ").split(".")[1]))
+        assert (claims["sub"], claims["scope"], headers["aisp-user"]) == ("backend", "aisp/unattended", user)
+
+    # When the page goes back to the user's app, the same read is served (attended: never counted)
+    page.get_by_label("the user's app").check()
+    page.locator("#connections-table").get_by_role("button", name="Open").click()
+    row.get_by_role("button", name="Read balances").click()
+    expect(row).to_contain_text("4321.95 EUR")
+    expect(row.locator(".quota-left")).to_have_count(0)
+    expect(page.locator("#accounts-error")).to_be_hidden()

@@ -1,6 +1,7 @@
 """The fintech journey over real HTTP against the local stack (free ports): the seed's persona Marc connects
 B.P Grand Ouest through the sandbox's login screens, consents, reads his balances and every transaction, the
-refresher renews his token, and ``make demo`` (``local.demo``) prints his balances.
+refresher renews his token, and ``make demo`` (``local.demo``) prints his balances, then spends the day's unattended
+reads of one account as the fintech's backend.
 """
 
 from __future__ import annotations
@@ -321,6 +322,14 @@ def test_make_demo_prints_marcs_balances(stack):
     assert "   connection: active\n" in printed
     (count,) = [line for line in printed.splitlines() if line.startswith("   transactions: ")]
     assert int(count.split()[1]) > 900
+
+    # And, as the fintech's backend, Compte perso's balances four times with what is left, the fifth refused
+    assert "as the fintech's backend: GET /_local/token?client=backend&scope=aisp/unattended" in printed
+    for read, left in ((1, 3), (2, 2), (3, 1), (4, 0)):
+        assert f'   read {read}: 200, RateLimit "unattended";r={left};t=' in printed
+    assert "   read 5: 429 quota_exhausted, retry_at " in printed
+    assert "): the bank was not called\n" in printed
+    assert f"   balances {COMPTE_PERSO}: used 4, 0 left of 4\n" in printed
 
 
 def test_demo_says_which_step_failed(stack, capsys):

@@ -129,6 +129,89 @@ def test_local_token_endpoint_validates_the_user(echo_api, query):
     assert "user" in response.json()["message"]
 
 
+def test_local_token_endpoint_issues_server_tokens(echo_api):
+    # When the fintech's backend asks for a server token (a client-credentials grant), with one scope or both
+    for query, scopes in (
+        ("client=backend&scope=aisp/unattended", ["aisp/unattended"]),
+        ("client=backend&scope=aisp/unattended%20aisp/attended-proxy", ["aisp/unattended", "aisp/attended-proxy"]),
+        (
+            "client=batch-job&scope=aisp/attended-proxy&scope=aisp/unattended",
+            ["aisp/attended-proxy", "aisp/unattended"],
+        ),
+    ):
+        response = requests.get(f"{echo_api.url}/_local/token?{query}", timeout=TIMEOUT)
+        assert response.status_code == 200, response.text
+        assert response.headers["cache-control"] == "no-store"
+        body = response.json()
+        assert (body["token_type"], body["expires_in"]) == ("Bearer", 3600)
+
+        # Then the authorizer accepts it: its sub is the client (no user), its scope claim the scopes, which
+        # API Gateway also passes parsed
+        authorizer = _get(echo_api, "/items/1", body["access_token"]).json()["event"]["requestContext"]["authorizer"]
+        client = query.split("&", 1)[0].removeprefix("client=")
+        assert authorizer["jwt"]["claims"]["sub"] == client
+        assert authorizer["jwt"]["claims"]["scope"] == " ".join(scopes)
+        assert authorizer["jwt"]["claims"]["aud"] == AUDIENCE
+        assert authorizer["jwt"]["scopes"] == scopes
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        (
+            "user=marc&client=backend&scope=aisp/unattended",
+            "a user (a user token) or a client (a server token), not both",
+        ),
+        ("client=backend", "a server token needs a scope: aisp/unattended or aisp/attended-proxy"),
+        ("client=backend&scope=", "a server token needs a scope"),
+        ("client=backend&scope=admin", "unknown scope 'admin': a server token's scope is aisp/unattended or"),
+        ("client=backend&scope=aisp/unattended%20openid", "unknown scope 'openid'"),
+        ("client=a&client=b&scope=aisp/unattended", "give exactly one client"),
+        ("client=a%20b&scope=aisp/unattended", "client must be 1 to 64 characters"),
+        ("client=" + "x" * 65 + "&scope=aisp/unattended", "client must be 1 to 64 characters"),
+        ("user=marc&scope=aisp/unattended", "scope is for server tokens (client=<id>): a user token has no scope"),
+        ("scope=aisp/unattended", "give exactly one user: /_local/token?user=<id> (a user token), or a client"),
+    ],
+)
+def test_local_token_endpoint_refuses_what_makes_no_sense(echo_api, query, reason):
+    # When the token endpoint is asked for a token no identity provider would issue
+    response = requests.get(f"{echo_api.url}/_local/token?{query}", timeout=TIMEOUT)
+
+    # Then it answers 400 saying what is wrong, and no token
+    assert response.status_code == 400
+    assert reason in response.json()["message"]
+    assert "access_token" not in response.json()
+
+
+def test_server_tokens_need_server_scopes_declared(signing_key):
+    # Given an issuer for a template that declares no server scope
+    issuer = LocalIssuer(issuer=ISSUER, audience=AUDIENCE, key=signing_key)
+
+    # Then it issues no server token, and says why
+    with pytest.raises(ValueError, match="declares no server scope"):
+        issuer.issue_server("backend", ["aisp/unattended"])
+
+
+def test_server_tokens_carry_the_backends_own_audience(signing_key):
+    # Given the backend's audience (BackendJwtAudience), which the authorizer accepts beside the app's
+    issuer = LocalIssuer(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        key=signing_key,
+        server_scopes=["aisp/unattended"],
+        server_audience="aisp-backend",
+    )
+    validator = JwtValidator(issuer=ISSUER, audiences=[AUDIENCE, "aisp-backend"], keys=issuer.public_keys)
+
+    # When it issues a server token and a user token
+    server = validator.validate(issuer.issue_server("backend", ["aisp/unattended"]))
+    user = validator.validate(issuer.issue("marc"))
+
+    # Then the server token has the backend's audience, the user's token the app's
+    assert (server["aud"], server["sub"], server["scope"]) == ("aisp-backend", "backend", "aisp/unattended")
+    assert (user["aud"], user["sub"], "scope" in user) == (AUDIENCE, "marc", False)
+
+
 def test_jwks_publishes_the_signing_key(echo_api):
     # When the key set is fetched
     jwks = requests.get(f"{echo_api.url}/_local/jwks.json", timeout=TIMEOUT).json()

@@ -138,6 +138,42 @@ def test_functions_point_at_the_local_services(stack):
     assert stack.sandbox.core.tpp.redirect_uris == (f"{stack.api_url}/oauth/callback",)
 
 
+def test_the_accounts_function_counts_unattended_reads_in_the_local_quota_table(stack):
+    # Given the template's QuotaTable, created in moto like every table
+    table = stack.resources["QuotaTable"].ref
+    assert _aws(stack, "dynamodb").describe_table(TableName=table)["Table"]["TableStatus"] == "ACTIVE"
+
+    # Then the accounts function (the unattended reads) has it, with the scopes the local issuer signs
+    accounts = stack.app.functions["AccountsFunction"].environment
+    assert accounts["QUOTA_TABLE_NAME"] == table
+    issuer = stack.api.issuer
+    assert issuer.server_scopes == (accounts["UNATTENDED_SCOPE"], accounts["ATTENDED_PROXY_SCOPE"])
+    assert accounts["TRUST_FORWARDED_PSU_IP"] == "false"
+
+
+def test_a_server_token_reads_the_quota_for_the_user_it_names(stack):
+    # Given a server token of the fintech's backend (the unattended scope, sub = the client)
+    response = requests.get(
+        f"{stack.api_url}/_local/token", params={"client": "backend", "scope": "aisp/unattended"}, timeout=TIMEOUT
+    )
+    headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+    # When it asks for a user's quota at a bank, naming the user in Aisp-User
+    answer = requests.get(
+        f"{stack.api_url}/v1/connections/13807/quota", headers={**headers, "Aisp-User": "marc"}, timeout=TIMEOUT
+    )
+
+    # Then the template's route answers through the real authorizer: nothing used today, all 4 left
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["limit"], answer.json()["usage"]) == (4, [])
+    # And without Aisp-User the same token is refused, naming the header (the client is never a user)
+    refused = requests.get(f"{stack.api_url}/v1/connections/13807/quota", headers=headers, timeout=TIMEOUT)
+    assert refused.status_code == 400
+    assert refused.json()["errors"] == [
+        {"field": "Aisp-User", "message": "a server token must name the user it acts for in Aisp-User"}
+    ]
+
+
 def test_boto3_and_pynamodb_honour_aws_endpoint_url(stack):
     # Given only the environment the functions get (no endpoint passed in code)
     from pynamodb.attributes import UnicodeAttribute

@@ -101,6 +101,11 @@ def test_function_variables_override_globals(write_template):
             "FunctionArn: arn:aws:lambda:eu-west-3:123456789012:function:authorizer",
             r"only JWT authorizers",
         ),
+        (  # JwtAudience is a list already: API Gateway refuses a list in a list
+            "audience: !Ref JwtAudience",
+            "audience: [!Ref JwtAudience]",
+            r"JwtConfiguration.audience: must be a list of strings: \[\['a'\]\]",
+        ),
     ],
 )
 def test_what_the_adapter_cannot_serve_fails_at_start(write_template, old, new, message):

@@ -59,16 +59,11 @@ def test_jwt_authorizer_on_every_route_but_the_oauth_callback(template):
     api = template["Resources"]["HttpApi"]["Properties"]
     assert api["Auth"]["DefaultAuthorizer"] == "JwtAuthorizer"
     jwt = api["Auth"]["Authorizers"]["JwtAuthorizer"]["JwtConfiguration"]
-    # The fintech's audience, and the backend's server tokens' when it has its own (BackendJwtAudience)
+    # The app's audiences, and the backend's (BackendJwtAudience) when set: always one flat list of strings
+    backend = {"Fn::Join": [",", [{"Fn::Join": [",", {"Ref": "JwtAudience"}]}, {"Ref": "BackendJwtAudience"}]]}
     assert jwt == {
         "issuer": {"Ref": "JwtIssuer"},
-        "audience": {
-            "Fn::If": [
-                "HasBackendAudience",
-                [{"Ref": "JwtAudience"}, {"Ref": "BackendJwtAudience"}],
-                [{"Ref": "JwtAudience"}],
-            ]
-        },
+        "audience": {"Fn::If": ["HasBackendAudience", {"Fn::Split": [",", backend]}, {"Ref": "JwtAudience"}]},
     }
 
     unauthenticated = []

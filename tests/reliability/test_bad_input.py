@@ -814,6 +814,97 @@ def completion_cases() -> list[Case]:
     ]
 
 
+AISP_USER: Final = "Aisp-User"
+PSU_IP: Final = "PSU-IP-Address"
+BALANCES: Final = f"/v1/connections/{BANK}/accounts/{ACCOUNT}/balances"
+# Aisp-User values that are not a user id (bytes: sent as they are; a client cannot send surrounding blanks).
+NOT_A_USER: Final[dict[str, str | bytes]] = {
+    "empty": "",
+    "256-chars": "u" * 256,
+    "control-char": "bad\x01input",
+    "del": "bad\x7finput",
+    "nul": "bad\x00input",
+    "tab-inside": "bad\tinput",
+    "rtl-override": wtf8("\u202e" + USER),
+    "zero-width": wtf8(USER + "\u200b"),
+    "lone-surrogate": wtf8(USER + "\ud800"),
+}
+
+
+def server_routes() -> list[tuple[str, str]]:
+    """``(method, path)`` of every operation of docs/openapi.json a server token may call (the reads)."""
+    document = json.loads(DOCS.read_text(encoding="utf-8"))
+    return sorted(
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if any("serverToken" in requirement for requirement in operation.get("security", []))
+    )
+
+
+def caller_cases() -> list[Case]:
+    """Who calls (docs/accounts.md, Unattended access): a server token must name a valid user in Aisp-User, a user
+    token must not name anyone, a forwarded PSU-IP-Address needs the attended-proxy scope, and that scope a
+    deployment that trusts it. Each a 4xx naming the header."""
+    cases: list[Case] = []
+    for method, path in server_routes():
+        target, route = path.format(**ROUTE_VALUES), f"{method} {path}"
+        cases += [
+            bad_request(f"aisp-user/missing/{route}", method, target, field=AISP_USER, token="server"),
+            bad_request(
+                f"aisp-user/with-a-user-token/{route}",
+                method,
+                target,
+                field=AISP_USER,
+                headers=((AISP_USER, OTHER_USER),),
+            ),
+        ]
+    cases += [
+        bad_request(
+            f"aisp-user/{name}", "GET", BALANCES, field=AISP_USER, token="server", headers=((AISP_USER, value),)
+        )
+        for name, value in NOT_A_USER.items()
+    ]
+    return [
+        *cases,
+        bad_request(
+            "aisp-user/user-token-naming-itself", "GET", BALANCES, field=AISP_USER, headers=((AISP_USER, USER),)
+        ),
+        *(
+            bad_request(
+                f"psu-ip/{name}",
+                "GET",
+                BALANCES,
+                field=PSU_IP,
+                token="server",
+                headers=((AISP_USER, USER), (PSU_IP, address)),
+            )
+            for name, address in (("without-the-proxy-scope", "203.0.113.7"), ("invalid-without-the-proxy-scope", "x"))
+        ),
+        *(
+            Case(
+                f"attended-proxy/not-trusted/{name}",
+                "GET",
+                BALANCES,
+                403,
+                "user_token_required",
+                token="proxy",
+                headers=((AISP_USER, USER), *forwarded),
+            )
+            for name, forwarded in (("with-an-address", ((PSU_IP, "203.0.113.7"),)), ("no-address", ()))
+        ),
+        Case(  # the control: the same server token, naming the user, is served (reading the quota spends nothing)
+            "aisp-user/valid-on-the-quota",
+            "GET",
+            f"/v1/connections/{BANK}/quota",
+            200,
+            answer="ok",
+            token="server",
+            headers=((AISP_USER, USER),),
+        ),
+    ]
+
+
 CASES: Final = [
     *body_cases(),
     *iban_cases(),
@@ -821,6 +912,7 @@ CASES: Final = [
     *path_and_query_cases(),
     *completion_cases(),
     *jwt_cases(),
+    *caller_cases(),
 ]
 
 
@@ -869,6 +961,9 @@ def forged_tokens(stack: RunningStack, user: str) -> dict[str, str | None]:
         "sub-nul": with_claims(sub=user + "\x00"),
         "sub-rtl-override": with_claims(sub="\u202e" + user),
         "sub-lone-surrogate": with_claims(sub=user + "\ud800"),
+        # The fintech's backend: the unattended scope, and the attended-proxy scope (not trusted by default)
+        "server": stack.server_token("bad-input-backend"),
+        "proxy": stack.server_token("bad-input-backend", ["aisp/attended-proxy"]),
     }
     headers: dict[str, str | None] = {
         kind: None if token is None else f"Bearer {token}" for kind, token in tokens.items()

@@ -7,11 +7,19 @@ then call every per-user route against Alice's banks, account ids and cursor, re
 tries Bob's cursor. Every attempt gets the documented refusal (or the caller's own data) and no answer holds anything
 of the victim's: IBANs, account ids, connection ids, names, cursor. Afterwards Alice's connections are unchanged and
 still work. The routes come from the document: one neither exercised here nor listed as not per-user fails the
-suite. Counted in the reliability summary as ``isolation`` (one case per cross-user attempt).
+suite.
+
+Server tokens (the fintech's backend, docs/accounts.md "Unattended access") act for any user of the fintech, by
+design, but only for the one named in ``Aisp-User``: without it every read is refused naming the header (the
+token's own ``sub`` is never taken for a user, even when it spells one), a user token naming another user there is
+refused and gets nothing of theirs, and a server token on a route only the user may call is ``403
+user_token_required`` and changes nothing. Counted in the reliability summary as ``isolation`` (one case per
+cross-user attempt).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -24,6 +32,7 @@ from local.stack import RunningStack
 from tests.e2e.test_journey import SEED_BALANCES, TIMEOUT, back_at_the_app, log_in_at_bank
 from tests.reliability.stack_helpers import (
     BANK,
+    DOCS,
     LEA,
     LEA_ACCOUNTS,
     LEA_IBANS,
@@ -64,11 +73,14 @@ EXERCISED: Final = {
     "GET /v1/accounts": "test_all_accounts_are_ones_own",
     "GET /oauth/callback": "test_replaying_anothers_callback_connects_nobody",
     "DELETE /v1/connections/{bank_code}": "test_nobody_deletes_anothers_connection",
+    "GET /v1/connections/{bank_code}/quota": "test_nobody_reads_anothers_quota",
 }
 NOT_PER_USER: Final = {"GET /v1/banks": "the BPCE registry: the same answer for every user"}
 NOT_FOUND: Final = {404: "connection_not_found"}
 NOT_THEIRS: Final = {403: "account_not_consented", 404: "account_not_found"}
 INVALID: Final = {400: "validation_error"}  # a cursor that does not open; IBANs the bank refuses
+USER_ONLY: Final = {403: "user_token_required"}
+AISP_USER: Final = "Aisp-User"
 
 
 def balances(bank_code: str, account_id: str) -> str:
@@ -103,7 +115,7 @@ class World:
 
     def attempt(  # noqa: PLR0913 - one attempt, fully described
         self,
-        caller: App | None,
+        caller: App | Backend | None,
         route: str,
         method: str,
         path: str,
@@ -128,6 +140,34 @@ class World:
         if code is not None and response.headers.get("content-type", "").startswith("application/problem+json"):
             assert problem(response)["code"] == code
         return response
+
+
+class Backend:
+    """The fintech's backend: a server token (``sub`` = its client id, the unattended scope) from the local issuer."""
+
+    def __init__(self, stack: RunningStack, client: str = "iso-backend") -> None:
+        self.http = raw_session()
+        self.http.headers["Authorization"] = f"Bearer {stack.server_token(client)}"
+
+
+def routes_by_security() -> tuple[list[str], list[str]]:
+    """The documented routes a server token may call (reads), and those only the user's own app may call."""
+    document = json.loads(DOCS.read_text(encoding="utf-8"))
+    reads, user_only = [], []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            schemes = {name for requirement in operation.get("security", []) for name in requirement}
+            if "serverToken" in schemes:
+                reads.append(f"{method.upper()} {path}")
+            elif "bearerAuth" in schemes and path != "/v1/banks":
+                user_only.append(f"{method.upper()} {path}")
+    return sorted(reads), sorted(user_only)
+
+
+def concrete(route: str, bank_code: str = BANK, account_id: str = MARC_ACCOUNTS[0]) -> tuple[str, str]:
+    """``(method, path)`` of a documented route, for one bank and account."""
+    method, template = route.split(" ", 1)
+    return method, template.format(bank_code=bank_code, account_id=quote(account_id, safe=""))
 
 
 def first_cursor(app: App, account_id: str) -> str:
@@ -325,6 +365,92 @@ def test_all_accounts_are_ones_own(world: World):
         "accounts": [],
         "errors": [],
     }
+
+
+def user_only_body(route: str, api_url: str) -> dict[str, Any]:
+    """A valid body for a user-only route (so that only the caller's kind can refuse it)."""
+    bodies: dict[str, dict[str, Any]] = {
+        "POST /v1/connections": {"bank_code": BANK, "return_url": f"{api_url}/"},
+        "POST /v1/connections/{bank_code}/complete": {"completion": "x" * 43},
+        "PUT /v1/connections/{bank_code}/consent": {
+            "balances": [],
+            "transactions": [],
+            "psu_identity": False,
+            "trusted_beneficiaries": False,
+        },
+    }
+    return {"json": bodies[route]} if route in bodies else {}
+
+
+def names_the_header(response: requests.Response) -> None:
+    assert [error["field"] for error in problem(response).get("errors", [])] == [AISP_USER], response.text
+
+
+def test_nobody_reads_anothers_quota(world: World):
+    route = "GET /v1/connections/{bank_code}/quota"
+    path = f"/v1/connections/{BANK}/quota"
+    # Given Alice's counter at 13807 used once by the backend, reading her balances without her
+    backend = Backend(world.stack)
+    read = backend.http.get(
+        world.stack.api_url + balances(BANK, MARC_ACCOUNTS[0]), headers={AISP_USER: ALICE}, timeout=TIMEOUT
+    )
+    assert read.status_code == 200, read.text
+    assert read.headers["ratelimit"].startswith('"unattended";r=3;')
+    alices = world.attempt(backend, route, "GET", path, {200: None}, victim=BOB, headers={AISP_USER: ALICE}).json()
+    assert [(c["method"], c["account_id"], c["used"]) for c in alices["usage"]] == [("balances", MARC_ACCOUNTS[0], 1)]
+
+    # When Bob and Carol read the quota at Alice's banks with their own tokens, and the backend reads Bob's
+    for caller, bank_code in ((world.bob.app, BANK), (world.bob.app, SECOND_BANK), (world.carol, BANK)):
+        answer = world.attempt(caller, route, "GET", f"/v1/connections/{bank_code}/quota", {200: None}).json()
+
+        # Then each sees their own counters only: none
+        assert answer["usage"] == []
+    assert world.attempt(backend, route, "GET", path, {200: None}, headers={AISP_USER: BOB}).json()["usage"] == []
+
+
+def test_a_server_token_acts_only_for_the_user_it_names(world: World):
+    reads, _ = routes_by_security()
+    # Given the backend's server token, whose client id happens to spell Alice's user id
+    backend = Backend(world.stack, client=ALICE)
+    for route in reads:
+        method, path = concrete(route)
+        # When it reads at Alice's bank and account without naming a user
+        # Then it is refused, naming the header: its own sub is never taken for a user
+        names_the_header(world.attempt(backend, route, method, path, INVALID))
+
+        # And naming Carol (no connection) it gets Carol's nothing, never Alice's data
+        world.attempt(backend, route, method, path, {200: None, **NOT_FOUND}, headers={AISP_USER: CAROL})
+    # And naming Bob it lists Bob's connection only
+    listed = world.attempt(
+        backend, "GET /v1/connections", "GET", "/v1/connections", {200: None}, headers={AISP_USER: BOB}
+    ).json()["connections"]
+    assert [c["connection_id"] for c in listed] == [world.bob.connection_id]
+
+
+def test_a_user_token_never_acts_for_another(world: World):
+    reads, user_only = routes_by_security()
+    # When Bob's app names Alice in Aisp-User, on every route a user token may call
+    for route in reads + user_only:
+        method, path = concrete(route)
+        body = user_only_body(route, world.stack.api_url)
+        answer = world.attempt(world.bob.app, route, method, path, INVALID, headers={AISP_USER: ALICE}, **body)
+
+        # Then it is refused naming the header (a user acts only for themselves), and gets nothing of Alice's
+        names_the_header(answer)
+    # And Bob's own connection is as it was (nothing started, consented or deleted)
+    assert [c["status"] for c in world.bob.app.call("GET", "/v1/connections")["connections"]] == ["active"]
+
+
+def test_a_server_token_changes_nothing_only_the_user_may(world: World):
+    _, user_only = routes_by_security()
+    backend = Backend(world.stack)
+    # When the backend calls every route only the user's own app may call, for Alice and for nobody
+    for route in user_only:
+        method, path = concrete(route)
+        body = user_only_body(route, world.stack.api_url)
+        for headers in ({AISP_USER: ALICE}, {}):
+            # Then each is 403 user_token_required (Alice's connections stay as they are: the last test)
+            world.attempt(backend, route, method, path, USER_ONLY, headers=headers, **body)
 
 
 def test_replaying_anothers_callback_connects_nobody(world: World):

@@ -126,7 +126,9 @@ def test_a_trusted_proxy_forwards_the_present_users_address(monkeypatch):
     assert caller.psu == PsuInfo(ip_address="2001:db8::7", http_method="GET")
 
 
-@pytest.mark.parametrize("forwarded", [None, "", "203.0.113.300", "localhost", "203.0.113.10, 198.51.100.7"])
+@pytest.mark.parametrize(
+    "forwarded", [None, "", "203.0.113.300", "localhost", "203.0.113.10, 198.51.100.7", "fe80::1%eth0", "::1%a\x01b"]
+)
 def test_a_trusted_proxy_must_forward_one_valid_address(monkeypatch, forwarded):
     monkeypatch.setenv("TRUST_FORWARDED_PSU_IP", "true")
     headers = {"aisp-user": "user-marc"} | ({} if forwarded is None else {"psu-ip-address": forwarded})

@@ -151,8 +151,11 @@ def current_caller(event: APIGatewayProxyEventV2) -> Caller:
     try:
         address = ipaddress.ip_address(forwarded.strip())
     except ValueError:
+        address = None
+    # An IPv6 zone ("fe80::1%eth0") is free text of this host's interfaces, nothing the bank may be sent.
+    if address is None or (isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None):
         raise InvalidRequestError(
             "PSU-IP-Address must be an IPv4 or IPv6 address", details={"field": _FORWARDED_IP_HEADER}
-        ) from None
+        )
     method = event.request_context.http.method or None
     return Caller(user_id, CallerKind.PROXY, PsuInfo(ip_address=str(address), http_method=method))
