@@ -49,6 +49,12 @@ BANK_SECRET = (
 )
 TOKENS = {"StringEquals": {"kms:EncryptionContext:aisp:purpose": "bank-tokens"}}
 TABLE_CRUD = ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
+# SAM's EventBridgePutEventsPolicy on the fintech's bus (the refresher's lifecycle events, the sync's).
+PUT_EVENTS = (
+    None,
+    "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}",
+    ("events:PutEvents",),
+)
 FORGET_SYNCED = ("dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:Query")
 
 
@@ -142,6 +148,7 @@ EXPECTED = {
             "SYNC_TABLE_NAME": {"Ref": "SyncTable"},
             "SYNC_RUNS_PER_DAY": {"Ref": "SyncRunsPerDay"},
             "TRANSACTION_RETENTION_DAYS": {"Ref": "TransactionRetentionDays"},
+            "EVENT_BUS_NAME": {"Ref": "EventBusName"},
         },
         grants=_grants(
             ("QueryConnectionKeys", "${ConnectionsTable.Arn}/index/RefreshDueIndex", ("dynamodb:Query",)),
@@ -150,6 +157,7 @@ EXPECTED = {
             ("CountUnattendedReads", "QuotaTable.Arn", ("dynamodb:UpdateItem",)),
             ("WriteSyncedTransactions", "SyncTable.Arn", (*TABLE_CRUD, "dynamodb:Query", "dynamodb:BatchWriteItem")),
             READ_BANK_SECRET,
+            PUT_EVENTS,
         ),
     ),
     "TokenRefresherFunction": Function(
@@ -178,11 +186,7 @@ EXPECTED = {
                 ),
             ),
             READ_BANK_SECRET,
-            (
-                None,
-                "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}",
-                ("events:PutEvents",),
-            ),
+            PUT_EVENTS,
         ),
     ),
     "AuditShipperFunction": Function(

@@ -157,7 +157,7 @@ def test_policies_are_least_privilege(template):
             assert "${BankCredentialsSecretName}-*" in secret[0]["SecretArn"]["Fn::Sub"]
         # No SAM policy template granting a whole service (e.g. DynamoDBCrudPolicy includes Scan)
         assert not any("CrudPolicy" in key for p in policies for key in p), name
-    # Nobody scans the connections table; only the refresher queries the due index; only it publishes events
+    # Nobody scans the connections table; only the refresher and the sync publish events (lifecycle, sync)
     actions = {name: {a for s in _statements(f) for a in s["Action"]} for name, f in FUNCTIONS_OF(template).items()}
     assert not any("dynamodb:Scan" in a for a in actions.values())
     publishers = [
@@ -165,7 +165,7 @@ def test_policies_are_least_privilege(template):
         for n, f in FUNCTIONS_OF(template).items()
         if any("EventBridgePutEventsPolicy" in p for p in f["Properties"]["Policies"])
     ]
-    assert publishers == ["TokenRefresherFunction"]
+    assert sorted(publishers) == ["AccountSyncFunction", "TokenRefresherFunction"]
     assert "kms:GenerateDataKey" not in actions["ConnectFunction"]
 
 

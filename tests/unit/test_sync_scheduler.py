@@ -111,3 +111,31 @@ def test_connections_that_are_not_active_are_left_alone(connected, services, acc
     # Deleted: out of the connections' index, so not even seen; the other one synced
     assert (summary.seen, summary.synced, summary.failed) == (1, 1, 0)
     assert len(account_bank.of("get_accounts")) == 1
+
+
+def test_each_changed_account_is_announced_and_a_failure_too_without_data(connected, services, clock, account_bank):
+    from tests.fakes import RecordingPublisher
+
+    events = RecordingPublisher()
+    sync = SyncServices(accounts=connected, keys=services.connections, events=events)
+    run = sync_due_connections(
+        remaining_ms=lambda: 300_000, run_id="run-1", services=sync, policy=SyncPolicy(runs_per_day=2, workers=4)
+    )
+
+    assert run.events_published == 2
+    updated = [event.detail for event in events.events]
+    assert {event.detail_type.value for event in events.events} == {"TransactionsUpdated"}
+    assert sorted((d.user_id, d.account_id, d.added, d.modified, d.removed) for d in updated) == [
+        ("user-alice", ACCOUNT, 5, 0, 0),
+        ("user-marc", ACCOUNT, 5, 0, 0),
+    ]
+    # No transaction, amount or text in an event: identifiers and counts only
+    assert "PAIEMENT" not in str([event.model_dump() for event in events.events])
+
+    clock.advance(hours=12, seconds=2)
+    account_bank.fail("get_accounts", errors.BankUnavailableError("bank unavailable", status=503, bank_code=BANK))
+    sync_due_connections(
+        remaining_ms=lambda: 300_000, run_id="run-2", services=sync, policy=SyncPolicy(runs_per_day=2, workers=4)
+    )
+    failed = [event.detail for event in events.events if event.detail_type.value == "SyncFailed"]
+    assert [(d.bank_code, d.error_code, d.account_id) for d in failed] == [(BANK, "bank_unavailable", None)]

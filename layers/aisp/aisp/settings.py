@@ -100,6 +100,8 @@ class SyncSettings(EnvModel):
     # AccountSyncFunction: syncs a Paris day per connection (SyncRunsPerDay; BPCE allows 4 unattended reads), workers.
     sync_runs_per_day: Annotated[int, Field(alias="SYNC_RUNS_PER_DAY", ge=1, le=4)] = 2
     sync_workers: Annotated[int, Field(alias="SYNC_WORKERS", ge=1, le=64)] = 16
+    # Where TransactionsUpdated and SyncFailed go (EventBusName); empty: no events.
+    event_bus_name: Annotated[str, Field(alias="EVENT_BUS_NAME")] = ""
 
 
 class AuditSettings(EnvModel):

@@ -286,9 +286,12 @@ def account_services() -> AccountServices:
 @_factory
 def sync_services() -> SyncServices:
     """What the scheduled sync uses: the account services and the connections' index."""
+    from aisp.aws.messaging import EventBridgePublisher  # noqa: PLC0415 - boto3 on first use
     from aisp.logic.sync.scheduler import SyncServices  # noqa: PLC0415
 
-    return SyncServices(accounts=account_services(), keys=connection_repository())
+    bus = load_settings(SyncSettings).event_bus_name
+    events = EventBridgePublisher(bus) if bus else None
+    return SyncServices(accounts=account_services(), keys=connection_repository(), events=events)
 
 
 @_factory

@@ -23,6 +23,7 @@ __all__ = [
     "LifecycleEvent",
     "LifecycleEventType",
     "ReauthNotice",
+    "SyncDetail",
     "refresh_shard",
 ]
 
@@ -77,6 +78,9 @@ class LifecycleEventType(StrEnum):
 
     CONNECTION_EXPIRING = "ConnectionExpiring"
     CONNECTION_REAUTH_REQUIRED = "ConnectionReauthRequired"
+    # The background sync (docs/sync.md): what changed in one account, or why a connection's sync failed.
+    TRANSACTIONS_UPDATED = "TransactionsUpdated"
+    SYNC_FAILED = "SyncFailed"
 
 
 class ConnectionLifecycleDetail(BaseModel):
@@ -93,13 +97,29 @@ class ConnectionLifecycleDetail(BaseModel):
     occurred_at: AwareDatetime
 
 
+class SyncDetail(BaseModel):
+    """The ``detail`` of a sync event: identifiers and counts, never a transaction."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connection_id: str
+    user_id: str
+    bank_code: str
+    account_id: str | None = Field(default=None, description="TransactionsUpdated: the account whose feed changed")
+    added: int = 0
+    modified: int = 0
+    removed: int = 0
+    error_code: str | None = Field(default=None, description="SyncFailed: the error's code (bank_unavailable...)")
+    occurred_at: AwareDatetime
+
+
 class LifecycleEvent(BaseModel):
     """One event for the fintech's bus."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     detail_type: LifecycleEventType
-    detail: ConnectionLifecycleDetail
+    detail: ConnectionLifecycleDetail | SyncDetail
 
 
 class FanoutRequest(BaseModel):

@@ -22,7 +22,7 @@ from aisp.models.quota import paris_day
 from aisp.models.sync import ChangeKind, SyncedTransaction
 from aisp.observability import logger
 
-__all__ = ["RESYNC_DAYS", "SyncResult", "sync_connection"]
+__all__ = ["RESYNC_DAYS", "AccountChanges", "SyncResult", "sync_connection"]
 
 # How far back a later sync reads (besides the oldest pending transaction kept): late bookings, corrections.
 RESYNC_DAYS: Final = 10
@@ -30,14 +30,24 @@ RESYNC_DAYS: Final = 10
 MAX_PAGES: Final = 200
 
 
+class AccountChanges(NamedTuple):
+    """What one sync wrote for one account."""
+
+    account_id: str
+    added: int
+    modified: int
+    removed: int
+
+
 class SyncResult(NamedTuple):
-    """What one sync did: accounts read, changes written per kind, the feed's number after it."""
+    """What one sync did: accounts read, changes written per kind (and per account), the feed's number after it."""
 
     accounts: int
     added: int
     modified: int
     removed: int
     committed: int
+    per_account: tuple[AccountChanges, ...] = ()
 
 
 def _consented(account: BankAccount, consent: ConsentSnapshot | None) -> bool:
@@ -120,6 +130,7 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
     history_days = services.connections.registry.get(bank_code).capabilities.history_days
     counts = dict.fromkeys(ChangeKind, 0)
     committed = 0
+    per_account: list[AccountChanges] = []
     for account in accounts:
         account_id = account.resource_id or ""
         stored = services.transactions.live(connection.connection_id, account_id)
@@ -130,8 +141,18 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
         )
         changes = diff_account(account_id, stored, fresh, window_from=date_from)
         committed = services.transactions.append(connection.connection_id, changes, owner=owner, now=now)
-        for change in changes:
-            counts[change.kind] += 1
+        kinds = [change.kind for change in changes]
+        for kind in ChangeKind:
+            counts[kind] += kinds.count(kind)
+        if changes:
+            per_account.append(
+                AccountChanges(
+                    account_id,
+                    kinds.count(ChangeKind.ADDED),
+                    kinds.count(ChangeKind.MODIFIED),
+                    kinds.count(ChangeKind.REMOVED),
+                )
+            )
     logger.info(
         "connection synced",
         bank_code=bank_code,
@@ -141,5 +162,10 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
         removed=counts[ChangeKind.REMOVED],
     )
     return SyncResult(
-        len(accounts), counts[ChangeKind.ADDED], counts[ChangeKind.MODIFIED], counts[ChangeKind.REMOVED], committed
+        len(accounts),
+        counts[ChangeKind.ADDED],
+        counts[ChangeKind.MODIFIED],
+        counts[ChangeKind.REMOVED],
+        committed,
+        tuple(per_account),
     )

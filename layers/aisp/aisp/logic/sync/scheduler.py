@@ -11,6 +11,7 @@ a refresh token), shard by shard. Design: ``docs/sync.md`` (The schedule).
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,18 +22,27 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict
 
 from aisp import errors
-from aisp.logic.ports import RefreshRepository
+from aisp.logic.ports import EventPublisher, RefreshRepository
 from aisp.logic.services import AccountServices
 from aisp.logic.sync.run import sync_connection
-from aisp.models.connection import ConnectionStatus
+from aisp.models.connection import Connection, ConnectionStatus
 from aisp.models.quota import paris_day, quota_day_seconds, quota_resets_at
-from aisp.models.refresh import REFRESH_SHARDS, ConnectionKey
+from aisp.models.refresh import REFRESH_SHARDS, ConnectionKey, LifecycleEvent, LifecycleEventType, SyncDetail
 from aisp.observability import logger, tracer
 
 __all__ = ["SyncPolicy", "SyncServices", "SyncSummary", "next_slot", "sync_due_connections"]
 
 # Every key of a shard, whatever its refresh time: the index's range key is epoch seconds.
 _ALL: Final = 2**62
+# SyncFailed's error_code, as the API names these errors (most specific first).
+_ERROR_CODES: Final = (
+    (errors.QuotaExhaustedError, "quota_exhausted"),
+    (errors.BankRateLimitedError, "bank_rate_limited"),
+    (errors.UpstreamError, "bank_unavailable"),
+    (errors.ConflictError, "conflict"),
+    (errors.PersistenceError, "service_unavailable"),
+    (errors.KeyServiceError, "service_unavailable"),
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,10 +58,12 @@ class SyncPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SyncServices:
-    """The account services a sync uses, and the repository whose index lists the connections."""
+    """The account services a sync uses, the repository whose index lists the connections, and the fintech's bus
+    (``TransactionsUpdated``, ``SyncFailed``; ``None``: no events)."""
 
     accounts: AccountServices
     keys: RefreshRepository
+    events: EventPublisher | None = None
 
 
 class SyncSummary(BaseModel):
@@ -68,6 +80,8 @@ class SyncSummary(BaseModel):
     added: int = 0
     modified: int = 0
     removed: int = 0
+    events_published: int = 0
+    events_failed: int = 0
     stopped_for_time: bool = False
     duration_ms: int = 0
 
@@ -92,6 +106,12 @@ class _Run:
         self.services, self.policy, self.remaining_ms = services, policy, remaining_ms
         self.summary = SyncSummary(run_id=run_id)
         self._started = time.perf_counter()
+        self._lock = threading.Lock()  # the summary's counts, from the pool's threads
+
+    def count(self, **increments: int) -> None:
+        with self._lock:
+            for name, value in increments.items():
+                setattr(self.summary, name, getattr(self.summary, name) + value)
 
     def out_of_time(self) -> bool:
         return self.remaining_ms() < self.policy.time_reserve_seconds * 1000
@@ -111,6 +131,7 @@ class _Run:
             result = sync_connection(key.user_id, key.bank_code, services=accounts, owner=self.summary.run_id)
         except errors.QuotaExhaustedError as exc:
             logger.info("sync deferred: the day's quota is spent", bank_code=key.bank_code)
+            self._failed(connection, exc, now)
             # Its first slot of the next Paris day
             store.defer_sync(
                 connection.connection_id, at=next_slot(connection.connection_id, exc.retry_at, self.policy.runs_per_day)
@@ -119,14 +140,51 @@ class _Run:
         except (errors.UpstreamError, errors.ConflictError, errors.PersistenceError, errors.KeyServiceError) as exc:
             logger.warning("sync failed; retried later", bank_code=key.bank_code, error_type=type(exc).__name__)
             store.defer_sync(connection.connection_id, at=min(following, now + self.policy.retry_after))
+            self._failed(connection, exc, now)
             return "deferred"
         except errors.AispError as exc:  # not usable any more (reauth, deleted meanwhile): the next run sees it
             logger.info("sync skipped", bank_code=key.bank_code, error_type=type(exc).__name__)
             return "not_due"
-        self.summary.added += result.added
-        self.summary.modified += result.modified
-        self.summary.removed += result.removed
+        self.count(added=result.added, modified=result.modified, removed=result.removed)
+        for changed in result.per_account:
+            self._publish(
+                LifecycleEventType.TRANSACTIONS_UPDATED,
+                SyncDetail(
+                    connection_id=connection.connection_id,
+                    user_id=key.user_id,
+                    bank_code=key.bank_code,
+                    account_id=changed.account_id,
+                    added=changed.added,
+                    modified=changed.modified,
+                    removed=changed.removed,
+                    occurred_at=now,
+                ),
+            )
         return "synced"
+
+    def _failed(self, connection: Connection, error: errors.AispError, now: datetime) -> None:
+        code = next((code for kind, code in _ERROR_CODES if isinstance(error, kind)), "sync_failed")
+        detail = SyncDetail(
+            connection_id=connection.connection_id,
+            user_id=connection.user_id,
+            bank_code=connection.bank_code,
+            error_code=code,
+            occurred_at=now,
+        )
+        self._publish(LifecycleEventType.SYNC_FAILED, detail)
+
+    def _publish(self, kind: LifecycleEventType, detail: SyncDetail) -> None:
+        events = self.services.events
+        if events is None:
+            return
+        try:
+            events.publish(LifecycleEvent(detail_type=kind, detail=detail))
+        except errors.EventPublishError:
+            # The feed is the record; an event is a nudge. Counted, never fatal to the sync.
+            logger.warning("sync event not published", detail_type=kind.value)
+            self.count(events_failed=1)
+        else:
+            self.count(events_published=1)
 
 
 @tracer.capture_method(capture_response=False)
@@ -143,7 +201,7 @@ def sync_due_connections(
             keys = list(services.keys.due_keys(shard, due_before=_ALL))
             run.summary.seen += len(keys)
             for outcome in pool.map(_guarded(run), keys):
-                setattr(run.summary, outcome, getattr(run.summary, outcome) + 1)
+                run.count(**{outcome: 1})
     run.summary.duration_ms = int((time.perf_counter() - run._started) * 1000)
     logger.info("sync run", **run.summary.model_dump(exclude={"run_id"}))
     return run.summary
