@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import socket
+import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -130,6 +132,22 @@ def consent(loaded: dict[str, Any], lambda_context) -> tuple[dict[str, Any], Any
     """Invoke the consents function; returns the raw response and its decoded body."""
     response = consents_app.lambda_handler(loaded, lambda_context)
     return response, json.loads(response["body"]) if response.get("body") else None
+
+
+class SharedClock:
+    """The gateway's clock moved with the sandbox's: real time plus the offset its admin API reports."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(time.time() + self.offset, UTC).replace(microsecond=0)
+
+    def advance(self, admin: requests.Session, admin_url: str, seconds: float) -> None:
+        """Move the sandbox's clock by ``seconds`` (its admin API), and this one with it."""
+        answer = admin.post(f"{admin_url}/clock", json={"advance_seconds": seconds}, timeout=5)
+        assert answer.status_code == 200, answer.text
+        self.offset = answer.json()["clock_offset_seconds"]
 
 
 def closed_port() -> int:

@@ -8,17 +8,14 @@ the live transactions route lists, with no id twice, on the first sync and after
 from __future__ import annotations
 
 import dataclasses
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import requests
 
 from aisp import wiring
 from functions.account_sync import app as account_sync_app
 from tests.conftest import FakeLambdaContext
-from tests.integration.journey import BANK, accounts, at_path, connect_persona, event
+from tests.integration.journey import BANK, SharedClock, accounts, at_path, connect_persona, event
 from tests.sandbox.helpers import MARC_ACCOUNTS
 
 pytestmark = pytest.mark.integration
@@ -26,27 +23,11 @@ pytestmark = pytest.mark.integration
 SYNC = f"/v1/connections/{BANK}/transactions/sync"
 
 
-class SharedClock:
-    """The gateway's clock, moved with the sandbox's."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(time.time() + self.offset, UTC).replace(microsecond=0)
-
-
 @pytest.fixture
 def clock(gateway) -> SharedClock:
     shared = SharedClock()
     wiring.connection_services.provide(dataclasses.replace(gateway, clock=shared))
     return shared
-
-
-def _advance(admin: requests.Session, admin_url: str, clock: SharedClock, seconds: int) -> None:
-    answer = admin.post(f"{admin_url}/clock", json={"advance_seconds": seconds}, timeout=5)
-    assert answer.status_code == 200, answer.text
-    clock.offset = answer.json()["clock_offset_seconds"]
 
 
 class SyncContext(FakeLambdaContext):
@@ -121,7 +102,7 @@ def test_replaying_the_feed_gives_the_live_transactions_then_and_a_day_later(
     assert {kind for kind, _ in changes} == {"added"}
 
     # A day later (both clocks): the next run syncs again and the feed carries only what changed
-    _advance(admin, sandbox.admin_url, clock, 86_400)
+    clock.advance(admin, sandbox.admin_url, 86_400)
     run = _run_schedule(load_event, lambda_context)
     assert (run["synced"], run["failed"]) == (1, 0), run
     later, _ = _feed(load_event, lambda_context, cursor)

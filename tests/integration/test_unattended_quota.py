@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 import requests
 
 from aisp import wiring
-from tests.integration.journey import BANK, accounts, at_path, connect_persona, event
+from tests.integration.journey import BANK, SharedClock, accounts, at_path, connect_persona, event
 from tests.sandbox.helpers import MARC_ACCOUNTS
 
 pytestmark = pytest.mark.integration
@@ -26,16 +25,6 @@ pytestmark = pytest.mark.integration
 ACCOUNT = MARC_ACCOUNTS[0]
 BALANCES = f"/v1/connections/{BANK}/accounts/{ACCOUNT}/balances"
 TRANSACTIONS = f"/v1/connections/{BANK}/accounts/{ACCOUNT}/transactions"
-
-
-class SharedClock:
-    """The gateway's clock, moved with the sandbox's: real time plus the sandbox's offset."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(time.time() + self.offset, UTC).replace(microsecond=0)
 
 
 @dataclasses.dataclass
@@ -47,10 +36,7 @@ class Stack:
 
     def move_to(self, moment: datetime) -> None:
         """Both clocks to ``moment`` (the sandbox's by its admin API)."""
-        advance = (moment - datetime.now(UTC)).total_seconds() - self.clock.offset
-        answer = self.admin.post(f"{self.admin_url}/clock", json={"advance_seconds": advance}, timeout=5)
-        assert answer.status_code == 200, answer.text
-        self.clock.offset = answer.json()["clock_offset_seconds"]
+        self.clock.advance(self.admin, self.admin_url, (moment - datetime.now(UTC)).total_seconds() - self.clock.offset)
 
 
 @pytest.fixture
