@@ -203,7 +203,7 @@ def test_marc_connects_consents_and_reads_everything(stack):
     # When the refresher ticks with his access token due for renewal
     before = app.connection()
     make_refresh_due(stack, "marc", BANK)
-    result = stack.tick()
+    result = stack.tick("TokenRefresherFunction")
 
     # Then it refreshed his connection: expiry moved forward (or stayed within the second), and the gateway
     # reads his balances with the new token (the bank revoked the old one on refresh)
