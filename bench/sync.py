@@ -23,7 +23,7 @@ Three measures on one bench stack (``bench.harness``: the sandbox and moto in th
 Writes bench/results/sync.json.
 
 Usage: python -m bench.sync [--n 200] [--baseline-n 20] [--latency-ms 50] [--dynamodb-latency-ms 4]
-                            [--read-latency-ms 20] [--runs 3] [--memory-connections 20] [--profile]
+                            [--read-latency-ms 20] [--runs 3] [--memory-connections 2] [--profile]
 """
 
 from __future__ import annotations
@@ -187,7 +187,8 @@ def sync_memory(stack: Stack, args: argparse.Namespace, tmp: Path) -> dict[str, 
     result = run_child(stack.gateway, SYNC_FUNCTION, [scheduled], tmp)
     summary = result["answers"][0]
     assert summary["synced"] == 1 + args.memory_connections, summary
-    assert summary["failed"] == summary["deferred"] == 0, summary
+    # On moto the store's writes are slow (~10 s per 1,000 changes): more connections stop the run for time.
+    assert summary["failed"] == summary["deferred"] == 0 and not summary["stopped_for_time"], summary
     assert summary["added"] >= TOTAL, summary
     return {**result, "summary": summary}
 
@@ -265,7 +266,7 @@ def main() -> int:
     parser.add_argument("--dynamodb-latency-ms", type=float, default=4.0)
     parser.add_argument("--read-latency-ms", type=int, default=20, help="bank latency for the sync's memory and reads")
     parser.add_argument("--runs", type=int, default=3, help="complete reads per path (the median is reported)")
-    parser.add_argument("--memory-connections", type=int, default=20, help="Marc connections beside the bulk one")
+    parser.add_argument("--memory-connections", type=int, default=2, help="Marc connections beside the bulk one")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     if min(args.n, args.baseline_n, args.runs) < 1 or args.memory_connections < 0:
