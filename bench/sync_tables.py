@@ -19,6 +19,7 @@ from tests.memory import MemoryQuotaLedger, MemoryTransactionStore
 
 if TYPE_CHECKING:
     from aisp.dal.sync import DynamoTransactionStore
+    from aisp.models.bank import BankBalance
     from aisp.models.quota import QuotaKey, QuotaUsage
     from aisp.models.sync import SyncedTransaction, TransactionChange
 
@@ -91,9 +92,26 @@ class RoundTripStore(MemoryTransactionStore):
         self.trips.wait()
         return super().accounts(connection_id)
 
-    def purge(self, connection_id: str, account_ids: Collection[str] | None = None) -> None:
+    def purge(
+        self,
+        connection_id: str,
+        account_ids: Collection[str] | None = None,
+        *,
+        balances_only: bool = False,
+        transactions_only: bool = False,
+    ) -> None:
         self.trips.wait(2)
-        super().purge(connection_id, account_ids)
+        super().purge(connection_id, account_ids, balances_only=balances_only, transactions_only=transactions_only)
+
+    def put_balances(
+        self, connection_id: str, account_id: str, balances: Sequence[BankBalance], *, now: datetime
+    ) -> None:
+        self.trips.wait()
+        super().put_balances(connection_id, account_id, balances, now=now)
+
+    def balances(self, connection_id: str, account_id: str) -> tuple[list[BankBalance], datetime] | None:
+        self.trips.wait()
+        return super().balances(connection_id, account_id)
 
     def claim_sync(self, connection_id: str, *, now: datetime, next_at: datetime) -> bool:
         self.trips.wait()
