@@ -21,6 +21,7 @@ FUNCTIONS = (
     "ConsentsFunction",
     "AccountsFunction",
     "TokenRefresherFunction",
+    "AccountSyncFunction",
     "AuditShipperFunction",
 )
 _FAILED = re.compile(r"^Check: (CKV2?_[A-Z]+_\d+):.*\n\s*FAILED for resource: [\w:]+\.(\w+)$", re.MULTILINE)

@@ -77,7 +77,7 @@ def test_every_kms_statement_requires_the_cipher_encryption_context(template):
         # The token key's statements; the cursor key takes no context (GenerateMac), see test_account_resources.py
         and statement["Resource"] == {"Fn::GetAtt": ["TokenKey", "Arn"]}
     ]
-    assert len(kms_statements) == 5
+    assert len(kms_statements) == 6  # the five token users and AccountSyncFunction
     for name, statement in kms_statements:
         # Each key of the context the cipher sends is pinned (a subset is enough for KMS to enforce it)
         required = statement["Condition"]["StringEquals"]

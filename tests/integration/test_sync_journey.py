@@ -18,7 +18,8 @@ from tests.conftest import FakeLambdaContext
 from tests.integration.journey import BANK, SharedClock, accounts, at_path, connect_persona, event
 from tests.sandbox.helpers import MARC_ACCOUNTS
 
-pytestmark = pytest.mark.integration
+# A first sync of 1,200 transactions through moto's TransactWriteItems, then a day's: minutes on a loaded machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 SYNC = f"/v1/connections/{BANK}/transactions/sync"
 

@@ -91,7 +91,8 @@ def test_balances(marc, load_event, lambda_context):
 
     assert response["statusCode"] == 200
     assert body == {
-        "balances": [{"type": "CLBD", "name": "Solde", "amount": "4179.95", "currency": "EUR", "reference_date": None}]
+        "balances": [{"type": "CLBD", "name": "Solde", "amount": "4179.95", "currency": "EUR", "reference_date": None}],
+        "synced_at": None,  # read from the bank now (the user's app always is)
     }
 
 
