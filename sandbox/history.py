@@ -284,9 +284,10 @@ def _repriced(rng: random.Random, cents: int) -> int:
     return cents + (change or 1)
 
 
-def _settle(pending: Entry, draft: _Draft, rng: random.Random, reference: str) -> Settlement:
-    """The fate of one pending transaction, drawn from ``rng`` (its own seed)."""
-    fate = _card_fate(rng) if draft.card else Fate.BOOKED
+def _settle(pending: Entry, seed: str, reference: str, cents: int) -> Settlement:
+    """The fate of one pending card payment, drawn from its own ``seed``."""
+    rng = random.Random(seed)  # noqa: S311 - test data, not security
+    fate = _card_fate(rng)
     booked: Entry | None = replace(pending, pending=False)
     if fate is Fate.REBOOKED:
         booked = replace(pending, entry_reference=reference, pending=False)
@@ -294,8 +295,7 @@ def _settle(pending: Entry, draft: _Draft, rng: random.Random, reference: str) -
         day = pending.imputation_date + timedelta(days=rng.randint(1, MAX_REDATE_DAYS))
         booked = replace(pending, entry_reference=reference, imputation_date=day, value_date=day, pending=False)
     elif fate is Fate.REPRICED:
-        amount = _format_cents(_repriced(rng, draft.cents))
-        booked = replace(pending, entry_reference=reference, amount=amount, pending=False)
+        booked = replace(pending, entry_reference=reference, amount=_format_cents(_repriced(rng, cents)), pending=False)
     elif fate is Fate.RELEASED:
         booked = None
     return Settlement(fate, pending, booked)
@@ -310,20 +310,23 @@ def day_settlements(resource_id: str, profile: HistoryProfile, day: date) -> tup
         drafts.append(_salary(day))
     tag = hashlib.sha256(resource_id.encode()).hexdigest()[:6].upper()
     settlements: list[Settlement] = []
+    stamp = f"{day:%Y%m%d}"
     for index, draft in enumerate(drafts, start=1):
-        pending = Entry(
-            entry_reference=f"{day:%Y%m%d}{index:03d}{tag}",
-            amount=_format_cents(draft.cents),
-            credit_debit=draft.credit_debit,
-            imputation_date=day,
-            value_date=day + timedelta(days=draft.value_lag),
-            transaction_date=day - timedelta(days=draft.transaction_lag),
-            remittance=draft.remittance,
-            pending=True,
+        reference = f"{stamp}{index:03d}{tag}"
+        fields = (
+            _format_cents(draft.cents),
+            draft.credit_debit,
+            day,
+            day + timedelta(days=draft.value_lag),
+            day - timedelta(days=draft.transaction_lag),
+            draft.remittance,
         )
-        # Its own generator, apart from the day's: the fates leave every transaction's content as it was.
-        fate_rng = random.Random(f"{resource_id}|{day.isoformat()}|{index}|fate")  # noqa: S311 - test data
-        settlements.append(_settle(pending, draft, fate_rng, f"{day:%Y%m%d}{index + SETTLED_INDEX:03d}{tag}"))
+        pending = Entry(reference, *fields, pending=True)
+        if draft.card:  # its own seed, apart from the day's: the fates leave every transaction's content as it was
+            seed = f"{resource_id}|{day.isoformat()}|{index}|fate"
+            settlements.append(_settle(pending, seed, f"{stamp}{index + SETTLED_INDEX:03d}{tag}", draft.cents))
+        else:
+            settlements.append(Settlement(Fate.BOOKED, pending, Entry(reference, *fields, pending=False)))
     return tuple(settlements)
 
 
