@@ -246,7 +246,6 @@ class AispEndpoints:
             bank=bank,
             consent=call.consent,
             version=call.version,
-            today=call.today,
             params=params,
             page=page,
             last_page=last_page,

@@ -1,9 +1,11 @@
-"""Deterministic transaction history of every sandbox account.
+"""Deterministic transaction history of every sandbox account, evolving with the sandbox clock.
 
 Each calendar day of each account gets its transactions from a random generator seeded with the account's resource
 id and the date, so a transaction keeps its id, amount and text from one run (and one day) to the next, and the
-90-day window simply slides as the sandbox clock moves. Transactions of today and yesterday are pending (``PDNG``,
-no booking date yet); older ones are booked, so a pending item turns into a booked one with the same id.
+90-day window slides as the sandbox clock moves. A transaction is pending (``PDNG``, no booking date) on its day and
+the next; two days after it, it meets its fate, drawn from its own seed: booked under the same reference, or (card
+payments only) booked under a new reference, maybe on a later day or for another amount, or released (gone). The
+rules and their shares: ``sandbox/README.md`` (How the history evolves).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
+from enum import StrEnum
 from functools import lru_cache
 
 from sandbox.personas import HistoryProfile
@@ -26,6 +29,8 @@ SALARY_DAY = 28
 # ten of those, so the window always holds 90 * 111 + 10 = 10,000 transactions (100 pages of 100).
 BULK_PER_DAY = 111
 BULK_EXTRA_EVERY = 9
+# Booked references of settled card payments: the pending one's day and index + SETTLED_INDEX (days hold < 500).
+SETTLED_INDEX = 500
 
 CRDT = "CRDT"
 DBIT = "DBIT"
@@ -67,9 +72,37 @@ _MONTHS = (
 )
 
 
+class Fate(StrEnum):
+    """What becomes of a pending transaction :data:`PENDING_DAYS` after its day."""
+
+    BOOKED = "booked"  # booked under the same reference, on its day (every transaction but card payments)
+    REBOOKED = "rebooked"  # booked under a new reference, same day, amount and text
+    REDATED = "redated"  # booked under a new reference one or two days after its expected booking date
+    REPRICED = "repriced"  # booked under a new reference for another amount (a tip, a currency conversion)
+    RELEASED = "released"  # never booked: the authorisation is released and the pending item vanishes
+
+
+# The fate of a card payment, by its share in percent (other transactions are always BOOKED).
+CARD_FATES: tuple[tuple[Fate, int], ...] = (
+    (Fate.BOOKED, 50),
+    (Fate.REBOOKED, 20),
+    (Fate.REDATED, 12),
+    (Fate.REPRICED, 8),
+    (Fate.RELEASED, 10),
+)
+MAX_REDATE_DAYS = 2
+TIP_PERCENT = (5, 20)  # REPRICED, half of them: a tip of 5 to 20 % more
+CONVERSION_BASIS_POINTS = (50, 300)  # the other half: a conversion 0.5 to 3 % more or less
+TIP_SHARE = 0.5
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One generated transaction, independent of the API version that renders it."""
+    """One listed transaction, independent of the API version that renders it.
+
+    ``imputation_date`` is the booking date of a booked transaction and the expected one of a pending transaction;
+    it is the day the listing files it under (and ``dateFrom``/``dateTo`` filter on).
+    """
 
     entry_reference: str
     amount: str
@@ -78,10 +111,21 @@ class Entry:
     value_date: date
     transaction_date: date
     remittance: tuple[str, ...]
+    pending: bool
 
-    def is_pending(self, today: date) -> bool:
-        """Pending while its imputation date is today or yesterday."""
-        return (today - self.imputation_date).days < PENDING_DAYS
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """One transaction from its pending listing to its fate."""
+
+    fate: Fate
+    pending: Entry  # as listed on its day and the next
+    booked: Entry | None  # as listed from :attr:`resolved_on` on; ``None`` when released
+
+    @property
+    def resolved_on(self) -> date:
+        """The first sandbox day on which it is no longer pending."""
+        return self.pending.imputation_date + timedelta(days=PENDING_DAYS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +135,7 @@ class _Draft:
     remittance: tuple[str, ...]
     transaction_lag: int = 0
     value_lag: int = 0
+    card: bool = False
 
 
 def _amount(rng: random.Random, low: int, high: int) -> int:
@@ -107,6 +152,7 @@ def _card(rng: random.Random, day: date) -> _Draft:
         _amount(rng, 3, 140),
         (f"CB {merchant} {bought:%d/%m}", f"FACTURE CARTE DU {bought:%d%m%y} {merchant} {city} CARTE 4970XXXXXXXX4242"),
         transaction_lag=lag,
+        card=True,
     )
 
 
@@ -220,32 +266,96 @@ def _day_count(rng: random.Random, profile: HistoryProfile, day: date) -> int:
     return rng.randint(MIN_PER_DAY, MAX_PER_DAY)
 
 
+def _card_fate(rng: random.Random) -> Fate:
+    roll = rng.randrange(100)
+    for fate, share in CARD_FATES:
+        if roll < share:
+            return fate
+        roll -= share
+    raise AssertionError("CARD_FATES must add up to 100")  # pragma: no cover - checked by the tests
+
+
+def _repriced(rng: random.Random, cents: int) -> int:
+    """The booked amount of a REPRICED card payment: a tip, or a conversion at another rate."""
+    if rng.random() < TIP_SHARE:
+        change = cents * rng.randint(*TIP_PERCENT) // 100
+    else:
+        change = cents * rng.randint(*CONVERSION_BASIS_POINTS) // 10_000 * rng.choice((-1, 1))
+    return cents + (change or 1)
+
+
+def _settle(pending: Entry, seed: str, reference: str, cents: int) -> Settlement:
+    """The fate of one pending card payment, drawn from its own ``seed``."""
+    rng = random.Random(seed)  # noqa: S311 - test data, not security
+    fate = _card_fate(rng)
+    booked: Entry | None = replace(pending, pending=False)
+    if fate is Fate.REBOOKED:
+        booked = replace(pending, entry_reference=reference, pending=False)
+    elif fate is Fate.REDATED:
+        day = pending.imputation_date + timedelta(days=rng.randint(1, MAX_REDATE_DAYS))
+        booked = replace(pending, entry_reference=reference, imputation_date=day, value_date=day, pending=False)
+    elif fate is Fate.REPRICED:
+        booked = replace(pending, entry_reference=reference, amount=_format_cents(_repriced(rng, cents)), pending=False)
+    elif fate is Fate.RELEASED:
+        booked = None
+    return Settlement(fate, pending, booked)
+
+
 @lru_cache(maxsize=65_536)
-def day_entries(resource_id: str, profile: HistoryProfile, day: date) -> tuple[Entry, ...]:
-    """All transactions of one account imputed on one day, always the same for the same inputs."""
+def day_settlements(resource_id: str, profile: HistoryProfile, day: date) -> tuple[Settlement, ...]:
+    """Every transaction of one account whose day is ``day``, with its fate: the same for the same inputs."""
     rng = random.Random(f"{resource_id}|{day.isoformat()}")  # noqa: S311 - test data, not security
     drafts = [rng.choice(_TEMPLATES[profile])(rng, day) for _ in range(_day_count(rng, profile, day))]
     if profile is HistoryProfile.RETAIL and day.day == SALARY_DAY:
         drafts.append(_salary(day))
     tag = hashlib.sha256(resource_id.encode()).hexdigest()[:6].upper()
-    return tuple(
-        Entry(
-            entry_reference=f"{day:%Y%m%d}{index:03d}{tag}",
-            amount=_format_cents(draft.cents),
-            credit_debit=draft.credit_debit,
-            imputation_date=day,
-            value_date=day + timedelta(days=draft.value_lag),
-            transaction_date=day - timedelta(days=draft.transaction_lag),
-            remittance=draft.remittance,
+    settlements: list[Settlement] = []
+    stamp = f"{day:%Y%m%d}"
+    for index, draft in enumerate(drafts, start=1):
+        reference = f"{stamp}{index:03d}{tag}"
+        fields = (
+            _format_cents(draft.cents),
+            draft.credit_debit,
+            day,
+            day + timedelta(days=draft.value_lag),
+            day - timedelta(days=draft.transaction_lag),
+            draft.remittance,
         )
-        for index, draft in enumerate(drafts, start=1)
-    )
+        pending = Entry(reference, *fields, pending=True)
+        if draft.card:  # its own seed, apart from the day's: the fates leave every transaction's content as it was
+            seed = f"{resource_id}|{day.isoformat()}|{index}|fate"
+            settlements.append(_settle(pending, seed, f"{stamp}{index + SETTLED_INDEX:03d}{tag}", draft.cents))
+        else:
+            settlements.append(Settlement(Fate.BOOKED, pending, Entry(reference, *fields, pending=False)))
+    return tuple(settlements)
+
+
+def _listed_on(resource_id: str, profile: HistoryProfile, day: date, today: date) -> list[Entry]:
+    """What the account lists under ``day`` on sandbox day ``today``, oldest first.
+
+    Transactions booked on ``day`` whose pending one is settled by ``today`` (of ``day`` and of the
+    :data:`MAX_REDATE_DAYS` days before), then, while ``day`` is recent, its own transactions, pending.
+    """
+    listed: list[Entry] = []
+    for lag in range(MAX_REDATE_DAYS, -1, -1):
+        origin = day - timedelta(days=lag)
+        if (today - origin).days < PENDING_DAYS:
+            continue
+        listed.extend(
+            settlement.booked
+            for settlement in day_settlements(resource_id, profile, origin)
+            if settlement.booked is not None and settlement.booked.imputation_date == day
+        )
+    if (today - day).days < PENDING_DAYS:
+        listed.extend(settlement.pending for settlement in day_settlements(resource_id, profile, day))
+    return listed
 
 
 @lru_cache(maxsize=512)
 def account_history(resource_id: str, profile: HistoryProfile, today: date) -> tuple[Entry, ...]:
-    """The account's last :data:`HISTORY_DAYS` days of transactions, newest first."""
+    """The account's last :data:`HISTORY_DAYS` days of transactions as listed on sandbox day ``today``, newest
+    first (within a day, pending ones first)."""
     entries: list[Entry] = []
     for offset in range(HISTORY_DAYS):
-        entries.extend(reversed(day_entries(resource_id, profile, today - timedelta(days=offset))))
+        entries.extend(reversed(_listed_on(resource_id, profile, today - timedelta(days=offset), today)))
     return tuple(entries)

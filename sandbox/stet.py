@@ -181,9 +181,9 @@ def _midnight(day: date) -> str:
     return datetime.combine(day, time.min, paris()).strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def transaction_json(entry: Entry, *, version: ApiVersion, currency: str, today: date) -> JsonObject:
+def transaction_json(entry: Entry, *, version: ApiVersion, currency: str) -> JsonObject:
     """One ``Transaction``."""
-    pending = entry.is_pending(today)
+    pending = entry.pending
     body: JsonObject = {
         "resourceId": entry.entry_reference,
         "entryReference": entry.entry_reference,
@@ -216,7 +216,6 @@ def transactions_json(
     bank: Bank,
     consent: Consent,
     version: ApiVersion,
-    today: date,
     params: Mapping[str, str],
     page: int,
     last_page: int,
@@ -246,9 +245,7 @@ def transactions_json(
     if account.key in consent.balances:
         links["balances"] = link(account_href(base, account, "balances"))
     return {
-        "transactions": [
-            transaction_json(entry, version=version, currency=account.currency, today=today) for entry in entries
-        ],
+        "transactions": [transaction_json(entry, version=version, currency=account.currency) for entry in entries],
         "_links": links,
     }
 

@@ -1,7 +1,8 @@
 """A test TPP for the sandbox: a browser session for the login screens and an mTLS session for the API.
 
 AISP calls are signed with the gateway's own signer (``aisp.signing.sign_request``) using the QSealC key from
-``bank-credentials.json``, exactly as the gateway will do.
+``bank-credentials.json``, exactly as the gateway will do. :func:`settlement_examples` finds, for a sandbox day, one
+pending transaction of each fate (``sandbox/README.md``, How the history evolves) for tests of what changes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aisp.signing import sign_request
+from sandbox.clock import paris
+from sandbox.history import Fate, Settlement, day_settlements
+from sandbox.personas import PERSONAS, HistoryProfile
 from sandbox.server import RunningSandbox
 
 CLIENT_ID = "PSDFR-ACPR-13807"
@@ -98,6 +102,22 @@ class SandboxClient:
     def advance_clock(self, seconds: float) -> None:
         """Move the sandbox clock."""
         assert self.admin("POST", "clock", {"advance_seconds": seconds}).status_code == 200
+
+    def now(self) -> dt.datetime:
+        """The sandbox's time."""
+        state = self.admin("GET", "state")
+        assert state.status_code == 200, state.text
+        return dt.datetime.fromisoformat(state.json()["now"])
+
+    def today(self) -> dt.date:
+        """The sandbox's calendar day (Europe/Paris), the day its history is listed on."""
+        return self.now().astimezone(paris()).date()
+
+    def travel_to(self, day: dt.date) -> None:
+        """Set the sandbox clock to noon (Europe/Paris) of ``day``: far from midnight, so a test's days do not
+        move under it."""
+        noon = dt.datetime.combine(day, dt.time(12), paris())
+        self.advance_clock((noon - self.now()).total_seconds())
 
     # --- screens -------------------------------------------------------------------------------------------
 
@@ -290,3 +310,36 @@ def issue_client_certificate(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return str(cert_path), str(key_path)
+
+
+def account_profile(resource_id: str) -> HistoryProfile:
+    """The history profile of a sandbox account, by resource id."""
+    for personas in PERSONAS.values():
+        for persona in personas:
+            for account in persona.accounts:
+                if account.resource_id == resource_id:
+                    return account.profile
+    raise LookupError(resource_id)
+
+
+def settlement_examples(
+    day: dt.date, resource_id: str = MARC_ACCOUNTS[0], *, horizon_days: int = 120
+) -> dict[Fate, Settlement]:
+    """For sandbox day ``day``, the first transaction of each :class:`~sandbox.history.Fate` still pending then or
+    later, from Marc's main account by default.
+
+    A settlement's ``pending`` entry is listed (``PDNG``) on ``resolved_on - 1`` (and the day before); from
+    ``resolved_on`` on, its ``booked`` entry is listed instead, or nothing when ``RELEASED``. A test travels to
+    ``resolved_on - 1``, reads, moves the clock one day (``advance_seconds=86400``) and reads again; a sync test that
+    reads once a day from ``day`` to the latest ``resolved_on`` sees every fate (on Marc's main account that is 10
+    days at the median, 38 at most over a year of start days; on Sophie's card account 4, at most 13).
+    """
+    profile = account_profile(resource_id)
+    found: dict[Fate, Settlement] = {}
+    for offset in range(-1, horizon_days):
+        for settlement in day_settlements(resource_id, profile, day + dt.timedelta(days=offset)):
+            found.setdefault(settlement.fate, settlement)
+        if len(found) == len(Fate):
+            return found
+    missing = sorted(set(Fate) - set(found))
+    raise LookupError(f"no {', '.join(missing)} within {horizon_days} days of {day} on {resource_id}")

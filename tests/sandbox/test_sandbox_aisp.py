@@ -329,26 +329,3 @@ def test_history_is_deterministic_between_runs(client: SandboxClient) -> None:
     again = client.get(path, client.connect(MARC)["access_token"], psu_ip=PSU_IP).json()
 
     assert first == again
-
-
-def test_pending_items_become_booked_with_the_same_id(client: SandboxClient) -> None:
-    path = f"/accounts/{MARC_ACCOUNTS[0]}/transactions"
-    pending = [t for t in _history(client, client.connect(MARC)["access_token"], path) if t["status"] == "PDNG"]
-
-    client.advance_clock(2 * 86_400)
-    later = {t["entryReference"]: t for t in _history(client, client.connect(MARC)["access_token"], path)}
-
-    assert pending
-    assert all(later[t["entryReference"]]["status"] == "BOOK" for t in pending)
-    assert all("bookingDate" in later[t["entryReference"]] for t in pending)
-
-
-def _history(client: SandboxClient, access: str, path: str) -> list[dict[str, object]]:
-    """Every transaction, following _links.next."""
-    transactions: list[dict[str, object]] = []
-    href: str | None = path
-    while href:
-        page = client.get(href, access, psu_ip=PSU_IP).json()
-        transactions.extend(page["transactions"])
-        href = page["_links"].get("next", {}).get("href")
-    return transactions

@@ -195,7 +195,7 @@ def test_every_consentable_account_has_a_rich_deterministic_history(account: Acc
 
     assert len(history) >= 300
     assert {e.credit_debit for e in history} == {"CRDT", "DBIT"} or account.cash_account_type == "CARD"
-    assert {e.is_pending(TODAY) for e in history} == {True, False}
+    assert {e.pending for e in history} == {True, False}
     assert min(e.imputation_date for e in history) == TODAY - timedelta(days=HISTORY_DAYS - 1)
     assert all(len(e.remittance) >= 1 and all(len(line) <= 140 for line in e.remittance) for e in history)
     assert all(e.transaction_date <= e.imputation_date <= e.value_date for e in history)
