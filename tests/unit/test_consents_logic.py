@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 
-from aisp import errors, wiring
+from aisp import errors
 from aisp.logic import consents
 from aisp.models.api import SubmitConsentRequest
 from aisp.models.connection import ConsentSnapshot
@@ -153,72 +152,3 @@ def test_a_connection_deleted_during_the_submission_is_a_conflict(
     with pytest.raises(errors.ConflictError):
         _submit(account_services)
     assert services.connections.find(MARC, "13807").consent is None
-
-
-def test_without_a_key_no_idempotency_store_is_built(account_services, marc, idempotency):
-    built = []
-    connections = dataclasses.replace(
-        account_services.connections, idempotency=lambda: built.append(1) or wiring.idempotency_store()
-    )
-    services = dataclasses.replace(account_services, connections=connections)
-
-    _submit(services)
-    _submit(services)
-
-    assert built == []
-    assert _submit(services, key="key-1").consent == _submit(services).consent
-    assert built == [1]
-
-
-def test_the_same_key_replays_the_first_answer_with_one_bank_call(
-    account_services, marc, account_bank, idempotency, lambda_context
-):
-    first = _submit(account_services, key="key-1", lambda_context=lambda_context)
-    second = _submit(account_services, key="key-1", lambda_context=lambda_context)
-
-    assert second == first
-    assert len(account_bank.of("put_consents")) == 1
-
-
-def test_the_same_key_with_another_body_is_refused(account_services, marc, account_bank, idempotency):
-    _submit(account_services, key="key-1")
-
-    with pytest.raises(errors.IdempotencyKeyReusedError):
-        _submit(account_services, _request(transactions=IBANS), key="key-1")
-    assert len(account_bank.of("put_consents")) == 1
-
-
-def test_keys_are_per_user(account_services, marc, active_connection, account_bank, idempotency):
-    active_connection("user-eve", "13807")
-
-    _submit(account_services, key="shared-key")
-    _submit(account_services, key="shared-key", user_id="user-eve")
-
-    assert len(account_bank.of("put_consents")) == 2
-
-
-def test_a_retry_while_the_first_runs_is_in_progress(account_services, marc, account_bank, idempotency):
-    original = account_bank.put_consents
-    seen = []
-
-    def client_retries_meanwhile(bank_code, **kwargs):
-        with pytest.raises(errors.RequestInProgressError):
-            _submit(account_services, key="key-1")
-        seen.append("retry refused")
-        original(bank_code, **kwargs)
-
-    account_bank.put_consents = client_retries_meanwhile
-
-    _submit(account_services, key="key-1")
-
-    assert seen == ["retry refused"]
-
-
-def test_a_failed_submission_can_be_retried_with_the_same_key(account_services, marc, account_bank, idempotency):
-    account_bank.fail("put_consents", errors.BankUnavailableError("503", status=503, bank_code="13807"))
-    with pytest.raises(errors.BankUnavailableError):
-        _submit(account_services, key="key-1")
-
-    _submit(account_services, key="key-1")
-
-    assert len(account_bank.of("put_consents")) == 2
