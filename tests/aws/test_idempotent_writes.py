@@ -11,43 +11,20 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from aisp import errors, wiring
-from aisp.logic import consents
-from aisp.models.api import SubmitConsentRequest
-from aisp.models.psu import PsuInfo
 from functions.connect import app as connect_app
 from functions.consents import app as consents_app
-from tests.conftest import IDEMPOTENCY_TABLE, FakeLambdaContext
+from tests.conftest import IDEMPOTENCY_TABLE
+from tests.consent_calls import IBANS, MARC, consent_request, submit
 
 # First: the aws fixture's wiring.reset() must come before the stack is given to the wiring.
 pytestmark = pytest.mark.usefixtures("aws")
 
-MARC = "user-marc"
-IBANS = ["FR7613807008043001965405158", "FR7613807008043001965405255"]
-PSU = PsuInfo(ip_address="203.0.113.10", http_method="PUT")
 KEY = "0b6f8f9e-3c1d-4f7a-9d55-6a1e2f3b4c5d"
 
 
 @pytest.fixture
 def marc(account_wired, active_connection):
     return active_connection(MARC, "13807")
-
-
-def _request(balances=IBANS, transactions=IBANS[:1]):
-    return SubmitConsentRequest(
-        balances=balances, transactions=transactions, psu_identity=True, trusted_beneficiaries=False
-    )
-
-
-def _submit(account_services, request=None, *, user_id=MARC, key=None, lambda_context=None):
-    return consents.submit_consent(
-        user_id=user_id,
-        bank_code="13807",
-        request=request or _request(),
-        psu=PSU,
-        idempotency_key=key,
-        lambda_context=lambda_context or FakeLambdaContext(),
-        services=account_services,
-    )
 
 
 def _json(response):
@@ -74,37 +51,37 @@ def test_without_a_key_no_idempotency_store_is_built(account_services, marc, ide
     )
     services = dataclasses.replace(account_services, connections=connections)
 
-    _submit(services)
-    _submit(services)
+    submit(services)
+    submit(services)
 
     assert built == []
-    assert _submit(services, key="key-1").consent == _submit(services).consent
+    assert submit(services, key="key-1").consent == submit(services).consent
     assert built == [1]
 
 
 def test_the_same_key_replays_the_first_answer_with_one_bank_call(
     account_services, marc, account_bank, idempotency, lambda_context
 ):
-    first = _submit(account_services, key="key-1", lambda_context=lambda_context)
-    second = _submit(account_services, key="key-1", lambda_context=lambda_context)
+    first = submit(account_services, key="key-1", lambda_context=lambda_context)
+    second = submit(account_services, key="key-1", lambda_context=lambda_context)
 
     assert second == first
     assert len(account_bank.of("put_consents")) == 1
 
 
 def test_the_same_key_with_another_body_is_refused(account_services, marc, account_bank, idempotency):
-    _submit(account_services, key="key-1")
+    submit(account_services, key="key-1")
 
     with pytest.raises(errors.IdempotencyKeyReusedError):
-        _submit(account_services, _request(transactions=IBANS), key="key-1")
+        submit(account_services, consent_request(transactions=IBANS), key="key-1")
     assert len(account_bank.of("put_consents")) == 1
 
 
 def test_keys_are_per_user(account_services, marc, active_connection, account_bank, idempotency):
     active_connection("user-eve", "13807")
 
-    _submit(account_services, key="shared-key")
-    _submit(account_services, key="shared-key", user_id="user-eve")
+    submit(account_services, key="shared-key")
+    submit(account_services, key="shared-key", user_id="user-eve")
 
     assert len(account_bank.of("put_consents")) == 2
 
@@ -115,13 +92,13 @@ def test_a_retry_while_the_first_runs_is_in_progress(account_services, marc, acc
 
     def client_retries_meanwhile(bank_code, **kwargs):
         with pytest.raises(errors.RequestInProgressError):
-            _submit(account_services, key="key-1")
+            submit(account_services, key="key-1")
         seen.append("retry refused")
         original(bank_code, **kwargs)
 
     account_bank.put_consents = client_retries_meanwhile
 
-    _submit(account_services, key="key-1")
+    submit(account_services, key="key-1")
 
     assert seen == ["retry refused"]
 
@@ -129,9 +106,9 @@ def test_a_retry_while_the_first_runs_is_in_progress(account_services, marc, acc
 def test_a_failed_submission_can_be_retried_with_the_same_key(account_services, marc, account_bank, idempotency):
     account_bank.fail("put_consents", errors.BankUnavailableError("503", status=503, bank_code="13807"))
     with pytest.raises(errors.BankUnavailableError):
-        _submit(account_services, key="key-1")
+        submit(account_services, key="key-1")
 
-    _submit(account_services, key="key-1")
+    submit(account_services, key="key-1")
 
     assert len(account_bank.of("put_consents")) == 2
 

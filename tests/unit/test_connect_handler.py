@@ -1,4 +1,4 @@
-"""ConnectFunction handler, invoked with the events/ payloads (moto AWS, a fake bank through the factories)."""
+"""ConnectFunction handler, invoked with the events/ payloads (the in-memory stack, a fake bank via the factories)."""
 
 from __future__ import annotations
 

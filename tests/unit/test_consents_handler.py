@@ -1,5 +1,6 @@
 """ConsentsFunction with the events/consents payloads: body validation (IBAN format, country length, mod-97),
-the stored consent in the answer, Idempotency-Key replay and reuse, and the bank's refusal as validation_error."""
+the stored consent in the answer, a malformed Idempotency-Key, and the bank's refusal as validation_error (replay and
+reuse of a key: tests/aws/test_idempotent_writes.py)."""
 
 from __future__ import annotations
 
