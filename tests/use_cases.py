@@ -42,7 +42,7 @@ class MemoryStack:
 
 
 @pytest.fixture
-def stack(gateway_env) -> Iterator[MemoryStack]:  # noqa: ARG001 - the settings the handlers read
+def memory_stack(gateway_env) -> Iterator[MemoryStack]:  # noqa: ARG001 - the settings the handlers read
     """The in-memory stack, also given to ``aisp.wiring`` (``gateway_env``'s ``wiring.reset()`` forgets it)."""
     from aisp.cursors import CursorSealer
     from aisp.settings import CursorSettings, load_settings
@@ -88,7 +88,7 @@ def bank():
 
 
 @pytest.fixture
-def services(stack, bank, clock):
+def services(memory_stack, bank, clock):
     """The connection use cases over the in-memory stack, a fake bank and a fake clock.
 
     The registry is resolved for ``local``, the environment the fakes stand in for (the offline sandbox: 13807 with
@@ -98,8 +98,8 @@ def services(stack, bank, clock):
     from aisp.logic.services import ConnectionServices
 
     return ConnectionServices(
-        connections=stack.connections,
-        states=stack.states,
+        connections=memory_stack.connections,
+        states=memory_stack.states,
         bank=bank,
         registry=load_registry(environment="local"),
         clock=clock,
@@ -140,7 +140,7 @@ def account_bank():
 
 
 @pytest.fixture
-def quota_ledger(stack):  # noqa: ARG001 - its wiring.reset() forgets the ledger given to the wiring
+def quota_ledger(memory_stack):  # noqa: ARG001 - its wiring.reset() forgets the ledger given to the wiring
     """The unattended-access ledger, in memory (``tests/contract`` holds it to the DynamoDB one's behaviour)."""
     from tests.memory import MemoryQuotaLedger
 
@@ -150,7 +150,7 @@ def quota_ledger(stack):  # noqa: ARG001 - its wiring.reset() forgets the ledger
 
 
 @pytest.fixture
-def transaction_store(stack):  # noqa: ARG001 - its wiring.reset() forgets the store given to the wiring
+def transaction_store(memory_stack):  # noqa: ARG001 - its wiring.reset() forgets the store given to the wiring
     """The synced transactions, in memory (``tests/contract`` holds it to the DynamoDB store's behaviour)."""
     from tests.memory import MemoryTransactionStore
 
@@ -160,7 +160,7 @@ def transaction_store(stack):  # noqa: ARG001 - its wiring.reset() forgets the s
 
 
 @pytest.fixture
-def account_services(services, stack, account_bank, quota_ledger, transaction_store):
+def account_services(services, memory_stack, account_bank, quota_ledger, transaction_store):
     """The consent and account use cases over ``services``, a fake data bank, the stack's cursor sealer, and the
     in-memory quota ledger and transaction store."""
     from aisp.logic.services import AccountServices

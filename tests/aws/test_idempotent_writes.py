@@ -140,7 +140,7 @@ def _keyed(event, key=KEY, **body):
 
 
 def test_a_keyed_create_replays_its_login_link_which_is_sealed_at_rest(
-    wired, aws, stack, load_event, lambda_context, idempotency
+    wired, aws, memory_stack, load_event, lambda_context, idempotency
 ):
     # Given Marc's POST /v1/connections with an Idempotency-Key
     event = _keyed(load_event("connect/create_connection.json"))
@@ -152,7 +152,7 @@ def test_a_keyed_create_replays_its_login_link_which_is_sealed_at_rest(
     # Then both are the same 201, login link included, and only one login journey was started
     assert first["statusCode"] == again["statusCode"] == 201
     assert _json(again) == _json(first)
-    assert len(stack.raw_states()) == 1
+    assert len(memory_stack.raw_states()) == 1
     # And the idempotency record holds the answer sealed: neither the link nor its state can be read there
     (record,) = aws.dynamodb.scan(TableName=IDEMPOTENCY_TABLE)["Items"]
     state = parse_qs(urlsplit(_json(first)["authorization_url"]).query)["state"][0]
@@ -160,7 +160,7 @@ def test_a_keyed_create_replays_its_login_link_which_is_sealed_at_rest(
 
 
 def test_a_create_key_with_another_body_is_422_and_keys_are_per_user(
-    wired, aws, stack, load_event, lambda_context, idempotency
+    wired, aws, memory_stack, load_event, lambda_context, idempotency
 ):
     # Given a connection started with a key
     first = connect_app.lambda_handler(_keyed(load_event("connect/create_connection.json")), lambda_context)
@@ -177,4 +177,4 @@ def test_a_create_key_with_another_body_is_422_and_keys_are_per_user(
     assert (reused["statusCode"], _json(reused)["code"]) == (422, "idempotency_key_reused")
     assert reused["headers"]["Content-Type"] == "application/problem+json"
     assert eves["statusCode"] == 201 and _json(eves)["connection_id"] != _json(first)["connection_id"]
-    assert len(stack.raw_states()) == 2
+    assert len(memory_stack.raw_states()) == 2

@@ -49,7 +49,9 @@ def _completion(result):
     return value
 
 
-def test_success_seals_the_tokens_awaiting_completion_and_redirects_authorized(stack, services, policy, bank, clock):
+def test_success_seals_the_tokens_awaiting_completion_and_redirects_authorized(
+    memory_stack, services, policy, bank, clock
+):
     # Given a started journey
     started, state = _start(services, policy)
     clock.advance(minutes=2)
@@ -81,7 +83,7 @@ def test_success_seals_the_tokens_awaiting_completion_and_redirects_authorized(s
     assert authorization.reauth_due_at == now + timedelta(days=90)
     assert connection.version == 2
     # And it is due in the refresh index at the completion deadline, so an uncompleted login gets revoked
-    item = stack.raw_connection("user-marc", "13807")
+    item = memory_stack.raw_connection("user-marc", "13807")
     assert item["refresh_shard"] == {"N": str(refresh_shard("user-marc", "13807"))}
     assert item["refresh_due_at"] == {"N": str(int(authorization.expires_at.timestamp()))}
 
@@ -95,7 +97,7 @@ def test_success_seals_the_tokens_awaiting_completion_and_redirects_authorized(s
     assert connection.connected_at == connection.refresh_issued_at == now
     assert connection.access_expires_at == now + timedelta(seconds=3600)
     assert tokens == pending and connection.pending is None
-    item = stack.raw_connection("user-marc", "13807")
+    item = memory_stack.raw_connection("user-marc", "13807")
     assert item["refresh_due_at"] == {"N": str(int(connection.access_expires_at.timestamp()))}
     assert not {"pending", "pending_tokens", "authorization_id"} & set(item)
 

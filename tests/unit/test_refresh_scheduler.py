@@ -65,8 +65,8 @@ def publisher():
 
 
 @pytest.fixture
-def repo(stack):
-    return stack.connections
+def repo(memory_stack):
+    return memory_stack.connections
 
 
 @pytest.fixture
