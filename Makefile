@@ -20,7 +20,7 @@ export REDOCLY_SUPPRESS_UPDATE_NOTICE := true
 # sam build's python3.13 workflow looks for `python3.13` on PATH.
 export PATH := $(dir $(PYTHON)):$(PATH)
 
-.PHONY: help dev browser docker lambda-image iac deps deps-check format lint mypy validate build unit integration pytest test \
+.PHONY: help dev browser docker lambda-image iac deps deps-check format lint mypy validate build unit aws integration pytest test \
 	pr run demo invoke api bench sandbox clean
 
 help:
@@ -29,6 +29,7 @@ help:
 	@echo "make dev     - create .venv (app + test deps), .tools/ (SAM CLI, checkov, openapi-python-client) and node_modules"
 	@echo "make deps    - regenerate layers/aisp/requirements.txt from pyproject.toml"
 	@echo "make format  - ruff format + autofix"
+	@echo "make unit    - the logic tests alone, in seconds (no AWS); make aws - the AWS adapters on moto"
 	@echo "make demo    - with make run going: Marc's whole journey over HTTP, printing the numbers"
 	@echo "make sandbox - the offline 89C3 bank alone (see sandbox/README.md)"
 	@echo "make bench   - benchmarks: cold start (in process and in a Lambda container), warm overhead, pagination,"
@@ -143,8 +144,14 @@ build: $(SAM_VENV)/.installed deps-check
 	@test -f .aws-sam/build/AispLayer/python/aisp/banks/banks.json
 	@test -d .aws-sam/build/AispLayer/python/pydantic
 
+# The fast tier: the logic over the in-memory stack (tests/use_cases.py) and the memory half of the repository
+# contract suite; no AWS, not even moto. `make aws`: the AWS adapters and the DynamoDB half, on moto in process.
 unit: $(VENV)/.installed
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest tests/unit tests/contract -m "not dynamodb"
+
+aws: $(VENV)/.installed
+	$(BIN)/python -m pytest tests/aws
+	$(BIN)/python -m pytest tests/contract -m dynamodb
 
 integration: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/integration tests/sandbox

@@ -34,6 +34,9 @@ from aisp.observability import tracer  # noqa: E402
 
 tracer.real  # noqa: B018 - side effect: build it
 
+# The use cases' services over the in-memory stack, shared by tests/unit and tests/aws.
+pytest_plugins = ["tests.use_cases"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVENTS_DIR = REPO_ROOT / "events"
 

@@ -12,6 +12,7 @@ query parameters, headers, Accept, Content-Type, body) and gives each operation'
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -371,12 +372,20 @@ class InProcessBank(BaseAdapter):
         """Nothing to release."""
 
 
-def in_process_client(bank: InProcessBank, **overrides: Any) -> BankClient:
-    """A :class:`~aisp.stet.BankClient` whose session goes to ``bank`` (signing with the golden vectors' test key)."""
+@functools.cache
+def _test_signer() -> requests.auth.AuthBase:
+    """The golden vectors' test key as a signer, parsed once: an RSA key's checks cost ~60 ms, and the generated
+    responses build a client per example (the signer keeps no state between requests)."""
     from aisp.signing import BankSignatureAuth  # noqa: PLC0415 - the layer, only for tests that call a bank
-    from aisp.stet import BankClient  # noqa: PLC0415
 
     key = json.loads((Path(__file__).parent / "fixtures" / "signature-vectors.json").read_text())["private_key_pem"]
+    return BankSignatureAuth(key_id="PSDFR-ACPR-13807", private_key_pem=key)
+
+
+def in_process_client(bank: InProcessBank, **overrides: Any) -> BankClient:
+    """A :class:`~aisp.stet.BankClient` whose session goes to ``bank`` (signing with the golden vectors' test key)."""
+    from aisp.stet import BankClient  # noqa: PLC0415
+
     session = requests.Session()
     session.mount("https://", bank)
     arguments: dict[str, Any] = {
@@ -384,7 +393,7 @@ def in_process_client(bank: InProcessBank, **overrides: Any) -> BankClient:
         "base_url": "https://www.13807.live.api.89c3.com",
         "api_prefix": "/stet/psd2/v1.4.2",
         "client_id": "PSDFR-ACPR-13807",
-        "auth": BankSignatureAuth(key_id="PSDFR-ACPR-13807", private_key_pem=key),
+        "auth": _test_signer(),
         "cert": None,
         "session": session,
         "max_get_retries": 0,

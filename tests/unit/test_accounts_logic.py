@@ -1,4 +1,4 @@
-"""Account queries over moto (connections, KMS) with fake banks: tokens and the 401 retry, the consent error rule,
+"""Account queries over the in-memory stack with fake banks: tokens and the 401 retry, the consent error rule,
 registry capabilities, transaction paging with sealed cursors, and GET /v1/accounts across banks."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ConnectFunction handler, invoked with the events/ payloads (moto AWS, a fake bank through the factories)."""
+"""ConnectFunction handler, invoked with the events/ payloads (the in-memory stack, a fake bank via the factories)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 
 from aisp.models.connection import ConnectionStatus
 from functions.connect import app
-from tests.conftest import IDEMPOTENCY_TABLE, STATES_TABLE
 
 KEY = "0b6f8f9e-3c1d-4f7a-9d55-6a1e2f3b4c5d"
 
@@ -79,51 +78,6 @@ def test_refusals_are_problem_json_with_a_stable_code(wired, load_event, lambda_
     assert response["headers"]["Content-Type"] == "application/problem+json"
     assert _body(response)["code"] == code
     assert wired.connections.list_for_user("user-marc") == []
-
-
-def _keyed(event, key=KEY, **body):
-    event["headers"]["idempotency-key"] = key
-    event["body"] = json.dumps({**json.loads(event["body"]), **body})
-    return event
-
-
-def test_a_keyed_create_replays_its_login_link_which_is_sealed_at_rest(
-    wired, aws, load_event, lambda_context, idempotency
-):
-    # Given Marc's POST /v1/connections with an Idempotency-Key
-    event = _keyed(load_event("connect/create_connection.json"))
-
-    # When his app sends it again (the first answer was lost)
-    first = app.lambda_handler(event, lambda_context)
-    again = app.lambda_handler(event, lambda_context)
-
-    # Then both are the same 201, login link included, and only one login journey was started
-    assert first["statusCode"] == again["statusCode"] == 201
-    assert _body(again) == _body(first)
-    assert aws.dynamodb.scan(TableName=STATES_TABLE)["Count"] == 1
-    # And the idempotency record holds the answer sealed: neither the link nor its state can be read there
-    (record,) = aws.dynamodb.scan(TableName=IDEMPOTENCY_TABLE)["Items"]
-    state = parse_qs(urlsplit(_body(first)["authorization_url"]).query)["state"][0]
-    assert state not in json.dumps(record) and "authorization_url" not in json.dumps(record)
-
-
-def test_a_create_key_with_another_body_is_422_and_keys_are_per_user(
-    wired, aws, load_event, lambda_context, idempotency
-):
-    # Given a connection started with a key
-    first = app.lambda_handler(_keyed(load_event("connect/create_connection.json")), lambda_context)
-
-    # When the same key comes with another bank, then from another user
-    reused = app.lambda_handler(_keyed(load_event("connect/create_connection.json"), bank_code="17515"), lambda_context)
-    as_eve = _keyed(load_event("connect/create_connection.json"))
-    as_eve["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = "user-eve"
-    eves = app.lambda_handler(as_eve, lambda_context)
-
-    # Then the first is refused as a reused key, the second is Eve's own journey
-    assert (reused["statusCode"], _body(reused)["code"]) == (422, "idempotency_key_reused")
-    assert reused["headers"]["Content-Type"] == "application/problem+json"
-    assert eves["statusCode"] == 201 and _body(eves)["connection_id"] != _body(first)["connection_id"]
-    assert aws.dynamodb.scan(TableName=STATES_TABLE)["Count"] == 2
 
 
 def test_an_invalid_body_names_the_fields_without_echoing_values(wired, load_event, lambda_context):

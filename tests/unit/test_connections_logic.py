@@ -1,4 +1,4 @@
-"""start_connection / list_connections / delete_connection over moto repositories with a fake bank and clock."""
+"""start_connection / list_connections / delete_connection over the in-memory stack with a fake bank and clock."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from aisp.logic.connections import callback_url_for, delete_connection, list_con
 from aisp.logic.services import ConnectPolicy
 from aisp.models.connection import ConnectionStatus, TokenPair
 from aisp.pkce import code_challenge, open_verifier
-from tests.conftest import STATES_TABLE
 
 DOMAIN = "api-id.execute-api.eu-west-3.amazonaws.com"
 RETURN_URL = "https://app.example.com/connections/done?screen=banks"
@@ -54,7 +53,7 @@ def _activate(services, user_id="user-marc", bank_code="13807", refresh="refresh
     )
 
 
-def test_start_creates_a_pending_connection_and_a_single_use_state(aws, services, policy, bank, clock):
+def test_start_creates_a_pending_connection_and_a_single_use_state(memory_stack, services, policy, bank, clock):
     # When Marc starts connecting bank 13807
     started = _start(services, policy)
 
@@ -69,7 +68,7 @@ def test_start_creates_a_pending_connection_and_a_single_use_state(aws, services
     assert len(state) >= 43  # 32 random bytes, base64url
     assert query["redirect_uri"] == [f"https://{DOMAIN}/oauth/callback"]
     # And the state is stored hashed, with what the callback needs
-    item = aws.dynamodb.get_item(TableName=STATES_TABLE, Key={"state_hash": {"S": hash_state(state)}})["Item"]
+    item = memory_stack.raw_state(hash_state(state))
     assert item["user_id"]["S"] == "user-marc"
     assert item["return_url"]["S"] == RETURN_URL
     assert item["redirect_uri"]["S"] == f"https://{DOMAIN}/oauth/callback"
@@ -107,14 +106,14 @@ def test_a_revoked_connection_restarts_as_pending_with_the_same_id(services, pol
     assert services.connections.find("user-marc", "13807").status is ConnectionStatus.PENDING
 
 
-def test_a_return_url_off_the_allowlist_is_refused_and_nothing_is_stored(aws, services, policy, bank):
+def test_a_return_url_off_the_allowlist_is_refused_and_nothing_is_stored(memory_stack, services, policy, bank):
     with pytest.raises(InvalidRequestError) as caught:
         _start(services, policy, return_url="https://app.example.com.evil.com/connections/done")
 
     assert caught.value.details == {"field": "return_url"}
     assert "evil" not in caught.value.message
     assert services.connections.find("user-marc", "13807") is None
-    assert aws.dynamodb.scan(TableName=STATES_TABLE)["Items"] == []
+    assert memory_stack.raw_states() == []
     assert bank.calls == []
 
 
@@ -123,7 +122,7 @@ def test_an_unknown_bank_is_refused(services, policy):
         _start(services, policy, bank_code="99999")
 
 
-def test_a_failure_building_the_login_link_leaves_no_state(aws, services, policy, bank):
+def test_a_failure_building_the_login_link_leaves_no_state(memory_stack, services, policy, bank):
     def broken(*_args, **_kwargs):
         raise ConfigurationError("bank credentials secret could not be read or is not valid JSON")
 
@@ -131,7 +130,7 @@ def test_a_failure_building_the_login_link_leaves_no_state(aws, services, policy
 
     with pytest.raises(ConfigurationError):
         _start(services, policy)
-    assert aws.dynamodb.scan(TableName=STATES_TABLE)["Items"] == []
+    assert memory_stack.raw_states() == []
 
 
 def test_callback_url_is_configured_or_derived_from_the_api_domain():
@@ -167,7 +166,7 @@ def test_list_shows_only_the_callers_connections_without_tokens(services, policy
     }
 
 
-def test_delete_revokes_at_the_bank_then_forgets_the_tokens(aws, services, policy, bank, clock):
+def test_delete_revokes_at_the_bank_then_forgets_the_tokens(memory_stack, services, policy, bank, clock):
     _start(services, policy)
     _activate(services)
 
@@ -177,7 +176,7 @@ def test_delete_revokes_at_the_bank_then_forgets_the_tokens(aws, services, polic
     assert revoke.kwargs == {"token": "refresh-1", "token_type_hint": "refresh_token"}
     connection, tokens = services.connections.get_with_tokens("user-marc", "13807")
     assert connection.status is ConnectionStatus.REVOKED and tokens is None
-    item = aws.raw_connection("user-marc", "13807")
+    item = memory_stack.raw_connection("user-marc", "13807")
     assert "tokens" not in item and "refresh_shard" not in item
     assert int(item["purge_at"]["N"]) == int((clock.now() + timedelta(days=30)).timestamp())
     # And deleting again is a no-op
@@ -235,23 +234,23 @@ def _registry_with(**capabilities):
     )
 
 
-def test_start_sends_a_pkce_challenge_and_seals_its_verifier_with_the_state(aws, services, policy, bank):
+def test_start_sends_a_pkce_challenge_and_seals_its_verifier_with_the_state(memory_stack, services, policy, bank):
     started = _start(services, policy)
 
     (call,) = bank.of("authorization_url")
     state = parse_qs(urlsplit(started.authorization_url).query)["state"][0]
-    item = aws.dynamodb.get_item(TableName=STATES_TABLE, Key={"state_hash": {"S": hash_state(state)}})["Item"]
+    item = memory_stack.raw_state(hash_state(state))
     verifier = open_verifier(item["code_verifier"]["B"], state=state)
     assert call.kwargs["code_challenge"] == code_challenge(verifier)
 
 
-def test_a_bank_without_pkce_gets_no_challenge_and_no_verifier_is_stored(aws, services, policy, bank):
+def test_a_bank_without_pkce_gets_no_challenge_and_no_verifier_is_stored(memory_stack, services, policy, bank):
     services = dataclasses.replace(services, registry=_registry_with(pkce=False))
 
     started = _start(services, policy)
 
     (call,) = bank.of("authorization_url")
     state = parse_qs(urlsplit(started.authorization_url).query)["state"][0]
-    item = aws.dynamodb.get_item(TableName=STATES_TABLE, Key={"state_hash": {"S": hash_state(state)}})["Item"]
+    item = memory_stack.raw_state(hash_state(state))
     assert call.kwargs["code_challenge"] is None
     assert "code_verifier" not in item

@@ -1,5 +1,6 @@
 """ConsentsFunction with the events/consents payloads: body validation (IBAN format, country length, mod-97),
-the stored consent in the answer, Idempotency-Key replay and reuse, and the bank's refusal as validation_error."""
+the stored consent in the answer, a malformed Idempotency-Key, and the bank's refusal as validation_error (replay and
+reuse of a key: tests/aws/test_idempotent_writes.py)."""
 
 from __future__ import annotations
 
@@ -122,23 +123,6 @@ def test_an_unknown_bank_and_a_missing_connection(account_wired, load_event, lam
 
     response, problem = _call(load_event("consents/submit_consent.json"), lambda_context)
     assert response["statusCode"] == 404 and problem["code"] == "connection_not_found"
-
-
-def test_the_same_key_replays_and_another_body_is_422(marc, account_bank, load_event, lambda_context, idempotency):
-    first, first_body = _call(load_event("consents/submit_consent.json"), lambda_context)
-    again, again_body = _call(load_event("consents/submit_consent.json"), lambda_context)
-
-    assert first["statusCode"] == again["statusCode"] == 200
-    assert again_body == first_body
-    assert len(account_bank.of("put_consents")) == 1
-
-    changed = load_event("consents/submit_consent.json")
-    body = json.loads(changed["body"])
-    body["transactions"] = IBANS
-    response, problem = _call(_with_body(changed, body), lambda_context)
-
-    assert response["statusCode"] == 422 and problem["code"] == "idempotency_key_reused"
-    assert len(account_bank.of("put_consents")) == 1
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "with space", "é"])

@@ -1,23 +1,15 @@
-"""Consent submission over moto with fake banks: forwarded as STET Access, stored with a conditional write, the bank's
-400 as a validation error, and Powertools idempotency on the Idempotency-Key (one bank call, same answer)."""
+"""Consent submission over the in-memory stack with fake banks: forwarded as STET Access, stored with a conditional
+write, the bank's 400 as a validation error. Idempotency-Key replays: tests/aws/test_idempotent_writes.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 
-from aisp import errors, wiring
-from aisp.logic import consents
-from aisp.models.api import SubmitConsentRequest
+from aisp import errors
 from aisp.models.connection import ConsentSnapshot
-from aisp.models.psu import PsuInfo
-from tests.conftest import FakeLambdaContext
-
-MARC = "user-marc"
-IBANS = ["FR7613807008043001965405158", "FR7613807008043001965405255"]
-PSU = PsuInfo(ip_address="203.0.113.10", http_method="PUT")
+from tests.consent_calls import IBANS, MARC, PSU, consent_request, submit
 
 
 @pytest.fixture
@@ -25,35 +17,14 @@ def marc(active_connection):
     return active_connection(MARC, "13807")
 
 
-def _request(balances=IBANS, transactions=IBANS[:1], **flags):
-    return SubmitConsentRequest(
-        balances=balances,
-        transactions=transactions,
-        psu_identity=flags.get("psu_identity", True),
-        trusted_beneficiaries=flags.get("trusted_beneficiaries", False),
-    )
-
-
-def _submit(account_services, request=None, *, user_id=MARC, key=None, lambda_context=None):
-    return consents.submit_consent(
-        user_id=user_id,
-        bank_code="13807",
-        request=request or _request(),
-        psu=PSU,
-        idempotency_key=key,
-        lambda_context=lambda_context or FakeLambdaContext(),
-        services=account_services,
-    )
-
-
 def test_the_consent_goes_to_the_bank_and_is_stored_on_the_connection(account_services, services, marc, account_bank):
-    response = _submit(account_services)
+    response = submit(account_services)
 
     (call,) = account_bank.of("put_consents")
     # The bank is asked for exactly what the user requested (stamped with the submission's time)
     sent = call.kwargs["consent"]
     assert isinstance(sent, ConsentSnapshot) and call.kwargs["psu"] is PSU
-    assert sent.model_dump(exclude={"updated_at"}) == _request().model_dump()
+    assert sent.model_dump(exclude={"updated_at"}) == consent_request().model_dump()
     assert response.bank_code == "13807" and response.connection_id == marc.connection_id
     assert response.consent.balances == IBANS and response.consent.transactions == IBANS[:1]
     stored = services.connections.find(MARC, "13807")
@@ -75,7 +46,7 @@ def test_the_stet_body_is_the_access_object(account_services, marc, account_bank
             return Client()
 
     gateway = StetAccountGateway(Clients)
-    gateway.put_consents("13807", access_token="t", consent=_request(), psu=PSU)
+    gateway.put_consents("13807", access_token="t", consent=consent_request(), psu=PSU)
 
     assert sent == {
         "balances": [{"iban": IBANS[0]}, {"iban": IBANS[1]}],
@@ -90,7 +61,7 @@ def test_the_banks_400_is_a_validation_error_and_nothing_is_stored(account_servi
     account_bank.fail("put_consents", errors.BankClientError("400", status=400, bank_code="13807"))
 
     with pytest.raises(errors.InvalidRequestError) as raised:
-        _submit(account_services)
+        submit(account_services)
 
     assert raised.value.details["field"] == "balances/transactions"
     assert services.connections.find(MARC, "13807").consent is None
@@ -100,7 +71,7 @@ def test_a_bank_outage_stores_nothing(account_services, services, marc, account_
     account_bank.fail("put_consents", errors.BankUnavailableError("503", status=503, bank_code="13807"))
 
     with pytest.raises(errors.BankUnavailableError):
-        _submit(account_services)
+        submit(account_services)
     assert services.connections.find(MARC, "13807").consent is None
 
 
@@ -128,7 +99,7 @@ def test_a_token_refresh_during_the_submission_does_not_lose_the_consent(
 
     account_bank.put_consents = concurrently_refreshed
 
-    response = _submit(account_services)
+    response = submit(account_services)
 
     # Then the consent is stored on the new version and the new tokens are kept
     stored, tokens = services.connections.get_with_tokens(MARC, "13807")
@@ -151,74 +122,5 @@ def test_a_connection_deleted_during_the_submission_is_a_conflict(
     account_bank.put_consents = deleted_meanwhile
 
     with pytest.raises(errors.ConflictError):
-        _submit(account_services)
+        submit(account_services)
     assert services.connections.find(MARC, "13807").consent is None
-
-
-def test_without_a_key_no_idempotency_store_is_built(account_services, marc, idempotency):
-    built = []
-    connections = dataclasses.replace(
-        account_services.connections, idempotency=lambda: built.append(1) or wiring.idempotency_store()
-    )
-    services = dataclasses.replace(account_services, connections=connections)
-
-    _submit(services)
-    _submit(services)
-
-    assert built == []
-    assert _submit(services, key="key-1").consent == _submit(services).consent
-    assert built == [1]
-
-
-def test_the_same_key_replays_the_first_answer_with_one_bank_call(
-    account_services, marc, account_bank, idempotency, lambda_context
-):
-    first = _submit(account_services, key="key-1", lambda_context=lambda_context)
-    second = _submit(account_services, key="key-1", lambda_context=lambda_context)
-
-    assert second == first
-    assert len(account_bank.of("put_consents")) == 1
-
-
-def test_the_same_key_with_another_body_is_refused(account_services, marc, account_bank, idempotency):
-    _submit(account_services, key="key-1")
-
-    with pytest.raises(errors.IdempotencyKeyReusedError):
-        _submit(account_services, _request(transactions=IBANS), key="key-1")
-    assert len(account_bank.of("put_consents")) == 1
-
-
-def test_keys_are_per_user(account_services, marc, active_connection, account_bank, idempotency):
-    active_connection("user-eve", "13807")
-
-    _submit(account_services, key="shared-key")
-    _submit(account_services, key="shared-key", user_id="user-eve")
-
-    assert len(account_bank.of("put_consents")) == 2
-
-
-def test_a_retry_while_the_first_runs_is_in_progress(account_services, marc, account_bank, idempotency):
-    original = account_bank.put_consents
-    seen = []
-
-    def client_retries_meanwhile(bank_code, **kwargs):
-        with pytest.raises(errors.RequestInProgressError):
-            _submit(account_services, key="key-1")
-        seen.append("retry refused")
-        original(bank_code, **kwargs)
-
-    account_bank.put_consents = client_retries_meanwhile
-
-    _submit(account_services, key="key-1")
-
-    assert seen == ["retry refused"]
-
-
-def test_a_failed_submission_can_be_retried_with_the_same_key(account_services, marc, account_bank, idempotency):
-    account_bank.fail("put_consents", errors.BankUnavailableError("503", status=503, bank_code="13807"))
-    with pytest.raises(errors.BankUnavailableError):
-        _submit(account_services, key="key-1")
-
-    _submit(account_services, key="key-1")
-
-    assert len(account_bank.of("put_consents")) == 2

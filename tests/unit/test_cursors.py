@@ -1,5 +1,5 @@
-"""Sealed transaction cursors: opaque, authenticated, bound to user + bank + account, expiring; the key comes from
-one KMS GenerateMac per container and is the same in every container."""
+"""Sealed transaction cursors: opaque, authenticated, bound to user + bank + account, expiring. Their key, from one
+KMS GenerateMac per container: tests/aws/test_cursor_key.py."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from aisp import wiring
-from aisp.aws.kms import derive_cursor_key
-from aisp.cursors import CURSOR_PREFIX, KEY_LABEL, CursorPosition, CursorSealer
+from aisp.cursors import CURSOR_PREFIX, CursorPosition, CursorSealer
 from aisp.errors import InvalidCursorError, KeyServiceError
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -103,46 +101,3 @@ def test_malformed_cursors_are_invalid_not_errors(sealer, cursor):
 def test_the_key_must_be_256_bits():
     with pytest.raises(KeyServiceError):
         CursorSealer(b"short", ttl_seconds=60)
-
-
-def test_every_container_derives_the_same_key_from_kms(aws):
-    # Given the template's HMAC key in (moto) KMS
-    import boto3
-
-    # When two "containers" (two clients) derive the cursor key
-    first = derive_cursor_key(aws.cursor_key_arn, KEY_LABEL, boto3.client("kms"))
-    second = derive_cursor_key(aws.cursor_key_arn, KEY_LABEL, boto3.client("kms"))
-
-    # Then they agree, so a cursor sealed in one opens in the other
-    assert first == second and len(first) == 32
-    cursor = CursorSealer(first, ttl_seconds=60).seal(CursorPosition(page_url=NEXT), now=NOW, **BOUND)
-    assert CursorSealer(second, ttl_seconds=60).open(cursor, now=NOW, **BOUND).page_url == NEXT
-
-
-def test_the_container_sealer_calls_kms_once(aws, monkeypatch):
-    import boto3
-
-    calls = []
-    real_client = boto3.client
-
-    def counting_client(service, *args, **kwargs):
-        client = real_client(service, *args, **kwargs)
-        if service == "kms":
-            original = client.generate_mac
-            client.generate_mac = lambda **kw: calls.append(kw) or original(**kw)
-        return client
-
-    monkeypatch.setattr(boto3, "client", counting_client)
-    sealer = wiring.cursor_sealer()
-    for _ in range(5):
-        sealer.open(sealer.seal(CursorPosition(page_url=NEXT), now=NOW, **BOUND), now=NOW, **BOUND)
-
-    assert wiring.cursor_sealer() is sealer
-    assert len(calls) == 1
-
-
-def test_a_kms_failure_is_a_key_service_error(aws):
-    import boto3
-
-    with pytest.raises(KeyServiceError):
-        derive_cursor_key(aws.key_arn, KEY_LABEL, boto3.client("kms"))  # the token key is not an HMAC key

@@ -1,4 +1,4 @@
-"""OAuthCallbackFunction invoked with the events/oauth_callback payloads (moto AWS, a fake bank)."""
+"""OAuthCallbackFunction invoked with the events/oauth_callback payloads (the in-memory stack, a fake bank)."""
 
 from __future__ import annotations
 

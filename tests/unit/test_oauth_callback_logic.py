@@ -21,7 +21,6 @@ from aisp.logic.connections import complete_connection, start_connection
 from aisp.logic.oauth_callback import handle_callback
 from aisp.models.connection import ConnectionStatus, StatusReason
 from aisp.pkce import code_challenge
-from tests.fakes import serialize_dynamodb_writes
 
 RETURN_URL = "https://app.example.com/connections/done?screen=banks"
 CODE = "one-time-code-from-the-bank"
@@ -50,7 +49,9 @@ def _completion(result):
     return value
 
 
-def test_success_seals_the_tokens_awaiting_completion_and_redirects_authorized(aws, services, policy, bank, clock):
+def test_success_seals_the_tokens_awaiting_completion_and_redirects_authorized(
+    memory_stack, services, policy, bank, clock
+):
     # Given a started journey
     started, state = _start(services, policy)
     clock.advance(minutes=2)
@@ -82,7 +83,7 @@ def test_success_seals_the_tokens_awaiting_completion_and_redirects_authorized(a
     assert authorization.reauth_due_at == now + timedelta(days=90)
     assert connection.version == 2
     # And it is due in the refresh index at the completion deadline, so an uncompleted login gets revoked
-    item = aws.raw_connection("user-marc", "13807")
+    item = memory_stack.raw_connection("user-marc", "13807")
     assert item["refresh_shard"] == {"N": str(refresh_shard("user-marc", "13807"))}
     assert item["refresh_due_at"] == {"N": str(int(authorization.expires_at.timestamp()))}
 
@@ -96,7 +97,7 @@ def test_success_seals_the_tokens_awaiting_completion_and_redirects_authorized(a
     assert connection.connected_at == connection.refresh_issued_at == now
     assert connection.access_expires_at == now + timedelta(seconds=3600)
     assert tokens == pending and connection.pending is None
-    item = aws.raw_connection("user-marc", "13807")
+    item = memory_stack.raw_connection("user-marc", "13807")
     assert item["refresh_due_at"] == {"N": str(int(connection.access_expires_at.timestamp()))}
     assert not {"pending", "pending_tokens", "authorization_id"} & set(item)
 
@@ -270,12 +271,11 @@ def test_concurrent_double_callbacks_exchange_the_code_once(services, policy, ba
         barrier.wait()
         results.append(handle_callback(state=state, code=CODE, error=None, services=services))
 
-    with serialize_dynamodb_writes():
-        threads = [threading.Thread(target=callback) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    threads = [threading.Thread(target=callback) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
     # Then exactly one exchange happened; one side is authorized, the other sees invalid_state
     assert len(bank.of("exchange_code")) == 1

@@ -205,39 +205,38 @@ def test_an_on_demand_refresh_takes_over_an_expired_lease(services, active, bank
     assert connection.version == active.version + 1
 
 
-def test_an_on_demand_refresh_releases_the_lease_when_the_bank_fails(services, active, bank, clock, aws):
+def test_an_on_demand_refresh_releases_the_lease_when_the_bank_fails(services, active, bank, clock, memory_stack):
     clock.advance(hours=2)
     bank.refresh_error = BankUnavailableError("bank server error", status=503, bank_code="13807")
 
     with pytest.raises(BankUnavailableError):
         usable_tokens("user-marc", "13807", services=services)
 
-    assert "lease_owner" not in aws.raw_connection("user-marc", "13807")
+    assert "lease_owner" not in memory_stack.raw_connection("user-marc", "13807")
 
 
-def test_a_refused_on_demand_refresh_leaves_the_event_to_the_refresher(services, active, bank, clock, aws):
+def test_a_refused_on_demand_refresh_leaves_the_event_to_the_refresher(services, active, bank, clock, memory_stack):
     clock.advance(hours=2)
     bank.refresh_error = ReauthRequiredError("bank refused the grant", status=400, bank_code="13807")
 
     with pytest.raises(ReauthRequiredError):
         usable_tokens("user-marc", "13807", services=services)
 
-    item = aws.raw_connection("user-marc", "13807")
+    item = memory_stack.raw_connection("user-marc", "13807")
     assert item["reauth_notice"] == {"S": "PENDING"}
     assert item["refresh_due_at"] == {"N": str(int(clock.now().timestamp()))}
     assert "lease_owner" not in item and "tokens" not in item
 
 
-def test_a_consent_write_during_the_refresh_does_not_drop_the_new_token(services, active, bank, clock):
+def test_a_consent_write_during_the_refresh_does_not_drop_the_new_token(services, active, bank, clock, memory_stack):
     # Given a refresh whose bank call overlaps a write that bumps the version without touching tokens
-    from aisp.dal.tables import ConnectionRecord
-
     clock.advance(hours=2)
     original_refresh = bank.refresh
 
     def refresh_while_consent_is_written(bank_code, *, refresh_token):
-        record = ConnectionRecord("user-marc", "13807")
-        record.update(actions=[ConnectionRecord.version.add(1)])  # what a consent snapshot write does to the item
+        # What a consent snapshot write does to the item: version + 1, the tokens as they were
+        version = int(memory_stack.raw_connection("user-marc", "13807")["version"]["N"])
+        memory_stack.connections.set_raw_attribute("user-marc", "13807", "version", {"N": str(version + 1)})
         return original_refresh(bank_code, refresh_token=refresh_token)
 
     bank.refresh = refresh_while_consent_is_written

@@ -1,5 +1,5 @@
-"""The scheduled refresher's use case over moto-backed storage (real KMS envelope), a fake bank, a recording event bus
-and a fake clock: outcomes, backoff, lifecycle events, time budget and fan-out."""
+"""The scheduled refresher's use case over the in-memory stack (a local AES-GCM envelope), a fake bank, a recording
+event bus and a fake clock: outcomes, backoff, lifecycle events, time budget and fan-out."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from aisp import wiring
-from aisp.dal import DynamoConnectionRepository, refresh_shard
+from aisp.dal import refresh_shard
 from aisp.errors import (
     BankProtocolError,
     BankRateLimitedError,
@@ -65,8 +65,8 @@ def publisher():
 
 
 @pytest.fixture
-def repo(aws):
-    return DynamoConnectionRepository(cipher=wiring.token_cipher)
+def repo(memory_stack):
+    return memory_stack.connections
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def epoch(moment) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_due_connections_are_refreshed_and_the_others_untouched(refresher, repo, bank, clock, aws):
+def test_due_connections_are_refreshed_and_the_others_untouched(refresher, repo, bank, clock):
     # Given three connections expiring within the margin and two expiring later
     due = [seed(repo, clock, f"due{i}") for i in range(3)]
     later = [seed(repo, clock, f"later{i}", expires_in=timedelta(minutes=30)) for i in range(2)]
@@ -118,7 +118,7 @@ def test_due_connections_are_refreshed_and_the_others_untouched(refresher, repo,
         assert after.access_expires_at == clock.now() + timedelta(hours=1)
         assert tokens.refresh_token.get_secret_value() == f"refresh-{before.connection_id[3:]}"
         assert tokens.access_token.get_secret_value().startswith("access-token-")
-        item = aws.raw_connection(before.user_id, "13807")
+        item = repo.raw_connection(before.user_id, "13807")
         assert item["refresh_due_at"] == {"N": str(epoch(clock.now() + timedelta(hours=1)))}
         assert "lease_owner" not in item
     # And the others were not touched at all
@@ -126,9 +126,7 @@ def test_due_connections_are_refreshed_and_the_others_untouched(refresher, repo,
         assert repo.find(before.user_id, "13807") == before
 
 
-def test_a_refused_refresh_token_means_reauth_required_and_exactly_one_event(
-    refresher, repo, bank, clock, aws, publisher
-):
+def test_a_refused_refresh_token_means_reauth_required_and_exactly_one_event(refresher, repo, bank, clock, publisher):
     # Given a connection whose refresh token the bank refuses
     connection = seed(repo, clock, "julie")
     bank.errors["refresh-julie"] = ReauthRequiredError(
@@ -144,7 +142,7 @@ def test_a_refused_refresh_token_means_reauth_required_and_exactly_one_event(
     assert first.reauth_required == 1 and first.failed == 0 and second.attempted == 0
     stored = repo.find("user-julie", "13807")
     assert stored.status is ConnectionStatus.REAUTH_REQUIRED and not stored.has_tokens
-    assert not {"refresh_due_at", "refresh_shard", "tokens"} & set(aws.raw_connection("user-julie", "13807"))
+    assert not {"refresh_due_at", "refresh_shard", "tokens"} & set(repo.raw_connection("user-julie", "13807"))
     assert len(bank.refreshed()) == 1
     (event,) = publisher.events
     assert event.detail_type.value == REAUTH
@@ -155,7 +153,7 @@ def test_a_refused_refresh_token_means_reauth_required_and_exactly_one_event(
     assert "refresh-julie" not in event.detail.model_dump_json() and "access-julie" not in event.model_dump_json()
 
 
-def test_transient_failures_are_retried_later_with_backoff_and_nothing_is_lost(refresher, repo, bank, clock, aws):
+def test_transient_failures_are_retried_later_with_backoff_and_nothing_is_lost(refresher, repo, bank, clock):
     # Given two connections, the bank answering 503 for one of them
     seed(repo, clock, "ok")
     failing = seed(repo, clock, "down", expires_in=timedelta(minutes=8))
@@ -169,7 +167,7 @@ def test_transient_failures_are_retried_later_with_backoff_and_nothing_is_lost(r
     connection, tokens = repo.get_with_tokens("user-down", "13807")
     assert connection == failing
     assert tokens.refresh_token.get_secret_value() == "refresh-down"
-    item = aws.raw_connection("user-down", "13807")
+    item = repo.raw_connection("user-down", "13807")
     assert item["refresh_failures"] == {"N": "1"} and item["refresh_last_error"] == {"S": "503"}
     next_attempt = int(item["refresh_due_at"]["N"]) - int(POLICY.margin.total_seconds())
     assert epoch(clock.now()) + 150 <= next_attempt <= epoch(failing.access_expires_at)
@@ -181,11 +179,11 @@ def test_transient_failures_are_retried_later_with_backoff_and_nothing_is_lost(r
     clock.advance(seconds=next_attempt - epoch(clock.now()))
     retried = run(refresher)
     assert retried.refreshed == 1
-    assert "refresh_failures" not in aws.raw_connection("user-down", "13807")
+    assert "refresh_failures" not in repo.raw_connection("user-down", "13807")
     assert bank.refreshed().count("refresh-down") == 2
 
 
-def test_a_bank_retry_after_is_respected(refresher, repo, bank, clock, aws):
+def test_a_bank_retry_after_is_respected(refresher, repo, bank, clock):
     seed(repo, clock, "busy")
     bank.errors["refresh-busy"] = BankRateLimitedError(
         "bank rate limit reached", retry_after=1800, status=429, bank_code="13807"
@@ -193,7 +191,7 @@ def test_a_bank_retry_after_is_respected(refresher, repo, bank, clock, aws):
 
     assert run(refresher).transient_failures == 1
 
-    due = int(aws.raw_connection("user-busy", "13807")["refresh_due_at"]["N"])
+    due = int(repo.raw_connection("user-busy", "13807")["refresh_due_at"]["N"])
     assert due - int(POLICY.margin.total_seconds()) == epoch(clock.now()) + 1800
 
 
@@ -216,7 +214,7 @@ def test_the_backoff_grows_and_stays_within_the_connection_life(clock):
     )
 
 
-def test_unexpected_failures_raise_one_batch_error_after_the_others_are_refreshed(refresher, repo, bank, clock, aws):
+def test_unexpected_failures_raise_one_batch_error_after_the_others_are_refreshed(refresher, repo, bank, clock):
     # Given one bank answer we cannot parse, one refusal of our client credentials, and two healthy connections
     broken = seed(repo, clock, "broken")
     misconfigured = seed(repo, clock, "client")
@@ -237,7 +235,7 @@ def test_unexpected_failures_raise_one_batch_error_after_the_others_are_refreshe
     # And our own misconfiguration never wiped a user's tokens
     connection, tokens = repo.get_with_tokens("user-client", "13807")
     assert connection.status is ConnectionStatus.ACTIVE and tokens.refresh_token.get_secret_value() == "refresh-client"
-    assert aws.raw_connection("user-client", "13807")["refresh_last_error"] == {"S": "invalid_client"}
+    assert repo.raw_connection("user-client", "13807")["refresh_last_error"] == {"S": "invalid_client"}
 
 
 def _expiring(publisher) -> list[dict[str, Any]]:
@@ -293,7 +291,7 @@ def test_an_event_the_bus_refused_is_sent_by_a_later_run(refresher, repo, clock,
     assert [d["threshold_days"] for d in _expiring(publisher)] == [14]
 
 
-def test_the_event_of_an_on_demand_reauth_is_published_by_the_next_run(refresher, repo, clock, publisher, aws):
+def test_the_event_of_an_on_demand_reauth_is_published_by_the_next_run(refresher, repo, clock, publisher):
     # Given a connection an account query found refused (the accounts function cannot publish events)
     connection = seed(repo, clock, "julie", expires_in=timedelta(hours=1))
     repo.mark_reauth_required(connection, now=clock.now(), notify=True)
@@ -305,10 +303,10 @@ def test_the_event_of_an_on_demand_reauth_is_published_by_the_next_run(refresher
     # Then one event was published, and the record left the index
     assert [event.detail_type.value for event in publisher.events] == [REAUTH]
     assert first.events_published == 1 and second.attempted == 0
-    assert "refresh_due_at" not in aws.raw_connection("user-julie", "13807")
+    assert "refresh_due_at" not in repo.raw_connection("user-julie", "13807")
 
 
-def test_a_run_stops_starting_refreshes_when_its_time_is_spent(refresher, repo, bank, clock, aws):
+def test_a_run_stops_starting_refreshes_when_its_time_is_spent(refresher, repo, bank, clock):
     # Given 12 due connections and an invocation whose remaining time drops below the reserve after 5 checks
     for i in range(12):
         seed(repo, clock, f"c{i:02d}")
@@ -398,44 +396,8 @@ def test_the_policy_comes_from_the_environment(monkeypatch):
         )
 
 
-def test_the_adapters_report_what_aws_refused(aws):
-    import boto3
-    from botocore.stub import Stubber
-
-    from aisp.aws.messaging import EventBridgePublisher, SqsFanoutQueue
-    from aisp.errors import EventPublishError, FanoutError
-    from aisp.models.refresh import ConnectionLifecycleDetail, FanoutRequest, LifecycleEvent, LifecycleEventType
-
-    # An entry the bus refuses (moto cannot produce one: botocore's Stubber does)
-    events = boto3.client("events")
-    event = LifecycleEvent(
-        detail_type=LifecycleEventType.CONNECTION_EXPIRING,
-        detail=ConnectionLifecycleDetail(
-            connection_id="cn_1", user_id="u", bank_code="13807", reauth_due_at=None, occurred_at="2026-11-24T10:00:00Z"
-        ),
-    )
-    with Stubber(events) as stub:
-        stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": [{"ErrorCode": "InternalFailure"}]})
-        with pytest.raises(EventPublishError) as refused:
-            EventBridgePublisher("fintech-bus", client=events).publish(event)
-    assert refused.value.details["error_code"] == "InternalFailure"
-    # A bus that does not exist
-    with pytest.raises(EventPublishError):
-        EventBridgePublisher("no-such-bus", client=boto3.client("events")).publish(event)
-
-    # The fan-out queue takes any number of requests (batches of 10), and a missing queue is a FanoutError
-    sqs = boto3.client("sqs")
-    url = sqs.create_queue(QueueName="fanout")["QueueUrl"]
-    requests = [FanoutRequest(shards=(i,), run_id="r", requested_at="2026-11-24T10:00:00Z") for i in range(16)]
-    SqsFanoutQueue(url, client=sqs).send(requests)
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-    assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "16"
-    with pytest.raises(FanoutError):
-        SqsFanoutQueue(url.replace("fanout", "missing"), client=sqs).send(requests[:1])
-
-
 def test_a_connection_past_its_reauth_due_date_is_reauth_required_without_asking_the_bank(
-    refresher, repo, bank, clock, aws, publisher
+    refresher, repo, bank, clock, publisher
 ):
     # Given a connection whose strong authentication's validity ends before its next refresh
     connection = seed(repo, clock, "old", reauth_in=timedelta(minutes=3))
