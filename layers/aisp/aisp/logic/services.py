@@ -1,6 +1,6 @@
 """What the use cases run against: their ports and settings, passed in by the handlers (built by ``aisp.wiring``).
 
-Tests build their own (fakes, or moto-backed repositories with a counting bank gateway) instead.
+Tests build their own instead (``tests/use_cases.py``: the in-memory repositories, fakes of the banks).
 """
 
 from __future__ import annotations
