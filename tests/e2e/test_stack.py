@@ -221,7 +221,7 @@ def test_refresher_runs_on_demand(stack):
     assert not timer.is_running
 
     # When the refresher is ticked with events/token_refresher/scheduled.json
-    result = stack.tick()
+    result = stack.tick("TokenRefresherFunction")
 
     # Then the handler ran (its result is JSON, as Lambda returns it)
     assert json.loads(json.dumps(result)) == result
