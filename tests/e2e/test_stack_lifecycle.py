@@ -48,7 +48,7 @@ def test_stack_stops_cleanly(state_dir):
     stack = start_stack(refresher_interval=0.2, state_dir=state_dir, **FREE_PORTS)
     ports = stack.ports
     try:
-        assert stack.schedule_timer().is_running
+        assert stack.schedule_timer("TokenRefresherFunction").is_running
         with pytest.raises(StackError, match="already running"):
             start_stack(state_dir=state_dir, **FREE_PORTS)
         with requests.Session() as session:
