@@ -32,7 +32,7 @@ help:
 	@echo "make demo    - with make run going: Marc's whole journey over HTTP, printing the numbers"
 	@echo "make sandbox - the offline 89C3 bank alone (see sandbox/README.md)"
 	@echo "make bench   - benchmarks: cold start (in process and in a Lambda container), warm overhead, pagination,"
-	@echo "               refresher throughput, memory"
+	@echo "               refresher throughput, memory, sync"
 	@echo "make docker  - Debian's docker.io for sam local: installed if missing, dockerd started if not running"
 	@echo "make lambda-image - the python3.13 Lambda base image, built offline (for sam local --invoke-image)"
 	@echo "make invoke FN=AccountsFunction EVENT=accounts/list_accounts.json - one event in a Lambda container"
@@ -189,8 +189,9 @@ api: build lambda-image
 
 # Benchmarks print tables and write bench/results/<name>.json; never part of `make test` (no timed assertion in tests).
 # Cold start (in process, then in Lambda containers: needs Docker, skipped with the reason otherwise), warm overhead
-# (handler vs direct bank call), pagination (10,000 transactions), refresher throughput and each function's peak
-# memory; each starts its own sandbox and moto processes (bench/harness.py). ~11 min on 2 cores (containers: ~7).
+# (handler vs direct bank call), pagination (10,000 transactions), refresher throughput, each function's peak
+# memory and the sync (throughput, its memory, the stored feed vs live); each starts its own sandbox and moto processes
+# (bench/harness.py). ~17 min on 2 cores (containers: ~7; the sync: ~6).
 bench: $(VENV)/.installed build
 	$(BIN)/python -m bench.cold_start
 	$(DOCKER_ENGINE) run -- $(BIN)/python -m bench.container_init
@@ -198,6 +199,7 @@ bench: $(VENV)/.installed build
 	$(BIN)/python -m bench.pagination
 	$(BIN)/python -m bench.refresher
 	$(BIN)/python -m bench.memory
+	$(BIN)/python -m bench.sync
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

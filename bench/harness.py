@@ -8,7 +8,8 @@ environment. :class:`Gateway` turns a request into the API Gateway payload 2.0 e
 (``local.events.build_event``, with the JWT authorizer's claims) and invokes the function's real ``lambda_handler``
 (``local.adapter.FunctionRuntime``: the handler file, a Lambda context, the runtime's JSON in and out).
 
-Nothing here is a benchmark; ``bench.warm``, ``bench.pagination``, ``bench.memory`` and ``bench.refresher`` are.
+Nothing here is a benchmark; ``bench.warm``, ``bench.pagination``, ``bench.memory``, ``bench.refresher`` and
+``bench.sync`` are.
 """
 
 from __future__ import annotations
@@ -131,12 +132,16 @@ class SandboxHost:
 
 
 class MotoProcess:
-    """A moto server (every AWS service the functions use) in a child process."""
+    """A moto server (every AWS service the functions use) in a child process.
 
-    def __init__(self) -> None:
+    ``no_rollback_copy``: ``bench.moto_server``, which skips the whole-table copy moto makes per transaction item.
+    """
+
+    def __init__(self, *, no_rollback_copy: bool = False) -> None:
         self.port = free_port()
+        module = "bench.moto_server" if no_rollback_copy else "moto.server"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(self.port)],
             env=child_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -289,11 +294,11 @@ class Stack:
 
 
 @contextmanager
-def bench_stack(*, latency_ms: int, daily_quota: int | None = None) -> Iterator[Stack]:
+def bench_stack(*, latency_ms: int, daily_quota: int | None = None, no_rollback_copy: bool = False) -> Iterator[Stack]:
     """The sandbox (``latency_ms`` added to every bank call; ``daily_quota`` unattended calls a day, else BPCE's 4)
-    and moto in their processes, the template deployed."""
+    and moto in their processes (``no_rollback_copy``: see :class:`MotoProcess`), the template deployed."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        moto = MotoProcess()
+        moto = MotoProcess(no_rollback_copy=no_rollback_copy)
         try:
             sandbox = SandboxHost(
                 Path(tmp) / "certs", latency_ms=latency_ms, redirect_uris=(CALLBACK_URL,), daily_quota=daily_quota

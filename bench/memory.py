@@ -95,8 +95,10 @@ def child(spec_path: Path, result_path: Path) -> int:
         json.dumps(result)  # the runtime serializes the answer
         if isinstance(result, dict) and "statusCode" in result:
             answers.append(result["statusCode"])
-        else:
-            answers.append({"refreshed": sum(run.get("refreshed", 0) for run in result.get("runs", []))})
+        elif isinstance(result, dict) and "runs" in result:  # the refresher's runs
+            answers.append({"refreshed": sum(run.get("refreshed", 0) for run in result["runs"])})
+        else:  # a scheduled run's summary (counts only)
+            answers.append(result)
     result_path.write_text(
         json.dumps(
             {

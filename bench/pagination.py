@@ -49,14 +49,14 @@ class Read:
     seconds: float
 
 
-def through_gateway(gateway: Gateway, *, all_pages: bool) -> Read:
+def through_gateway(gateway: Gateway, *, all_pages: bool, sub: str = USER) -> Read:
     """Follow ``next_cursor`` from the first call to null, as the fintech's app does."""
     query: dict[str, str] = {"all": "true"} if all_pages else {}
     references: set[str] = set()
     requests = 0
     start = time.perf_counter()
     while True:
-        status, body, _ = gateway.call("GET", PATH, sub=USER, query=query)
+        status, body, _ = gateway.call("GET", PATH, sub=sub, query=query)
         assert status == 200, body
         requests += 1
         references.update(item["id"] for item in body["transactions"])

@@ -38,6 +38,7 @@ from aisp.errors import (
     OAuthStateRejectedError,
     TokenIntegrityError,
 )
+from aisp.models.bank import BankBalance
 from aisp.models.connection import (
     Completion,
     CompletionOutcome,
@@ -1087,6 +1088,7 @@ class MemoryTransactionStore:
         self._transactions: dict[str, dict[tuple[str, str], SyncedTransaction]] = {}
         self._changes: dict[str, dict[int, TransactionChange]] = {}
         self._accounts: dict[str, dict[str, str]] = {}
+        self._balances: dict[str, dict[str, tuple[list[BankBalance], datetime]]] = {}
 
     def live(self, connection_id: str, account_id: str) -> dict[str, SyncedTransaction]:
         with self._lock:
@@ -1133,21 +1135,47 @@ class MemoryTransactionStore:
     def write_hook(self, connection_id: str, seq: int) -> None:
         """Called before each change is written (tests make a writer die here)."""
 
-    def purge(self, connection_id: str, account_ids: Collection[str] | None = None) -> None:
+    def purge(
+        self,
+        connection_id: str,
+        account_ids: Collection[str] | None = None,
+        *,
+        balances_only: bool = False,
+        transactions_only: bool = False,
+    ) -> None:
         with self._lock:
-            if account_ids is None:
-                for store in (self._heads, self._transactions, self._changes, self._accounts):
+            if account_ids is None and not (balances_only or transactions_only):
+                for store in (self._heads, self._transactions, self._changes, self._accounts, self._balances):
                     store.pop(connection_id, None)
                 return
-            wanted = set(account_ids)
-            for account_id in wanted:
-                self._accounts.get(connection_id, {}).pop(account_id, None)
-            stored = self._transactions.get(connection_id, {})
-            for key in [key for key in stored if key[0] in wanted]:
-                del stored[key]
-            changes = self._changes.get(connection_id, {})
-            for seq in [seq for seq, change in changes.items() if change.account_id in wanted]:
-                del changes[seq]
+            wanted = set(account_ids) if account_ids is not None else set(self._accounts.get(connection_id, {}))
+            if not transactions_only:
+                for account_id in wanted:
+                    self._balances.get(connection_id, {}).pop(account_id, None)
+            if not balances_only:
+                self._forget_transactions(connection_id, wanted)
+            if not (balances_only or transactions_only):
+                for account_id in wanted:
+                    self._accounts.get(connection_id, {}).pop(account_id, None)
+
+    def _forget_transactions(self, connection_id: str, wanted: set[str]) -> None:
+        stored = self._transactions.get(connection_id, {})
+        for key in [key for key in stored if key[0] in wanted]:
+            del stored[key]
+        changes = self._changes.get(connection_id, {})
+        for seq in [seq for seq, change in changes.items() if change.account_id in wanted]:
+            del changes[seq]
+
+    def put_balances(
+        self, connection_id: str, account_id: str, balances: Sequence[BankBalance], *, now: datetime
+    ) -> None:
+        with self._lock:
+            self._balances.setdefault(connection_id, {})[account_id] = (list(balances), now)
+
+    def balances(self, connection_id: str, account_id: str) -> tuple[list[BankBalance], datetime] | None:
+        with self._lock:
+            found = self._balances.get(connection_id, {}).get(account_id)
+            return None if found is None else (list(found[0]), found[1])
 
     def remember_account(self, connection_id: str, account_id: str, *, identifier: str) -> None:
         with self._lock:

@@ -38,7 +38,7 @@ from aisp.logic.accounts import (
     list_all_accounts,
 )
 from aisp.logic.quota import QuotaMeter, quota_today
-from aisp.logic.sync.feed import read_changes
+from aisp.logic.sync.feed import read_changes, stored_balances
 from aisp.models.accounts import (
     AllAccountsResponse,
     BalancesResponse,
@@ -111,6 +111,13 @@ SyncCursorQuery = Annotated[
         max_length=MAX_CURSOR_LENGTH, description="The next_cursor of the previous sync (opaque; none: from the start)"
     ),
 ]
+LiveQuery = Annotated[
+    bool,
+    Query(
+        description="With a server token: read the bank now (a unit of the day's quota) instead of the balances the "
+        "background sync kept (synced_at says when). The user's own app always reads the bank"
+    ),
+]
 AllQuery = Annotated[
     bool,
     Query(alias="all", description="Follow every page within the time budget; next_cursor says where it stopped"),
@@ -166,9 +173,15 @@ def handle_list_accounts(bank_code: BankCodePath) -> ListAccountsResponse:
     tags=["accounts"],
     responses=responses(ACCOUNT_ERRORS),
 )
-def handle_get_balances(bank_code: BankCodePath, account_id: AccountIdPath) -> BalancesResponse:
+def handle_get_balances(
+    bank_code: BankCodePath, account_id: AccountIdPath, live: LiveQuery = False
+) -> BalancesResponse:
     """The account's balances (403 if the consent does not cover them)."""
     caller, meter = _caller()
+    if not caller.attended and not live:
+        kept = stored_balances(caller.user_id, bank_code, account_id, services=wiring.account_services())
+        if kept is not None:
+            return kept
     balances = get_balances(
         caller.user_id, bank_code, account_id, psu=caller.psu, services=wiring.account_services(), meter=meter
     )

@@ -215,3 +215,41 @@ def test_the_store_remembers_which_account_is_which_and_forgets_it_with_the_acco
     assert store.accounts(CONNECTION) == {ACCOUNT: "FR7613807008043001965405158"}
     store.purge(CONNECTION)
     assert store.accounts(CONNECTION) == {}
+
+
+def test_balances_are_kept_per_account_replaced_and_forgotten_with_it(store):
+    from aisp.models.bank import BankBalance
+
+    first = [BankBalance(type="CLBD", name="Solde", amount=Decimal("4179.95"), currency="EUR", reference_date=None)]
+    second = [
+        BankBalance(type="VALU", name=None, amount=Decimal("-12.00"), currency="EUR", reference_date=date(2026, 12, 5))
+    ]
+
+    assert store.balances(CONNECTION, ACCOUNT) is None
+    store.put_balances(CONNECTION, ACCOUNT, first, now=NOW)
+    store.put_balances(CONNECTION, ACCOUNT, second, now=NOW + timedelta(hours=1))
+    store.put_balances(CONNECTION, OTHER, first, now=NOW)
+
+    assert store.balances(CONNECTION, ACCOUNT) == (second, NOW + timedelta(hours=1))
+    store.purge(CONNECTION, [ACCOUNT])
+    assert store.balances(CONNECTION, ACCOUNT) is None
+    assert store.balances(CONNECTION, OTHER) == (first, NOW)
+
+
+def test_a_purge_can_keep_an_accounts_balances_or_its_transactions(store):
+    from aisp.models.bank import BankBalance
+
+    balance = [BankBalance(type="CLBD", name=None, amount=Decimal("1"), currency="EUR", reference_date=None)]
+    store.append(CONNECTION, [added(synced(1)), added(synced(2, OTHER))], owner="sync-1", now=NOW)
+    for account in (ACCOUNT, OTHER):
+        store.remember_account(CONNECTION, account, identifier=account)
+        store.put_balances(CONNECTION, account, balance, now=NOW)
+
+    store.purge(CONNECTION, [ACCOUNT], transactions_only=True)
+    store.purge(CONNECTION, [OTHER], balances_only=True)
+
+    assert store.live(CONNECTION, ACCOUNT) == {} and store.balances(CONNECTION, ACCOUNT) == (balance, NOW)
+    assert store.live(CONNECTION, OTHER) and store.balances(CONNECTION, OTHER) is None
+    assert set(store.accounts(CONNECTION)) == {ACCOUNT, OTHER}
+    entries = store.feed(CONNECTION, after=0, limit=10).entries
+    assert {entry.change.account_id for entry in entries} == {OTHER}

@@ -357,3 +357,37 @@ def test_the_audit_trail_is_shipped_from_the_functions_logs_to_its_own_kept_grou
     assert audit_group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["AuditKey", "Arn"]}
     assert audit_group["DeletionPolicy"] == audit_group["UpdateReplacePolicy"] == "Retain"
     assert template["Parameters"]["AuditRetentionDays"]["Default"] == 1827  # noqa: PLR2004 - five years
+
+
+def test_the_sync_events_reach_the_fintechs_webhook_through_eventbridge_only_when_configured(template):
+    resources = template["Resources"]
+    webhook = {name: r for name, r in resources.items() if name.startswith("Webhook")}
+
+    # Nothing exists without an endpoint
+    assert set(webhook) == {
+        "WebhookConnection",
+        "WebhookDestination",
+        "WebhookRule",
+        "WebhookRole",
+        "WebhookDeadLetterQueue",
+        "WebhookDeadLetterQueuePolicy",
+    }
+    assert {r.get("Condition") for r in webhook.values()} == {"HasWebhook"}
+    assert template["Parameters"]["WebhookEndpoint"]["Default"] == ""
+    # The sync's two events from our source, retried a day, then kept in an encrypted dead-letter queue
+    rule = webhook["WebhookRule"]["Properties"]
+    assert rule["EventPattern"] == {"source": ["aisp.gateway"], "detail-type": ["TransactionsUpdated", "SyncFailed"]}
+    (target,) = rule["Targets"]
+    assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] == 86400
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["WebhookDeadLetterQueue", "Arn"]}}
+    assert webhook["WebhookDeadLetterQueue"]["Properties"]["SqsManagedSseEnabled"] is True
+    # The key comes from a secret the fintech created, never from a parameter or the template
+    key = webhook["WebhookConnection"]["Properties"]["AuthParameters"]["ApiKeyAuthParameters"]["ApiKeyValue"]
+    assert key == {"Fn::Sub": "{{resolve:secretsmanager:${WebhookSecretName}:SecretString:api_key}}"}
+    # The role may invoke that destination and nothing else
+    (policy,) = webhook["WebhookRole"]["Properties"]["Policies"]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert (statement["Action"], statement["Resource"]) == (
+        "events:InvokeApiDestination",
+        {"Fn::GetAtt": ["WebhookDestination", "Arn"]},
+    )

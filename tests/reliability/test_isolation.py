@@ -74,6 +74,7 @@ EXERCISED: Final = {
     "GET /oauth/callback": "test_replaying_anothers_callback_connects_nobody",
     "DELETE /v1/connections/{bank_code}": "test_nobody_deletes_anothers_connection",
     "GET /v1/connections/{bank_code}/quota": "test_nobody_reads_anothers_quota",
+    "GET /v1/connections/{bank_code}/transactions/sync": "test_nobody_reads_anothers_sync_feed",
 }
 NOT_PER_USER: Final = {"GET /v1/banks": "the BPCE registry: the same answer for every user"}
 NOT_FOUND: Final = {404: "connection_not_found"}
@@ -406,6 +407,27 @@ def test_nobody_reads_anothers_quota(world: World):
         # Then each sees their own counters only: none
         assert answer["usage"] == []
     assert world.attempt(backend, route, "GET", path, {200: None}, headers={AISP_USER: BOB}).json()["usage"] == []
+
+
+def test_nobody_reads_anothers_sync_feed(world: World):
+    route = "GET /v1/connections/{bank_code}/transactions/sync"
+    path = f"/v1/connections/{BANK}/transactions/sync"
+    alice_cursor = world.alice.app.call("GET", path)["next_cursor"]
+    bob_cursor = world.bob.app.call("GET", path)["next_cursor"]
+
+    # When Bob reads the feed at Alice's banks, with and without her cursor, and Carol (no connection) too
+    assert world.attempt(world.bob.app, route, "GET", path, {200: None}).json()["added"] == []  # his own, empty
+    world.attempt(world.bob.app, route, "GET", path, INVALID, params={"cursor": alice_cursor})
+    world.attempt(world.bob.app, route, "GET", f"/v1/connections/{SECOND_BANK}/transactions/sync", NOT_FOUND)
+    world.attempt(world.carol, route, "GET", path, NOT_FOUND)
+    world.attempt(world.carol, route, "GET", path, {**INVALID, **NOT_FOUND}, params={"cursor": alice_cursor})
+    # And when Alice replays Bob's cursor, or the backend reads Bob's feed with Alice's
+    world.attempt(world.alice.app, route, "GET", path, INVALID, victim=BOB, params={"cursor": bob_cursor})
+    backend = Backend(world.stack)
+    world.attempt(backend, route, "GET", path, INVALID, headers={AISP_USER: BOB}, params={"cursor": alice_cursor})
+
+    # Then each cursor still opens for its owner
+    assert "added" in world.alice.app.call("GET", path, params={"cursor": alice_cursor})
 
 
 def test_a_server_token_acts_only_for_the_user_it_names(world: World):

@@ -176,3 +176,26 @@ def test_the_sync_route_refuses_a_bad_count_or_cursor(marc, load_event, lambda_c
         assert [error["field"] for error in body["errors"]] == [f"query.{field}"]
     else:
         assert body["detail"] and "c1.x" not in json.dumps(body)
+
+
+def test_an_unattended_balances_read_gets_what_the_sync_kept_without_spending_quota(
+    marc, account_bank, account_services, load_event, lambda_context
+):
+    from aisp.logic.sync.run import sync_connection
+
+    sync_connection("user-marc", "13807", services=account_services, owner="sync-test")
+    calls = len(account_bank.of("get_balances"))
+
+    response, body = _call(accounts_app, load_event("accounts/get_balances_unattended.json"), lambda_context)
+
+    assert response["statusCode"] == 200, body
+    assert body["balances"][0]["amount"] == "1.00" and body["synced_at"] is not None
+    assert len(account_bank.of("get_balances")) == calls and "RateLimit" not in response["headers"]
+
+    # live=true reads the bank now, a unit of the quota; the user's own app always does
+    live = load_event("accounts/get_balances_unattended.json")
+    live["queryStringParameters"], live["rawQueryString"] = {"live": "true"}, "live=true"
+    response, body = _call(accounts_app, live, lambda_context)
+    assert body["synced_at"] is None and response["headers"]["RateLimit"].startswith('"unattended";r=2;')
+    response, body = _call(accounts_app, load_event("accounts/get_balances.json"), lambda_context)
+    assert body["synced_at"] is None and len(account_bank.of("get_balances")) == calls + 2

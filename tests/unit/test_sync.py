@@ -29,6 +29,10 @@ def marc(account_services, active_connection, account_bank):
         ]
     }
     account_bank.transactions[(BANK, MAIN)] = [stet_transaction(n) for n in range(1, 251)]  # 3 bank pages
+    balances = {
+        "balances": [{"balanceType": "CLBD", "name": "Solde", "balanceAmount": {"amount": "9", "currency": "EUR"}}]
+    }
+    account_bank.balances[(BANK, MAIN)] = balances  # the savings account's are refused (404): its transactions come
     account_bank.transactions[(BANK, SAVINGS)] = [stet_transaction(n, amount="500.00", debit=False) for n in (901, 902)]
     account_bank.transactions[(BANK, NOT_CONSENTED)] = [stet_transaction(999)]
     return connection
@@ -82,6 +86,8 @@ def test_a_sync_reads_without_the_user_and_spends_one_unit_per_method_and_accoun
         (QuotaMethod.ACCOUNTS, None): 1,
         (QuotaMethod.TRANSACTIONS, MAIN): 1,  # three pages, one unit
         (QuotaMethod.TRANSACTIONS, SAVINGS): 1,
+        (QuotaMethod.BALANCES, MAIN): 1,
+        (QuotaMethod.BALANCES, SAVINGS): 1,  # refused by the bank, but a call the bank counted
     }
 
 

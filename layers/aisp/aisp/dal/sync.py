@@ -5,6 +5,7 @@ its item. Design: ``docs/sync.md`` (The store).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
@@ -16,6 +17,7 @@ from aisp.clock import epoch
 from aisp.dal.errors import translated
 from aisp.dal.tables import SyncRecord
 from aisp.errors import ConflictError, TokenIntegrityError
+from aisp.models.bank import BankBalance
 from aisp.models.sync import ChangeKind, FeedEntry, FeedPage, SyncedTransaction, TransactionChange
 
 if TYPE_CHECKING:
@@ -209,6 +211,34 @@ class DynamoTransactionStore:
             return now + self._retention
         return datetime.combine(day, now.timetz()) + self._retention
 
+    def put_balances(
+        self, connection_id: str, account_id: str, balances: Sequence[BankBalance], *, now: datetime
+    ) -> None:
+        """A ``bal#<account_id>`` item: the balances' JSON sealed, ``committed_at`` the read's time."""
+        payload = json.dumps([balance.model_dump(mode="json") for balance in balances]).encode()
+        blob = self._cipher().encrypt(payload, binding=_binding(connection_id, account_id, "balances"))
+        record = SyncRecord(connection_id, f"bal#{account_id}", account_id=account_id, blob=blob, committed_at=now)
+        with translated("sync_balances_put"):
+            record.save()
+
+    def balances(self, connection_id: str, account_id: str) -> tuple[list[BankBalance], datetime] | None:
+        """The ``bal#`` item, opened."""
+        with translated("sync_balances"):
+            try:
+                record = SyncRecord.get(connection_id, f"bal#{account_id}", consistent_read=True)
+            except SyncRecord.DoesNotExist:
+                return None
+        plaintext = self._cipher().decrypt(
+            bytes(record.blob or b""), binding=_binding(connection_id, account_id, "balances")
+        )
+        try:
+            balances = [BankBalance.model_validate(item) for item in json.loads(plaintext)]
+        except (ValueError, TypeError):
+            raise TokenIntegrityError("stored balances are malformed", details={"operation": "sync"}) from None
+        if record.committed_at is None:
+            return None
+        return balances, record.committed_at
+
     def remember_account(self, connection_id: str, account_id: str, *, identifier: str) -> None:
         """An ``acct#<account_id>`` item with the identifier sealed (an IBAN is the user's data too)."""
         binding = _binding(connection_id, account_id, "account")
@@ -243,14 +273,26 @@ class DynamoTransactionStore:
         with translated("sync_defer"):
             SyncRecord(connection_id, HEAD).update(actions=[SyncRecord.next_sync_at.set(epoch(at))])
 
-    def purge(self, connection_id: str, account_ids: Collection[str] | None = None) -> None:
-        """Delete the accounts' transaction and change items (the whole partition for ``None``)."""
+    def purge(
+        self,
+        connection_id: str,
+        account_ids: Collection[str] | None = None,
+        *,
+        balances_only: bool = False,
+        transactions_only: bool = False,
+    ) -> None:
+        """Delete the accounts' items (the whole partition for ``None``); ``balances_only``: their ``bal#`` item;
+        ``transactions_only``: their ``tx#`` and ``chg#`` items."""
         wanted = None if account_ids is None else set(account_ids)
         with translated("sync_purge"), SyncRecord.batch_write() as batch:
             for record in SyncRecord.query(connection_id, consistent_read=True):
                 if record.sk == HEAD:
                     if wanted is None:
                         batch.delete(record)
+                    continue
+                if balances_only and not record.sk.startswith("bal#"):
+                    continue
+                if transactions_only and not record.sk.startswith(("tx#", "chg#")):
                     continue
                 if wanted is None or record.account_id in wanted:
                     batch.delete(record)

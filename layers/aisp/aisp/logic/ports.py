@@ -404,8 +404,26 @@ class TransactionStore(Protocol):
         """Up to ``limit`` committed changes numbered above ``after``, in order, with the committed number."""
         ...
 
-    def purge(self, connection_id: str, account_ids: Collection[str] | None = None) -> None:
-        """Forget the accounts' transactions and their changes (``None``: the whole connection)."""
+    def purge(
+        self,
+        connection_id: str,
+        account_ids: Collection[str] | None = None,
+        *,
+        balances_only: bool = False,
+        transactions_only: bool = False,
+    ) -> None:
+        """Forget the accounts' transactions, changes and balances (``None``: the whole connection);
+        ``balances_only``: only their balances; ``transactions_only``: only their transactions and changes."""
+        ...
+
+    def put_balances(
+        self, connection_id: str, account_id: str, balances: Sequence[BankBalance], *, now: datetime
+    ) -> None:
+        """Keep the account's balances as read at ``now`` (replacing the previous ones)."""
+        ...
+
+    def balances(self, connection_id: str, account_id: str) -> tuple[list[BankBalance], datetime] | None:
+        """The account's balances last kept and when they were read, or ``None``."""
         ...
 
     def remember_account(self, connection_id: str, account_id: str, *, identifier: str) -> None:

@@ -263,6 +263,11 @@ class BalancesResponse(_Out):
     """``GET .../accounts/{account_id}/balances``."""
 
     balances: list[BalanceItem]
+    synced_at: AwareDatetime | None = Field(
+        default=None,
+        description="Set when these are the balances the background sync kept (read without the user at that time, "
+        "no quota spent now); null when read from the bank now",
+    )
 
 
 class TransactionsResponse(_Out):

@@ -7,11 +7,32 @@ from __future__ import annotations
 
 from aisp import errors
 from aisp.logic.services import AccountServices
-from aisp.models.accounts import RemovedTransactionItem, SyncedTransactionItem, TransactionsSyncResponse
+from aisp.models.accounts import (
+    BalanceItem,
+    BalancesResponse,
+    RemovedTransactionItem,
+    SyncedTransactionItem,
+    TransactionsSyncResponse,
+)
 from aisp.models.connection import ConnectionStatus
 from aisp.models.sync import ChangeKind
 
-__all__ = ["read_changes"]
+__all__ = ["read_changes", "stored_balances"]
+
+
+def stored_balances(
+    user_id: str, bank_code: str, account_id: str, *, services: AccountServices
+) -> BalancesResponse | None:
+    """The balances the last sync kept for this account, with when it read them; ``None`` when it kept none (or the
+    connection is not the user's any more): the caller reads the bank."""
+    connection = services.connections.connections.find(user_id, bank_code)
+    if connection is None or connection.status is not ConnectionStatus.ACTIVE:
+        return None
+    kept = services.transactions.balances(connection.connection_id, account_id)
+    if kept is None:
+        return None
+    balances, synced_at = kept
+    return BalancesResponse(balances=[BalanceItem.from_bank(balance) for balance in balances], synced_at=synced_at)
 
 
 def read_changes(

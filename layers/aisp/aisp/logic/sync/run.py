@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Final, NamedTuple
 
+from aisp import errors
 from aisp.logic.bank_calls import BankSession, open_session
 from aisp.logic.services import AccountServices
 from aisp.logic.sync.diff import SETTLEMENT_DAYS, diff_account
 from aisp.logic.sync.purge import purge_accounts_not_in
-from aisp.models.bank import BankAccount, BankTransaction, TransactionsPage
+from aisp.models.bank import BankAccount, BankBalance, BankTransaction, TransactionsPage
 from aisp.models.connection import CardReference, ConsentSnapshot
 from aisp.models.quota import paris_day
 from aisp.models.sync import ChangeKind, SyncedTransaction
@@ -50,18 +51,19 @@ class SyncResult(NamedTuple):
     per_account: tuple[AccountChanges, ...] = ()
 
 
-def _consented(account: BankAccount, consent: ConsentSnapshot | None) -> bool:
-    """Whether the consent in force covers the account's transactions: the bank's link, else our record of it."""
+def _consented(account: BankAccount, consent: ConsentSnapshot | None, *, balances: bool = False) -> bool:
+    """Whether the consent in force covers the account's transactions (or balances): the bank's link, else our
+    record of the consent."""
     if account.resource_id is None:
         return False
     if account.links is not None:
-        return account.links.transactions
+        return account.links.balances if balances else account.links.transactions
     if consent is None:
         return False
     return any(
         (isinstance(item, str) and item == account.iban)
         or (isinstance(item, CardReference) and item.card == account.masked_pan)
-        for item in consent.transactions
+        for item in (consent.balances if balances else consent.transactions)
     )
 
 
@@ -96,6 +98,31 @@ def _listing(
     return found
 
 
+def _keep_balances(
+    session: BankSession, services: AccountServices, connection_id: str, account: BankAccount, now: datetime
+) -> None:
+    """Read the account's balances (one ``balances`` unit) and keep them for unattended reads."""
+    account_id = account.resource_id or ""
+    try:
+        balances = session.call(
+            "get_balances",
+            functools.partial(_balances, services, session.bank_code, account_id=account_id),
+            account_id=account_id,
+        )
+    except (errors.BankAccessDeniedError, errors.BankNotFoundError) as exc:
+        # The bank linked them but will not give them: its transactions may still come; nothing is kept.
+        logger.info("sync: the bank refused an account's balances", bank_code=session.bank_code, status=exc.status)
+        return
+    services.transactions.remember_account(
+        connection_id, account_id, identifier=account.iban or account.masked_pan or ""
+    )
+    services.transactions.put_balances(connection_id, account_id, balances, now=now)
+
+
+def _balances(services: AccountServices, bank_code: str, token: str, *, account_id: str) -> list[BankBalance]:
+    return services.bank.get_balances(bank_code, access_token=token, account_id=account_id, psu=None)
+
+
 def _page(
     services: AccountServices, bank_code: str, token: str, *, account_id: str, date_from: date, page_url: str | None
 ) -> TransactionsPage:
@@ -124,9 +151,17 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
         "get_accounts", lambda token: services.bank.get_accounts(bank_code, access_token=token, psu=None)
     )
     accounts = [account for account in listed.accounts if _consented(account, connection.consent)]
+    with_balances = [a for a in listed.accounts if _consented(a, connection.consent, balances=True)]
     # What the bank no longer lets us read is not kept either (a consent narrowed at the bank, an account closed)
-    purge_accounts_not_in(services.transactions, connection.connection_id, [a.resource_id or "" for a in accounts])
+    purge_accounts_not_in(
+        services.transactions,
+        connection.connection_id,
+        transactions=[account.resource_id or "" for account in accounts],
+        balances=[account.resource_id or "" for account in with_balances],
+    )
     now = services.connections.clock.now()
+    for account in with_balances:
+        _keep_balances(session, services, connection.connection_id, account, now)
     history_days = services.connections.registry.get(bank_code).capabilities.history_days
     counts = dict.fromkeys(ChangeKind, 0)
     committed = 0
@@ -135,7 +170,12 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
         account_id = account.resource_id or ""
         stored = services.transactions.live(connection.connection_id, account_id)
         date_from = _window(stored, paris_day(now), history_days)
-        fresh = _listing(session, services, account_id, date_from)
+        try:
+            fresh = _listing(session, services, account_id, date_from)
+        except (errors.BankAccessDeniedError, errors.BankNotFoundError) as exc:
+            # Linked but refused: nothing to compare with, nothing removed; the other accounts go on.
+            logger.info("sync: the bank refused an account's transactions", bank_code=bank_code, status=exc.status)
+            continue
         services.transactions.remember_account(
             connection.connection_id, account_id, identifier=account.iban or account.masked_pan or ""
         )
