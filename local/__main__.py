@@ -64,7 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template to serve")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="certificates and keys")
-    parser.add_argument("--sandbox-admin", action="store_true", help="enable the sandbox's /_admin API")
+    parser.add_argument(
+        "--sandbox-admin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the sandbox's /_admin API, loopback callers only (default on: POST /_local/sandbox/clock uses it)",
+    )
     parser.add_argument(
         "--docker",
         action="store_true",
@@ -150,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             refresher_interval="template" if interval is None else interval,
             template=args.template,
             state_dir=args.state_dir,
-            sandbox_admin=True if args.sandbox_admin else None,
+            sandbox_admin=args.sandbox_admin,
             docker=args.docker,
             docker_network=args.docker_network,
             api_port=ports["api_port"],

@@ -8,8 +8,8 @@ Three pieces:
   is required here: a Powertools resolver keeps the current event on its module-level ``app`` object.
 * :class:`LocalApi` turns a request into an API Gateway payload 2.0 event (:mod:`local.events`), applies the JWT
   authorizer and the API's ``CorsConfiguration`` (preflights answered, headers added, as API Gateway does), and
-  serves the adapter's own routes: ``/`` (the quickstart page), ``/_local/static/*`` and ``/_local/token`` (user
-  and server tokens; never in the template).
+  serves the adapter's own routes: ``/`` (the quickstart page), ``/_local/static/*``, ``/_local/token`` (user
+  and server tokens) and the stack's controls (:mod:`local.controls`); never in the template.
 * :class:`ApiServer`, a threaded ``http.server`` bound on construction (so the port is known before the functions'
   environment is resolved) that tracks its connections, so :meth:`ApiServer.stop` leaves no thread behind.
 """
@@ -32,7 +32,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
 
 from local.events import (
@@ -56,6 +56,9 @@ from local.template import (
     Route,
     TemplateError,
 )
+
+if TYPE_CHECKING:
+    from local.controls import LocalControls
 
 logger = logging.getLogger("local.api")
 
@@ -201,6 +204,8 @@ class LocalApi:
         The local identity provider behind ``/_local/token``.
     static_dir
         Files of the quickstart page.
+    controls
+        The stack's ``POST /_local/...`` controls (:mod:`local.controls`); ``None``: those paths are 404.
     """
 
     def __init__(
@@ -210,12 +215,14 @@ class LocalApi:
         *,
         issuer: LocalIssuer | None = None,
         static_dir: Path = STATIC_DIR,
+        controls: LocalControls | None = None,
     ) -> None:
         _check_local_routes(app.routes)
         self.app = app
         self.functions = dict(functions)
         self.issuer = issuer
         self.static_dir = static_dir
+        self.controls = controls
         keys = issuer.public_keys if issuer is not None else {}
         self._validators = {
             authorizer.name: JwtValidator(issuer=authorizer.issuer, audiences=authorizer.audiences, keys=keys)
@@ -238,6 +245,9 @@ class LocalApi:
             local = self._local_route(request)
             if local is not None:
                 return local
+        if self.controls is not None and self.controls.serves(request):
+            # The page's own origin only (the controls refuse any other): no CORS headers
+            return self.controls.handle(request)
         cors = self.app.cors
         origin = request.header("origin")
         if cors is None or origin is None:

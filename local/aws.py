@@ -20,6 +20,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import ThreadedWSGIServer
 
+from local import moto_fixes
 from local.servers import TrackedConnectionsMixin
 from local.template import REGION, LocalTemplate, Resolver, ResourceValue
 
@@ -73,6 +74,7 @@ class LocalMotoServer(ThreadedMotoServer):
 
     def start(self) -> None:
         """Bind, then serve from a background thread."""
+        moto_fixes.install()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -13,6 +13,9 @@ Against a running ``make run`` (``--base-url``, default http://127.0.0.1:3000), 
 7. the same data without the user, as the fintech's backend: a server token (``GET /_local/token?client=backend&
    scope=aisp/unattended``) naming the user in ``Aisp-User``; one account's balances read until the day's quota is
    spent (each answer's ``RateLimit``, then ``429 quota_exhausted`` with ``retry_at``), and ``GET .../quota``.
+8. the background sync: the scheduled ``AccountSyncFunction`` run now (``POST /_local/schedules/...``), the feed
+   (``GET .../transactions/sync``) read to its end; the bank's clock moved a day (``POST /_local/sandbox/clock``),
+   the sync again, and the feed from the saved cursor: only that day's changes.
 
 The only things it knows beforehand are the sandbox's documented test persona (sandbox/README.md: Marc,
 ``D0999990I0``, one-time code ``12345678``) and the form field names of its screens (``identifier``, ``otp``,
@@ -45,6 +48,9 @@ HTTP_REDIRECT: Final = frozenset({301, 302, 303, 307, 308})
 HTTP_TOO_MANY_REQUESTS: Final = 429
 SERVER_CLIENT: Final = "backend"
 UNATTENDED_SCOPE: Final = "aisp/unattended"
+SYNC_FUNCTION: Final = "AccountSyncFunction"
+SYNC_PAGE: Final = 500
+DAY_SECONDS: Final = 86_400
 
 
 class DemoError(Exception):
@@ -296,12 +302,14 @@ class Journey:
         self.say(f"   transactions: {total} ({', '.join(str(count) for count in transactions.values())})")
         self.say(f"   connection: {connection['status']}")
         unattended = self.unattended(accounts)
+        sync = self.sync()
         return {
             "accounts": accounts,
             "balances": balances,
             "transactions": transactions,
             "connection": connection,
             "unattended": unattended,
+            "sync": sync,
         }
 
     def unattended(self, accounts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -345,6 +353,61 @@ class Journey:
             )
         self.say(f"   resets at {quota['resets_at']} (midnight {quota['time_zone']})")
         return {"served": read - 1, "retry_at": refused["retry_at"], "quota": quota}
+
+    def sync(self) -> dict[str, Any]:
+        """The scheduled sync run now, its feed read; the bank's clock moved a day, the sync again, what changed."""
+        path = f"/v1/connections/{self.bank_code}/transactions/sync"
+        self.title(f"the scheduled sync, now: POST /_local/schedules/{SYNC_FUNCTION} {{due_now: true}}")
+        first = self.run_sync()
+        self.title(f"the sync feed: GET {path} (every page, has_more)")
+        initial = self.read_feed(None)
+
+        self.title("the bank's clock a day ahead: POST /_local/sandbox/clock {advance_seconds: 86400}")
+        moved = self.gateway.call("POST", "/_local/sandbox/clock", body={"advance_seconds": DAY_SECONDS})
+        self.say(f"   the bank's time: {moved['now']}; the gateway's stays {moved['gateway_now']}")
+
+        self.title(f"the sync again: POST /_local/schedules/{SYNC_FUNCTION} {{due_now: true}}")
+        second = self.run_sync()
+        self.title(f"what changed: GET {path}?cursor=<the saved next_cursor>")
+        changes = self.read_feed(initial["next_cursor"])
+        settled = sum(1 for tx in changes["added"] if tx.get("pending_transaction_id"))
+        if settled:
+            self.say(f"   {settled} booked transaction(s) settle a pending one (pending_transaction_id)")
+        return {"runs": [first, second], "first": initial, "changes": changes}
+
+    def run_sync(self) -> dict[str, Any]:
+        summary: dict[str, Any] = self.gateway.call(
+            "POST", f"/_local/schedules/{SYNC_FUNCTION}", body={"due_now": True}
+        )
+        self.say(
+            f"   run: {summary['synced']} connection(s) synced, {summary['deferred']} deferred; "
+            f"{summary['added']} added, {summary['modified']} modified, {summary['removed']} removed "
+            f"in {summary['duration_ms']} ms"
+        )
+        return summary
+
+    def read_feed(self, cursor: str | None) -> dict[str, Any]:
+        """Every page of the feed from ``cursor``; its changes, the last ``next_cursor`` and ``synced_at``."""
+        path = f"/v1/connections/{self.bank_code}/transactions/sync"
+        changes: dict[str, Any] = {"added": [], "modified": [], "removed": []}
+        pages = 0
+        while True:
+            pages += 1
+            if pages > MAX_PAGES:
+                raise DemoError(f"{path}: still has_more after {MAX_PAGES} pages")
+            params: dict[str, str | int] = {"count": SYNC_PAGE, **({"cursor": cursor} if cursor else {})}
+            page = self.gateway.call("GET", path, params=params)
+            for kind in ("added", "modified", "removed"):
+                changes[kind] += page[kind]
+            cursor = page["next_cursor"]
+            if not page["has_more"]:
+                break
+        changes["next_cursor"], changes["synced_at"] = cursor, page["synced_at"]
+        self.say(
+            f"   {len(changes['added'])} added, {len(changes['modified'])} modified, {len(changes['removed'])} "
+            f"removed in {pages} page(s); synced_at {page['synced_at']}"
+        )
+        return changes
 
     def connect(self) -> None:
         api = self.gateway

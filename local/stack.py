@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from local.adapter import ApiServer, FunctionRuntime, LocalApi, load_functions
 from local.aws import LocalMotoServer, create_secret, provision, reset_moto
+from local.controls import SYNC_TABLE, LocalControls, SandboxAdmin
 from local.jwt import LocalIssuer
 from local.logs import SubscriptionDelivery
 from local.sam_local import DOCKER_HOST, SAM_ENV_FILE, write_sam_env
@@ -453,6 +454,30 @@ def _timers(
     return timers
 
 
+def _controls(
+    timers: Mapping[str, ScheduleTimer],
+    functions: Mapping[str, FunctionRuntime],
+    sandbox: RunningSandbox,
+    moto_url: str,
+    resources: Mapping[str, ResourceValue],
+) -> LocalControls:
+    from sandbox.admin import MAX_ADVANCE_SECONDS  # noqa: PLC0415 - as _start_sandbox
+
+    sync_table = resources.get(SYNC_TABLE)
+    return LocalControls(
+        schedules={name: timer.tick for name, timer in timers.items()},
+        functions=frozenset(functions),
+        sandbox=SandboxAdmin(
+            admin_url=sandbox.admin_url,
+            ca_path=str(sandbox.ca_path),
+            client_cert=sandbox.client_cert,
+            max_advance_seconds=MAX_ADVANCE_SECONDS,
+        ),
+        moto_url=moto_url,
+        sync_table=sync_table.ref if sync_table is not None else None,
+    )
+
+
 def _subscriptions(
     app: LocalApp, functions: Mapping[str, FunctionRuntime], resources: Mapping[str, ResourceValue]
 ) -> tuple[SubscriptionDelivery, ...]:
@@ -565,10 +590,11 @@ def start_stack(
         layers.isolate()
         _clear_parameter_caches()
         functions = load_functions(app)
-        api = LocalApi(app, functions, issuer=local_issuer(app, parameters))
+        timers = _timers(local_template, app, functions, refresher_interval)
+        controls = _controls(timers, functions, sandbox, moto.url, resources)
+        api = LocalApi(app, functions, issuer=local_issuer(app, parameters), controls=controls)
         api_server.start(api)
         cleanup.callback(api_server.stop)  # again, so that it stops first (stop is idempotent)
-        timers = _timers(local_template, app, functions, refresher_interval)
         for timer in timers.values():
             cleanup.callback(timer.stop)
         subscriptions = _subscriptions(app, functions, resources)

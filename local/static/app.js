@@ -5,7 +5,8 @@
 // 127.0.0.1 on the same port: another origin, as a fintech's web frontend on its own domain calls the gateway (the
 // API's CORS configuration allows it); opened as 127.0.0.1, it calls its own origin. The journey: token → bank → connect (the bank's screens,
 // then back here through /oauth/callback with a one-time completion value) → complete → connections → consent →
-// accounts and balances → transactions, page by page with next_cursor.
+// accounts and balances → transactions, page by page with next_cursor → the sync feed (transactions/sync, polled
+// with its saved cursor), with the local controls that run the scheduled sync and move the bank's clock.
 "use strict";
 
 const state = {
@@ -480,6 +481,7 @@ function closeConnection() {
   $("accounts-empty").textContent = "Give a consent first.";
   closeTransactions();
   closeQuota();
+  closeSync();
   for (const id of ["consent-error", "accounts-error"]) clearError($(id));
 }
 
@@ -496,6 +498,7 @@ async function openConnection(code) {
     return;
   }
   renderConsentForm();
+  openSync();
   if (currentConnection()?.consent) {
     await loadAccounts({ listed: true });
   } else {
@@ -709,6 +712,188 @@ async function loadMoreTransactions() {
   if (!state.tx.cursor) await loadConnections(); // the journey ends with the connection's status
 }
 
+// ---- 8. sync: the scheduled sync's feed, live; the local controls that drive the time ------------------------------
+
+const SYNC_FUNCTION = "AccountSyncFunction";
+const SYNC_POLL_MS = 4000;
+const SYNC_PAGE = 200;
+const SYNC_MAX_PAGES = 50;
+const SYNC_MAX_ROWS = 600; // the table keeps the newest rows; the counts cover everything
+const DAY_SECONDS = 86400;
+
+function emptySync() {
+  return {
+    cursor: null, timer: null, polling: false, batches: 0, added: 0, modified: 0, removed: 0, known: new Map(),
+    syncedAt: null,
+  };
+}
+state.sync = emptySync();
+
+// The feed's cursor is kept per user and bank, as an app keeps it between sessions.
+const syncKey = () => `quickstart.sync.${state.user}.${state.bankCode}`;
+
+function closeSync() {
+  if (state.sync.timer) clearInterval(state.sync.timer);
+  state.sync = emptySync();
+  $("sync-table").querySelector("tbody").replaceChildren();
+  $("sync-table").hidden = true;
+  $("sync-controls").hidden = true;
+  for (const id of ["sync-run-status", "sync-clock-status", "sync-status", "sync-last"]) $(id).hidden = true;
+  $("sync-empty").hidden = false;
+  clearError($("sync-error"));
+}
+
+function openSync() {
+  closeSync();
+  $("sync-empty").hidden = true;
+  $("sync-controls").hidden = false;
+  state.sync.cursor = sessionStorage.getItem(syncKey());
+  renderSyncStatus();
+  state.sync.timer = setInterval(pollSync, SYNC_POLL_MS);
+  pollSync();
+}
+
+function renderSyncStatus() {
+  const { added, modified, removed, syncedAt } = state.sync;
+  const synced = syncedAt ? `last synced ${when(syncedAt)} (synced_at)` : "not synced yet";
+  $("sync-status").textContent = `Feed: ${added} added, ${modified} modified, ${removed} removed so far; ${synced}.`;
+  $("sync-status").hidden = false;
+}
+
+function txLabel(tx) {
+  return (tx.remittance || []).join(" · ") || tx.entry_reference || tx.transaction_id;
+}
+
+function syncRow(kind, change) {
+  const known = state.sync.known.get(change.transaction_id);
+  const tx = kind === "removed" ? known || change : change;
+  const row = el("tr", null, kind === "removed" ? "removed" : tx.status === "pending" ? "pending" : "");
+  row.dataset.change = kind;
+  const description = cell(known || kind !== "removed" ? txLabel(tx) : `${change.transaction_id} of ${change.account_id}`);
+  if (change.pending_transaction_id) {
+    const pending = state.sync.known.get(change.pending_transaction_id);
+    const what = pending ? `${txLabel(pending)} (${change.pending_transaction_id})` : change.pending_transaction_id;
+    description.append(el("span", `settles ${what}`, "settles"));
+  }
+  const hasAmount = tx.amount !== undefined;
+  row.append(
+    cell(kind, `change ${kind}`),
+    cell(tx.booking_date || tx.transaction_date || tx.value_date || "—", "mono date"),
+    description,
+    cell(tx.status || "—"),
+    cell(hasAmount ? `${tx.amount} ${tx.currency}` : "—", tx.credit_debit === "debit" ? "num debit" : "num credit"),
+  );
+  return row;
+}
+
+function showSyncBatch(batch, receivedAt) {
+  const counts = `${batch.added.length} added, ${batch.modified.length} modified, ${batch.removed.length} removed`;
+  $("sync-last").textContent = `Last changes, received ${receivedAt.toLocaleTimeString()}: ${counts}.`;
+  $("sync-last").hidden = false;
+  state.sync.batches += 1;
+  const rows = [];
+  const header = el("tr", null, "sync-batch");
+  const title = cell(`Received ${receivedAt.toLocaleTimeString()}: ${counts}`);
+  title.colSpan = 5;
+  header.append(title);
+  rows.push(header);
+  // Removed first: a booked transaction that settles a pending one comes with the pending one's removal.
+  for (const change of batch.removed) rows.push(syncRow("removed", change));
+  for (const change of batch.added) rows.push(syncRow("added", change));
+  for (const change of batch.modified) rows.push(syncRow("modified", change));
+  for (const row of rows) row.dataset.batch = String(state.sync.batches);
+  const tbody = $("sync-table").querySelector("tbody");
+  tbody.prepend(...rows);
+  while (tbody.rows.length > SYNC_MAX_ROWS) tbody.lastElementChild.remove();
+  $("sync-table").hidden = false;
+}
+
+// One poll: every page from the saved cursor (while has_more), shown as one batch when anything changed.
+async function pollSync() {
+  const sync = state.sync;
+  if (sync.polling || !state.bankCode) return;
+  sync.polling = true;
+  const bankCode = state.bankCode;
+  const batch = { added: [], modified: [], removed: [] };
+  try {
+    let cursor = sync.cursor;
+    for (let pages = 0; pages < SYNC_MAX_PAGES; pages += 1) {
+      const query = `?count=${SYNC_PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+      const page = await api(`${connectionPath()}/transactions/sync${query}`);
+      if (state.sync !== sync || state.bankCode !== bankCode) return; // closed meanwhile
+      for (const kind of ["added", "modified", "removed"]) batch[kind].push(...page[kind]);
+      for (const tx of [...page.added, ...page.modified]) sync.known.set(tx.transaction_id, tx);
+      cursor = page.next_cursor;
+      sync.syncedAt = page.synced_at;
+      if (!page.has_more) break;
+    }
+    sync.cursor = cursor;
+    if (cursor) sessionStorage.setItem(syncKey(), cursor);
+    clearError($("sync-error"));
+  } catch (err) {
+    if (state.sync !== sync) return;
+    if (err.detail === "invalid_cursor") {
+      // A cursor of another connection (a reconnection, a restarted stack): start again without one.
+      sync.cursor = null;
+      sessionStorage.removeItem(syncKey());
+    }
+    showError($("sync-error"), err);
+    return;
+  } finally {
+    sync.polling = false;
+  }
+  sync.added += batch.added.length;
+  sync.modified += batch.modified.length;
+  sync.removed += batch.removed.length;
+  if (batch.added.length || batch.modified.length || batch.removed.length) showSyncBatch(batch, new Date());
+  renderSyncStatus();
+}
+
+async function runSync() {
+  const box = $("sync-error");
+  clearError(box);
+  const status = $("sync-run-status");
+  status.textContent = "Running AccountSyncFunction once…";
+  status.hidden = false;
+  let summary;
+  try {
+    // Every connection made due first (due_now): the gateway's clock does not move with the bank's.
+    summary = await api(`/_local/schedules/${SYNC_FUNCTION}`, {
+      method: "POST", auth: false, local: true, body: { due_now: true },
+    });
+  } catch (err) {
+    status.hidden = true;
+    showError(box, err);
+    return;
+  }
+  const deferred = summary.deferred ? `, ${summary.deferred} deferred (a failure or a spent quota: see the quota)` : "";
+  status.textContent =
+    `Sync run: ${summary.synced} connection(s) synced${deferred}; ${summary.added} added, ${summary.modified} ` +
+    `modified, ${summary.removed} removed, in ${summary.duration_ms} ms.`;
+  await pollSync();
+  await loadQuota();
+}
+
+async function moveBankClock() {
+  const box = $("sync-error");
+  clearError(box);
+  let moved;
+  try {
+    moved = await api("/_local/sandbox/clock", {
+      method: "POST", auth: false, local: true, body: { advance_seconds: DAY_SECONDS },
+    });
+  } catch (err) {
+    showError(box, err);
+    return;
+  }
+  const days = Math.round(moved.clock_offset_seconds / DAY_SECONDS);
+  const status = $("sync-clock-status");
+  status.textContent =
+    `The bank's clock: ${when(moved.now)} (${days} day${days === 1 ? "" : "s"} ahead); the gateway's stays ` +
+    `${when(moved.gateway_now)}. Run the sync to see what changed.`;
+  status.hidden = false;
+}
+
 // ---- who calls: the user's app, or the fintech's backend (server token + Aisp-User, reads only) ----------------------
 
 async function fetchServerToken() {
@@ -862,6 +1047,8 @@ function init() {
   });
   $("transactions-more").addEventListener("click", (event) => busy(event.target, loadMoreTransactions));
   $("quota-refresh").addEventListener("click", (event) => busy(event.target, loadQuota));
+  $("sync-run").addEventListener("click", (event) => busy(event.target, runSync));
+  $("sync-clock").addEventListener("click", (event) => busy(event.target, moveBankClock));
   for (const radio of document.querySelectorAll('input[name="caller"]')) {
     radio.addEventListener("change", () => setCaller(radio.value));
   }

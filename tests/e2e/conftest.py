@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import socket
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,7 +23,22 @@ from local.jwt import LocalIssuer
 from local.stack import ProcessEnvironment, local_issuer
 from local.template import LocalApp, LocalTemplate, Resolver, merged_environment
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 HERE = Path(__file__).resolve().parent
+# The browser tests' Chromium: Debian's (`make browser`), never Playwright's download.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 30_000  # generous: the page waits on real servers, and CI machines get busy
 ECHO_DIR = HERE / "echo"
 PING_DIR = HERE / "ping"
 ISSUER = "https://issuer.local.test/"
@@ -200,3 +217,27 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    """A fresh headless Chromium page (new empty profile); its JS errors fail the test."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="quickstart-profile-") as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1100, "height": 900},
+        )
+        context.set_default_timeout(WAIT_MS)
+        tab = context.pages[0] if context.pages else context.new_page()
+        tab.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            yield tab
+        finally:
+            context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"

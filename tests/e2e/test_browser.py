@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from local.jwt import b64url_decode
 from local.stack import start_stack
+from tests.e2e.conftest import CHROMIUM
 from tests.reliability.stack_helpers import MARC_IBANS, connect, consent_to_everything
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(90),
@@ -32,48 +29,14 @@ pytestmark = [
         reason=f"{CHROMIUM} is missing: install Debian's chromium (`make browser`) to run the browser tests",
     ),
 ]
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MARC = "D0999990I0"  # the sandbox's documented persona (sandbox/README.md)
 OTP = "12345678"
-WAIT_MS = 30_000  # generous: the page waits on real servers, and CI machines get busy
 
 
 @pytest.fixture(scope="module")
 def stack(state_dir):
     with start_stack(api_port=0, moto_port=0, sandbox_port=0, sandbox_screens_port=0, state_dir=state_dir) as running:
         yield running
-
-
-@pytest.fixture
-def page() -> Iterator[Page]:
-    """A fresh headless Chromium page (new empty profile); its JS errors fail the test."""
-    from playwright.sync_api import sync_playwright
-
-    errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="quickstart-profile-") as profile, sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1100, "height": 900},
-        )
-        context.set_default_timeout(WAIT_MS)
-        tab = context.pages[0] if context.pages else context.new_page()
-        tab.on("pageerror", lambda error: errors.append(str(error)))
-        try:
-            yield tab
-        finally:
-            context.close()
-    assert errors == [], f"JavaScript errors on the page: {errors}"
 
 
 def page_origin(stack) -> str:

@@ -1,13 +1,14 @@
 """The fintech journey over real HTTP against the local stack (free ports): the seed's persona Marc connects
 B.P Grand Ouest through the sandbox's login screens, consents, reads his balances and every transaction, the
 refresher renews his token, and ``make demo`` (``local.demo``) prints his balances, then spends the day's unattended
-reads of one account as the fintech's backend.
+reads of one account as the fintech's backend, then runs the sync, moves the bank's clock a day and syncs again.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from decimal import Decimal
 from typing import Any
@@ -34,7 +35,10 @@ SEED_BALANCES = ["4321.95", "4179.95", "4348.95"]
 
 @pytest.fixture(scope="module")
 def stack(state_dir):
-    with start_stack(api_port=0, moto_port=0, sandbox_port=0, sandbox_screens_port=0, state_dir=state_dir) as running:
+    # The sandbox's admin API on, as `make run` has it: the demo moves the bank's clock
+    with start_stack(
+        api_port=0, moto_port=0, sandbox_port=0, sandbox_screens_port=0, state_dir=state_dir, sandbox_admin=True
+    ) as running:
         yield running
 
 
@@ -330,6 +334,19 @@ def test_make_demo_prints_marcs_balances(stack):
     assert "   read 5: 429 quota_exhausted, retry_at " in printed
     assert "): the bank was not called\n" in printed
     assert f"   balances {COMPTE_PERSO}: used 4, 0 left of 4\n" in printed
+
+    # And the scheduled sync run now, its feed read to the end, then after the bank's clock moved a day, only
+    # that day's changes
+    runs = re.findall(
+        r"   run: (\d+) connection\(s\) synced, 0 deferred; (\d+) added, (\d+) modified, (\d+) removed", printed
+    )
+    feeds = re.findall(r"   (\d+) added, (\d+) modified, (\d+) removed in \d+ page\(s\); synced_at 20", printed)
+    assert len(runs) == len(feeds) == 2, printed
+    (first_feed, day_feed) = [tuple(map(int, feed)) for feed in feeds]
+    assert first_feed[0] > 900 and first_feed[1:] == (0, 0), printed
+    assert 0 < sum(day_feed) < first_feed[0], printed
+    assert "the bank's clock a day ahead: POST /_local/sandbox/clock {advance_seconds: 86400}" in printed
+    assert "what changed: GET /v1/connections/13807/transactions/sync?cursor=<the saved next_cursor>" in printed
 
 
 def test_demo_says_which_step_failed(stack, capsys):
