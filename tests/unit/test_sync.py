@@ -232,3 +232,16 @@ def test_deleting_the_connection_forgets_its_synced_transactions(marc, account_s
     assert transaction_store.accounts(marc.connection_id) == {}
     assert transaction_store.live(marc.connection_id, MAIN) == {}
     assert transaction_store.feed(marc.connection_id, after=0, limit=10).entries == []
+
+
+def test_a_spent_balances_quota_does_not_hold_back_the_transactions(marc, account_services, quota_ledger, clock):
+    from aisp.models.quota import QuotaKey
+
+    day = paris_day(clock.now())
+    for _ in range(4):  # the backend read the main account's balances four times today
+        quota_ledger.reserve(QuotaKey(BANK, USER, MAIN, QuotaMethod.BALANCES, day), limit=4, expires_at=clock.now())
+
+    result = _sync(account_services)
+
+    assert result.added == 252  # every transaction still synced
+    assert account_services.transactions.balances(marc.connection_id, MAIN) is None  # none kept yet

@@ -113,6 +113,11 @@ def _keep_balances(
         # The bank linked them but will not give them: its transactions may still come; nothing is kept.
         logger.info("sync: the bank refused an account's balances", bank_code=session.bank_code, status=exc.status)
         return
+    except errors.QuotaExhaustedError:
+        # Today's balance reads of this account are spent (the backend read them): the kept ones stay, the
+        # transactions still come.
+        logger.info("sync: an account's balances are left for tomorrow (quota)", bank_code=session.bank_code)
+        return
     services.transactions.remember_account(
         connection_id, account_id, identifier=account.iban or account.masked_pan or ""
     )
@@ -175,6 +180,10 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
         except (errors.BankAccessDeniedError, errors.BankNotFoundError) as exc:
             # Linked but refused: nothing to compare with, nothing removed; the other accounts go on.
             logger.info("sync: the bank refused an account's transactions", bank_code=bank_code, status=exc.status)
+            continue
+        except errors.QuotaExhaustedError:
+            # This account's reads are spent today; the others go on (the next slot or day takes it).
+            logger.info("sync: an account's transactions are left for later (quota)", bank_code=bank_code)
             continue
         services.transactions.remember_account(
             connection.connection_id, account_id, identifier=account.iban or account.masked_pan or ""
