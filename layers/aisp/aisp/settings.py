@@ -24,7 +24,8 @@ BankEnvironment = Literal["sandbox", "live", "local"]
 class EnvModel(BaseModel):
     """Base of the environment models: fields are aliased to their UPPER_SNAKE variable names."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    # Built on first use: a function loads only the settings it needs (cold start).
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, defer_build=True)
 
 
 class BankSettings(EnvModel):

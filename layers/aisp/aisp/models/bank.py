@@ -30,7 +30,8 @@ CreditDebit = Literal["credit", "debit"]
 
 
 class _Domain(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Built on first use, not at import: the HTTP functions' cold start (bench/cold_start.py).
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class IssuedTokens(_Domain):

@@ -91,7 +91,7 @@ def quota_day_seconds(day: date) -> int:
 class QuotaUsageItem(BaseModel):
     """One counter of today: a method on one account (or on none: accounts, beneficiaries, identity)."""
 
-    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True, defer_build=True)
 
     method: QuotaMethod = Field(description="The AIS method, as the bank counts it")
     account_id: str | None = Field(description="The account (the bank's account_id); null for a method of no account")
@@ -102,7 +102,7 @@ class QuotaUsageItem(BaseModel):
 class QuotaResponse(BaseModel):
     """Today's unattended quota at one bank: the counters used so far; any other account and method has ``limit``."""
 
-    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True, defer_build=True)
 
     bank_code: str
     limit: int = Field(ge=0, description="Unattended reads a day per account and method at this bank")

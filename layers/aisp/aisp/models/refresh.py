@@ -58,7 +58,7 @@ class LeasedConnection(BaseModel):
     blob does not authenticate for this record (``tokens_unreadable``: tampered or moved; never decrypted).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     connection: Connection
     tokens: TokenPair | None
@@ -86,7 +86,7 @@ class LifecycleEventType(StrEnum):
 class ConnectionLifecycleDetail(BaseModel):
     """The ``detail`` of a lifecycle event: identifiers and dates only."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     connection_id: str
     user_id: str
@@ -100,7 +100,7 @@ class ConnectionLifecycleDetail(BaseModel):
 class SyncDetail(BaseModel):
     """The ``detail`` of a sync event: identifiers and counts, never a transaction."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     connection_id: str
     user_id: str
@@ -116,7 +116,7 @@ class SyncDetail(BaseModel):
 class LifecycleEvent(BaseModel):
     """One event for the fintech's bus."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     detail_type: LifecycleEventType
     detail: ConnectionLifecycleDetail | SyncDetail
@@ -125,7 +125,7 @@ class LifecycleEvent(BaseModel):
 class FanoutRequest(BaseModel):
     """One SQS message of the fan-out: the shards one worker invocation refreshes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     shards: Annotated[tuple[Annotated[int, Field(ge=0, le=255)], ...], Field(min_length=1)]
     run_id: Annotated[str, Field(min_length=1, max_length=100)]

@@ -19,7 +19,7 @@ class SyncedTransaction(BaseModel):
     """A transaction as the store keeps it: ``transaction_id`` is ours (stable, opaque; ``docs/sync.md``), and a
     booked transaction that settles a pending one names it in ``pending_transaction_id``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     transaction_id: str
     account_id: str
