@@ -1105,14 +1105,14 @@ class MemoryTransactionStore:
 
     def append(self, connection_id: str, changes: Sequence[TransactionChange], *, owner: str, now: datetime) -> int:
         with self._lock:
-            head = self._heads.setdefault(connection_id, {"seq": 0, "committed": 0})
+            head = self._head(connection_id)
             until = head.get("lease_until")
-            if until is not None and until >= calendar.timegm(now.utctimetuple()) and head.get("lease_owner") != owner:
+            if until is not None and until >= epoch(now) and head.get("lease_owner") != owner:
                 raise ConflictError("another sync writes this connection", details={"operation": "sync_lease"})
             head["committed"] = head["seq"]
             first, head["seq"] = head["seq"] + 1, head["seq"] + len(changes)
             last = head["seq"]
-            head["lease_owner"], head["lease_until"] = owner, calendar.timegm(now.utctimetuple()) + self._lease_seconds
+            head["lease_owner"], head["lease_until"] = owner, epoch(now) + self._lease_seconds
             numbered = list(enumerate(changes, first))
         for seq, change in numbered:
             self.write_hook(connection_id, seq)
@@ -1131,6 +1131,10 @@ class MemoryTransactionStore:
             head.pop("lease_owner", None)
             head.pop("lease_until", None)
             return int(head["committed"])
+
+    def _head(self, connection_id: str) -> dict[str, Any]:
+        """The feed's head (numbers, lease, next sync), created empty; call with the lock held."""
+        return self._heads.setdefault(connection_id, {"seq": 0, "committed": 0})
 
     def write_hook(self, connection_id: str, seq: int) -> None:
         """Called before each change is written (tests make a writer die here)."""
@@ -1187,14 +1191,14 @@ class MemoryTransactionStore:
 
     def claim_sync(self, connection_id: str, *, now: datetime, next_at: datetime) -> bool:
         with self._lock:
-            head = self._heads.setdefault(connection_id, {"seq": 0, "committed": 0})
+            head = self._head(connection_id)
             due = head.get("next_sync_at")
-            if due is not None and due > calendar.timegm(now.utctimetuple()):
+            if due is not None and due > epoch(now):
                 return False
-            head["next_sync_at"] = calendar.timegm(next_at.utctimetuple())
+            head["next_sync_at"] = epoch(next_at)
             return True
 
     def defer_sync(self, connection_id: str, *, at: datetime) -> None:
         with self._lock:
-            head = self._heads.setdefault(connection_id, {"seq": 0, "committed": 0})
-            head["next_sync_at"] = calendar.timegm(at.utctimetuple())
+            head = self._head(connection_id)
+            head["next_sync_at"] = epoch(at)

@@ -167,7 +167,15 @@ class BankSession:
                 meter=self._meter,
             )
         call = functools.partial(self._timed, operation, request, account_id)
-        error: Exception | None = None
+        try:
+            return self._attempts(operation, call)
+        except Exception as exc:
+            if reservation is not None:
+                reservation.settle(exc)
+            raise
+
+    def _attempts[ResultT](self, operation: str, call: Callable[[], ResultT]) -> ResultT:
+        """``call``, and after a 401 a refresh and ``call`` once more."""
         try:
             return self._first(call) if self._reading is not None else call()
         except errors.BankTokenInvalidError:
@@ -176,17 +184,7 @@ class BankSession:
             self._refreshed = True
             logger.info("bank refused the access token; refreshing", bank_code=self.bank_code, operation=operation)
             self._refresh()
-            try:
-                return call()
-            except Exception as exc:
-                error = exc
-                raise
-        except Exception as exc:
-            error = exc
-            raise
-        finally:
-            if reservation is not None:
-                reservation.settle(error)
+            return call()
 
     def _first[ResultT](self, call: Callable[[], ResultT]) -> ResultT:
         """The call made on the remembered token while the connection is read; its outcome stands only if the read

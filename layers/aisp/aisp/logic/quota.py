@@ -64,15 +64,16 @@ class QuotaMeter:
 
 
 class Reservation:
-    """One reserved unit, settled by what the bank call did."""
+    """One reserved unit, settled by how its bank call failed."""
 
     __slots__ = ("expires_at", "key", "ledger", "limit")
 
     def __init__(self, services: AccountServices, key: QuotaKey, limit: int, expires_at: datetime) -> None:
         self.ledger, self.key, self.limit, self.expires_at = services.quota, key, limit, expires_at
 
-    def settle(self, error: Exception | None) -> None:
-        """A call that never reached the bank gives its unit back; a bank quota refusal spends the day."""
+    def settle(self, error: Exception) -> None:
+        """After a failed call: one that never reached the bank gives its unit back; a bank quota refusal spends
+        the day (a call that succeeded keeps its unit: nothing to settle)."""
         try:
             if isinstance(error, errors.BankRateLimitedError):
                 logger.warning("bank refused an unattended read as over quota", method=self.key.method.value)
