@@ -15,13 +15,14 @@ from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
+from aisp.models.sync import StoredAccount
 from tests.memory import MemoryQuotaLedger, MemoryTransactionStore
 
 if TYPE_CHECKING:
     from aisp.dal.sync import DynamoTransactionStore
     from aisp.models.bank import BankBalance
     from aisp.models.quota import QuotaKey, QuotaUsage
-    from aisp.models.sync import SyncedTransaction, TransactionChange
+    from aisp.models.sync import TransactionChange
 
 __all__ = ["RoundTripLedger", "RoundTripStore"]
 
@@ -53,11 +54,11 @@ class RoundTripStore(MemoryTransactionStore):
         self._blob_lock = threading.Lock()
         self._blobs: dict[tuple[str, str, str], bytes] = {}
 
-    def live(self, connection_id: str, account_id: str) -> dict[str, SyncedTransaction]:
+    def live(self, connection_id: str, account_id: str) -> StoredAccount:
         from aisp.dal.tables import SyncRecord  # noqa: PLC0415
 
-        self.trips.wait()
-        stored = super().live(connection_id, account_id)
+        self.trips.wait(2)
+        stored, version = super().live(connection_id, account_id)
         with self._blob_lock:
             blobs = {tid: self._blobs[(connection_id, account_id, tid)] for tid in stored}
         opened = {}
@@ -65,9 +66,17 @@ class RoundTripStore(MemoryTransactionStore):
             record = SyncRecord(connection_id, f"tx#{account_id}#{tid}", account_id=account_id, transaction_id=tid)
             record.blob = blob
             opened[tid] = self._sealer._open(connection_id, record)  # noqa: SLF001 - the real store's opening
-        return opened
+        return StoredAccount(opened, version)
 
-    def append(self, connection_id: str, changes: Sequence[TransactionChange], *, owner: str, now: datetime) -> int:
+    def append(
+        self,
+        connection_id: str,
+        changes: Sequence[TransactionChange],
+        *,
+        owner: str,
+        now: datetime,
+        expected: int | None = None,
+    ) -> int:
         sealed = {
             (connection_id, change.account_id, change.transaction_id): (
                 None if change.synced is None else self._sealer._seal(connection_id, change.synced)  # noqa: SLF001
@@ -75,7 +84,7 @@ class RoundTripStore(MemoryTransactionStore):
             for change in changes
         }
         self.trips.wait(2 + math.ceil(len(changes) / 50))
-        committed = super().append(connection_id, changes, owner=owner, now=now)
+        committed = super().append(connection_id, changes, owner=owner, now=now, expected=expected)
         with self._blob_lock:
             for key, blob in sealed.items():
                 if blob is None:

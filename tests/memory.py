@@ -52,7 +52,7 @@ from aisp.models.connection import (
 )
 from aisp.models.quota import QuotaKey, QuotaUsage
 from aisp.models.refresh import ConnectionKey, LeasedConnection, ReauthNotice
-from aisp.models.sync import FeedEntry, FeedPage, SyncedTransaction, TransactionChange
+from aisp.models.sync import FeedEntry, FeedPage, StoredAccount, SyncedTransaction, TransactionChange
 from aisp.observability import logger
 
 if TYPE_CHECKING:
@@ -1090,10 +1090,11 @@ class MemoryTransactionStore:
         self._accounts: dict[str, dict[str, str]] = {}
         self._balances: dict[str, dict[str, tuple[list[BankBalance], datetime]]] = {}
 
-    def live(self, connection_id: str, account_id: str) -> dict[str, SyncedTransaction]:
+    def live(self, connection_id: str, account_id: str) -> StoredAccount:
         with self._lock:
             stored = self._transactions.get(connection_id, {})
-            return {tid: synced for (aid, tid), synced in stored.items() if aid == account_id}
+            version = int(self._heads.get(connection_id, {}).get("seq", 0))
+            return StoredAccount({tid: synced for (aid, tid), synced in stored.items() if aid == account_id}, version)
 
     def feed(self, connection_id: str, *, after: int, limit: int) -> FeedPage:
         with self._lock:
@@ -1103,12 +1104,24 @@ class MemoryTransactionStore:
             numbers = sorted(seq for seq in changes if after < seq <= committed)[:limit]
             return FeedPage([FeedEntry(seq, changes[seq]) for seq in numbers], committed, head.get("committed_at"))
 
-    def append(self, connection_id: str, changes: Sequence[TransactionChange], *, owner: str, now: datetime) -> int:
+    def append(
+        self,
+        connection_id: str,
+        changes: Sequence[TransactionChange],
+        *,
+        owner: str,
+        now: datetime,
+        expected: int | None = None,
+    ) -> int:
         with self._lock:
             head = self._head(connection_id)
             until = head.get("lease_until")
-            if until is not None and until >= epoch(now) and head.get("lease_owner") != owner:
-                raise ConflictError("another sync writes this connection", details={"operation": "sync_lease"})
+            held = until is not None and until >= epoch(now) and head.get("lease_owner") != owner
+            if held or (expected is not None and head["seq"] != expected):
+                raise ConflictError(
+                    "another sync writes this connection or wrote it since it was read",
+                    details={"operation": "sync_lease"},
+                )
             head["committed"] = head["seq"]
             first, head["seq"] = head["seq"] + 1, head["seq"] + len(changes)
             last = head["seq"]

@@ -74,14 +74,19 @@ def test_changes_are_numbered_in_order_and_applied(store):
 
     assert (committed, synced_at) == (3, NOW)
     assert [(entry.seq, entry.change) for entry in entries] == list(enumerate(first, 1))
-    assert store.live(CONNECTION, ACCOUNT) == {item.transaction_id: item for item in (synced(1), synced(2), synced(3))}
+    assert store.live(CONNECTION, ACCOUNT).transactions == {
+        item.transaction_id: item for item in (synced(1), synced(2), synced(3))
+    }
 
     changed = synced(2, amount="-13.00")
     assert store.append(CONNECTION, [modified(changed), removed(synced(3))], owner="sync-2", now=NOW) == 5
     entries, committed, _ = store.feed(CONNECTION, after=3, limit=100)
     assert [(entry.seq, entry.change.kind) for entry in entries] == [(4, ChangeKind.MODIFIED), (5, ChangeKind.REMOVED)]
     assert entries[0].change.synced == changed and entries[1].change.synced is None
-    assert store.live(CONNECTION, ACCOUNT) == {synced(1).transaction_id: synced(1), changed.transaction_id: changed}
+    assert store.live(CONNECTION, ACCOUNT).transactions == {
+        synced(1).transaction_id: synced(1),
+        changed.transaction_id: changed,
+    }
 
 
 def test_the_feed_pages_from_any_number_and_an_unknown_connection_is_empty(store):
@@ -97,7 +102,7 @@ def test_the_feed_pages_from_any_number_and_an_unknown_connection_is_empty(store
 
     assert pages == [[1, 2, 3], [4, 5, 6], [7]] and committed == 7
     assert store.feed("cn_nobody", after=0, limit=10) == ([], 0, None)
-    assert store.live("cn_nobody", ACCOUNT) == {}
+    assert store.live("cn_nobody", ACCOUNT).transactions == {}
 
 
 def test_one_writer_at_a_time_until_its_lease_expires(store):
@@ -134,7 +139,7 @@ def test_one_writer_at_a_time_until_its_lease_expires(store):
     assert committed == 3
     numbers = [entry.seq for entry in entries]
     assert numbers[-1] == 3 and all(seq < 3 for seq in numbers[:-1])  # what the dead writer wrote whole, if any
-    assert synced(3).transaction_id in store.live(CONNECTION, ACCOUNT)
+    assert synced(3).transaction_id in store.live(CONNECTION, ACCOUNT).transactions
 
 
 def test_a_writer_may_write_again_under_its_own_lease(store):
@@ -144,20 +149,46 @@ def test_a_writer_may_write_again_under_its_own_lease(store):
     assert store.append(CONNECTION, [], owner="sync-3", now=NOW) == 2  # nothing new: the number stays
 
 
+def test_a_write_diffed_against_an_older_read_is_refused(store):
+    before = store.live(CONNECTION, ACCOUNT)
+    assert before.version == 0
+    # Nothing written since the read: the write goes in
+    assert store.append(CONNECTION, [added(synced(1))], owner="sync-1", now=NOW, expected=before.version) == 1
+    read = store.live(CONNECTION, ACCOUNT)
+    assert read.version == 1
+
+    # Another writer wrote after that read (the first read is older still): both refused, nothing numbered
+    store.append(CONNECTION, [added(synced(2))], owner="live-read", now=NOW)
+    for stale in (before, read):
+        with pytest.raises(ConflictError):
+            store.append(CONNECTION, [added(synced(2))], owner="sync-1", now=NOW, expected=stale.version)
+    assert store.feed(CONNECTION, after=0, limit=10).committed == 2
+
+    # Read again, it goes in; the version counts numbers handed out, so an empty write does not move it
+    again = store.live(CONNECTION, ACCOUNT)
+    assert again.version == 2
+    assert store.append(CONNECTION, [], owner="sync-1", now=NOW, expected=again.version) == 2
+    assert store.append(CONNECTION, [added(synced(3))], owner="sync-1", now=NOW, expected=again.version) == 3
+
+
 def test_purging_accounts_forgets_their_transactions_and_changes(store):
     store.append(CONNECTION, [added(synced(1)), added(synced(2, OTHER)), added(synced(3))], owner="sync-1", now=NOW)
     store.append("cn_other", [added(synced(9))], owner="sync-1", now=NOW)
 
     store.purge(CONNECTION, [OTHER])
 
-    assert store.live(CONNECTION, OTHER) == {}
-    assert set(store.live(CONNECTION, ACCOUNT)) == {synced(1).transaction_id, synced(3).transaction_id}
+    assert store.live(CONNECTION, OTHER).transactions == {}
+    assert set(store.live(CONNECTION, ACCOUNT).transactions) == {synced(1).transaction_id, synced(3).transaction_id}
     entries, _, _ = store.feed(CONNECTION, after=0, limit=10)
     assert {entry.change.account_id for entry in entries} == {ACCOUNT}
 
     store.purge(CONNECTION)
-    assert store.live(CONNECTION, ACCOUNT) == {} and store.feed(CONNECTION, after=0, limit=10) == ([], 0, None)
-    assert store.live("cn_other", ACCOUNT) == {synced(9).transaction_id: synced(9)}
+    assert store.live(CONNECTION, ACCOUNT).transactions == {} and store.feed(CONNECTION, after=0, limit=10) == (
+        [],
+        0,
+        None,
+    )
+    assert store.live("cn_other", ACCOUNT).transactions == {synced(9).transaction_id: synced(9)}
     # A purged connection starts again from 1 when it is synced anew
     assert store.append(CONNECTION, [added(synced(4))], owner="sync-1", now=NOW) == 1
 
@@ -248,8 +279,8 @@ def test_a_purge_can_keep_an_accounts_balances_or_its_transactions(store):
     store.purge(CONNECTION, [ACCOUNT], transactions_only=True)
     store.purge(CONNECTION, [OTHER], balances_only=True)
 
-    assert store.live(CONNECTION, ACCOUNT) == {} and store.balances(CONNECTION, ACCOUNT) == (balance, NOW)
-    assert store.live(CONNECTION, OTHER) and store.balances(CONNECTION, OTHER) is None
+    assert store.live(CONNECTION, ACCOUNT).transactions == {} and store.balances(CONNECTION, ACCOUNT) == (balance, NOW)
+    assert store.live(CONNECTION, OTHER).transactions and store.balances(CONNECTION, OTHER) is None
     assert set(store.accounts(CONNECTION)) == {ACCOUNT, OTHER}
     entries = store.feed(CONNECTION, after=0, limit=10).entries
     assert {entry.change.account_id for entry in entries} == {OTHER}

@@ -122,6 +122,52 @@ def test_a_later_sync_reports_only_what_changed(marc, account_services, account_
     assert _drain(account_services, page.next_cursor)[:3] == ([], [], [])
 
 
+def test_two_syncs_racing_report_each_update_once(marc, account_services, transaction_store, monkeypatch):
+    # The second sync reads the store, then the first one runs whole before the second writes what it diffed
+    read = transaction_store.live
+    raced = []
+
+    def live_then_race(connection_id, account_id):
+        stored = read(connection_id, account_id)
+        if not raced:
+            raced.append(None)  # the first sync's own reads go straight through
+            raced.append(sync_connection(USER, BANK, services=account_services, owner="sync-first"))
+        return stored
+
+    monkeypatch.setattr(transaction_store, "live", live_then_race)
+    second = sync_connection(USER, BANK, services=account_services, owner="sync-second")
+
+    assert raced[1].added == 252
+    assert (second.added, second.modified, second.removed) == (0, 0, 0)  # diffed again against what the first wrote
+    added, modified, removed, _ = _drain(account_services)
+    assert len(added) == len(set(added)) == 252 and modified == removed == []
+
+
+def test_a_sync_that_keeps_losing_the_store_to_other_writers_gives_up_without_writing(
+    marc, account_services, transaction_store, monkeypatch
+):
+    from aisp.logic.sync.run import WRITE_ATTEMPTS
+    from aisp.models.sync import ChangeKind, TransactionChange
+
+    read = transaction_store.live
+    reads = []
+
+    def live_then_another_writer(connection_id, account_id):
+        stored = read(connection_id, account_id)
+        reads.append(account_id)
+        other = TransactionChange(ChangeKind.REMOVED, "another-account", f"tx_{len(reads)}", None)
+        transaction_store.append(connection_id, [other], owner="other", now=account_services.connections.clock.now())
+        return stored
+
+    monkeypatch.setattr(transaction_store, "live", live_then_another_writer)
+    with pytest.raises(errors.ConflictError):
+        _sync(account_services)
+
+    assert reads == [MAIN] * WRITE_ATTEMPTS
+    entries = transaction_store.feed(marc.connection_id, after=0, limit=10).entries
+    assert [entry.change.account_id for entry in entries] == ["another-account"] * WRITE_ATTEMPTS  # none of the sync's
+
+
 def test_the_feed_pages_with_a_cursor_and_never_gives_a_change_twice(marc, account_services):
     _sync(account_services)
 
@@ -205,7 +251,7 @@ def test_a_narrowed_consent_purges_the_accounts_it_leaves_out(marc, account_serv
     )
 
     assert set(transaction_store.accounts(connection_id)) == {MAIN}
-    assert transaction_store.live(connection_id, SAVINGS) == {}
+    assert transaction_store.live(connection_id, SAVINGS).transactions == {}
     added, *_ = _drain(account_services)
     assert {account for account, _ in added} == {MAIN}  # the feed forgot the savings account's changes too
 
@@ -217,8 +263,8 @@ def test_an_account_the_bank_stops_linking_is_purged_by_the_next_sync(marc, acco
 
     _sync(account_services)
 
-    assert account_services.transactions.live(marc.connection_id, SAVINGS) == {}
-    assert account_services.transactions.live(marc.connection_id, MAIN)
+    assert account_services.transactions.live(marc.connection_id, SAVINGS).transactions == {}
+    assert account_services.transactions.live(marc.connection_id, MAIN).transactions
 
 
 def test_deleting_the_connection_forgets_its_synced_transactions(marc, account_services, services, transaction_store):
@@ -230,7 +276,7 @@ def test_deleting_the_connection_forgets_its_synced_transactions(marc, account_s
     delete_connection(USER, BANK, services=with_store)
 
     assert transaction_store.accounts(marc.connection_id) == {}
-    assert transaction_store.live(marc.connection_id, MAIN) == {}
+    assert transaction_store.live(marc.connection_id, MAIN).transactions == {}
     assert transaction_store.feed(marc.connection_id, after=0, limit=10).entries == []
 
 

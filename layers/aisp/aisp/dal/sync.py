@@ -18,7 +18,7 @@ from aisp.dal.errors import translated
 from aisp.dal.tables import SyncRecord
 from aisp.errors import ConflictError, TokenIntegrityError
 from aisp.models.bank import BankBalance
-from aisp.models.sync import ChangeKind, FeedEntry, FeedPage, SyncedTransaction, TransactionChange
+from aisp.models.sync import ChangeKind, FeedEntry, FeedPage, StoredAccount, SyncedTransaction, TransactionChange
 
 if TYPE_CHECKING:
     from aisp.aws.kms import TokenCipher
@@ -93,11 +93,15 @@ class DynamoTransactionStore:
     def _query(self, connection_id: str, prefix: str, *, limit: int | None = None) -> Iterator[SyncRecord]:
         return SyncRecord.query(connection_id, SyncRecord.sk.startswith(prefix), consistent_read=True, limit=limit)
 
-    def live(self, connection_id: str, account_id: str) -> dict[str, SyncedTransaction]:
-        """One strongly consistent query of the account's transaction items."""
+    def live(self, connection_id: str, account_id: str) -> StoredAccount:
+        """The head's ``seq``, then one strongly consistent query of the account's transaction items."""
         with translated("sync_live"):
+            head = self._head(connection_id)
             records = list(self._query(connection_id, f"tx#{account_id}#"))
-        return {record.transaction_id or "": self._open(connection_id, record) for record in records}
+        return StoredAccount(
+            {record.transaction_id or "": self._open(connection_id, record) for record in records},
+            0 if head is None else int(head.seq or 0),
+        )
 
     def feed(self, connection_id: str, *, after: int, limit: int) -> FeedPage:
         """The head's ``committed``, then the change items after ``after`` up to it (strongly consistent)."""
@@ -130,9 +134,17 @@ class DynamoTransactionStore:
 
     # -- writes --------------------------------------------------------------------------------------------------
 
-    def append(self, connection_id: str, changes: Sequence[TransactionChange], *, owner: str, now: datetime) -> int:
-        """Take the lease and the numbers in one update, write each change with its transaction (transactions of
-        up to 50), then move ``committed`` and let the lease go.
+    def append(
+        self,
+        connection_id: str,
+        changes: Sequence[TransactionChange],
+        *,
+        owner: str,
+        now: datetime,
+        expected: int | None = None,
+    ) -> int:
+        """Take the lease and the numbers in one update (while ``seq`` is still ``expected``, when given), write each
+        change with its transaction (transactions of up to 50), then move ``committed`` and let the lease go.
 
         The update also commits what a writer that died holding the lease had numbered: every change item written is
         whole with its transaction, and a number never written is a gap readers skip.
@@ -143,6 +155,9 @@ class DynamoTransactionStore:
             | (SyncRecord.lease_until < epoch(now))
             | (SyncRecord.lease_owner == owner)
         )
+        if expected is not None:
+            unchanged = SyncRecord.seq == expected
+            free &= (SyncRecord.seq.does_not_exist() | unchanged) if expected == 0 else unchanged
         try:
             with translated("sync_lease"):
                 head.update(
@@ -155,7 +170,9 @@ class DynamoTransactionStore:
                     condition=free,
                 )
         except ConflictError as exc:
-            raise ConflictError("another sync writes this connection", details={"operation": "sync_lease"}) from exc
+            raise ConflictError(
+                "another sync writes this connection or wrote it since it was read", details={"operation": "sync_lease"}
+            ) from exc
         last = int(head.seq or 0)
         first = last - len(changes) + 1
         for start in range(0, len(changes), _CHUNK):

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     )
     from aisp.models.psu import PsuInfo
     from aisp.models.quota import QuotaKey, QuotaUsage
-    from aisp.models.sync import FeedPage, SyncedTransaction, TransactionChange
+    from aisp.models.sync import FeedPage, StoredAccount, TransactionChange
 
 __all__ = [
     "MAX_WRITE_ATTEMPTS",
@@ -386,17 +386,28 @@ class TransactionStore(Protocol):
     the store fails.
     """
 
-    def live(self, connection_id: str, account_id: str) -> dict[str, SyncedTransaction]:
-        """The account's transactions as last synced, by ``transaction_id`` (removed ones left out)."""
+    def live(self, connection_id: str, account_id: str) -> StoredAccount:
+        """The account's transactions as last synced, by ``transaction_id`` (removed ones left out), with the feed's
+        version read before them."""
         ...
 
-    def append(self, connection_id: str, changes: Sequence[TransactionChange], *, owner: str, now: datetime) -> int:
-        """Apply ``changes`` and number them in the feed; the feed's committed number after it.
+    def append(
+        self,
+        connection_id: str,
+        changes: Sequence[TransactionChange],
+        *,
+        owner: str,
+        now: datetime,
+        expected: int | None = None,
+    ) -> int:
+        """Apply ``changes`` and number them in the feed; the feed's committed number after it. With ``expected``
+        (the ``version`` of the :meth:`live` read the changes were diffed against), only if no write began since.
 
         Raises
         ------
         ConflictError
-            Another writer holds the connection's feed lease (until its expiry).
+            Another writer holds the connection's feed lease (until its expiry), or a write began after the
+            ``expected`` version was read (diff again against a new :meth:`live` read).
         """
         ...
 

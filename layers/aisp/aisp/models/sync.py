@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from aisp.models.bank import BankTransaction
 
-__all__ = ["ChangeKind", "FeedEntry", "FeedPage", "SyncedTransaction", "TransactionChange"]
+__all__ = ["ChangeKind", "FeedEntry", "FeedPage", "StoredAccount", "SyncedTransaction", "TransactionChange"]
 
 
 class SyncedTransaction(BaseModel):
@@ -49,6 +49,15 @@ class FeedEntry(NamedTuple):
 
     seq: int
     change: TransactionChange
+
+
+class StoredAccount(NamedTuple):
+    """An account's transactions as last synced, by ``transaction_id``, and the feed's ``version`` (its last number
+    handed out) read before them: a write diffed against them passes it to ``append``, which refuses it once another
+    write has begun since (``docs/sync.md``, The store)."""
+
+    transactions: dict[str, SyncedTransaction]
+    version: int
 
 
 class FeedPage(NamedTuple):

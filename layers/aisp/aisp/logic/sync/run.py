@@ -20,7 +20,7 @@ from aisp.logic.sync.purge import purge_accounts_not_in
 from aisp.models.bank import BankAccount, BankBalance, BankTransaction, TransactionsPage
 from aisp.models.connection import CardReference, ConsentSnapshot
 from aisp.models.quota import paris_day
-from aisp.models.sync import ChangeKind, SyncedTransaction
+from aisp.models.sync import ChangeKind, StoredAccount, SyncedTransaction, TransactionChange
 from aisp.observability import logger
 
 __all__ = ["RESYNC_DAYS", "AccountChanges", "SyncResult", "sync_connection"]
@@ -29,6 +29,8 @@ __all__ = ["RESYNC_DAYS", "AccountChanges", "SyncResult", "sync_connection"]
 RESYNC_DAYS: Final = 10
 # Never more bank pages for one account in one sync (100 transactions each at BPCE: 90 days of a busy account).
 MAX_PAGES: Final = 200
+# Diffs of one listing against the store before giving up to another writer (each after a new read of the store).
+WRITE_ATTEMPTS: Final = 3
 
 
 class AccountChanges(NamedTuple):
@@ -136,6 +138,41 @@ def _page(
     )
 
 
+class _Listing(NamedTuple):
+    """One account's transactions as the bank listed them from ``date_from``."""
+
+    account_id: str
+    transactions: Sequence[BankTransaction]
+    date_from: date
+
+
+def _write(
+    services: AccountServices,
+    connection_id: str,
+    stored: StoredAccount,
+    listing: _Listing,
+    *,
+    owner: str,
+    now: datetime,
+) -> tuple[int, list[TransactionChange]]:
+    """Diff the listing against the store and append the changes, unless another write began since the store was
+    read: then read it again and diff again (no bank call), :data:`WRITE_ATTEMPTS` times at most. So two syncs, or a
+    sync and a live read, never report one update twice."""
+    store = services.transactions
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        changes = diff_account(
+            listing.account_id, stored.transactions, listing.transactions, window_from=listing.date_from
+        )
+        try:
+            return store.append(connection_id, changes, owner=owner, now=now, expected=stored.version), changes
+        except errors.ConflictError:
+            if attempt == WRITE_ATTEMPTS:
+                raise
+            logger.info("sync: the store changed while the bank was read; diffing again", attempt=attempt)
+            stored = store.live(connection_id, listing.account_id)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, owner: str) -> SyncResult:
     """Read the consented accounts' transactions without the user and write what changed to the feed.
 
@@ -174,7 +211,7 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
     for account in accounts:
         account_id = account.resource_id or ""
         stored = services.transactions.live(connection.connection_id, account_id)
-        date_from = _window(stored, paris_day(now), history_days)
+        date_from = _window(stored.transactions, paris_day(now), history_days)
         try:
             fresh = _listing(session, services, account_id, date_from)
         except (errors.BankAccessDeniedError, errors.BankNotFoundError) as exc:
@@ -188,8 +225,8 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
         services.transactions.remember_account(
             connection.connection_id, account_id, identifier=account.iban or account.masked_pan or ""
         )
-        changes = diff_account(account_id, stored, fresh, window_from=date_from)
-        committed = services.transactions.append(connection.connection_id, changes, owner=owner, now=now)
+        listing = _Listing(account_id, fresh, date_from)
+        committed, changes = _write(services, connection.connection_id, stored, listing, owner=owner, now=now)
         kinds = [change.kind for change in changes]
         for kind in ChangeKind:
             counts[kind] += kinds.count(kind)
