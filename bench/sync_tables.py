@@ -83,7 +83,7 @@ class RoundTripStore(MemoryTransactionStore):
             )
             for change in changes
         }
-        self.trips.wait(2 + math.ceil(len(changes) / 50))
+        self.trips.wait(2 + math.ceil(len(changes) / 99))
         committed = super().append(connection_id, changes, owner=owner, now=now, expected=expected)
         with self._blob_lock:
             for key, blob in sealed.items():

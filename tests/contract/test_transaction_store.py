@@ -105,6 +105,26 @@ def test_the_feed_pages_from_any_number_and_an_unknown_connection_is_empty(store
     assert store.live("cn_nobody", ACCOUNT).transactions == {}
 
 
+def test_hundreds_of_changes_of_several_accounts_read_back_in_order_from_any_number(store):
+    # More changes than one item or one DynamoDB transaction holds, of two accounts interleaved, in two writes
+    first = [added(synced(n, ACCOUNT if n % 3 else OTHER)) for n in range(1, 131)]
+    store.append(CONNECTION, first, owner="sync-1", now=NOW)
+    second = [removed(synced(n, ACCOUNT if n % 3 else OTHER)) for n in range(1, 12)]
+    store.append(CONNECTION, second, owner="sync-1", now=NOW)
+    expected = [(change.kind, change.account_id, change.transaction_id) for change in first + second]
+
+    for limit, start in ((500, 0), (37, 0), (100, 98), (1, 139)):
+        read, after = [], start
+        while entries := store.feed(CONNECTION, after=after, limit=limit).entries:
+            assert len(entries) <= limit
+            read += entries
+            after = entries[-1].seq
+        assert [entry.seq for entry in read] == list(range(start + 1, 142))
+        assert [(e.change.kind, e.change.account_id, e.change.transaction_id) for e in read] == expected[start:]
+    assert store.feed(CONNECTION, after=0, limit=500).entries[0].change.synced == synced(1, ACCOUNT)
+    assert len(store.live(CONNECTION, ACCOUNT).transactions) == len([n for n in range(12, 131) if n % 3])
+
+
 def test_one_writer_at_a_time_until_its_lease_expires(store):
     class Died(Exception):
         pass

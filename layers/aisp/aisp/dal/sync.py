@@ -1,15 +1,18 @@
 """The synced transactions and their change feed in DynamoDB (``SyncTable``, one partition per connection): the feed's
-head with its writers' lease, one item per transaction and one per change, each sealed like the tokens and bound to
-its item. Design: ``docs/sync.md`` (The store).
+head with its writers' lease, one item per transaction, and the changes packed in order, up to 99 of one account to an
+item, written with their transactions in one DynamoDB transaction; each item sealed like the tokens and bound to its
+key. Design: ``docs/sync.md`` (The store).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 from pynamodb.connection import Connection as LowLevel
 from pynamodb.transactions import TransactWrite
 
@@ -28,8 +31,10 @@ __all__ = ["FEED_KEEP_DAYS", "DynamoTransactionStore"]
 HEAD: Final = "feed"
 # A change is kept this long: a sync cursor opens for a year (docs/sync.md, The cursor).
 FEED_KEEP_DAYS: Final = 400
-# Changes per TransactWriteItems (each writes a change and its transaction: 2 items; DynamoDB takes 100).
-_CHUNK: Final = 50
+# Changes per change item: each is written with its transaction, and one TransactWriteItems takes 100 items.
+_CHUNK: Final = 99
+# A change item's sealed changes stay well under DynamoDB's 400 KB an item (a change is about 1 KB).
+_CHUNK_BYTES: Final = 256 * 1024
 
 
 def _tx_key(account_id: str, transaction_id: str) -> str:
@@ -42,6 +47,39 @@ def _change_key(seq: int) -> str:
 
 def _binding(connection_id: str, account_id: str, transaction_id: str) -> dict[str, str]:
     return {"connection_id": connection_id, "account_id": account_id, "transaction_id": transaction_id}
+
+
+class _PackedChange(BaseModel):
+    """One change as a change item keeps it (its number is the item's first plus its rank)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+    kind: ChangeKind
+    transaction_id: str
+    synced: SyncedTransaction | None
+
+
+@functools.cache
+def _packed() -> TypeAdapter[list[_PackedChange]]:
+    return TypeAdapter(list[_PackedChange])
+
+
+def _chunks(changes: Sequence[TransactionChange], sizes: Sequence[int]) -> Iterator[list[int]]:
+    """The changes' indexes in runs of one account, at most :data:`_CHUNK` and :data:`_CHUNK_BYTES` each."""
+    chunk: list[int] = []
+    size = 0
+    for index, change in enumerate(changes):
+        if chunk and (
+            changes[chunk[0]].account_id != change.account_id
+            or len(chunk) == _CHUNK
+            or size + sizes[index] > _CHUNK_BYTES
+        ):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(index)
+        size += sizes[index]
+    if chunk:
+        yield chunk
 
 
 class DynamoTransactionStore:
@@ -71,9 +109,10 @@ class DynamoTransactionStore:
 
     # -- sealing -------------------------------------------------------------------------------------------------
 
-    def _seal(self, connection_id: str, synced: SyncedTransaction) -> bytes:
+    def _seal(self, connection_id: str, synced: SyncedTransaction, text: str | None = None) -> bytes:
+        """A transaction item's blob (``text``: its JSON, when already made)."""
         binding = _binding(connection_id, synced.account_id, synced.transaction_id)
-        return self._cipher().encrypt(synced.model_dump_json().encode(), binding=binding)
+        return self._cipher().encrypt((text or synced.model_dump_json()).encode(), binding=binding)
 
     def _open(self, connection_id: str, record: SyncRecord) -> SyncedTransaction:
         account_id, transaction_id = record.account_id or "", record.transaction_id or ""
@@ -104,7 +143,9 @@ class DynamoTransactionStore:
         )
 
     def feed(self, connection_id: str, *, after: int, limit: int) -> FeedPage:
-        """The head's ``committed``, then the change items after ``after`` up to it (strongly consistent)."""
+        """The head's ``committed``, then the change items whose last number is after ``after``, up to it (strongly
+        consistent; a change item is keyed by its last number, so the first one read may start before ``after``)."""
+        entries: list[FeedEntry] = []
         with translated("sync_feed"):
             head = self._head(connection_id)
             committed = 0 if head is None else int(head.committed or 0)
@@ -115,10 +156,13 @@ class DynamoTransactionStore:
                 connection_id,
                 SyncRecord.sk.between(_change_key(after + 1), _change_key(committed)),
                 consistent_read=True,
-                limit=limit,
+                page_size=limit // _CHUNK + 2,
             )
-            entries = [self._entry(connection_id, record) for _, record in zip(range(limit), records, strict=False)]
-        return FeedPage(entries, committed, synced_at)
+            for record in records:
+                entries += [entry for entry in self._entries(connection_id, record) if entry.seq > after]
+                if len(entries) >= limit:
+                    break
+        return FeedPage(entries[:limit], committed, synced_at)
 
     def _head(self, connection_id: str) -> SyncRecord | None:
         try:
@@ -126,11 +170,23 @@ class DynamoTransactionStore:
         except SyncRecord.DoesNotExist:
             return None
 
-    def _entry(self, connection_id: str, record: SyncRecord) -> FeedEntry:
-        kind = ChangeKind(record.kind or "")
-        synced = None if kind is ChangeKind.REMOVED else self._open(connection_id, record)
-        change = TransactionChange(kind, record.account_id or "", record.transaction_id or "", synced)
-        return FeedEntry(int(record.sk.removeprefix("chg#")), change)
+    def _entries(self, connection_id: str, record: SyncRecord) -> list[FeedEntry]:
+        """A change item's changes, opened, numbered from its ``seq``."""
+        account_id = record.account_id or ""
+        plaintext = self._cipher().decrypt(
+            bytes(record.blob or b""), binding=_binding(connection_id, account_id, record.sk)
+        )
+        try:
+            packed = _packed().validate_json(plaintext)
+        except ValueError:
+            raise TokenIntegrityError("stored changes are malformed", details={"operation": "sync"}) from None
+        if any(item.synced is not None and item.synced.account_id != account_id for item in packed):
+            raise TokenIntegrityError("stored changes are not their item's", details={"operation": "sync"})
+        first = int(record.seq or 0)
+        return [
+            FeedEntry(seq, TransactionChange(item.kind, account_id, item.transaction_id, item.synced))
+            for seq, item in enumerate(packed, first)
+        ]
 
     # -- writes --------------------------------------------------------------------------------------------------
 
@@ -143,8 +199,9 @@ class DynamoTransactionStore:
         now: datetime,
         expected: int | None = None,
     ) -> int:
-        """Take the lease and the numbers in one update (while ``seq`` is still ``expected``, when given), write each
-        change with its transaction (transactions of up to 50), then move ``committed`` and let the lease go.
+        """Take the lease and the numbers in one update (while ``seq`` is still ``expected``, when given), write the
+        changes packed with their transactions (each pack in one DynamoDB transaction), then move ``committed`` and
+        let the lease go.
 
         The update also commits what a writer that died holding the lease had numbered: every change item written is
         whole with its transaction, and a number never written is a gap readers skip.
@@ -175,8 +232,10 @@ class DynamoTransactionStore:
             ) from exc
         last = int(head.seq or 0)
         first = last - len(changes) + 1
-        for start in range(0, len(changes), _CHUNK):
-            self._write(connection_id, list(enumerate(changes[start : start + _CHUNK], first + start)), now)
+        texts = [None if change.synced is None else change.synced.model_dump_json() for change in changes]
+        sizes = [len(change.transaction_id) + len(text or "") + 64 for change, text in zip(changes, texts, strict=True)]
+        for chunk in _chunks(changes, sizes):
+            self._write(connection_id, [(first + index, changes[index], texts[index]) for index in chunk], now)
         with translated("sync_commit"):
             head.update(
                 actions=[
@@ -189,33 +248,36 @@ class DynamoTransactionStore:
             )
         return last
 
-    def _write(self, connection_id: str, numbered: list[tuple[int, TransactionChange]], now: datetime) -> None:
-        feed_expiry = now + timedelta(days=FEED_KEEP_DAYS)
+    def _write(
+        self, connection_id: str, numbered: list[tuple[int, TransactionChange, str | None]], now: datetime
+    ) -> None:
+        """One change item (``chg#<its last number>``) and the transactions its changes leave, in one transaction."""
+        account_id, cipher = numbered[0][1].account_id, self._cipher()
+        key = _change_key(numbered[-1][0])
+        packed = ",".join(
+            f'{{"kind":"{change.kind.value}","transaction_id":{json.dumps(change.transaction_id)},'
+            f'"synced":{text or "null"}}}'
+            for _, change, text in numbered
+        )
+        entry = SyncRecord(
+            connection_id,
+            key,
+            seq=numbered[0][0],
+            account_id=account_id,
+            blob=cipher.encrypt(f"[{packed}]".encode(), binding=_binding(connection_id, account_id, key)),
+            expires_at=now + timedelta(days=FEED_KEEP_DAYS),
+        )
         with translated("sync_write"), TransactWrite(connection=LowLevel()) as transaction:
-            for seq, change in numbered:
+            for seq, change, text in numbered:
                 state = SyncRecord(connection_id, _tx_key(change.account_id, change.transaction_id))
-                entry = SyncRecord(
-                    connection_id,
-                    _change_key(seq),
-                    kind=change.kind.value,
-                    account_id=change.account_id,
-                    transaction_id=change.transaction_id,
-                    expires_at=feed_expiry,
-                )
-                if change.synced is None:
+                if change.synced is None or text is None:
                     transaction.delete(state)
-                else:
-                    blob = self._seal(connection_id, change.synced)
-                    entry.blob = blob
-                    state.account_id, state.transaction_id, state.blob, state.seq = (
-                        change.account_id,
-                        change.transaction_id,
-                        blob,
-                        seq,
-                    )
-                    state.expires_at = self._expiry(change.synced, now)
-                    transaction.save(state)
-                transaction.save(entry)
+                    continue
+                state.account_id, state.transaction_id, state.seq = change.account_id, change.transaction_id, seq
+                state.blob = self._seal(connection_id, change.synced, text)
+                state.expires_at = self._expiry(change.synced, now)
+                transaction.save(state)
+            transaction.save(entry)
 
     def _expiry(self, synced: SyncedTransaction, now: datetime) -> datetime:
         if self._retention is None:

@@ -251,8 +251,9 @@ def _sync_table() -> str:
 
 class SyncRecord(Model):
     """An item of ``SyncTable``, keyed by ``connection_id`` and ``sk``: the feed's head (``feed``: ``seq`` allocated,
-    ``committed``, the writers' lease), a transaction (``tx#<account_id>#<transaction_id>``) or a change
-    (``chg#<seq, 12 digits>``); ``blob`` is the sealed transaction (``docs/sync.md``, The store)."""
+    ``committed``, the writers' lease), a transaction (``tx#<account_id>#<transaction_id>``: ``blob`` sealed) or up
+    to 99 changes of one account (``chg#<last seq, 12 digits>``, ``seq`` the first: ``blob`` sealed); ``docs/sync.md``,
+    The store."""
 
     class Meta:
         table_name = _TableName(_sync_table)
@@ -269,7 +270,6 @@ class SyncRecord(Model):
     next_sync_at = NumberAttribute(null=True)
     lease_owner = UnicodeAttribute(null=True)
     lease_until = NumberAttribute(null=True)
-    kind = UnicodeAttribute(null=True)
     account_id = UnicodeAttribute(null=True)
     transaction_id = UnicodeAttribute(null=True)
     blob = BinaryAttribute(null=True, legacy_encoding=False)
