@@ -116,3 +116,31 @@ def test_replaying_the_feed_gives_the_live_transactions_then_and_a_day_later(
     oldest_live = min(item["booking_date"] or item["transaction_date"] for item in live.values())
     aged = [state[key] for key in set(state) - set(live)]
     assert aged and all((item["booking_date"] or item["transaction_date"]) < oldest_live for item in aged)
+
+
+def test_two_syncs_racing_report_each_transaction_once(clock, sandbox, load_event, lambda_context):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aisp.errors import ConflictError
+    from aisp.logic.sync.run import sync_connection
+
+    connect_persona(load_event, lambda_context)
+    services = wiring.account_services()
+
+    def sync(owner: str) -> str:
+        try:
+            result = sync_connection("user-marc", BANK, services=services, owner=owner)
+        except ConflictError:  # it lost the store to the other one three times: its next slot takes it
+            return "conflict"
+        return f"added {result.added}"
+
+    # Both read the store before either writes (the bank's 1,200 transactions take longer than the store's read)
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(sync, ["sync-a", "sync-b"]))
+
+    changes, _ = _feed(load_event, lambda_context)
+    state = _replay({}, changes)  # fails on any id added twice
+    live = _live(load_event, lambda_context)
+    assert set(state) == set(live) and len(changes) == len(live)
+    winner = f"added {len(live)}"
+    assert winner in outcomes and {*outcomes} - {winner} <= {"added 0", "conflict"}, outcomes
