@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
 
@@ -204,18 +204,7 @@ class TransactionItem(_Out):
 
     @classmethod
     def from_bank(cls, transaction: BankTransaction) -> TransactionItem:
-        return cls(
-            id=transaction.id,
-            entry_reference=transaction.entry_reference,
-            amount=decimal_string(transaction.amount),
-            currency=transaction.currency,
-            credit_debit=transaction.credit_debit,
-            status=transaction.status,
-            booking_date=transaction.booking_date,
-            value_date=transaction.value_date,
-            transaction_date=transaction.transaction_date,
-            remittance=list(transaction.remittance),
-        )
+        return cls(**_transaction_fields(transaction))
 
 
 class SyncedTransactionItem(TransactionItem):
@@ -230,13 +219,28 @@ class SyncedTransactionItem(TransactionItem):
 
     @classmethod
     def from_synced(cls, synced: SyncedTransaction) -> SyncedTransactionItem:
-        item = TransactionItem.from_bank(synced.transaction)
         return cls(
-            **item.model_dump(),
+            **_transaction_fields(synced.transaction),
             transaction_id=synced.transaction_id,
             account_id=synced.account_id,
             pending_transaction_id=synced.pending_transaction_id,
         )
+
+
+def _transaction_fields(transaction: BankTransaction) -> dict[str, Any]:
+    """A transaction item's bank fields (one validation builds the item, whichever it is)."""
+    return {
+        "id": transaction.id,
+        "entry_reference": transaction.entry_reference,
+        "amount": decimal_string(transaction.amount),
+        "currency": transaction.currency,
+        "credit_debit": transaction.credit_debit,
+        "status": transaction.status,
+        "booking_date": transaction.booking_date,
+        "value_date": transaction.value_date,
+        "transaction_date": transaction.transaction_date,
+        "remittance": list(transaction.remittance),
+    }
 
 
 class RemovedTransactionItem(_Out):
