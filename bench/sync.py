@@ -5,7 +5,8 @@ Three measures on one bench stack (``bench.harness``: the sandbox and moto in th
 1. **Throughput per invocation**: ``sync_due_connections`` (the scheduler's pool, ``SyncPolicy().workers``) on ``--n``
    connections of Marc's (3 accounts each; token pairs minted in bulk, as ``bench.refresher`` does), bank +50 ms,
    against one worker on ``--baseline-n`` others. Two runs each: the first sync (the bank's 90 days: ~5 pages an
-   account) and a later one (the resync window: one page an account), made due with the store's ``defer_sync``.
+   account) and a later one (the resync window: one page an account), each connection put in the due index as the
+   connect flow does, and made due again with the store's ``defer_sync``.
    The tables are models (``tests/memory.py``: the connections, the store, the quota ledger) with one simulated
    round trip per DynamoDB call the real ones make (``--dynamodb-latency-ms``, 4): on moto each conditional update
    costs milliseconds of moto's own Python and the figure would be moto's. The store model seals and opens every
@@ -99,7 +100,7 @@ class Timed:
 
 
 def fleet(stack: Stack, count: int, prefix: str, latency: float) -> Fleet:
-    """``count`` ACTIVE connections (minted pairs, stored through the model repository), never synced."""
+    """``count`` ACTIVE connections (minted pairs, stored through the model repository), never synced, due now."""
     from pydantic import SecretStr  # noqa: PLC0415
 
     from aisp import wiring  # noqa: PLC0415
@@ -107,7 +108,7 @@ def fleet(stack: Stack, count: int, prefix: str, latency: float) -> Fleet:
     from aisp.logic.sync.scheduler import SyncServices  # noqa: PLC0415
     from aisp.models.connection import TokenPair  # noqa: PLC0415
     from bench.sync_tables import RoundTripLedger, RoundTripStore  # noqa: PLC0415
-    from tests.memory import MemoryConnectionRepository  # noqa: PLC0415
+    from tests.memory import MemoryConnectionRepository, MemoryTransactionStore  # noqa: PLC0415
 
     repo = MemoryConnectionRepository(wiring.token_cipher(), latency=latency)
     store = RoundTripStore(latency, DynamoTransactionStore(wiring.token_cipher))
@@ -131,6 +132,8 @@ def fleet(stack: Stack, count: int, prefix: str, latency: float) -> Fleet:
             now=now,
         )
         ids.append(f"cn_{user}")
+        # In the due index, as a completed connection (no round trip: the connect flow's, not the run's)
+        MemoryTransactionStore.schedule_sync(store, f"cn_{user}", user_id=user, bank_code=BANK, at=now)
     return Fleet(SyncServices(accounts=accounts, keys=repo, events=wiring.sync_services().events), store, ids)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from aisp.dal.sync import DynamoTransactionStore
     from aisp.models.bank import BankBalance
     from aisp.models.quota import QuotaKey, QuotaUsage
-    from aisp.models.sync import TransactionChange
+    from aisp.models.sync import DueSync, TransactionChange
 
 __all__ = ["RoundTripLedger", "RoundTripStore"]
 
@@ -129,6 +129,23 @@ class RoundTripStore(MemoryTransactionStore):
     def defer_sync(self, connection_id: str, *, at: datetime) -> None:
         self.trips.wait()
         super().defer_sync(connection_id, at=at)
+
+    def due_syncs(self, shard: int, *, due_before: datetime, page_size: int | None = None) -> Iterator[DueSync]:
+        found = list(super().due_syncs(shard, due_before=due_before))
+        self.trips.wait(max(1, math.ceil(len(found) / (page_size or 100))))
+        yield from found
+
+    def count_due_syncs(self, shard: int, *, due_before: datetime) -> int:
+        self.trips.wait()
+        return super().count_due_syncs(shard, due_before=due_before)
+
+    def unschedule_sync(self, due: DueSync) -> bool:
+        self.trips.wait()
+        return super().unschedule_sync(due)
+
+    def claim_catchup(self, shard: int, *, now: datetime, next_at: datetime) -> bool:
+        self.trips.wait()
+        return super().claim_catchup(shard, now=now, next_at=next_at)
 
 
 class RoundTripLedger(MemoryQuotaLedger):

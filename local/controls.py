@@ -2,8 +2,8 @@
 
 * ``POST /_local/schedules/{FunctionLogicalId}`` (body optional: ``{"due_now": true}``) invokes that function with
   the event its schedule delivers and answers the function's result (its run summary). ``due_now`` (the sync only)
-  first makes every connection's next sync time now: the gateway's clock stays real time locally, so after the
-  bank's clock moved a day no connection's slot has come yet.
+  first makes every scheduled connection's next sync time now: the gateway's clock stays real time locally, so a
+  connection's first slot, or its next after the bank's clock moved a day, has not come yet.
 * ``POST /_local/sandbox/clock`` with ``{"advance_seconds": N}`` moves the sandbox's clock through its admin API and
   answers the sandbox's new time (``now``, ``clock_offset_seconds``) beside the gateway's (``gateway_now``).
 
@@ -186,7 +186,8 @@ class LocalControls:
             raise ControlError(500, f"{exc}: see the stack's log") from exc
 
     def _make_every_connection_due(self) -> int:
-        """``next_sync_at`` = now on every connection's feed head (one that was never synced is due already)."""
+        """``next_sync_at`` = now on every feed head in the sync's due index (``SyncDueIndex``'s range key: setting it
+        moves the head in the index; a head out of the index, a connection not to sync, stays out)."""
         if self._sync_table is None:
             raise ControlError(400, f"the template has no {SYNC_TABLE}: due_now has nothing to do")
         dynamodb = aws_client("dynamodb", self._moto_url)
@@ -194,7 +195,7 @@ class LocalControls:
         count = 0
         for page in dynamodb.get_paginator("scan").paginate(
             TableName=self._sync_table,
-            FilterExpression="sk = :head AND attribute_exists(next_sync_at)",
+            FilterExpression="sk = :head AND attribute_exists(sync_shard)",
             ExpressionAttributeValues={":head": {"S": FEED_HEAD}},
             ProjectionExpression="connection_id, sk",
         ):

@@ -20,6 +20,7 @@ page of ``due_keys``): ``bench/refresher.py`` uses it in place of a table.
 from __future__ import annotations
 
 import calendar
+import itertools
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -52,7 +53,15 @@ from aisp.models.connection import (
 )
 from aisp.models.quota import QuotaKey, QuotaUsage
 from aisp.models.refresh import ConnectionKey, LeasedConnection, ReauthNotice
-from aisp.models.sync import FeedEntry, FeedPage, StoredAccount, SyncedTransaction, TransactionChange
+from aisp.models.sync import (
+    DueSync,
+    FeedEntry,
+    FeedPage,
+    StoredAccount,
+    SyncedTransaction,
+    TransactionChange,
+    sync_shard,
+)
 from aisp.observability import logger
 
 if TYPE_CHECKING:
@@ -1089,6 +1098,8 @@ class MemoryTransactionStore:
         self._changes: dict[str, dict[int, TransactionChange]] = {}
         self._accounts: dict[str, dict[str, str]] = {}
         self._balances: dict[str, dict[str, tuple[list[BankBalance], datetime]]] = {}
+        self._catchups: dict[int, int] = {}
+        self._schedules = itertools.count(1)
 
     def live(self, connection_id: str, account_id: str) -> StoredAccount:
         with self._lock:
@@ -1202,16 +1213,75 @@ class MemoryTransactionStore:
         with self._lock:
             return dict(self._accounts.get(connection_id, {}))
 
+    def schedule_sync(
+        self,
+        connection_id: str,
+        *,
+        user_id: str,
+        bank_code: str,
+        at: datetime,
+        only_if_unscheduled: bool = False,
+    ) -> bool:
+        with self._lock:
+            if only_if_unscheduled and "sync_shard" in self._heads.get(connection_id, {}):
+                return False
+            self._head(connection_id).update(
+                sync_shard=sync_shard(connection_id),
+                next_sync_at=epoch(at),
+                user_id=user_id,
+                bank_code=bank_code,
+                schedule_id=f"schedule-{next(self._schedules)}",
+            )
+            return True
+
+    def due_syncs(self, shard: int, *, due_before: datetime, page_size: int | None = None) -> Iterator[DueSync]:  # noqa: ARG002 - one page here
+        with self._lock:
+            due = sorted(
+                (head["next_sync_at"], connection_id, head)
+                for connection_id, head in self._heads.items()
+                if head.get("sync_shard") == shard and head["next_sync_at"] <= epoch(due_before)
+            )
+            found = [
+                DueSync(connection_id, head["user_id"], head["bank_code"], at, head["schedule_id"])
+                for at, connection_id, head in due
+            ]
+        yield from found
+
+    def count_due_syncs(self, shard: int, *, due_before: datetime) -> int:
+        return sum(1 for _ in self.due_syncs(shard, due_before=due_before))
+
+    def unschedule_sync(self, due: DueSync) -> bool:
+        with self._lock:
+            head = self._heads.get(due.connection_id)
+            if head is None or head.get("schedule_id") != due.schedule_id:
+                return False
+            head.pop("sync_shard", None)
+            head.pop("schedule_id", None)
+            return True
+
     def claim_sync(self, connection_id: str, *, now: datetime, next_at: datetime) -> bool:
         with self._lock:
-            head = self._head(connection_id)
-            due = head.get("next_sync_at")
-            if due is not None and due > epoch(now):
+            head = self._heads.get(connection_id)
+            if head is None or "sync_shard" not in head or head["next_sync_at"] > epoch(now):
                 return False
             head["next_sync_at"] = epoch(next_at)
             return True
 
     def defer_sync(self, connection_id: str, *, at: datetime) -> None:
         with self._lock:
-            head = self._head(connection_id)
-            head["next_sync_at"] = epoch(at)
+            head = self._heads.get(connection_id)
+            if head is not None and "sync_shard" in head:
+                head["next_sync_at"] = epoch(at)
+
+    def claim_catchup(self, shard: int, *, now: datetime, next_at: datetime) -> bool:
+        with self._lock:
+            if self._catchups.get(shard, 0) > epoch(now):
+                return False
+            self._catchups[shard] = epoch(next_at)
+            return True
+
+    def scheduled(self, connection_id: str) -> int | None:
+        """The head's next sync time (epoch seconds) while it is in the due index (tests)."""
+        with self._lock:
+            head = self._heads.get(connection_id, {})
+            return head.get("next_sync_at") if "sync_shard" in head else None

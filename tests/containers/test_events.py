@@ -23,7 +23,7 @@ import pytest
 from local.aws import FAKE_CREDENTIALS
 from tests.containers.conftest import EVENTS, USER, ensure_connected, function_for, in_container, in_process, load
 from tests.containers.sam import REGION, sam_invoke
-from tests.e2e.test_journey import make_refresh_due
+from tests.e2e.test_journey import make_refresh_due, make_sync_due
 from tests.reliability.stack_helpers import BANK, MARC_ACCOUNTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -244,7 +244,8 @@ def test_the_readmes_sam_local_invoke_runs_a_fresh_container(marc, lambda_image,
 
 
 def test_the_scheduled_sync_stores_marcs_transactions_and_the_feed_serves_them(marc, lambda_client):
-    # Given Marc connected and consenting, never synced
+    # Given Marc connected and consenting, never synced, his first sync slot come
+    make_sync_due(marc, USER, BANK)
     event = load("account_sync/scheduled.json")
 
     # When the schedule's event runs in the sync function's container

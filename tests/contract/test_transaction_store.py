@@ -241,10 +241,16 @@ def test_the_table_holds_no_transaction_in_clear(aws):
         store.live(CONNECTION, ACCOUNT)
 
 
+def _schedule(store, connection_id=CONNECTION, at=NOW, **options):
+    return store.schedule_sync(connection_id, user_id="user-marc", bank_code="13807", at=at, **options)
+
+
 def test_a_due_sync_is_claimed_once_and_deferred_on_request(store):
     later = NOW + timedelta(hours=12)
 
-    assert store.claim_sync(CONNECTION, now=NOW, next_at=later) is True  # never synced: due
+    assert store.claim_sync(CONNECTION, now=NOW, next_at=later) is False  # not scheduled: nothing to claim
+    assert _schedule(store) is True
+    assert store.claim_sync(CONNECTION, now=NOW, next_at=later) is True
     assert store.claim_sync(CONNECTION, now=NOW, next_at=later) is False  # taken until then
     assert store.claim_sync(CONNECTION, now=later - timedelta(seconds=1), next_at=later) is False
     assert store.claim_sync(CONNECTION, now=later, next_at=later + timedelta(hours=12)) is True
@@ -254,6 +260,80 @@ def test_a_due_sync_is_claimed_once_and_deferred_on_request(store):
     # Claims and feed numbers live side by side on the head
     assert store.append(CONNECTION, [added(synced(1))], owner="sync-1", now=NOW) == 1
     assert store.claim_sync(CONNECTION, now=NOW, next_at=later) is False
+    assert store.feed(CONNECTION, after=0, limit=10).committed == 1
+
+
+def test_the_due_index_gives_a_shards_due_connections_most_overdue_first(store):
+    from aisp.models.sync import SYNC_SHARDS, sync_shard
+
+    ids = [f"cn_{n:03d}" for n in range(40)]
+    for offset, connection_id in enumerate(ids):
+        _schedule(store, connection_id, at=NOW - timedelta(minutes=offset))
+    _schedule(store, "cn_later", at=NOW + timedelta(minutes=1))
+
+    found = {shard: list(store.due_syncs(shard, due_before=NOW, page_size=2)) for shard in range(SYNC_SHARDS)}
+
+    assert sorted(due.connection_id for dues in found.values() for due in dues) == ids  # not cn_later: not due
+    for shard, dues in found.items():
+        assert all(sync_shard(due.connection_id) == shard for due in dues)
+        assert [due.next_sync_at for due in dues] == sorted(due.next_sync_at for due in dues)
+        assert store.count_due_syncs(shard, due_before=NOW) == len(dues)
+    due = next(due for dues in found.values() for due in dues if due.connection_id == "cn_000")
+    assert (due.user_id, due.bank_code, due.next_sync_at) == ("user-marc", "13807", int(NOW.timestamp()))
+
+
+def test_a_connection_leaves_the_index_unless_scheduled_again_meanwhile(store):
+    from aisp.models.sync import sync_shard
+
+    _schedule(store)
+    shard = sync_shard(CONNECTION)
+    (seen,) = store.due_syncs(shard, due_before=NOW)
+
+    assert store.unschedule_sync(seen) is True
+    assert list(store.due_syncs(shard, due_before=NOW)) == []
+    assert store.claim_sync(CONNECTION, now=NOW, next_at=NOW) is False
+    store.defer_sync(CONNECTION, at=NOW)  # a failed run's deferral puts nothing back
+    assert list(store.due_syncs(shard, due_before=NOW)) == []
+
+    # A reconnection between the read and the removal wins: the removal names an older schedule
+    _schedule(store)
+    (stale,) = store.due_syncs(shard, due_before=NOW)
+    _schedule(store, at=NOW - timedelta(minutes=1))
+    assert store.unschedule_sync(stale) is False
+    assert [due.connection_id for due in store.due_syncs(shard, due_before=NOW)] == [CONNECTION]
+
+
+def test_the_catch_up_schedules_only_what_is_not_scheduled(store):
+    from aisp.models.sync import sync_shard
+
+    _schedule(store, at=NOW + timedelta(hours=3))
+
+    assert _schedule(store, at=NOW, only_if_unscheduled=True) is False
+    assert list(store.due_syncs(sync_shard(CONNECTION), due_before=NOW)) == []
+    assert _schedule(store, "cn_older", at=NOW, only_if_unscheduled=True) is True
+    assert [due.connection_id for due in store.due_syncs(sync_shard("cn_older"), due_before=NOW)] == ["cn_older"]
+
+
+def test_the_purge_of_a_connection_takes_it_out_of_the_index(store):
+    from aisp.models.sync import sync_shard
+
+    _schedule(store)
+    store.append(CONNECTION, [added(synced(1))], owner="sync-1", now=NOW)
+
+    store.purge(CONNECTION, [ACCOUNT])  # an account: the schedule stays
+    assert len(list(store.due_syncs(sync_shard(CONNECTION), due_before=NOW))) == 1
+    store.purge(CONNECTION)
+    assert list(store.due_syncs(sync_shard(CONNECTION), due_before=NOW)) == []
+    assert store.claim_sync(CONNECTION, now=NOW, next_at=NOW) is False  # and a late claim brings nothing back
+
+
+def test_a_shards_catch_up_is_taken_once_until_its_next_time(store):
+    tomorrow = NOW + timedelta(days=1)
+
+    assert store.claim_catchup(3, now=NOW, next_at=tomorrow) is True
+    assert store.claim_catchup(3, now=NOW, next_at=tomorrow) is False
+    assert store.claim_catchup(4, now=NOW, next_at=tomorrow) is True
+    assert store.claim_catchup(3, now=tomorrow, next_at=tomorrow + timedelta(days=1)) is True
 
 
 def test_the_store_remembers_which_account_is_which_and_forgets_it_with_the_account(store):

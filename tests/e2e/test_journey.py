@@ -116,6 +116,22 @@ def make_refresh_due(stack, user: str, bank_code: str) -> None:
     )
 
 
+def make_sync_due(stack, user: str, bank_code: str) -> None:
+    """As if the connection's next sync slot had come: its feed head due now in the sync's due index."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=stack.moto_url, region_name=REGION, **FAKE_CREDENTIALS)
+    connection = dynamodb.get_item(
+        TableName=stack.environment["CONNECTIONS_TABLE_NAME"],
+        Key={"user_id": {"S": user}, "bank_code": {"S": bank_code}},
+    )["Item"]
+    dynamodb.update_item(
+        TableName=stack.resources["SyncTable"].ref,
+        Key={"connection_id": connection["connection_id"], "sk": {"S": "feed"}},
+        UpdateExpression="SET next_sync_at = :now",
+        ConditionExpression="attribute_exists(sync_shard)",
+        ExpressionAttributeValues={":now": {"N": str(int(time.time()))}},
+    )
+
+
 def audit_records(stack) -> list[dict[str, Any]]:
     """Every record of the audit trail, as the template's AuditLogGroup holds them (moto), once the subscription
     filter has delivered the functions' audit lines to the shipper (now rather than within a second)."""

@@ -63,8 +63,13 @@ def test_the_sync_runs_now_and_again_after_the_banks_clock_moves_a_day(stack):
     consent_to_everything(connected.app, "13807", MARC_IBANS)
     assert feed(connected.app)["added"] == []
 
-    # When the sync's schedule runs now
-    first = post(stack, f"/_local/schedules/{SYNC}")
+    # Then the schedule alone finds nothing due: the connection's first slot, set when it was completed, is to come
+    waiting = post(stack, f"/_local/schedules/{SYNC}")
+    assert waiting.status_code == 200, waiting.text
+    assert (waiting.json()["seen"], waiting.json()["synced"]) == (0, 0)
+
+    # When the sync's schedule runs now, with due_now
+    first = post(stack, f"/_local/schedules/{SYNC}", {"due_now": True})
 
     # Then the answer is the function's run summary: his connection synced, every transaction added
     assert first.status_code == 200, first.text
@@ -89,7 +94,7 @@ def test_the_sync_runs_now_and_again_after_the_banks_clock_moves_a_day(stack):
     assert abs(ahead.total_seconds() - DAY) < 60  # noqa: PLR2004 - the two reads are moments apart
 
     # When the schedule runs again as Scheduler would, the connection's next slot (gateway time) has not come
-    assert post(stack, f"/_local/schedules/{SYNC}").json()["not_due"] == 1
+    assert post(stack, f"/_local/schedules/{SYNC}").json()["seen"] == 0
 
     # When it runs with due_now (every connection due now)
     again = post(stack, f"/_local/schedules/{SYNC}", {"due_now": True})

@@ -56,6 +56,14 @@ PUT_EVENTS = (
     ("events:PutEvents",),
 )
 FORGET_SYNCED = ("dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:Query")
+# A scheduled function's own fan-out queue: send (its scheduled runs) and consume (its event source mapping).
+OWN_QUEUE = (
+    "sqs:SendMessage",
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+)
 
 
 @dataclass(frozen=True)
@@ -86,9 +94,11 @@ EXPECTED = {
             "RETURN_URL_ALLOWLIST": {"Fn::Join": [",", {"Ref": "ReturnUrlAllowlist"}]},
             "IDEMPOTENCY_TABLE_NAME": {"Ref": "IdempotencyTable"},
             "SYNC_TABLE_NAME": {"Ref": "SyncTable"},
+            "SYNC_RUNS_PER_DAY": {"Ref": "SyncRunsPerDay"},
         },
         grants=_grants(
             ("ForgetSyncedTransactions", "SyncTable.Arn", FORGET_SYNCED),
+            ("ScheduleSync", "SyncTable.Arn", ("dynamodb:UpdateItem",)),
             ("ReadWriteOwnConnections", "ConnectionsTable.Arn", (*TABLE_CRUD, "dynamodb:Query")),
             ("OAuthStatesAndCompletions", "OAuthStatesTable.Arn", TABLE_CRUD[1:]),
             ("IdempotencyRecords", "IdempotencyTable.Arn", TABLE_CRUD),
@@ -149,13 +159,16 @@ EXPECTED = {
             "SYNC_RUNS_PER_DAY": {"Ref": "SyncRunsPerDay"},
             "TRANSACTION_RETENTION_DAYS": {"Ref": "TransactionRetentionDays"},
             "EVENT_BUS_NAME": {"Ref": "EventBusName"},
+            "SYNC_FANOUT_QUEUE_URL": {"Fn::If": ["FansOut", {"Ref": "SyncFanoutQueue"}, {"Ref": "AWS::NoValue"}]},
         },
         grants=_grants(
+            ("QueryDueSyncs", "${SyncTable.Arn}/index/SyncDueIndex", ("dynamodb:Query",)),
             ("QueryConnectionKeys", "${ConnectionsTable.Arn}/index/RefreshDueIndex", ("dynamodb:Query",)),
             ("ReadConnectionsRefreshTokens", "ConnectionsTable.Arn", ("dynamodb:GetItem", "dynamodb:UpdateItem")),
             ("UseAndRotateTokens", "TokenKey.Arn", ("kms:Decrypt", "kms:GenerateDataKey")),
             ("CountUnattendedReads", "QuotaTable.Arn", ("dynamodb:UpdateItem",)),
             ("WriteSyncedTransactions", "SyncTable.Arn", (*TABLE_CRUD, "dynamodb:Query", "dynamodb:BatchWriteItem")),
+            ("FanOutToOwnQueue", "SyncFanoutQueue.Arn", OWN_QUEUE),
             READ_BANK_SECRET,
             PUT_EVENTS,
         ),
@@ -166,25 +179,13 @@ EXPECTED = {
         environment={
             "REFRESH_MARGIN_MINUTES": {"Ref": "RefreshMarginMinutes"},
             "EVENT_BUS_NAME": {"Ref": "EventBusName"},
-            "REFRESH_FANOUT_QUEUE_URL": {
-                "Fn::If": ["RefresherFansOut", {"Ref": "RefreshFanoutQueue"}, {"Ref": "AWS::NoValue"}]
-            },
+            "REFRESH_FANOUT_QUEUE_URL": {"Fn::If": ["FansOut", {"Ref": "RefreshFanoutQueue"}, {"Ref": "AWS::NoValue"}]},
         },
         grants=_grants(
             ("QueryDueConnections", "${ConnectionsTable.Arn}/index/RefreshDueIndex", ("dynamodb:Query",)),
             ("LeaseAndUpdateConnections", "ConnectionsTable.Arn", ("dynamodb:GetItem", "dynamodb:UpdateItem")),
             ("UseAndRotateTokens", "TokenKey.Arn", ("kms:Decrypt", "kms:GenerateDataKey")),
-            (
-                "FanOutToOwnQueue",
-                "RefreshFanoutQueue.Arn",
-                (
-                    "sqs:SendMessage",
-                    "sqs:ReceiveMessage",
-                    "sqs:DeleteMessage",
-                    "sqs:ChangeMessageVisibility",
-                    "sqs:GetQueueAttributes",
-                ),
-            ),
+            ("FanOutToOwnQueue", "RefreshFanoutQueue.Arn", OWN_QUEUE),
             READ_BANK_SECRET,
             PUT_EVENTS,
         ),

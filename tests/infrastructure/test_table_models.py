@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aisp.dal.tables import REFRESH_DUE_INDEX, ConnectionRecord, OAuthStateRecord
+from aisp.dal.tables import REFRESH_DUE_INDEX, SYNC_DUE_INDEX, ConnectionRecord, OAuthStateRecord, SyncRecord
 from scripts.cfn_yaml import load_template
 from tests.conftest import REPO_ROOT
 
@@ -25,7 +25,8 @@ def _keys(schema):
 
 
 @pytest.mark.parametrize(
-    ("model", "resource"), [(ConnectionRecord, "ConnectionsTable"), (OAuthStateRecord, "OAuthStatesTable")]
+    ("model", "resource"),
+    [(ConnectionRecord, "ConnectionsTable"), (OAuthStateRecord, "OAuthStatesTable"), (SyncRecord, "SyncTable")],
 )
 def test_model_keys_and_indexes_match_the_template(template, model, resource):
     # Given the table as declared and the model's schema (the one create_table would send)
@@ -37,11 +38,19 @@ def test_model_keys_and_indexes_match_the_template(template, model, resource):
     assert _types(schema["attribute_definitions"]) == _types(declared["AttributeDefinitions"])
     # And so do the global secondary indexes (name, keys, projection)
     model_indexes = {
-        index["index_name"]: (_keys(index["key_schema"]), index["projection"]["ProjectionType"])
+        index["index_name"]: (
+            _keys(index["key_schema"]),
+            index["projection"]["ProjectionType"],
+            sorted(index["projection"].get("NonKeyAttributes", [])),
+        )
         for index in schema.get("global_secondary_indexes", [])
     }
     declared_indexes = {
-        index["IndexName"]: (_keys(index["KeySchema"]), index["Projection"]["ProjectionType"])
+        index["IndexName"]: (
+            _keys(index["KeySchema"]),
+            index["Projection"]["ProjectionType"],
+            sorted(index["Projection"].get("NonKeyAttributes", [])),
+        )
         for index in declared.get("GlobalSecondaryIndexes", [])
     }
     assert model_indexes == declared_indexes
@@ -55,12 +64,19 @@ def test_the_ttl_attributes_are_the_models_ttl_attributes(template):
         declared = template["Resources"][resource]["Properties"]["TimeToLiveSpecification"]
         assert ttl == [declared["AttributeName"]]
     assert REFRESH_DUE_INDEX == "RefreshDueIndex"
+    assert SYNC_DUE_INDEX == "SyncDueIndex"
 
 
 def test_the_refresh_index_keys_are_optional_on_the_model():
     # Sparse index: the item carries refresh_shard/refresh_due_at only while refreshable
     attributes = ConnectionRecord.get_attributes()
     assert attributes["refresh_shard"].null and attributes["refresh_due_at"].null
+
+
+def test_the_sync_index_keys_are_optional_on_the_model():
+    # Sparse index: only a scheduled feed head carries sync_shard/next_sync_at (a transaction or a change never)
+    attributes = SyncRecord.get_attributes()
+    assert attributes["sync_shard"].null and attributes["next_sync_at"].null
 
 
 def test_every_kms_statement_requires_the_cipher_encryption_context(template):

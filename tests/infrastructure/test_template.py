@@ -93,7 +93,7 @@ def test_refresher_fans_out_through_its_own_encrypted_queue_with_least_privilege
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RefreshFanoutDeadLetterQueue", "Arn"]}
     assert queue["VisibilityTimeout"] >= 6 * function["Timeout"]
     # The function consumes it one message at a time, at most one worker per shard
-    (mapping,) = _resources(template, "AWS::Lambda::EventSourceMapping").values()
+    mapping = _resources(template, "AWS::Lambda::EventSourceMapping")["TokenRefresherFanoutMapping"]
     assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["RefreshFanoutQueue", "Arn"]}
     assert mapping["Properties"]["FunctionName"] == {"Ref": "TokenRefresherFunction"}
     assert mapping["Properties"]["BatchSize"] == 1
@@ -110,6 +110,40 @@ def test_refresher_fans_out_through_its_own_encrypted_queue_with_least_privilege
     assert variables["EVENT_BUS_NAME"] == {"Ref": "EventBusName"}
 
 
+def test_the_sync_fans_out_through_its_own_queue_as_the_refresher_and_reports_partial_batches(template):
+    from aisp.models.sync import SYNC_SHARDS
+
+    resources = template["Resources"]
+    queue = resources["SyncFanoutQueue"]["Properties"]
+    function = resources["AccountSyncFunction"]["Properties"]
+    # The same encryption, retention and redrive as the refresher's queue; its own dead-letter queue
+    refresher_queue = resources["RefreshFanoutQueue"]["Properties"]
+    for setting in ("SqsManagedSseEnabled", "VisibilityTimeout", "MessageRetentionPeriod"):
+        assert queue[setting] == refresher_queue[setting], setting
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["SyncFanoutDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": refresher_queue["RedrivePolicy"]["maxReceiveCount"],
+    }
+    assert (
+        resources["SyncFanoutDeadLetterQueue"]["Properties"] == resources["RefreshFanoutDeadLetterQueue"]["Properties"]
+    )
+    assert queue["VisibilityTimeout"] >= 6 * function["Timeout"]
+    # The sync function consumes it, one message at a time, at most one worker per shard, with partial batch answers
+    mapping = _resources(template, "AWS::Lambda::EventSourceMapping")["AccountSyncFanoutMapping"]["Properties"]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["SyncFanoutQueue", "Arn"]}
+    assert mapping["FunctionName"] == {"Ref": "AccountSyncFunction"}
+    assert (mapping["BatchSize"], mapping["FunctionResponseTypes"]) == (1, ["ReportBatchItemFailures"])
+    assert mapping["ScalingConfig"]["MaximumConcurrency"] == SYNC_SHARDS
+    assert not [e for e in function["Events"].values() if e["Type"] == "SQS"]
+    # Its queue permissions name its own queue only; the URL only where there is SQS (not the local stack)
+    sqs = [s for s in _statements(resources["AccountSyncFunction"]) if any(a.startswith("sqs:") for a in s["Action"])]
+    assert [s["Resource"] for s in sqs] == [{"Fn::GetAtt": ["SyncFanoutQueue", "Arn"]}]
+    assert function["Environment"]["Variables"]["SYNC_FANOUT_QUEUE_URL"] == {
+        "Fn::If": ["FansOut", {"Ref": "SyncFanoutQueue"}, {"Ref": "AWS::NoValue"}]
+    }
+    assert template["Conditions"]["FansOut"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "BankEnvironment"}, "local"]}]}
+
+
 def test_tables_have_pitr_and_ttl_and_refresh_index_is_sparse_gsi(template):
     tables = _resources(template, "AWS::DynamoDB::Table")
     assert set(tables) == {"ConnectionsTable", "OAuthStatesTable", "IdempotencyTable", "QuotaTable", "SyncTable"}
@@ -123,6 +157,14 @@ def test_tables_have_pitr_and_ttl_and_refresh_index_is_sparse_gsi(template):
     (index,) = connections["GlobalSecondaryIndexes"]
     assert index["IndexName"] == "RefreshDueIndex"
     assert [k["AttributeName"] for k in index["KeySchema"]] == ["refresh_shard", "refresh_due_at"]
+    # The sync's due index: feed heads by shard and next sync time, with only who and which bank beside the keys
+    (sync_index,) = tables["SyncTable"]["Properties"]["GlobalSecondaryIndexes"]
+    assert sync_index["IndexName"] == "SyncDueIndex"
+    assert [k["AttributeName"] for k in sync_index["KeySchema"]] == ["sync_shard", "next_sync_at"]
+    assert sync_index["Projection"] == {
+        "ProjectionType": "INCLUDE",
+        "NonKeyAttributes": ["user_id", "bank_code", "schedule_id"],
+    }
     # The unattended-access ledger: bank#user, then day#method#account (aisp/dal/quota.py), TTL expires_at
     quota = tables["QuotaTable"]["Properties"]
     assert [k["AttributeName"] for k in quota["KeySchema"]] == ["pk", "sk"]
@@ -264,6 +306,7 @@ def test_alarms_watch_the_refresher_and_the_api_and_notify_the_optional_topic(te
     # The dead-letter queue of the fan-out, the refresher's crashes, its failure rate and the API's 5xx rate
     assert set(alarms) == {
         "RefreshFanoutDeadLetterAlarm",
+        "SyncFanoutDeadLetterAlarm",
         "TokenRefresherErrorsAlarm",
         "TokenRefreshFailureRateAlarm",
         "HttpApi5xxAlarm",
@@ -271,6 +314,9 @@ def test_alarms_watch_the_refresher_and_the_api_and_notify_the_optional_topic(te
     }
     assert alarms["RefreshFanoutDeadLetterAlarm"]["Dimensions"] == [
         {"Name": "QueueName", "Value": {"Fn::GetAtt": ["RefreshFanoutDeadLetterQueue", "QueueName"]}}
+    ]
+    assert alarms["SyncFanoutDeadLetterAlarm"]["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["SyncFanoutDeadLetterQueue", "QueueName"]}}
     ]
     assert alarms["TokenRefresherErrorsAlarm"]["Dimensions"] == [
         {"Name": "FunctionName", "Value": {"Ref": "TokenRefresherFunction"}}

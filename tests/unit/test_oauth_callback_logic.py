@@ -324,3 +324,56 @@ def _connect(services, policy):
     return complete_connection(
         user_id="user-marc", bank_code="13807", completion=_completion(result), services=services
     )
+
+
+def test_a_completed_connection_enters_the_sync_due_index_at_its_first_slot_and_again_on_reconnect(
+    services, policy, clock, transaction_store
+):
+    from aisp.logic.sync.slots import next_slot
+
+    services = dataclasses.replace(services, transactions=transaction_store, sync_runs_per_day=4)
+    _, state = _start(services, policy)
+    completion = _completion(handle_callback(state=state, code=CODE, error=None, services=services))
+    # Authorized but not completed: not to sync yet
+    connection = services.connections.find("user-marc", "13807")
+    assert transaction_store.scheduled(connection.connection_id) is None
+
+    complete_connection(user_id="user-marc", bank_code="13807", completion=completion, services=services)
+
+    now = clock.now()
+    first = next_slot(connection.connection_id, now, 4)
+    assert transaction_store.scheduled(connection.connection_id) == int(first.timestamp())
+    assert now < first <= now + timedelta(hours=6)  # one of four slots of the Paris day
+    (due,) = transaction_store.due_syncs(_shard(connection.connection_id), due_before=first)
+    assert (due.user_id, due.bank_code) == ("user-marc", "13807")
+
+    # Out of the index (as a sync run leaves a connection that needs reauth), then reconnected: back in it
+    assert transaction_store.unschedule_sync(due)
+    clock.advance(days=1)
+    _, state = _start(services, policy)
+    completion = _completion(handle_callback(state=state, code=CODE, error=None, services=services))
+    complete_connection(user_id="user-marc", bank_code="13807", completion=completion, services=services)
+    assert transaction_store.scheduled(connection.connection_id) == int(
+        next_slot(connection.connection_id, clock.now(), 4).timestamp()
+    )
+
+
+def test_a_failed_sync_schedule_does_not_fail_the_completion(services, policy, transaction_store, monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise PersistenceError("store unavailable")
+
+    monkeypatch.setattr(transaction_store, "schedule_sync", unavailable)
+    services = dataclasses.replace(services, transactions=transaction_store)
+    _, state = _start(services, policy)
+    completion = _completion(handle_callback(state=state, code=CODE, error=None, services=services))
+
+    summary = complete_connection(user_id="user-marc", bank_code="13807", completion=completion, services=services)
+
+    # ACTIVE all the same: the sync's daily catch-up schedules it
+    assert summary.status == "active"
+
+
+def _shard(connection_id):
+    from aisp.models.sync import sync_shard
+
+    return sync_shard(connection_id)

@@ -92,15 +92,36 @@ class QuotaSettings(EnvModel):
     quota_table_name: Annotated[str, Field(alias="QUOTA_TABLE_NAME", min_length=3)]
 
 
-class SyncSettings(EnvModel):
+def _queue_url(value: str) -> str:
+    if value and urlsplit(value).scheme not in {"https", "http"}:
+        raise ValueError("must be an SQS queue URL")
+    return value
+
+
+class SyncSlotSettings(EnvModel):
+    """A connection's sync times (``docs/sync.md``, The schedule): what the connect flow needs to schedule the first."""
+
+    # Syncs a Paris day per connection (SyncRunsPerDay; BPCE allows 4 unattended reads).
+    sync_runs_per_day: Annotated[int, Field(alias="SYNC_RUNS_PER_DAY", ge=1, le=4)] = 2
+
+
+class SyncSettings(SyncSlotSettings):
     """The synced transactions and their change feed (``docs/sync.md``)."""
 
     sync_table_name: Annotated[str, Field(alias="SYNC_TABLE_NAME", min_length=3)]
     # How long a synced transaction is kept after its day (TransactionRetentionDays).
     transaction_retention_days: Annotated[int, Field(alias="TRANSACTION_RETENTION_DAYS", ge=30, le=3650)] = 400
-    # AccountSyncFunction: syncs a Paris day per connection (SyncRunsPerDay; BPCE allows 4 unattended reads), workers.
-    sync_runs_per_day: Annotated[int, Field(alias="SYNC_RUNS_PER_DAY", ge=1, le=4)] = 2
+    # AccountSyncFunction: concurrent syncs, connections synced a second (sizes the fan-out, bench/README.md), and
+    # the queue of shard groups when one invocation cannot sync all due connections (empty: never fan out).
     sync_workers: Annotated[int, Field(alias="SYNC_WORKERS", ge=1, le=64)] = 16
+    sync_rate_per_second: Annotated[float, Field(alias="SYNC_RATE_PER_SECOND", gt=0, le=1000)] = 10.0
+    sync_fanout_queue_url: Annotated[str, Field(alias="SYNC_FANOUT_QUEUE_URL")] = ""
+
+    @field_validator("sync_fanout_queue_url")
+    @classmethod
+    def _queue_url_shape(cls, value: str) -> str:
+        return _queue_url(value)
+
     # Where TransactionsUpdated and SyncFailed go (EventBusName); empty: no events.
     event_bus_name: Annotated[str, Field(alias="EVENT_BUS_NAME")] = ""
 
@@ -239,9 +260,7 @@ class RefresherSettings(EnvModel):
     @field_validator("refresh_fanout_queue_url")
     @classmethod
     def _queue_url_shape(cls, value: str) -> str:
-        if value and urlsplit(value).scheme not in {"https", "http"}:
-            raise ValueError("must be an SQS queue URL")
-        return value
+        return _queue_url(value)
 
     @model_validator(mode="after")
     def _backoff_order(self) -> RefresherSettings:

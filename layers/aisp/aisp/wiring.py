@@ -22,6 +22,7 @@ from aisp.settings import (
     RefresherSettings,
     StorageSettings,
     SyncSettings,
+    SyncSlotSettings,
     load_settings,
 )
 
@@ -234,6 +235,7 @@ def connection_services() -> ConnectionServices:
         completion_ttl=timedelta(seconds=storage.completion_ttl_seconds),
         idempotency=idempotency_store,
         transactions=transaction_store(),
+        sync_runs_per_day=load_settings(SyncSlotSettings).sync_runs_per_day,
     )
 
 
@@ -285,13 +287,19 @@ def account_services() -> AccountServices:
 
 @_factory
 def sync_services() -> SyncServices:
-    """What the scheduled sync uses: the account services and the connections' index."""
-    from aisp.aws.messaging import EventBridgePublisher  # noqa: PLC0415 - boto3 on first use
+    """What the scheduled sync uses: the account services, the connections' index (the catch-up), the fintech's bus
+    and the fan-out queue."""
+    from aisp.aws.messaging import EventBridgePublisher, SqsFanoutQueue  # noqa: PLC0415 - boto3 on first use
     from aisp.logic.sync.scheduler import SyncServices  # noqa: PLC0415
 
-    bus = load_settings(SyncSettings).event_bus_name
-    events = EventBridgePublisher(bus) if bus else None
-    return SyncServices(accounts=account_services(), keys=connection_repository(), events=events)
+    settings = load_settings(SyncSettings)
+    bus, queue_url = settings.event_bus_name, settings.sync_fanout_queue_url
+    return SyncServices(
+        accounts=account_services(),
+        keys=connection_repository(),
+        events=EventBridgePublisher(bus) if bus else None,
+        fanout=SqsFanoutQueue(queue_url) if queue_url else None,
+    )
 
 
 @_factory
@@ -300,7 +308,11 @@ def sync_policy() -> SyncPolicy:
     from aisp.logic.sync.scheduler import SyncPolicy  # noqa: PLC0415
 
     settings = load_settings(SyncSettings)
-    return SyncPolicy(runs_per_day=settings.sync_runs_per_day, workers=settings.sync_workers)
+    return SyncPolicy(
+        runs_per_day=settings.sync_runs_per_day,
+        workers=settings.sync_workers,
+        rate_per_second=settings.sync_rate_per_second,
+    )
 
 
 @_factory

@@ -86,7 +86,8 @@ class EventBridgePublisher:
 
 
 class SqsFanoutQueue:
-    """Sends fan-out requests to the refresher's own queue (``REFRESH_FANOUT_QUEUE_URL``).
+    """Sends fan-out requests to a scheduled function's own queue (the refresher's ``REFRESH_FANOUT_QUEUE_URL``, the
+    sync's ``SYNC_FANOUT_QUEUE_URL``).
 
     Parameters
     ----------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
@@ -21,14 +22,27 @@ from aisp.dal.errors import translated
 from aisp.dal.tables import SyncRecord
 from aisp.errors import ConflictError, TokenIntegrityError
 from aisp.models.bank import BankBalance
-from aisp.models.sync import ChangeKind, FeedEntry, FeedPage, StoredAccount, SyncedTransaction, TransactionChange
+from aisp.models.sync import (
+    ChangeKind,
+    DueSync,
+    FeedEntry,
+    FeedPage,
+    StoredAccount,
+    SyncedTransaction,
+    TransactionChange,
+    sync_shard,
+)
 
 if TYPE_CHECKING:
+    from pynamodb.expressions.update import Action
+
     from aisp.aws.kms import TokenCipher
 
 __all__ = ["FEED_KEEP_DAYS", "DynamoTransactionStore"]
 
 HEAD: Final = "feed"
+# The sort key of a shard's catch-up mark (its partition: ``catchup#<shard>``, never a connection's id).
+CATCHUP: Final = "catchup"
 # A change is kept this long: a sync cursor opens for a year (docs/sync.md, The cursor).
 FEED_KEEP_DAYS: Final = 400
 # Changes per change item: each is written with its transaction, and one TransactWriteItems takes 100 items.
@@ -336,10 +350,69 @@ class DynamoTransactionStore:
             for record in records
         }
 
+    def schedule_sync(
+        self,
+        connection_id: str,
+        *,
+        user_id: str,
+        bank_code: str,
+        at: datetime,
+        only_if_unscheduled: bool = False,
+    ) -> bool:
+        """One update of the head (created if need be): its ``SyncDueIndex`` keys, who and which bank, and a new
+        ``schedule_id``; with ``only_if_unscheduled``, conditional on its not being in the index."""
+        actions: list[Action] = [
+            SyncRecord.sync_shard.set(sync_shard(connection_id)),
+            SyncRecord.next_sync_at.set(epoch(at)),
+            SyncRecord.user_id.set(user_id),
+            SyncRecord.bank_code.set(bank_code),
+            SyncRecord.schedule_id.set(uuid.uuid4().hex),
+        ]
+        condition = SyncRecord.sync_shard.does_not_exist() if only_if_unscheduled else None
+        try:
+            with translated("sync_schedule"):
+                SyncRecord(connection_id, HEAD).update(actions=actions, condition=condition)
+        except ConflictError:
+            return False
+        return True
+
+    def due_syncs(self, shard: int, *, due_before: datetime, page_size: int | None = None) -> Iterator[DueSync]:
+        """One ``Query`` of ``SyncDueIndex`` (``sync_shard = shard AND next_sync_at <= due_before``), paged lazily,
+        most overdue first: the cost follows the number of due heads, never the table size. The index is eventually
+        consistent: a stale entry is caught by the claim's condition."""
+        with translated("sync_due", shard=shard):
+            for record in SyncRecord.sync_due_index.query(
+                shard, SyncRecord.next_sync_at <= epoch(due_before), page_size=page_size
+            ):
+                yield DueSync(
+                    record.connection_id,
+                    record.user_id or "",
+                    record.bank_code or "",
+                    int(record.next_sync_at or 0),
+                    record.schedule_id or "",
+                )
+
+    def count_due_syncs(self, shard: int, *, due_before: datetime) -> int:
+        """How many of the shard's heads are due by ``due_before`` (a ``Query`` with ``Select=COUNT``)."""
+        with translated("sync_count_due", shard=shard):
+            return int(SyncRecord.sync_due_index.count(shard, SyncRecord.next_sync_at <= epoch(due_before)))
+
+    def unschedule_sync(self, due: DueSync) -> bool:
+        """``REMOVE`` the head's index keys, conditional on its ``schedule_id`` still being ``due``'s."""
+        try:
+            with translated("sync_unschedule"):
+                SyncRecord(due.connection_id, HEAD).update(
+                    actions=[SyncRecord.sync_shard.remove(), SyncRecord.schedule_id.remove()],
+                    condition=SyncRecord.schedule_id == due.schedule_id,
+                )
+        except ConflictError:
+            return False
+        return True
+
     def claim_sync(self, connection_id: str, *, now: datetime, next_at: datetime) -> bool:
-        """One conditional update of the head: due (or never synced) → the next time set; else ``False``."""
+        """One conditional update of the head: scheduled and due → the next time set; else ``False``."""
         head = SyncRecord(connection_id, HEAD)
-        due = SyncRecord.next_sync_at.does_not_exist() | (SyncRecord.next_sync_at <= epoch(now))
+        due = SyncRecord.sync_shard.exists() & (SyncRecord.next_sync_at <= epoch(now))
         try:
             with translated("sync_claim"):
                 head.update(actions=[SyncRecord.next_sync_at.set(epoch(next_at))], condition=due)
@@ -348,9 +421,25 @@ class DynamoTransactionStore:
         return True
 
     def defer_sync(self, connection_id: str, *, at: datetime) -> None:
-        """``SET next_sync_at``."""
-        with translated("sync_defer"):
-            SyncRecord(connection_id, HEAD).update(actions=[SyncRecord.next_sync_at.set(epoch(at))])
+        """``SET next_sync_at`` while the head is scheduled (a purged or unscheduled one stays so)."""
+        try:
+            with translated("sync_defer"):
+                SyncRecord(connection_id, HEAD).update(
+                    actions=[SyncRecord.next_sync_at.set(epoch(at))], condition=SyncRecord.sync_shard.exists()
+                )
+        except ConflictError:
+            return
+
+    def claim_catchup(self, shard: int, *, now: datetime, next_at: datetime) -> bool:
+        """One conditional update of the shard's catch-up mark: due (or never made) → ``next_at`` set."""
+        mark = SyncRecord(f"catchup#{shard:02d}", CATCHUP)
+        due = SyncRecord.next_sync_at.does_not_exist() | (SyncRecord.next_sync_at <= epoch(now))
+        try:
+            with translated("sync_catchup"):
+                mark.update(actions=[SyncRecord.next_sync_at.set(epoch(next_at))], condition=due)
+        except ConflictError:
+            return False
+        return True
 
     def purge(
         self,

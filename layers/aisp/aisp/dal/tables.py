@@ -69,22 +69,25 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
 __all__ = [
     "COMPLETION_KEY_PREFIX",
     "REFRESH_DUE_INDEX",
+    "SYNC_DUE_INDEX",
     "CompletionRecord",
     "ConnectionRecord",
     "OAuthStateRecord",
     "QuotaRecord",
     "RefreshDueIndex",
+    "SyncDueIndex",
     "SyncRecord",
     "reset_connections",
 ]
 
 REFRESH_DUE_INDEX = "RefreshDueIndex"
+SYNC_DUE_INDEX = "SyncDueIndex"
 
 
 class _TableName:
@@ -249,11 +252,24 @@ def _sync_table() -> str:
     return settings.sync_table_name
 
 
+class SyncDueIndex(GlobalSecondaryIndex["SyncRecord"]):  # type: ignore[no-untyped-call]
+    """Sparse GSI: the feed heads of connections to sync, by shard and next sync time, with who and which bank
+    (what a run needs to read the bank, so it reads no connection to learn it)."""
+
+    class Meta:
+        index_name = SYNC_DUE_INDEX
+        projection = IncludeProjection(["user_id", "bank_code", "schedule_id"])
+
+    sync_shard = NumberAttribute(hash_key=True)
+    next_sync_at = NumberAttribute(range_key=True)
+
+
 class SyncRecord(Model):
     """An item of ``SyncTable``, keyed by ``connection_id`` and ``sk``: the feed's head (``feed``: ``seq`` allocated,
-    ``committed``, the writers' lease), a transaction (``tx#<account_id>#<transaction_id>``: ``blob`` sealed) or up
-    to 99 changes of one account (``chg#<last seq, 12 digits>``, ``seq`` the first: ``blob`` sealed); ``docs/sync.md``,
-    The store."""
+    ``committed``, the writers' lease; while the connection is to be synced, ``sync_shard`` + ``next_sync_at``, its
+    keys in ``SyncDueIndex``, with ``user_id``, ``bank_code`` and ``schedule_id``), a transaction
+    (``tx#<account_id>#<transaction_id>``: ``blob`` sealed) or up to 99 changes of one account (``chg#<last seq, 12
+    digits>``, ``seq`` the first: ``blob`` sealed); ``docs/sync.md``, The store."""
 
     class Meta:
         table_name = _TableName(_sync_table)
@@ -268,12 +284,18 @@ class SyncRecord(Model):
     committed = NumberAttribute(null=True)
     committed_at = UTCDateTimeAttribute(null=True)
     next_sync_at = NumberAttribute(null=True)
+    sync_shard = NumberAttribute(null=True)
+    user_id = UnicodeAttribute(null=True)
+    bank_code = UnicodeAttribute(null=True)
+    schedule_id = UnicodeAttribute(null=True)
     lease_owner = UnicodeAttribute(null=True)
     lease_until = NumberAttribute(null=True)
     account_id = UnicodeAttribute(null=True)
     transaction_id = UnicodeAttribute(null=True)
     blob = BinaryAttribute(null=True, legacy_encoding=False)
     expires_at = TTLAttribute(null=True)
+
+    sync_due_index = SyncDueIndex()
 
 
 def reset_connections() -> None:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from aisp import audit
 from aisp.errors import (
+    AispError,
     ConfigurationError,
     ConflictError,
     ConnectionNotFoundError,
@@ -32,6 +33,7 @@ from aisp.logic.oauth_callback import completion_hash
 from aisp.logic.ports import MAX_WRITE_ATTEMPTS
 from aisp.logic.revocation import drop_authorization, revoke_quietly
 from aisp.logic.services import ConnectionServices, ConnectPolicy
+from aisp.logic.sync.slots import next_slot
 from aisp.models.api import ConnectionSummary, CreateConnectionRequest, CreateConnectionResponse
 from aisp.models.connection import Completion, CompletionOutcome, Connection, ConnectionStatus, StatusReason, TokenPair
 from aisp.observability import logger, metrics, tracer
@@ -257,8 +259,28 @@ def complete_connection(
         metrics.add_metric(name="ConnectionActivated", unit=MetricUnit.Count, value=1)
         logger.info("connection activated", reauth_due_at=activated.reauth_due_at)
         audit.lifecycle(activated, "activated")
+        _schedule_sync(services, activated, now)
         return ConnectionSummary.from_connection(activated)
     raise ConflictError("connection kept changing while completing", details={"bank_code": bank_code})
+
+
+def _schedule_sync(services: ConnectionServices, activated: Connection, now: datetime) -> None:
+    """Put a connection made ACTIVE in the sync's due index at its first slot (``docs/sync.md``, The schedule).
+
+    Best effort: the connection is ACTIVE whatever happens here, and the sync's daily catch-up schedules an ACTIVE
+    connection the index misses.
+    """
+    if services.transactions is None:
+        return
+    try:
+        services.transactions.schedule_sync(
+            activated.connection_id,
+            user_id=activated.user_id,
+            bank_code=activated.bank_code,
+            at=next_slot(activated.connection_id, now, services.sync_runs_per_day),
+        )
+    except AispError as exc:
+        logger.warning("sync not scheduled; the daily catch-up will", error_type=type(exc).__name__)
 
 
 def _checked_completion(

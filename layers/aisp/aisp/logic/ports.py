@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     )
     from aisp.models.psu import PsuInfo
     from aisp.models.quota import QuotaKey, QuotaUsage
-    from aisp.models.sync import FeedPage, StoredAccount, TransactionChange
+    from aisp.models.sync import DueSync, FeedPage, StoredAccount, TransactionChange
 
 __all__ = [
     "MAX_WRITE_ATTEMPTS",
@@ -235,7 +235,7 @@ class EventPublisher(Protocol):
 
 
 class FanoutQueue(Protocol):
-    """Where the refresher hands shards to other invocations."""
+    """Where a scheduled run (the refresher, the sync) hands groups of shards to other invocations."""
 
     def send(self, requests: list[FanoutRequest]) -> None:
         """Enqueue the requests; raises ``FanoutError``."""
@@ -445,11 +445,42 @@ class TransactionStore(Protocol):
         """The accounts the store holds data of: ``account_id`` → IBAN or masked card number."""
         ...
 
+    def schedule_sync(
+        self,
+        connection_id: str,
+        *,
+        user_id: str,
+        bank_code: str,
+        at: datetime,
+        only_if_unscheduled: bool = False,
+    ) -> bool:
+        """Put the connection in the due index, its next sync at ``at`` (a connection that became ACTIVE); with
+        ``only_if_unscheduled``, only when it is not in it already (the catch-up). Whether it was written."""
+        ...
+
+    def due_syncs(self, shard: int, *, due_before: datetime, page_size: int | None = None) -> Iterator[DueSync]:
+        """The shard's scheduled connections due by ``due_before``, most overdue first (an index: may be stale)."""
+        ...
+
+    def count_due_syncs(self, shard: int, *, due_before: datetime) -> int:
+        """How many of the shard's scheduled connections are due by ``due_before``."""
+        ...
+
+    def unschedule_sync(self, due: DueSync) -> bool:
+        """Take the connection out of the due index (no longer ACTIVE), unless it was scheduled again since ``due``
+        was read; whether it was."""
+        ...
+
     def claim_sync(self, connection_id: str, *, now: datetime, next_at: datetime) -> bool:
-        """Take the connection's due sync: ``True`` (and its next one set to ``next_at``) when it was due by ``now``
-        or never synced; ``False`` when it is not due or another run took it first."""
+        """Take the connection's due sync: ``True`` (and its next one set to ``next_at``) when it is scheduled and was
+        due by ``now``; ``False`` when it is not due, not scheduled (or gone), or another run took it first."""
         ...
 
     def defer_sync(self, connection_id: str, *, at: datetime) -> None:
-        """Set the connection's next sync to ``at`` (after a failed one)."""
+        """Set the connection's next sync to ``at`` (after a failed one), if it is still scheduled."""
+        ...
+
+    def claim_catchup(self, shard: int, *, now: datetime, next_at: datetime) -> bool:
+        """Take the shard's catch-up walk (connections older than the due index): ``True`` (the next one not before
+        ``next_at``) when it was due by ``now`` or never done; ``False`` otherwise."""
         ...

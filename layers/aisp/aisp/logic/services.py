@@ -47,8 +47,11 @@ class ConnectionServices:
     completion_ttl: timedelta = timedelta(minutes=5)
     # Where keyed writes (Idempotency-Key) are recorded, called on the first one; None: keyed writes are refused.
     idempotency: Callable[[], IdempotencyStore] | None = None
-    # The synced transactions, forgotten with their connection (None: this function holds none to forget).
+    # The synced transactions, forgotten with their connection, and the sync's due index a connection made ACTIVE
+    # enters (None: this function holds none).
     transactions: TransactionStore | None = None
+    # SyncRunsPerDay: a connection made ACTIVE is first synced at its first slot of those.
+    sync_runs_per_day: int = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -123,7 +123,7 @@ class LifecycleEvent(BaseModel):
 
 
 class FanoutRequest(BaseModel):
-    """One SQS message of the fan-out: the shards one worker invocation refreshes."""
+    """One SQS message of a fan-out: the shards one worker invocation refreshes (or syncs)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 

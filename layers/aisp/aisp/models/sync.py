@@ -4,15 +4,34 @@ reports (added, modified, removed), each numbered in its connection's feed. Desi
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
 from aisp.models.bank import BankTransaction
 
-__all__ = ["ChangeKind", "FeedEntry", "FeedPage", "StoredAccount", "SyncedTransaction", "TransactionChange"]
+__all__ = [
+    "SYNC_SHARDS",
+    "ChangeKind",
+    "DueSync",
+    "FeedEntry",
+    "FeedPage",
+    "StoredAccount",
+    "SyncedTransaction",
+    "TransactionChange",
+    "sync_shard",
+]
+
+# Due syncs are found shard by shard (SyncDueIndex's partition key): 0..SYNC_SHARDS-1.
+SYNC_SHARDS: Final = 16
+
+
+def sync_shard(connection_id: str) -> int:
+    """A stable shard in ``[0, SYNC_SHARDS)`` for a connection (SHA-256 of its id, not Python's hash)."""
+    return int.from_bytes(hashlib.sha256(connection_id.encode()).digest()[:4], "big") % SYNC_SHARDS
 
 
 class SyncedTransaction(BaseModel):
@@ -67,3 +86,15 @@ class FeedPage(NamedTuple):
     entries: list[FeedEntry]
     committed: int
     synced_at: datetime | None
+
+
+class DueSync(NamedTuple):
+    """A connection whose sync is due, as the due index gives it: who and which bank (the run needs them to read
+    the bank), when it was due (epoch seconds), and ``schedule_id``, which changes each time it is scheduled (so
+    taking it out of the index never undoes a newer activation)."""
+
+    connection_id: str
+    user_id: str
+    bank_code: str
+    next_sync_at: int
+    schedule_id: str

@@ -36,6 +36,7 @@ from aisp.errors import (
     FanoutError,
     TokenRefreshBatchError,
 )
+from aisp.logic.fanout import partition_shards
 from aisp.logic.ports import BankGateway, EventPublisher, FanoutQueue, RefreshRepository
 from aisp.logic.refresh.engine import Refresh, RefreshEngine, RefreshOutcome
 from aisp.logic.revocation import end_authorization
@@ -275,7 +276,7 @@ class _Run:
                 logger.exception("counting due connections failed", shard=shard)
                 counts[shard] = 1  # unknown: keep the shard local, its query will tell
         capacity = max(1, int(self.policy.rate_per_second * max(1.0, self.seconds_left())))
-        groups = _partition([(shard, n) for shard, n in counts.items() if n > 0], capacity)
+        groups = partition_shards([(shard, n) for shard, n in counts.items() if n > 0], capacity)
         logger.info("due connections counted", due=sum(counts.values()), capacity=capacity, groups=len(groups))
         if len(groups) <= 1:
             return groups[0] if groups else []
@@ -563,19 +564,3 @@ def _detail(
         threshold_days=threshold_days,
         occurred_at=now,
     )
-
-
-def _partition(counts: list[tuple[int, int]], capacity: int) -> list[list[int]]:
-    """Consecutive shards grouped so each group's due count stays within ``capacity`` (a bigger shard is alone)."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    load = 0
-    for shard, due in counts:
-        if current and load + due > capacity:
-            groups.append(current)
-            current, load = [], 0
-        current.append(shard)
-        load += due
-    if current:
-        groups.append(current)
-    return groups

@@ -1,38 +1,55 @@
-"""The scheduled sync: every ACTIVE connection synced at its own times of the Paris day, ``runs_per_day`` times at
-most, on a bounded thread pool within the invocation's time.
+"""The scheduled sync: every ACTIVE connection synced at its own times of the Paris day (``slots.next_slot``),
+``runs_per_day`` times at most, on a bounded thread pool within the invocation's time, at any scale.
 
-A connection's slots split its Paris day in ``runs_per_day`` equal parts, shifted by an offset of its own (a hash of
-its id), so the connections of a deployment spread over the day. A run claims a due connection (one conditional write:
-two runs never sync one connection at once) and sets its next slot before it reads the bank; a failure defers it a
-little, an exhausted quota to the next Paris day. The connections come from ``RefreshDueIndex`` (every connection with
-a refresh token), shard by shard. Design: ``docs/sync.md`` (The schedule).
+A run finds the due connections in the store's due index shard by shard (no Scan), fans groups of shards out to the
+SQS queue when they are more than this invocation can sync before its timeout, claims each due connection (one
+conditional write: two runs never sync one connection at once) and sets its next slot before it reads the bank; a
+failure defers it a little, an exhausted quota to the next Paris day, a connection no longer ACTIVE leaves the index.
+With time to spare, a run walks one more shard of ``RefreshDueIndex`` a Paris day for ACTIVE connections the index
+does not hold yet (the catch-up). Design: ``docs/sync.md`` (The schedule).
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from aisp import errors
-from aisp.logic.ports import EventPublisher, RefreshRepository
+from aisp.logic.fanout import partition_shards
+from aisp.logic.ports import EventPublisher, FanoutQueue, RefreshRepository
 from aisp.logic.services import AccountServices
 from aisp.logic.sync.run import sync_connection
+from aisp.logic.sync.slots import next_slot
 from aisp.models.connection import Connection, ConnectionStatus
-from aisp.models.quota import paris_day, quota_day_seconds, quota_resets_at
-from aisp.models.refresh import REFRESH_SHARDS, ConnectionKey, LifecycleEvent, LifecycleEventType, SyncDetail
+from aisp.models.quota import paris_day, quota_resets_at
+from aisp.models.refresh import (
+    REFRESH_SHARDS,
+    ConnectionKey,
+    FanoutRequest,
+    LifecycleEvent,
+    LifecycleEventType,
+    SyncDetail,
+)
+from aisp.models.sync import SYNC_SHARDS, DueSync
 from aisp.observability import logger, tracer
 
-__all__ = ["SyncPolicy", "SyncServices", "SyncSummary", "next_slot", "sync_due_connections"]
+__all__ = [
+    "SyncPolicy",
+    "SyncServices",
+    "SyncSummary",
+    "next_slot",
+    "sync_due_connections",
+    "sync_fanout_request",
+]
 
-# Every key of a shard, whatever its refresh time: the index's range key is epoch seconds.
+# Every key of a RefreshDueIndex shard, whatever its refresh time (the catch-up): its range key is epoch seconds.
 _ALL: Final = 2**62
 # SyncFailed's error_code, as the API names these errors (most specific first).
 _ERROR_CODES: Final = (
@@ -53,17 +70,22 @@ class SyncPolicy:
     workers: int = 16
     time_reserve_seconds: float = 30.0
     retry_after: timedelta = timedelta(minutes=30)
-    shards: int = REFRESH_SHARDS
+    # Connections one invocation syncs a second (bench/README.md, Sync): sizes the fan-out.
+    rate_per_second: float = 10.0
+    shards: int = SYNC_SHARDS
+    page_size: int = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SyncServices:
-    """The account services a sync uses, the repository whose index lists the connections, and the fintech's bus
-    (``TransactionsUpdated``, ``SyncFailed``; ``None``: no events)."""
+    """The account services a sync uses (the due index is its transaction store's), the repository whose index the
+    catch-up walks, the fintech's bus (``TransactionsUpdated``, ``SyncFailed``; ``None``: no events) and the fan-out
+    queue (``None``: never fan out)."""
 
     accounts: AccountServices
     keys: RefreshRepository
     events: EventPublisher | None = None
+    fanout: FanoutQueue | None = None
 
 
 class SyncSummary(BaseModel):
@@ -72,9 +94,14 @@ class SyncSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_id: str
+    shards: list[int] = Field(default_factory=list)
+    fanned_out: list[list[int]] = Field(default_factory=list)
+    failed_shards: list[int] = Field(default_factory=list)
     seen: int = 0
     synced: int = 0
     not_due: int = 0
+    unscheduled: int = 0
+    caught_up: int = 0
     deferred: int = 0
     failed: int = 0
     added: int = 0
@@ -84,21 +111,6 @@ class SyncSummary(BaseModel):
     events_failed: int = 0
     stopped_for_time: bool = False
     duration_ms: int = 0
-
-
-def next_slot(connection_id: str, now: datetime, runs_per_day: int) -> datetime:
-    """The connection's first sync time after ``now``: its offset into one of the Paris day's equal parts."""
-    fraction = int.from_bytes(hashlib.sha256(connection_id.encode()).digest()[:8], "big") / 2**64
-    day = paris_day(now)
-    for candidate_day in (day, day + timedelta(days=1)):
-        length = quota_day_seconds(candidate_day)
-        start = quota_resets_at(candidate_day) - timedelta(seconds=length)
-        part = length / runs_per_day
-        for index in range(runs_per_day):
-            slot = start + timedelta(seconds=part * (index + fraction))
-            if slot > now:
-                return slot.replace(microsecond=0) + timedelta(seconds=1)
-    raise AssertionError("a day always has a slot after now")  # pragma: no cover
 
 
 class _Run:
@@ -113,20 +125,100 @@ class _Run:
             for name, value in increments.items():
                 setattr(self.summary, name, getattr(self.summary, name) + value)
 
-    def out_of_time(self) -> bool:
-        return self.remaining_ms() < self.policy.time_reserve_seconds * 1000
+    def seconds_left(self) -> float:
+        return self.remaining_ms() / 1000 - self.policy.time_reserve_seconds
 
-    def one(self, key: ConnectionKey) -> str:
-        """Sync one connection if it is ACTIVE and due; what happened."""
+    def out_of_time(self) -> bool:
+        return self.seconds_left() <= 0
+
+    # -- plan (fan-out) -----------------------------------------------------------------------------------------
+
+    def plan(self, shards: list[int]) -> list[int]:
+        """Which shards this invocation syncs; the others go to the fan-out queue, each group one invocation's."""
+        fanout = self.services.fanout
+        if fanout is None:
+            return shards
+        store, now = self.services.accounts.transactions, self.services.accounts.connections.clock.now()
+        counts: dict[int, int] = {}
+        for shard in shards:
+            try:
+                counts[shard] = store.count_due_syncs(shard, due_before=now)
+            except errors.AispError:
+                logger.exception("counting due syncs failed", shard=shard)
+                counts[shard] = 1  # unknown: keep the shard here, its query will tell
+        capacity = max(1, int(self.policy.rate_per_second * max(1.0, self.seconds_left())))
+        groups = partition_shards([(shard, n) for shard, n in counts.items() if n > 0], capacity)
+        logger.info("due syncs counted", due=sum(counts.values()), capacity=capacity, groups=len(groups))
+        if len(groups) <= 1:
+            return groups[0] if groups else []
+        local, remote = groups[0], groups[1:]
+        run_id = self.summary.run_id
+        requests = [FanoutRequest(shards=tuple(group), run_id=run_id, requested_at=now) for group in remote]
+        try:
+            fanout.send(requests)
+        except errors.FanoutError:
+            logger.exception("sync fan-out failed; syncing what fits here, the rest stays due")
+            return [shard for group in groups for shard in group]
+        self.summary.fanned_out = [list(group) for group in remote]
+        return local
+
+    # -- sync -----------------------------------------------------------------------------------------------------
+
+    def shards(self, shards: Iterable[int]) -> None:
+        """Sync the due connections of ``shards`` in turn, until the time left is spent."""
+        slots = threading.BoundedSemaphore(self.policy.workers)
+        with ThreadPoolExecutor(max_workers=self.policy.workers, thread_name_prefix="sync") as pool:
+            for shard in shards:
+                self.summary.shards.append(shard)
+                if not self._shard(pool, slots, shard):
+                    self.summary.stopped_for_time = True
+                    break
+
+    def _shard(self, pool: ThreadPoolExecutor, slots: threading.BoundedSemaphore, shard: int) -> bool:
+        """Submit the shard's due connections (at most ``workers`` unfinished at once); ``False``: out of time."""
+        store = self.services.accounts.transactions
+        now = self.services.accounts.connections.clock.now()
+        try:
+            for due in store.due_syncs(shard, due_before=now, page_size=self.policy.page_size):
+                slots.acquire()
+                if self.out_of_time():
+                    slots.release()
+                    logger.info("time budget spent; the remaining due syncs wait for the next run")
+                    return False
+                self.count(seen=1)
+                future = pool.submit(self._guarded, due)
+                future.add_done_callback(lambda _done: slots.release())
+        except errors.AispError:
+            logger.exception("querying due syncs failed", shard=shard)
+            with self._lock:
+                self.summary.failed_shards.append(shard)
+        return True
+
+    def _guarded(self, due: DueSync) -> None:
+        try:
+            outcome = self.one(due)
+        except Exception:  # noqa: BLE001 - one connection's failure must not stop the run
+            logger.exception("sync of a connection failed unexpectedly", bank_code=due.bank_code)
+            outcome = "failed"
+        self.count(**{outcome: 1})
+
+    def one(self, due: DueSync) -> str:
+        """Sync one connection if it is ACTIVE and still due; what happened."""
         accounts = self.services.accounts
-        connection = accounts.connections.connections.find(key.user_id, key.bank_code)
-        if connection is None or connection.status is not ConnectionStatus.ACTIVE:
-            return "not_due"
         store, clock = accounts.transactions, accounts.connections.clock
+        connection = accounts.connections.connections.find(due.user_id, due.bank_code)
+        if (
+            connection is None
+            or connection.connection_id != due.connection_id
+            or connection.status is not ConnectionStatus.ACTIVE
+        ):
+            # Not to sync until the connect flow makes it ACTIVE again (which schedules it anew)
+            return "unscheduled" if store.unschedule_sync(due) else "not_due"
         now = clock.now()
         following = next_slot(connection.connection_id, now, self.policy.runs_per_day)
         if not store.claim_sync(connection.connection_id, now=now, next_at=following):
             return "not_due"
+        key = ConnectionKey(due.user_id, due.bank_code)
         try:
             result = sync_connection(key.user_id, key.bank_code, services=accounts, owner=self.summary.run_id)
         except errors.QuotaExhaustedError as exc:
@@ -162,6 +254,51 @@ class _Run:
             )
         return "synced"
 
+    # -- catch-up ---------------------------------------------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        """With time to spare: each ``RefreshDueIndex`` shard not walked yet this Paris day, walked for ACTIVE
+        connections the due index does not hold (connections older than it, or a schedule write that failed)."""
+        clock = self.services.accounts.connections.clock
+        for shard in range(REFRESH_SHARDS):
+            if self.out_of_time():
+                return
+            now = clock.now()
+            try:
+                if not self.services.accounts.transactions.claim_catchup(
+                    shard, now=now, next_at=quota_resets_at(paris_day(now))
+                ):
+                    continue
+                keys = list(self.services.keys.due_keys(shard, due_before=_ALL))
+            except errors.AispError:
+                logger.exception("sync catch-up failed", shard=shard)
+                return
+            with ThreadPoolExecutor(max_workers=self.policy.workers, thread_name_prefix="sync-catchup") as pool:
+                caught = sum(pool.map(self._catch_up_one, keys))
+            self.count(caught_up=caught)
+            logger.info("sync catch-up walked a shard", shard=shard, connections=len(keys), scheduled=caught)
+
+    def _catch_up_one(self, key: ConnectionKey) -> int:
+        if self.out_of_time():
+            return 0
+        try:
+            connection = self.services.accounts.connections.connections.find(key.user_id, key.bank_code)
+            if connection is None or connection.status is not ConnectionStatus.ACTIVE:
+                return 0
+            now = self.services.accounts.connections.clock.now()
+            return int(
+                self.services.accounts.transactions.schedule_sync(
+                    connection.connection_id,
+                    user_id=key.user_id,
+                    bank_code=key.bank_code,
+                    at=next_slot(connection.connection_id, now, self.policy.runs_per_day),
+                    only_if_unscheduled=True,
+                )
+            )
+        except errors.AispError:
+            logger.exception("sync catch-up of a connection failed", bank_code=key.bank_code)
+            return 0
+
     def _failed(self, connection: Connection, error: errors.AispError, now: datetime) -> None:
         code = next((code for kind, code in _ERROR_CODES if isinstance(error, kind)), "sync_failed")
         detail = SyncDetail(
@@ -186,35 +323,35 @@ class _Run:
         else:
             self.count(events_published=1)
 
+    def finish(self) -> SyncSummary:
+        self.summary.duration_ms = int((time.perf_counter() - self._started) * 1000)
+        logger.info("sync run", **self.summary.model_dump(exclude={"run_id"}))
+        return self.summary
+
 
 @tracer.capture_method(capture_response=False)
 def sync_due_connections(
     *, remaining_ms: Callable[[], int], run_id: str, services: SyncServices, policy: SyncPolicy
 ) -> SyncSummary:
-    """One scheduled run over every shard: each due ACTIVE connection synced once."""
+    """The scheduled run: the due connections of every shard synced once, fanning groups of shards out to the queue
+    when one invocation cannot do it all; then, with time to spare, the catch-up."""
     run = _Run(services, policy, remaining_ms, run_id)
-    with ThreadPoolExecutor(max_workers=policy.workers, thread_name_prefix="sync") as pool:
-        for shard in range(policy.shards):
-            if run.out_of_time():
-                run.summary.stopped_for_time = True
-                break
-            keys = list(services.keys.due_keys(shard, due_before=_ALL))
-            run.summary.seen += len(keys)
-            for outcome in pool.map(_guarded(run), keys):
-                run.count(**{outcome: 1})
-    run.summary.duration_ms = int((time.perf_counter() - run._started) * 1000)
-    logger.info("sync run", **run.summary.model_dump(exclude={"run_id"}))
-    return run.summary
+    run.shards(run.plan(list(range(policy.shards))))
+    if not run.summary.stopped_for_time:
+        run.catch_up()
+    return run.finish()
 
 
-def _guarded(run: _Run) -> Callable[[ConnectionKey], str]:
-    def guarded(key: ConnectionKey) -> str:
-        if run.out_of_time():
-            return "not_due"
-        try:
-            return run.one(key)
-        except Exception:
-            logger.exception("sync of a connection failed unexpectedly", bank_code=key.bank_code)
-            return "failed"
-
-    return guarded
+@tracer.capture_method(capture_response=False)
+def sync_fanout_request(
+    request: FanoutRequest,
+    *,
+    remaining_ms: Callable[[], int],
+    run_id: str,
+    services: SyncServices,
+    policy: SyncPolicy,
+) -> SyncSummary:
+    """A fan-out worker: the due connections of one queue message's shards, never fanning out again."""
+    run = _Run(services, policy, remaining_ms, run_id)
+    run.shards([shard for shard in request.shards if 0 <= shard < policy.shards])
+    return run.finish()
