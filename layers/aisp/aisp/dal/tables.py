@@ -251,8 +251,9 @@ def _sync_table() -> str:
 
 class SyncRecord(Model):
     """An item of ``SyncTable``, keyed by ``connection_id`` and ``sk``: the feed's head (``feed``: ``seq`` allocated,
-    ``committed``, the writers' lease), a transaction (``tx#<account_id>#<transaction_id>``) or a change
-    (``chg#<seq, 12 digits>``); ``blob`` is the sealed transaction (``docs/sync.md``, The store)."""
+    ``committed``, the writers' lease), a transaction (``tx#<account_id>#<transaction_id>``), a change
+    (``chg#<seq, 12 digits>``), an account's note (``acct#``), balances (``bal#``) or last listing (``list#``);
+    ``blob`` is the sealed transaction (``docs/sync.md``, The store)."""
 
     class Meta:
         table_name = _TableName(_sync_table)
@@ -274,6 +275,10 @@ class SyncRecord(Model):
     transaction_id = UnicodeAttribute(null=True)
     blob = BinaryAttribute(null=True, legacy_encoding=False)
     expires_at = TTLAttribute(null=True)
+    # What stored an account's listing (``list#<account_id>``) or balances (``bal#``): ``live`` or ``sync``, and the
+    # listing's first day (ISO): when and from where the store is fresh, in clear (no data of the user's).
+    source = UnicodeAttribute(null=True)
+    listed_from = UnicodeAttribute(null=True)
 
 
 def reset_connections() -> None:

@@ -4,7 +4,7 @@ reports (added, modified, removed), each numbered in its connection's feed. Desi
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -12,7 +12,16 @@ from pydantic import BaseModel, ConfigDict
 
 from aisp.models.bank import BankTransaction
 
-__all__ = ["ChangeKind", "FeedEntry", "FeedPage", "StoredAccount", "SyncedTransaction", "TransactionChange"]
+__all__ = [
+    "AccountFreshness",
+    "ChangeKind",
+    "FeedEntry",
+    "FeedPage",
+    "Freshness",
+    "StoredAccount",
+    "SyncedTransaction",
+    "TransactionChange",
+]
 
 
 class SyncedTransaction(BaseModel):
@@ -67,3 +76,20 @@ class FeedPage(NamedTuple):
     entries: list[FeedEntry]
     committed: int
     synced_at: datetime | None
+
+
+class Freshness(NamedTuple):
+    """When the store last took an account's transactions (or balances) from the bank: ``at`` the read's time,
+    ``live`` whether a live read put them there (rather than a sync), ``date_from`` the transactions listing's first
+    day (``None`` for balances). A timestamp and a date: nothing of the user's data (``docs/sync.md``, Fresh)."""
+
+    at: datetime
+    live: bool
+    date_from: date | None = None
+
+
+class AccountFreshness(NamedTuple):
+    """An account's :class:`Freshness`, for its transactions and its balances (``None``: the store keeps none)."""
+
+    transactions: Freshness | None
+    balances: Freshness | None
