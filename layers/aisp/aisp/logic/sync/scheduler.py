@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict
@@ -30,7 +30,7 @@ from aisp.models.quota import paris_day, quota_day_seconds, quota_resets_at
 from aisp.models.refresh import REFRESH_SHARDS, ConnectionKey, LifecycleEvent, LifecycleEventType, SyncDetail
 from aisp.observability import logger, tracer
 
-__all__ = ["SyncPolicy", "SyncServices", "SyncSummary", "next_slot", "sync_due_connections"]
+__all__ = ["SyncPolicy", "SyncServices", "SyncSummary", "next_slot", "previous_slot", "sync_due_connections"]
 
 # Every key of a shard, whatever its refresh time: the index's range key is epoch seconds.
 _ALL: Final = 2**62
@@ -86,19 +86,41 @@ class SyncSummary(BaseModel):
     duration_ms: int = 0
 
 
+def _slots(connection_id: str, day: date, runs_per_day: int) -> Iterator[datetime]:
+    """The connection's sync times in a Paris day, exact: its offset into each of the day's equal parts."""
+    fraction = int.from_bytes(hashlib.sha256(connection_id.encode()).digest()[:8], "big") / 2**64
+    length = quota_day_seconds(day)
+    start = quota_resets_at(day) - timedelta(seconds=length)
+    part = length / runs_per_day
+    for index in range(runs_per_day):
+        yield start + timedelta(seconds=part * (index + fraction))
+
+
+def _rounded(slot: datetime) -> datetime:
+    return slot.replace(microsecond=0) + timedelta(seconds=1)
+
+
 def next_slot(connection_id: str, now: datetime, runs_per_day: int) -> datetime:
     """The connection's first sync time after ``now``: its offset into one of the Paris day's equal parts."""
-    fraction = int.from_bytes(hashlib.sha256(connection_id.encode()).digest()[:8], "big") / 2**64
     day = paris_day(now)
     for candidate_day in (day, day + timedelta(days=1)):
-        length = quota_day_seconds(candidate_day)
-        start = quota_resets_at(candidate_day) - timedelta(seconds=length)
-        part = length / runs_per_day
-        for index in range(runs_per_day):
-            slot = start + timedelta(seconds=part * (index + fraction))
+        for slot in _slots(connection_id, candidate_day, runs_per_day):
             if slot > now:
-                return slot.replace(microsecond=0) + timedelta(seconds=1)
+                return _rounded(slot)
     raise AssertionError("a day always has a slot after now")  # pragma: no cover
+
+
+def previous_slot(connection_id: str, now: datetime, runs_per_day: int) -> datetime:
+    """The connection's sync time before the last one due by ``now``: what a live read stored since then is fresh
+    enough for the sync now due (``docs/sync.md``, Live reads)."""
+    day = paris_day(now)
+    past = [
+        _rounded(slot)
+        for candidate_day in (day - timedelta(days=2), day - timedelta(days=1), day)
+        for slot in _slots(connection_id, candidate_day, runs_per_day)
+        if _rounded(slot) <= now
+    ]
+    return past[-2]
 
 
 class _Run:
@@ -128,7 +150,13 @@ class _Run:
         if not store.claim_sync(connection.connection_id, now=now, next_at=following):
             return "not_due"
         try:
-            result = sync_connection(key.user_id, key.bank_code, services=accounts, owner=self.summary.run_id)
+            result = sync_connection(
+                key.user_id,
+                key.bank_code,
+                services=accounts,
+                owner=self.summary.run_id,
+                fresh_since=previous_slot(connection.connection_id, now, self.policy.runs_per_day),
+            )
         except errors.QuotaExhaustedError as exc:
             logger.info("sync deferred: the day's quota is spent", bank_code=key.bank_code)
             self._failed(connection, exc, now)
