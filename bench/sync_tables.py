@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterator, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from aisp.models.sync import StoredAccount
+from aisp.models.sync import AccountFreshness, Freshness, StoredAccount
 from tests.memory import MemoryQuotaLedger, MemoryTransactionStore
 
 if TYPE_CHECKING:
@@ -113,10 +113,24 @@ class RoundTripStore(MemoryTransactionStore):
         super().purge(connection_id, account_ids, balances_only=balances_only, transactions_only=transactions_only)
 
     def put_balances(
-        self, connection_id: str, account_id: str, balances: Sequence[BankBalance], *, now: datetime
-    ) -> None:
+        self,
+        connection_id: str,
+        account_id: str,
+        balances: Sequence[BankBalance],
+        *,
+        now: datetime,
+        live: bool = False,
+    ) -> bool:
         self.trips.wait()
-        super().put_balances(connection_id, account_id, balances, now=now)
+        return super().put_balances(connection_id, account_id, balances, now=now, live=live)
+
+    def freshness(self, connection_id: str, account_id: str) -> AccountFreshness:
+        self.trips.wait()  # one BatchGetItem
+        return super().freshness(connection_id, account_id)
+
+    def note_listing(self, connection_id: str, account_id: str, freshness: Freshness) -> bool:
+        self.trips.wait()
+        return super().note_listing(connection_id, account_id, freshness)
 
     def balances(self, connection_id: str, account_id: str) -> tuple[list[BankBalance], datetime] | None:
         self.trips.wait()

@@ -1,7 +1,8 @@
 """Warm overhead: a gateway call through the handler against the same signed bank call made directly.
 
-Two routes, GET accounts and GET transactions (first page, 100 transactions), for persona Marc connected through the
-real journey (connect handler, the bank's screens, callback handler). The bank is the offline sandbox in its own
+Two routes, GET accounts and GET transactions (first page, 100 transactions; and a complete listing, the last page
+from a ``date_from``, which also asks the store whether a sync keeps the account), for persona Marc connected through
+the real journey (connect handler, the bank's screens, callback handler). The bank is the offline sandbox in its own
 process with ``--latency-ms`` (20 ms) added to every call; DynamoDB, KMS and Secrets Manager are a moto server in
 another process (``bench.harness``).
 
@@ -195,9 +196,35 @@ def cases(gateway: Gateway) -> tuple[list[Case], Callable[[], Any], Callable[[],
     routes = [
         Case("GET accounts", handler_accounts, direct_accounts),
         Case("GET transactions (100)", handler_transactions, direct_transactions),
+        listing_case(
+            gateway,
+            transactions_runtime,
+            lambda since: client.get_transactions_page(access, MARC_ACCOUNTS[0], psu=psu, date_from=since),
+        ),
         Case("GET accounts, first call", handler_accounts_not_remembered, direct_accounts),
     ]
     return routes, read, reserve, Case("unattended GET accounts", handler_accounts_unattended, handler_accounts)
+
+
+def listing_case(gateway: Gateway, runtime: Any, direct_page: Callable[[date], Any]) -> Case:
+    """A complete listing (the last page from a ``date_from``): the store is asked whether a sync keeps the account
+    (this connection was never synced), beside the bank call."""
+    from aisp.models.quota import paris_day  # noqa: PLC0415
+
+    recent = paris_day(datetime.now(UTC)) - timedelta(days=2)
+    path = f"/v1/connections/{BANK}/accounts/{MARC_ACCOUNTS[0]}/transactions"
+    _, event = gateway.event("GET", path, sub=USER, query={"date_from": recent.isoformat()})
+
+    def handler() -> None:
+        result = runtime.invoke(event)
+        assert result["statusCode"] == 200, result
+        assert '"next_cursor":null' in result["body"].replace(" ", ""), "not the last page"
+
+    def direct() -> None:
+        page = direct_page(recent)
+        assert page.transactions and page.next_url is None
+
+    return Case("GET transactions, complete", handler, direct)
 
 
 def measure(case: Case, read: Callable[[], Any], calls: int, warmup: int) -> Row:

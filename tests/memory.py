@@ -54,9 +54,11 @@ from aisp.models.connection import (
 from aisp.models.quota import QuotaKey, QuotaUsage
 from aisp.models.refresh import ConnectionKey, LeasedConnection, ReauthNotice
 from aisp.models.sync import (
+    AccountFreshness,
     DueSync,
     FeedEntry,
     FeedPage,
+    Freshness,
     StoredAccount,
     SyncedTransaction,
     TransactionChange,
@@ -1097,7 +1099,8 @@ class MemoryTransactionStore:
         self._transactions: dict[str, dict[tuple[str, str], SyncedTransaction]] = {}
         self._changes: dict[str, dict[int, TransactionChange]] = {}
         self._accounts: dict[str, dict[str, str]] = {}
-        self._balances: dict[str, dict[str, tuple[list[BankBalance], datetime]]] = {}
+        self._balances: dict[str, dict[str, tuple[list[BankBalance], Freshness]]] = {}
+        self._listings: dict[str, dict[str, Freshness]] = {}
         self._catchups: dict[int, int] = {}
         self._schedules = itertools.count(1)
 
@@ -1173,7 +1176,14 @@ class MemoryTransactionStore:
     ) -> None:
         with self._lock:
             if account_ids is None and not (balances_only or transactions_only):
-                for store in (self._heads, self._transactions, self._changes, self._accounts, self._balances):
+                for store in (
+                    self._heads,
+                    self._transactions,
+                    self._changes,
+                    self._accounts,
+                    self._balances,
+                    self._listings,
+                ):
                     store.pop(connection_id, None)
                 return
             wanted = set(account_ids) if account_ids is not None else set(self._accounts.get(connection_id, {}))
@@ -1187,6 +1197,9 @@ class MemoryTransactionStore:
                     self._accounts.get(connection_id, {}).pop(account_id, None)
 
     def _forget_transactions(self, connection_id: str, wanted: set[str]) -> None:
+        listings = self._listings.get(connection_id, {})
+        for account_id in wanted:
+            listings.pop(account_id, None)
         stored = self._transactions.get(connection_id, {})
         for key in [key for key in stored if key[0] in wanted]:
             del stored[key]
@@ -1195,15 +1208,40 @@ class MemoryTransactionStore:
             del changes[seq]
 
     def put_balances(
-        self, connection_id: str, account_id: str, balances: Sequence[BankBalance], *, now: datetime
-    ) -> None:
+        self,
+        connection_id: str,
+        account_id: str,
+        balances: Sequence[BankBalance],
+        *,
+        now: datetime,
+        live: bool = False,
+    ) -> bool:
         with self._lock:
-            self._balances.setdefault(connection_id, {})[account_id] = (list(balances), now)
+            kept = self._balances.setdefault(connection_id, {})
+            if live and account_id not in kept:
+                return False
+            kept[account_id] = (list(balances), Freshness(now, live))
+            return True
 
     def balances(self, connection_id: str, account_id: str) -> tuple[list[BankBalance], datetime] | None:
         with self._lock:
             found = self._balances.get(connection_id, {}).get(account_id)
-            return None if found is None else (list(found[0]), found[1])
+            return None if found is None else (list(found[0]), found[1].at)
+
+    def freshness(self, connection_id: str, account_id: str) -> AccountFreshness:
+        with self._lock:
+            balances = self._balances.get(connection_id, {}).get(account_id)
+            return AccountFreshness(
+                self._listings.get(connection_id, {}).get(account_id), None if balances is None else balances[1]
+            )
+
+    def note_listing(self, connection_id: str, account_id: str, freshness: Freshness) -> bool:
+        with self._lock:
+            listings = self._listings.setdefault(connection_id, {})
+            if freshness.live and account_id not in listings:
+                return False
+            listings[account_id] = freshness
+            return True
 
     def remember_account(self, connection_id: str, account_id: str, *, identifier: str) -> None:
         with self._lock:

@@ -219,6 +219,7 @@ def handle_get_transactions(  # the resolver passes every parameter by name
         remaining_ms=app.lambda_context.get_remaining_time_in_millis,
         services=wiring.account_services(),
         meter=meter,
+        owner=app.lambda_context.aws_request_id,
     )
 
 

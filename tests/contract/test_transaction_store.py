@@ -384,3 +384,41 @@ def test_a_purge_can_keep_an_accounts_balances_or_its_transactions(store):
     assert set(store.accounts(CONNECTION)) == {ACCOUNT, OTHER}
     entries = store.feed(CONNECTION, after=0, limit=10).entries
     assert {entry.change.account_id for entry in entries} == {OTHER}
+
+
+def test_freshness_says_when_and_by_whom_an_accounts_data_was_stored_and_a_live_read_never_starts_a_store(store):
+    from aisp.models.bank import BankBalance
+    from aisp.models.sync import AccountFreshness, Freshness
+
+    balance = [BankBalance(type="CLBD", name=None, amount=Decimal("1"), currency="EUR", reference_date=None)]
+    later = NOW + timedelta(hours=3)
+    assert store.freshness(CONNECTION, ACCOUNT) == AccountFreshness(None, None)
+
+    # A live read of an account no sync stored keeps nothing
+    assert not store.note_listing(CONNECTION, ACCOUNT, Freshness(NOW, live=True, date_from=date(2026, 11, 1)))
+    assert not store.put_balances(CONNECTION, ACCOUNT, balance, now=NOW, live=True)
+    assert store.freshness(CONNECTION, ACCOUNT) == AccountFreshness(None, None)
+    assert store.balances(CONNECTION, ACCOUNT) is None
+
+    # A sync starts it; a live read then replaces it, saying so
+    assert store.note_listing(CONNECTION, ACCOUNT, Freshness(NOW, live=False, date_from=date(2026, 9, 7)))
+    assert store.put_balances(CONNECTION, ACCOUNT, balance, now=NOW)
+    assert store.freshness(CONNECTION, ACCOUNT) == AccountFreshness(
+        Freshness(NOW, False, date(2026, 9, 7)), Freshness(NOW, False)
+    )
+    assert store.note_listing(CONNECTION, ACCOUNT, Freshness(later, live=True, date_from=date(2026, 11, 1)))
+    assert store.put_balances(CONNECTION, ACCOUNT, balance, now=later, live=True)
+    assert store.freshness(CONNECTION, ACCOUNT) == AccountFreshness(
+        Freshness(later, True, date(2026, 11, 1)), Freshness(later, True)
+    )
+    assert store.balances(CONNECTION, ACCOUNT) == (balance, later)
+    assert store.freshness(CONNECTION, OTHER) == AccountFreshness(None, None)
+
+    # Forgotten with what it describes
+    store.purge(CONNECTION, [ACCOUNT], transactions_only=True)
+    assert store.freshness(CONNECTION, ACCOUNT) == AccountFreshness(None, Freshness(later, True))
+    store.purge(CONNECTION, [ACCOUNT])
+    assert store.freshness(CONNECTION, ACCOUNT) == AccountFreshness(None, None)
+    store.note_listing(CONNECTION, OTHER, Freshness(NOW, live=False, date_from=date(2026, 9, 7)))
+    store.purge(CONNECTION)
+    assert store.freshness(CONNECTION, OTHER) == AccountFreshness(None, None)

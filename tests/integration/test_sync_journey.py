@@ -2,17 +2,20 @@
 with mTLS (moto for the tables), then the accounts function's ``transactions/sync`` route with the backend's token.
 
 The invariant a budgeting app relies on: replaying the feed (added and modified in, removed out) gives exactly what
-the live transactions route lists, with no id twice, on the first sync and after the sandbox's clock moves a day.
+the live transactions route lists, with no id twice, on the first sync and after the sandbox's clock moves a day;
+and a complete live read puts its changes in the feed at once, so the next sync need not read the account again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from aisp import wiring
+from aisp.models.quota import paris_day
 from functions.account_sync import app as account_sync_app
 from tests.conftest import FakeLambdaContext
 from tests.integration.journey import BANK, SharedClock, accounts, at_path, connect_persona, event
@@ -148,3 +151,41 @@ def test_two_syncs_racing_report_each_transaction_once(clock, sandbox, load_even
     assert set(state) == set(live) and len(changes) == len(live)
     winner = f"added {len(live)}"
     assert winner in outcomes and {*outcomes} - {winner} <= {"added 0", "conflict"}, outcomes
+
+
+def test_a_live_read_after_a_day_fills_the_feed_and_the_next_sync_reads_none_of_it_again(
+    clock, sandbox, admin, load_event, lambda_context
+):
+    connect_persona(load_event, lambda_context)
+    marc = wiring.connection_services().connections.find("user-marc", BANK)
+    wiring.transaction_store().defer_sync(marc.connection_id, at=clock.now())  # its first slot, now
+    assert _run_schedule(load_event, lambda_context)["synced"] == 1
+    first, cursor = _feed(load_event, lambda_context)
+    state = _replay({}, first)
+
+    # A day later, the user's app reads every account's transactions of the bank's last 89 days (all pages)
+    clock.advance(admin, sandbox.admin_url, 86_400)
+    since = (paris_day(clock.now()) - timedelta(days=89)).isoformat()
+    for account in MARC_ACCOUNTS:
+        path = f"/v1/connections/{BANK}/accounts/{account}/transactions"
+        query = {"all": "true", "date_from": since}
+        loaded = at_path(event(load_event, "accounts/get_transactions.json", **query), path, account_id=account)
+        response, body = accounts(loaded, lambda_context)
+        assert response["statusCode"] in (200, 403), body  # 403: not consented for transactions
+        assert response["statusCode"] == 403 or body["next_cursor"] is None
+
+    # The feed has the day's changes, as the live route lists them
+    later, cursor = _feed(load_event, lambda_context, cursor)
+    assert later and len(later) < len(first)
+    state = _replay(state, later)
+    live = _live(load_event, lambda_context)
+    assert set(live) <= set(state) and all(_bank_fields(state[key]) == live[key] for key in live)
+
+    # The next scheduled sync adds nothing, and spends no transactions unit today (the account list's and the
+    # balances' only: the app read no balances)
+    run = _run_schedule(load_event, lambda_context)
+    assert (run["synced"], run["failed"], run["added"], run["modified"], run["removed"]) == (1, 0, 0, 0, 0), run
+    assert _feed(load_event, lambda_context, cursor)[0] == []
+    response, body = accounts(event(load_event, "accounts/get_quota.json"), lambda_context)
+    assert response["statusCode"] == 200, body
+    assert {usage["method"] for usage in body["usage"]} == {"accounts", "balances"}

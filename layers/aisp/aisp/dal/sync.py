@@ -10,7 +10,7 @@ import functools
 import json
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
@@ -23,10 +23,12 @@ from aisp.dal.tables import SyncRecord
 from aisp.errors import ConflictError, TokenIntegrityError
 from aisp.models.bank import BankBalance
 from aisp.models.sync import (
+    AccountFreshness,
     ChangeKind,
     DueSync,
     FeedEntry,
     FeedPage,
+    Freshness,
     StoredAccount,
     SyncedTransaction,
     TransactionChange,
@@ -94,6 +96,29 @@ def _chunks(changes: Sequence[TransactionChange], sizes: Sequence[int]) -> Itera
         size += sizes[index]
     if chunk:
         yield chunk
+
+
+def _source(*, live: bool) -> str:
+    return "live" if live else "sync"
+
+
+def _freshness(record: SyncRecord | None) -> Freshness | None:
+    if record is None or record.committed_at is None:
+        return None
+    listed_from = None if record.listed_from is None else date.fromisoformat(record.listed_from)
+    return Freshness(record.committed_at, record.source == "live", listed_from)
+
+
+def _save(record: SyncRecord, operation: str, *, kept_only: bool) -> bool:
+    """Put ``record``; with ``kept_only``, only over an item already there (``False`` when there was none)."""
+    try:
+        with translated(operation):
+            record.save(condition=SyncRecord.sk.exists() if kept_only else None)
+    except ConflictError:
+        if not kept_only:
+            raise
+        return False
+    return True
 
 
 class DynamoTransactionStore:
@@ -305,14 +330,27 @@ class DynamoTransactionStore:
         return datetime.combine(day, now.timetz()) + self._retention
 
     def put_balances(
-        self, connection_id: str, account_id: str, balances: Sequence[BankBalance], *, now: datetime
-    ) -> None:
-        """A ``bal#<account_id>`` item: the balances' JSON sealed, ``committed_at`` the read's time."""
+        self,
+        connection_id: str,
+        account_id: str,
+        balances: Sequence[BankBalance],
+        *,
+        now: datetime,
+        live: bool = False,
+    ) -> bool:
+        """A ``bal#<account_id>`` item: the balances' JSON sealed, ``committed_at`` the read's time, ``source``; a
+        live one on condition that the item exists."""
         payload = json.dumps([balance.model_dump(mode="json") for balance in balances]).encode()
         blob = self._cipher().encrypt(payload, binding=_binding(connection_id, account_id, "balances"))
-        record = SyncRecord(connection_id, f"bal#{account_id}", account_id=account_id, blob=blob, committed_at=now)
-        with translated("sync_balances_put"):
-            record.save()
+        record = SyncRecord(
+            connection_id,
+            f"bal#{account_id}",
+            account_id=account_id,
+            blob=blob,
+            committed_at=now,
+            source=_source(live=live),
+        )
+        return _save(record, "sync_balances_put", kept_only=live)
 
     def balances(self, connection_id: str, account_id: str) -> tuple[list[BankBalance], datetime] | None:
         """The ``bal#`` item, opened."""
@@ -331,6 +369,30 @@ class DynamoTransactionStore:
         if record.committed_at is None:
             return None
         return balances, record.committed_at
+
+    def freshness(self, connection_id: str, account_id: str) -> AccountFreshness:
+        """The ``list#`` and ``bal#`` items' times, sources and first day, in one strongly consistent batch read (no
+        blob read, nothing opened)."""
+        keys = [(connection_id, f"list#{account_id}"), (connection_id, f"bal#{account_id}")]
+        wanted = ["connection_id", "sk", "committed_at", "source", "listed_from"]
+        with translated("sync_freshness"):
+            found = {
+                record.sk: record
+                for record in SyncRecord.batch_get(keys, consistent_read=True, attributes_to_get=wanted)
+            }
+        return AccountFreshness(_freshness(found.get(f"list#{account_id}")), _freshness(found.get(f"bal#{account_id}")))
+
+    def note_listing(self, connection_id: str, account_id: str, freshness: Freshness) -> bool:
+        """The ``list#<account_id>`` item (a live one on condition that it exists)."""
+        record = SyncRecord(
+            connection_id,
+            f"list#{account_id}",
+            account_id=account_id,
+            committed_at=freshness.at,
+            source=_source(live=freshness.live),
+            listed_from=None if freshness.date_from is None else freshness.date_from.isoformat(),
+        )
+        return _save(record, "sync_listing", kept_only=freshness.live)
 
     def remember_account(self, connection_id: str, account_id: str, *, identifier: str) -> None:
         """An ``acct#<account_id>`` item with the identifier sealed (an IBAN is the user's data too)."""
@@ -450,7 +512,7 @@ class DynamoTransactionStore:
         transactions_only: bool = False,
     ) -> None:
         """Delete the accounts' items (the whole partition for ``None``); ``balances_only``: their ``bal#`` item;
-        ``transactions_only``: their ``tx#`` and ``chg#`` items."""
+        ``transactions_only``: their ``tx#``, ``chg#`` and ``list#`` items."""
         wanted = None if account_ids is None else set(account_ids)
         with translated("sync_purge"), SyncRecord.batch_write() as batch:
             for record in SyncRecord.query(connection_id, consistent_read=True):
@@ -460,7 +522,7 @@ class DynamoTransactionStore:
                     continue
                 if balances_only and not record.sk.startswith("bal#"):
                     continue
-                if transactions_only and not record.sk.startswith(("tx#", "chg#")):
+                if transactions_only and not record.sk.startswith(("tx#", "chg#", "list#")):
                     continue
                 if wanted is None or record.account_id in wanted:
                     batch.delete(record)

@@ -268,8 +268,9 @@ class SyncRecord(Model):
     """An item of ``SyncTable``, keyed by ``connection_id`` and ``sk``: the feed's head (``feed``: ``seq`` allocated,
     ``committed``, the writers' lease; while the connection is to be synced, ``sync_shard`` + ``next_sync_at``, its
     keys in ``SyncDueIndex``, with ``user_id``, ``bank_code`` and ``schedule_id``), a transaction
-    (``tx#<account_id>#<transaction_id>``: ``blob`` sealed) or up to 99 changes of one account (``chg#<last seq, 12
-    digits>``, ``seq`` the first: ``blob`` sealed); ``docs/sync.md``, The store."""
+    (``tx#<account_id>#<transaction_id>``: ``blob`` sealed), up to 99 changes of one account (``chg#<last seq, 12
+    digits>``, ``seq`` the first: ``blob`` sealed), an account's note (``acct#``), balances (``bal#``) or last listing
+    (``list#``); ``docs/sync.md``, The store."""
 
     class Meta:
         table_name = _TableName(_sync_table)
@@ -294,6 +295,10 @@ class SyncRecord(Model):
     transaction_id = UnicodeAttribute(null=True)
     blob = BinaryAttribute(null=True, legacy_encoding=False)
     expires_at = TTLAttribute(null=True)
+    # What stored an account's listing (``list#<account_id>``) or balances (``bal#``): ``live`` or ``sync``, and the
+    # listing's first day (ISO): when and from where the store is fresh, in clear (no data of the user's).
+    source = UnicodeAttribute(null=True)
+    listed_from = UnicodeAttribute(null=True)
 
     sync_due_index = SyncDueIndex()
 

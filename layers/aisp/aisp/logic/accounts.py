@@ -20,14 +20,17 @@ Transactions are served in bank pages (100 at BPCE), not re-sliced: without ``li
 ``limit`` at most that many, filled from whole pages, and only when the limit cuts a page does the cursor point
 inside it (an offset; that page is fetched again next time). ``all=true`` follows every page while the Lambda's
 remaining time allows, up to :data:`ALL_MAX_TRANSACTIONS`, and returns a cursor where it stopped.
+
+A read that has an account's complete listing from a ``date_from`` up to today, or its balances, also goes into the
+store when the background sync keeps that account (``aisp.logic.sync.live``), never failing the read.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Final, NamedTuple
 
@@ -49,10 +52,14 @@ from aisp.models.accounts import (
 )
 from aisp.models.connection import Connection, ConnectionStatus
 from aisp.models.psu import PsuInfo
+from aisp.models.quota import paris_day
 from aisp.observability import logger, tracer
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
+
+    from aisp.logic.sync.live import LiveStore
+    from aisp.models.bank import BankTransaction
 
 __all__ = [
     "ALL_MAX_TRANSACTIONS",
@@ -187,13 +194,22 @@ def get_balances(
     """
     _registered(services, bank_code)
     session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True, meter=meter)
+    kept = _live_store(services, session, account_id)
     with _bank_errors(session, account=True):
         balances = session.call(
             "get_balances",
             lambda token: services.bank.get_balances(bank_code, access_token=token, account_id=account_id, psu=psu),
             account_id=account_id,
         )
+    kept.keep_balances(session.connection.connection_id, balances, now=services.connections.clock.now())
     return [BalanceItem.from_bank(balance) for balance in balances]
+
+
+def _live_store(services: AccountServices, session: BankSession, account_id: str) -> LiveStore:
+    """The store side of a live read, its read started beside the bank call (the sync's modules on first use)."""
+    from aisp.logic.sync.live import LiveStore  # noqa: PLC0415 - not at init: diff, sync models
+
+    return LiveStore(services, session.connection.connection_id, account_id)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -223,10 +239,29 @@ def _check_query(query: TransactionQuery) -> None:
         raise errors.InvalidRequestError("date_from must not be after date_to", details={"field": "date_from"})
 
 
+def _complete_from(query: TransactionQuery, now: datetime) -> date | None:
+    """The first day of the complete listing the query reads if it reaches the last page (``None``: not one)."""
+    if query.cursor is not None or query.date_from is None:
+        return None  # the common pages decided without importing the sync's modules
+    from aisp.logic.sync.live import complete_from  # noqa: PLC0415
+
+    return complete_from(date_from=query.date_from, date_to=query.date_to, cursor=None, today=paris_day(now))
+
+
 class _Pager:
     """Collects transactions from consecutive bank pages within an item and a time budget."""
 
-    __slots__ = ("account_id", "items", "max_items", "psu", "remaining_ms", "services", "session", "slowest_ms")
+    __slots__ = (
+        "account_id",
+        "bank_items",
+        "items",
+        "max_items",
+        "psu",
+        "remaining_ms",
+        "services",
+        "session",
+        "slowest_ms",
+    )
 
     def __init__(
         self,
@@ -241,13 +276,14 @@ class _Pager:
         self.session, self.services, self.account_id, self.psu = session, services, account_id, psu
         self.max_items, self.remaining_ms = max_items, remaining_ms
         self.items: list[TransactionItem] = []
+        self.bank_items: list[BankTransaction] = []  # the same, as the bank listed them (for the store)
         self.slowest_ms = 0.0
 
     def run(self, start: CursorPosition) -> CursorPosition | None:
         """Collect into ``items``; return where to continue, or ``None`` when the bank has no more."""
         position, seen, pages = start, set[str](), 0
         while True:
-            page_items, next_url = self._fetch(position)
+            page_items, bank_items, next_url = self._fetch(position)
             pages += 1
             if position.page_url is not None:
                 seen.add(position.page_url)
@@ -257,6 +293,7 @@ class _Pager:
                 self.items += fresh[:room]
                 return position._replace(skip=position.skip + room)  # the limit cut this page: resume inside it
             self.items += fresh
+            self.bank_items += bank_items[position.skip :]
             if next_url is None or next_url in seen:
                 return None
             following = CursorPosition(page_url=next_url)
@@ -267,7 +304,7 @@ class _Pager:
                 return following
             position = following
 
-    def _fetch(self, position: CursorPosition) -> tuple[list[TransactionItem], str | None]:
+    def _fetch(self, position: CursorPosition) -> tuple[list[TransactionItem], Sequence[BankTransaction], str | None]:
         bank_code, bank = self.session.bank_code, self.services.bank
         started = time.perf_counter()
         page = self.session.call(
@@ -286,7 +323,7 @@ class _Pager:
         )
         self.slowest_ms = max(self.slowest_ms, (time.perf_counter() - started) * 1000)
         items = [TransactionItem.from_bank(transaction) for transaction in page.transactions]
-        return items, page.next_page_url
+        return items, page.transactions, page.next_page_url
 
     def _time_for_another_page(self) -> bool:
         if self.remaining_ms is None:
@@ -305,6 +342,7 @@ def get_transactions(
     remaining_ms: Callable[[], int] | None = None,
     services: AccountServices,
     meter: QuotaMeter | None = None,
+    owner: str | None = None,
 ) -> TransactionsResponse:
     """Transactions of one account, newest first as the bank serves them, with a sealed ``next_cursor``.
 
@@ -314,6 +352,9 @@ def get_transactions(
         Dates (first call) or a cursor (next calls), ``limit`` or ``all_pages``.
     remaining_ms
         The invocation's remaining time (``context.get_remaining_time_in_millis``); bounds multi-page requests.
+    owner
+        Who writes the store when the read is a complete listing of a synced account (the request id; default: a
+        random one).
 
     Raises
     ------
@@ -336,6 +377,8 @@ def get_transactions(
         date_to = query.date_to + timedelta(days=1) if query.date_to is not None and query.date_to < date.max else None
         start = CursorPosition(page_url=None, date_from=query.date_from, date_to=date_to)
     session = open_session(user_id, bank_code, services, attended=psu is not None, read_only=True, meter=meter)
+    listing_from = _complete_from(query, now)
+    kept = None if listing_from is None else _live_store(services, session, account_id)
     max_items = ALL_MAX_TRANSACTIONS if query.all_pages else query.limit
     pager = _Pager(
         session=session,
@@ -347,6 +390,16 @@ def get_transactions(
     )
     with _bank_errors(session, account=True, bad_request="the bank refused the transaction query"):
         following = pager.run(start)
+    if kept is not None and listing_from is not None and following is None:
+        import uuid  # noqa: PLC0415 - only for a complete listing without a request id
+
+        kept.keep_listing(
+            session.connection.connection_id,
+            pager.bank_items,
+            date_from=listing_from,
+            owner=owner or f"live-{uuid.uuid4()}",
+            now=now,
+        )
     next_cursor = None if following is None else services.cursors().seal(following, now=now, **bound)
     return TransactionsResponse(transactions=pager.items, next_cursor=next_cursor)
 

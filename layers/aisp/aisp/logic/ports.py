@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     )
     from aisp.models.psu import PsuInfo
     from aisp.models.quota import QuotaKey, QuotaUsage
-    from aisp.models.sync import DueSync, FeedPage, StoredAccount, TransactionChange
+    from aisp.models.sync import AccountFreshness, DueSync, FeedPage, Freshness, StoredAccount, TransactionChange
 
 __all__ = [
     "MAX_WRITE_ATTEMPTS",
@@ -428,13 +428,29 @@ class TransactionStore(Protocol):
         ...
 
     def put_balances(
-        self, connection_id: str, account_id: str, balances: Sequence[BankBalance], *, now: datetime
-    ) -> None:
-        """Keep the account's balances as read at ``now`` (replacing the previous ones)."""
+        self,
+        connection_id: str,
+        account_id: str,
+        balances: Sequence[BankBalance],
+        *,
+        now: datetime,
+        live: bool = False,
+    ) -> bool:
+        """Keep the account's balances as read at ``now`` (replacing the previous ones); whether they were kept.
+        ``live``: read live (not by a sync), and kept only if the store already keeps the account's balances."""
         ...
 
     def balances(self, connection_id: str, account_id: str) -> tuple[list[BankBalance], datetime] | None:
         """The account's balances last kept and when they were read, or ``None``."""
+        ...
+
+    def freshness(self, connection_id: str, account_id: str) -> AccountFreshness:
+        """When the account's transactions and balances were last stored, and by whom (``None``: not kept)."""
+        ...
+
+    def note_listing(self, connection_id: str, account_id: str, freshness: Freshness) -> bool:
+        """Record that the account's transactions were stored from a complete listing (``freshness``); whether it
+        was recorded. A live one only if the store already keeps the account's transactions (a sync noted them)."""
         ...
 
     def remember_account(self, connection_id: str, account_id: str, *, identifier: str) -> None:

@@ -5,7 +5,7 @@ reports (added, modified, removed), each numbered in its connection's feed. Desi
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Final, NamedTuple
 
@@ -15,10 +15,12 @@ from aisp.models.bank import BankTransaction
 
 __all__ = [
     "SYNC_SHARDS",
+    "AccountFreshness",
     "ChangeKind",
     "DueSync",
     "FeedEntry",
     "FeedPage",
+    "Freshness",
     "StoredAccount",
     "SyncedTransaction",
     "TransactionChange",
@@ -98,3 +100,20 @@ class DueSync(NamedTuple):
     bank_code: str
     next_sync_at: int
     schedule_id: str
+
+
+class Freshness(NamedTuple):
+    """When the store last took an account's transactions (or balances) from the bank: ``at`` the read's time,
+    ``live`` whether a live read put them there (rather than a sync), ``date_from`` the transactions listing's first
+    day (``None`` for balances). A timestamp and a date: nothing of the user's data (``docs/sync.md``, Fresh)."""
+
+    at: datetime
+    live: bool
+    date_from: date | None = None
+
+
+class AccountFreshness(NamedTuple):
+    """An account's :class:`Freshness`, for its transactions and its balances (``None``: the store keeps none)."""
+
+    transactions: Freshness | None
+    balances: Freshness | None

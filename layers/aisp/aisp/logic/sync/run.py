@@ -2,7 +2,8 @@
 page within the bank's daily quota, ``aisp.logic.quota``), diffed against the store and written to its feed.
 
 A first sync reads the bank's whole history; later ones from a few days before the oldest pending transaction kept
-(or ``RESYNC_DAYS`` back), which is where bookings and releases happen. Design: ``docs/sync.md``.
+(or ``RESYNC_DAYS`` back), which is where bookings and releases happen. What a live read stored since ``fresh_since``
+(``aisp.logic.sync.live``) is not read again. Design: ``docs/sync.md``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from aisp.logic.sync.purge import purge_accounts_not_in
 from aisp.models.bank import BankAccount, BankBalance, BankTransaction, TransactionsPage
 from aisp.models.connection import CardReference, ConsentSnapshot
 from aisp.models.quota import paris_day
-from aisp.models.sync import ChangeKind, StoredAccount, SyncedTransaction, TransactionChange
+from aisp.models.sync import ChangeKind, Freshness, StoredAccount, SyncedTransaction, TransactionChange
 from aisp.observability import logger
 
-__all__ = ["RESYNC_DAYS", "AccountChanges", "SyncResult", "sync_connection"]
+__all__ = ["RESYNC_DAYS", "AccountChanges", "SyncResult", "is_fresh", "sync_connection"]
 
 # How far back a later sync reads (besides the oldest pending transaction kept): late bookings, corrections.
 RESYNC_DAYS: Final = 10
@@ -43,7 +44,8 @@ class AccountChanges(NamedTuple):
 
 
 class SyncResult(NamedTuple):
-    """What one sync did: accounts read, changes written per kind (and per account), the feed's number after it."""
+    """What one sync did: accounts read, changes written per kind (and per account), the feed's number after it,
+    and the accounts whose transactions a live read had stored fresh (not read again)."""
 
     accounts: int
     added: int
@@ -51,6 +53,15 @@ class SyncResult(NamedTuple):
     removed: int
     committed: int
     per_account: tuple[AccountChanges, ...] = ()
+    fresh: int = 0
+
+
+def is_fresh(freshness: Freshness | None, since: datetime | None, date_from: date | None = None) -> bool:
+    """Whether a live read stored the account's data at or after ``since`` (and, for transactions, from a day no
+    later than ``date_from``, the window a sync would read): a sync's own read would add nothing then."""
+    if freshness is None or since is None or not freshness.live or freshness.at < since:
+        return False
+    return date_from is None or (freshness.date_from is not None and freshness.date_from <= date_from)
 
 
 def _consented(account: BankAccount, consent: ConsentSnapshot | None, *, balances: bool = False) -> bool:
@@ -173,8 +184,13 @@ def _write(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, owner: str) -> SyncResult:
+def sync_connection(
+    user_id: str, bank_code: str, *, services: AccountServices, owner: str, fresh_since: datetime | None = None
+) -> SyncResult:
     """Read the consented accounts' transactions without the user and write what changed to the feed.
+
+    ``fresh_since``: an account's transactions (or balances) a live read stored since then, from a day no later than
+    this sync would read, are not read again (no unit spent); ``None``: every account is read.
 
     Raises
     ------
@@ -202,16 +218,33 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
         balances=[account.resource_id or "" for account in with_balances],
     )
     now = services.connections.clock.now()
+    store = services.transactions
+    # When a live read last stored each account's transactions and balances (read only when a skip is possible)
+    known = (
+        {}
+        if fresh_since is None
+        else {
+            account_id: store.freshness(connection.connection_id, account_id)
+            for account_id in {account.resource_id or "" for account in (*accounts, *with_balances)}
+        }
+    )
     for account in with_balances:
+        if fresh_since is not None and is_fresh(known[account.resource_id or ""].balances, fresh_since):
+            logger.info("sync: an account's balances are fresh from a live read", bank_code=bank_code)
+            continue
         _keep_balances(session, services, connection.connection_id, account, now)
     history_days = services.connections.registry.get(bank_code).capabilities.history_days
     counts = dict.fromkeys(ChangeKind, 0)
     committed = 0
     per_account: list[AccountChanges] = []
+    stored_live = 0
     for account in accounts:
         account_id = account.resource_id or ""
         stored = services.transactions.live(connection.connection_id, account_id)
         date_from = _window(stored.transactions, paris_day(now), history_days)
+        if fresh_since is not None and is_fresh(known[account_id].transactions, fresh_since, date_from):
+            stored_live += 1
+            continue
         try:
             fresh = _listing(session, services, account_id, date_from)
         except (errors.BankAccessDeniedError, errors.BankNotFoundError) as exc:
@@ -227,6 +260,7 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
         )
         listing = _Listing(account_id, fresh, date_from)
         committed, changes = _write(services, connection.connection_id, stored, listing, owner=owner, now=now)
+        store.note_listing(connection.connection_id, account_id, Freshness(now, live=False, date_from=date_from))
         kinds = [change.kind for change in changes]
         for kind in ChangeKind:
             counts[kind] += kinds.count(kind)
@@ -246,6 +280,7 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
         added=counts[ChangeKind.ADDED],
         modified=counts[ChangeKind.MODIFIED],
         removed=counts[ChangeKind.REMOVED],
+        fresh=stored_live,
     )
     return SyncResult(
         len(accounts),
@@ -254,4 +289,5 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
         counts[ChangeKind.REMOVED],
         committed,
         tuple(per_account),
+        stored_live,
     )

@@ -26,7 +26,7 @@ from aisp.logic.fanout import partition_shards
 from aisp.logic.ports import EventPublisher, FanoutQueue, RefreshRepository
 from aisp.logic.services import AccountServices
 from aisp.logic.sync.run import sync_connection
-from aisp.logic.sync.slots import next_slot
+from aisp.logic.sync.slots import next_slot, previous_slot
 from aisp.models.connection import Connection, ConnectionStatus
 from aisp.models.quota import paris_day, quota_resets_at
 from aisp.models.refresh import (
@@ -45,6 +45,7 @@ __all__ = [
     "SyncServices",
     "SyncSummary",
     "next_slot",
+    "previous_slot",
     "sync_due_connections",
     "sync_fanout_request",
 ]
@@ -220,7 +221,13 @@ class _Run:
             return "not_due"
         key = ConnectionKey(due.user_id, due.bank_code)
         try:
-            result = sync_connection(key.user_id, key.bank_code, services=accounts, owner=self.summary.run_id)
+            result = sync_connection(
+                key.user_id,
+                key.bank_code,
+                services=accounts,
+                owner=self.summary.run_id,
+                fresh_since=previous_slot(connection.connection_id, now, self.policy.runs_per_day),
+            )
         except errors.QuotaExhaustedError as exc:
             logger.info("sync deferred: the day's quota is spent", bank_code=key.bank_code)
             self._failed(connection, exc, now)
