@@ -2,7 +2,9 @@
 page within the bank's daily quota, ``aisp.logic.quota``), diffed against the store and written to its feed.
 
 A first sync reads the bank's whole history; later ones from a few days before the oldest pending transaction kept
-(or ``RESYNC_DAYS`` back), which is where bookings and releases happen. Design: ``docs/sync.md``.
+(or ``RESYNC_DAYS`` back), which is where bookings and releases happen, and from the newest transaction kept: changes
+are written oldest first, so a write that failed midway kept a prefix, and what it did not write is read again.
+Design: ``docs/sync.md``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from aisp.logic.sync.purge import purge_accounts_not_in
 from aisp.models.bank import BankAccount, BankBalance, BankTransaction, TransactionsPage
 from aisp.models.connection import CardReference, ConsentSnapshot
 from aisp.models.quota import paris_day
-from aisp.models.sync import ChangeKind, SyncedTransaction
+from aisp.models.sync import ChangeKind, SyncedTransaction, TransactionChange
 from aisp.observability import logger
 
 __all__ = ["RESYNC_DAYS", "AccountChanges", "SyncResult", "sync_connection"]
@@ -67,11 +69,31 @@ def _consented(account: BankAccount, consent: ConsentSnapshot | None, *, balance
     )
 
 
+def _day(transaction: BankTransaction) -> date | None:
+    """The transaction's earliest date (a bank filters a listing by one of them)."""
+    return min(
+        (day for day in (transaction.booking_date, transaction.value_date, transaction.transaction_date) if day),
+        default=None,
+    )
+
+
+def _oldest_first(change: TransactionChange) -> tuple[int, date]:
+    """By day, removals last: a write that fails midway keeps every change before some day, and a booked transaction
+    is never written without the pending one it settles still there to be removed by the next sync."""
+    if change.synced is None:
+        return 1, date.max
+    return 0, _day(change.synced.transaction) or date.max
+
+
 def _window(stored: dict[str, SyncedTransaction], today: date, history_days: int) -> date:
-    """The first day to read: the bank's whole history the first time, else the resync span and every pending one."""
+    """The first day to read: the bank's whole history the first time, else the resync span, every pending one and
+    the newest kept (after it, a write that failed midway may have left some out)."""
     if not stored:
         return today - timedelta(days=history_days)
     start = today - timedelta(days=RESYNC_DAYS)
+    kept = [day for synced in stored.values() if (day := _day(synced.transaction)) is not None]
+    if kept:
+        start = min(start, max(kept))
     for synced in stored.values():
         transaction = synced.transaction
         if transaction.status == "pending" and transaction.transaction_date is not None:
@@ -188,7 +210,7 @@ def sync_connection(user_id: str, bank_code: str, *, services: AccountServices, 
         services.transactions.remember_account(
             connection.connection_id, account_id, identifier=account.iban or account.masked_pan or ""
         )
-        changes = diff_account(account_id, stored, fresh, window_from=date_from)
+        changes = sorted(diff_account(account_id, stored, fresh, window_from=date_from), key=_oldest_first)
         committed = services.transactions.append(connection.connection_id, changes, owner=owner, now=now)
         kinds = [change.kind for change in changes]
         for kind in ChangeKind:
