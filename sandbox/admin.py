@@ -6,7 +6,7 @@
 ``POST /_admin/latency``                 ``{"ms": 50, "scope": "any|token|aisp", "bank": null}``
 ``POST /_admin/faults``                  ``{"fault": "500|503|timeout|429|tmrq|slow", "scope": ..., "bank": ...,
                                          "every": 2, "ratio": null, "seed": 0, "times": null, "retry_after": 60,
-                                         "hang_seconds": 30, "page": null}``
+                                         "hang_seconds": 30, "page": null, "path": null}``
 ``DELETE /_admin/faults``                remove every fault rule
 ``POST /_admin/revoke``                  ``{"bank": "13807", "psu": "D0999990I0"}``: revoke tokens (either may be null)
 ``POST /_admin/expire-refresh-tokens``   same body: refresh tokens expire now

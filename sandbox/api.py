@@ -87,7 +87,7 @@ class ApiApp:
         faults = self._core.faults
         if self._core.pause(faults.latency_seconds(scope, store.bank.code)):
             return Response(HTTPStatus.SERVICE_UNAVAILABLE, drop_connection=True)
-        rule = faults.pick(scope, store.bank.code, page=request.query.get("page"))
+        rule = faults.pick(scope, store.bank.code, page=request.query.get("page"), path=request.path)
         if rule is not None and rule.fault is FaultKind.SLOW:
             if self._core.pause(rule.hang_seconds):
                 return Response(HTTPStatus.SERVICE_UNAVAILABLE, drop_connection=True)

@@ -4,7 +4,9 @@ A fault rule applies to one scope (``token`` = the OAuth token/revoke endpoints,
 endpoints, ``any``) and optionally one bank code. Which calls fail is deterministic: ``every=N`` fails the 1st,
 (N+1)th, (2N+1)th... matching call; ``ratio`` fails a share of calls drawn from a generator seeded with ``seed``;
 ``times`` retires the rule after that many failures. ``page`` narrows an AISP rule to one page of a paged list (the
-``page`` query parameter; a request without one is page ``1``), so a fault can hit the middle of a pagination.
+``page`` query parameter; a request without one is page ``1``), so a fault can hit the middle of a pagination;
+``path`` to the requests whose path contains it (``"038-CPT30019654052/transactions"``: one account's listing), so
+a fault can hit the middle of a run over several accounts.
 ``slow`` is the one kind that still answers: it holds the call for ``hang_seconds``, then serves it normally.
 """
 
@@ -56,6 +58,7 @@ class FaultRule(BaseModel):
     retry_after: int = Field(default=60, ge=0)
     hang_seconds: float = Field(default=30.0, gt=0.0, le=MAX_HANG_SECONDS)
     page: str | None = Field(default=None, min_length=1, max_length=16)
+    path: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class LatencyRule(BaseModel):
@@ -73,8 +76,10 @@ def _page_of(page: str | None) -> str:
     return "1" if page in (None, "", "first") else str(page)
 
 
-def _matches(rule: FaultRule, scope: Scope, bank: str, page: str | None) -> bool:
+def _matches(rule: FaultRule, scope: Scope, bank: str, page: str | None, path: str) -> bool:
     if rule.scope not in (Scope.ANY, scope) or rule.bank not in (None, bank):
+        return False
+    if rule.path is not None and rule.path not in path:
         return False
     return rule.page is None or (scope is Scope.AISP and _page_of(rule.page) == _page_of(page))
 
@@ -145,17 +150,17 @@ class FaultBoard:
                 return self._latency[key] / 1000
         return self.base_latency_ms / 1000
 
-    def pick(self, scope: Scope, bank: str, *, page: str | None = None) -> FaultRule | None:
+    def pick(self, scope: Scope, bank: str, *, page: str | None = None, path: str = "") -> FaultRule | None:
         """The rule that makes this call fail (or, ``slow``, wait), if any; counts the call against every matching rule.
 
-        ``page`` is the AISP call's ``page`` query parameter (``None`` when it has none).
+        ``page`` is the AISP call's ``page`` query parameter (``None`` when it has none), ``path`` its path.
         """
         if not self._faults:
             return None
         with self._lock:
             chosen: FaultRule | None = None
             for active in self._faults:
-                if _matches(active.rule, scope, bank, page) and active.fires() and chosen is None:
+                if _matches(active.rule, scope, bank, page, path) and active.fires() and chosen is None:
                     chosen = active.rule
             self._faults = [active for active in self._faults if not active.spent]
             return chosen

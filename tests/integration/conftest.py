@@ -20,6 +20,7 @@ from werkzeug import Request, Response
 from aisp.signing import BankSignatureAuth, SignatureError, verify_request
 from aisp.stet import BankClient
 from sandbox.server import RunningSandbox, SandboxConfig, start_sandbox
+from sandbox.store import Settings
 
 BANK_CODE = "13807"
 CLIENT_ID = "PSDFR-ACPR-13807"
@@ -223,9 +224,9 @@ def make_client(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
-    """One offline 89C3 bank per test module (HTTPS + mTLS API, login screens, admin switches)."""
+def start_module_sandbox(tmp_path_factory: pytest.TempPathFactory, settings: Settings | None = None) -> RunningSandbox:
+    """An offline 89C3 bank on free ports (HTTPS + mTLS API, login screens, admin switches) that redirects to the
+    journey's callback; ``settings``: other page size, lifetimes or quotas than BPCE's."""
     from tests.integration.journey import CALLBACK_URL
 
     config = SandboxConfig(
@@ -234,8 +235,15 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox
         certs_dir=tmp_path_factory.mktemp("sandbox-certs"),
         admin=True,
         redirect_uris=(CALLBACK_URL,),
+        settings=settings or Settings(),
     )
-    with start_sandbox(config) as running:
+    return start_sandbox(config)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    """One offline 89C3 bank per test module."""
+    with start_module_sandbox(tmp_path_factory) as running:
         yield running
 
 

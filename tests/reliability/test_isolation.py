@@ -13,8 +13,9 @@ Server tokens (the fintech's backend, docs/accounts.md "Unattended access") act 
 design, but only for the one named in ``Aisp-User``: without it every read is refused naming the header (the
 token's own ``sub`` is never taken for a user, even when it spells one), a user token naming another user there is
 refused and gets nothing of theirs, and a server token on a route only the user may call is ``403
-user_token_required`` and changes nothing. Counted in the reliability summary as ``isolation`` (one case per
-cross-user attempt).
+user_token_required`` and changes nothing. The sync feed is read after the scheduled sync has filled Alice's and
+Bob's, by their apps and by the backend naming each of them (and Carol, and nobody), with each other's cursors.
+Counted in the reliability summary as ``isolation`` (one case per cross-user attempt).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ NOT_THEIRS: Final = {403: "account_not_consented", 404: "account_not_found"}
 INVALID: Final = {400: "validation_error"}  # a cursor that does not open; IBANs the bank refuses
 USER_ONLY: Final = {403: "user_token_required"}
 AISP_USER: Final = "Aisp-User"
+SYNC_FUNCTION: Final = "AccountSyncFunction"
 
 
 def balances(bank_code: str, account_id: str) -> str:
@@ -409,25 +411,62 @@ def test_nobody_reads_anothers_quota(world: World):
     assert world.attempt(backend, route, "GET", path, {200: None}, headers={AISP_USER: BOB}).json()["usage"] == []
 
 
+@pytest.mark.timeout(360)  # the sync of three connections' whole histories through moto
 def test_nobody_reads_anothers_sync_feed(world: World):
     route = "GET /v1/connections/{bank_code}/transactions/sync"
     path = f"/v1/connections/{BANK}/transactions/sync"
-    alice_cursor = world.alice.app.call("GET", path)["next_cursor"]
-    bob_cursor = world.bob.app.call("GET", path)["next_cursor"]
+    # Given the scheduled sync run now: Alice's and Bob's feeds hold their transactions (a leak cannot hide in an empty
+    # feed)
+    with raw_session() as local:
+        ran = local.post(f"{world.stack.api_url}/_local/schedules/{SYNC_FUNCTION}", json={"due_now": True}, timeout=300)
+    assert ran.status_code == 200 and (ran.json()["synced"], ran.json()["failed"]) == (3, 0), ran.text  # noqa: PLR2004
+    alice_feed, bob_feed = world.alice.app.call("GET", path), world.bob.app.call("GET", path)
+    assert alice_feed["added"] and {tx["account_id"] for tx in alice_feed["added"]} <= set(MARC_ACCOUNTS)
+    assert bob_feed["added"] and {tx["account_id"] for tx in bob_feed["added"]} == {SOPHIE_ACCOUNT}
+    alice_cursor, bob_cursor = alice_feed["next_cursor"], bob_feed["next_cursor"]
 
     # When Bob reads the feed at Alice's banks, with and without her cursor, and Carol (no connection) too
-    assert world.attempt(world.bob.app, route, "GET", path, {200: None}).json()["added"] == []  # his own, empty
+    own = world.attempt(world.bob.app, route, "GET", path, {200: None}).json()
+    assert own["added"] == bob_feed["added"]  # his own
     world.attempt(world.bob.app, route, "GET", path, INVALID, params={"cursor": alice_cursor})
     world.attempt(world.bob.app, route, "GET", f"/v1/connections/{SECOND_BANK}/transactions/sync", NOT_FOUND)
     world.attempt(world.carol, route, "GET", path, NOT_FOUND)
     world.attempt(world.carol, route, "GET", path, {**INVALID, **NOT_FOUND}, params={"cursor": alice_cursor})
-    # And when Alice replays Bob's cursor, or the backend reads Bob's feed with Alice's
+    # And when Alice replays Bob's cursor
     world.attempt(world.alice.app, route, "GET", path, INVALID, victim=BOB, params={"cursor": bob_cursor})
-    backend = Backend(world.stack)
-    world.attempt(backend, route, "GET", path, INVALID, headers={AISP_USER: BOB}, params={"cursor": alice_cursor})
 
-    # Then each cursor still opens for its owner
+    # When the backend's server token names Bob, Alice, Carol or nobody
+    backend = Backend(world.stack)
+    bobs = world.attempt(backend, route, "GET", path, {200: None}, headers={AISP_USER: BOB}).json()
+    alices = world.attempt(backend, route, "GET", path, {200: None}, victim=BOB, headers={AISP_USER: ALICE}).json()
+    world.attempt(backend, route, "GET", path, NOT_FOUND, headers={AISP_USER: CAROL})
+    names_the_header(world.attempt(backend, route, "GET", path, INVALID))
+    # Then it reads the feed of the user it names, and only theirs
+    assert bobs["added"] == bob_feed["added"] and alices["added"] == alice_feed["added"]
+    # And a cursor opens only for the user it was given to, whoever reads for them
+    world.attempt(backend, route, "GET", path, INVALID, headers={AISP_USER: BOB}, params={"cursor": alice_cursor})
+    params = {"cursor": bob_cursor}
+    world.attempt(backend, route, "GET", path, INVALID, victim=BOB, headers={AISP_USER: ALICE}, params=params)
+    # And a server token whose client id spells Alice's user id, naming Bob, reads Bob's feed, not hers
+    spelled = Backend(world.stack, client=ALICE)
+    assert (
+        world.attempt(spelled, route, "GET", path, {200: None}, headers={AISP_USER: BOB}).json()["added"]
+        == own["added"]
+    )
+
+    # Then each cursor still opens for its owner, through the user's app and the backend alike
     assert "added" in world.alice.app.call("GET", path, params={"cursor": alice_cursor})
+    later = world.attempt(
+        backend,
+        route,
+        "GET",
+        path,
+        {200: None},
+        victim=BOB,
+        headers={AISP_USER: ALICE},
+        params={"cursor": alice_cursor},
+    )
+    assert {tx["account_id"] for tx in later.json()["added"]} <= set(MARC_ACCOUNTS)
 
 
 def test_a_server_token_acts_only_for_the_user_it_names(world: World):

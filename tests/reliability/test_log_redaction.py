@@ -1,10 +1,12 @@
 """Log redaction (issue #8): no log line of the whole e2e journey holds a secret.
 
 The journey is the e2e one (``tests/e2e/test_journey.py``'s steps, called as they are): Marc connects, consents, reads
-everything, the refresher renews his token, a user refuses at the bank, ``make demo`` runs. Around it, the paths where
-a secret is most at risk: an access token the bank refuses (on-demand refresh), a bank failure logged with its
-traceback, a forged cursor, a replayed callback, a deletion (token revocation). The stack runs with
-``LogLevel=DEBUG``.
+everything, the refresher renews his token, a user refuses at the bank, ``make demo`` runs (its scheduled syncs and
+feed reads included). Then a sync again: the scheduled ``AccountSyncFunction`` stores his transactions and balances,
+his app and the fintech's backend read the ``transactions/sync`` feed, the backend reads his balances from the
+store. Around it, the paths where a secret is most at risk: an access token the bank refuses (on-demand refresh), a
+bank failure logged with its traceback, a forged cursor, a replayed callback, a deletion (token revocation). The stack
+runs with ``LogLevel=DEBUG``.
 
 Captured: every record of every logger (the functions' Powertools logger formatted by its own formatter, so that its
 JSON line with every key is what is scanned; ``local.*``, ``sandbox``, werkzeug, anything else that logs), and
@@ -16,11 +18,15 @@ connection items) and urllib3 logs the URLs this test's own browser opens, by de
 Secrets are the ones really issued during the run: the bank's access and refresh tokens and authorization codes (the
 sandbox's token generator, recorded), the OAuth ``state`` values (from the login links and the callback requests),
 the completion values (from the callback's redirects), the user JWTs (issued and presented), the private keys of the
-bank-credentials secret, and every IBAN an answer carried. Each is looked for as is, URL-encoded and JSON-escaped;
+bank-credentials secret, every IBAN and cursor an answer carried, and the transactions' texts (each remittance line, and
+the counterparty a transfer or direct debit names). A line with a transaction's amount and its text is reported as
+such too (the text alone is already a leak). Each is looked for as is, URL-encoded and JSON-escaped;
 IBANs also with spaces every 4 characters and in lower case; keys line by line (so an escaped or joined PEM is found
 too). Any JWT-shaped string, private-key marker or
 checksum-valid IBAN is reported even if not recorded. The same scan must flag control lines planted through the same
-loggers and stdout with secrets of the run: it can fail. Counted in the reliability summary as ``log-redaction``.
+loggers and stdout with secrets of the run: it can fail. And the sync's table, scanned raw on moto before the
+connection is deleted, holds none of the texts, IBANs or cursors in clear. Counted in the reliability summary as
+``log-redaction``.
 """
 
 from __future__ import annotations
@@ -35,19 +41,24 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
+import boto3
 import pytest
 import requests
 
 import sandbox.oauth
 from aisp.iban import is_valid_iban
+from local.aws import FAKE_CREDENTIALS
 from local.events import HttpResponse, IncomingRequest
 from local.stack import RunningStack
+from local.template import REGION
 from sandbox.store import CODE_BYTES, TOKEN_BYTES
 from tests.e2e import test_journey as journey
+from tests.integration.journey import raw_strings
 from tests.reliability.stack_helpers import BANK, MARC_ACCOUNTS, MARC_IBANS, local_stack
 from tests.reliability.tally import record
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+# The journey, then a first sync of Marc's 1,200-odd transactions through moto's TransactWriteItems, at DEBUG.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(360)]
 
 SUITE: Final = "log-redaction"
 CONTROL: Final = "reliability-control"
@@ -57,6 +68,12 @@ JWT_SHAPE: Final = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.")
 PRIVATE_KEY: Final = "PRIVATE KEY"
 IBAN_SHAPE: Final = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?:[ ]?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
 MIN_PEM_LINE: Final = 40
+# Every needle is at least this long (the scan indexes them by their first characters): shorter transaction texts and
+# counterparties are left out, they would match innocent lines.
+MIN_NEEDLE: Final = 8
+SYNC_FUNCTION: Final = "AccountSyncFunction"
+# Where a transfer's or a direct debit's remittance names its counterparty (the sandbox's, as BPCE writes them).
+COUNTERPARTY_PREFIXES: Final = ("VIR SEPA RECU ", "VIR INST RECU ", "VIR SEPA ", "PRLV SEPA ")
 _RECORD_ATTRIBUTES: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -141,25 +158,39 @@ def every_log_line() -> Iterator[EveryLogLine]:
 
 @dataclass
 class Secrets:
-    """The secrets issued during the run, by kind."""
+    """The secrets issued during the run, by kind, and the amounts of the transactions each text belongs to."""
 
     values: dict[str, set[str]] = field(default_factory=dict)
+    amounts: dict[str, set[str]] = field(default_factory=dict)
 
     def add(self, kind: str, value: str | None) -> None:
         if value:
             self.values.setdefault(kind, set()).add(value)
 
+    def add_transaction(self, item: dict[str, Any]) -> None:
+        """A transaction an answer carried: its remittance lines, the counterparty they name, with its amount."""
+        for line in item.get("remittance") or []:
+            if not isinstance(line, str) or len(line) < MIN_NEEDLE:
+                continue
+            self.add("transaction text", line)
+            self.amounts.setdefault(line, set()).add(str(item["amount"]))
+            prefix = next((prefix for prefix in COUNTERPARTY_PREFIXES if line.startswith(prefix)), None)
+            name = line.removeprefix(prefix or "")
+            if prefix is not None and len(name) >= MIN_NEEDLE:
+                self.add("counterparty", name)
+                self.amounts.setdefault(name, set()).add(str(item["amount"]))
+
     def count(self, kind: str) -> int:
         return len(self.values.get(kind, ()))
 
-    def needles(self) -> list[tuple[str, str]]:
-        """``(kind, text)`` to look for: each secret in the forms a log line could carry it."""
-        found: dict[str, str] = {}
+    def needles(self) -> list[tuple[str, str, str]]:
+        """``(kind, text, secret)`` to look for: each secret in the forms a log line could carry it."""
+        found: dict[str, tuple[str, str]] = {}
         for kind, values in self.values.items():
             for value in values:
                 for needle in _forms(kind, value):
-                    found.setdefault(needle, kind)
-        return [(kind, needle) for needle, kind in found.items()]
+                    found.setdefault(needle, (kind, value))
+        return [(kind, needle, value) for needle, (kind, value) in found.items()]
 
 
 def _forms(kind: str, value: str) -> set[str]:
@@ -174,15 +205,29 @@ def _forms(kind: str, value: str) -> set[str]:
 
 
 class Scanner:
-    """Finds secrets in log lines: the recorded ones in every form, and anything shaped like a JWT, a private key
-    or a valid IBAN."""
+    """Finds secrets in log lines: the recorded ones in every form, a transaction's amount beside its text, and
+    anything shaped like a JWT, a private key or a valid IBAN.
+
+    Thousands of needles (every transaction text of the run) over thousands of lines: each needle is indexed by its
+    first :data:`MIN_NEEDLE` characters, and a line is read once, position by position.
+    """
 
     def __init__(self, secrets: Secrets) -> None:
-        self._needles = secrets.needles()
+        self._index: dict[str, list[tuple[str, str, str]]] = {}
+        for kind, needle, value in secrets.needles():
+            assert len(needle) >= MIN_NEEDLE, (kind, len(needle))
+            self._index.setdefault(needle[:MIN_NEEDLE], []).append((kind, needle, value))
+        self._amounts = secrets.amounts
 
     def findings(self, line: str) -> list[str]:
         """The kinds of secret ``line`` holds (empty when clean)."""
-        kinds = {kind for kind, needle in self._needles if needle in line}
+        kinds: set[str] = set()
+        for start in range(len(line) - MIN_NEEDLE + 1):
+            for kind, needle, value in self._index.get(line[start : start + MIN_NEEDLE], ()):
+                if line.startswith(needle, start):
+                    kinds.add(kind)
+                    if any(amount in line for amount in self._amounts.get(value, ())):
+                        kinds.add("amount with text")
         if JWT_SHAPE.search(line):
             kinds.add("jwt-shaped")
         if PRIVATE_KEY in line:
@@ -256,6 +301,55 @@ class Recorder:
                 self.secrets.add("state", parse_qs(urlsplit(value).query).get("state", [None])[0])
             elif key == "iban" and isinstance(value, str):
                 self.secrets.add("iban", value)
+            elif key == "next_cursor" and isinstance(value, str):
+                self.secrets.add("cursor", value)
+            elif isinstance(value, list):  # added, modified, transactions...
+                for item in value:
+                    if isinstance(item, dict) and "remittance" in item and "amount" in item:
+                        self.secrets.add_transaction(item)
+
+
+def during_a_sync(stack: RunningStack, secrets: Secrets) -> None:
+    """The scheduled sync stores Marc's transactions and balances; his app reads the whole feed, the fintech's backend
+    (a server token naming him) its first page and his balances from the store; then the sync's table, scanned raw,
+    holds none of what the answers carried in clear."""
+    app = journey.App(stack.api_url, "marc")
+    backend = requests.Session()
+    backend.trust_env = False
+    backend.headers.update({"Authorization": f"Bearer {stack.server_token('redaction-backend')}", "Aisp-User": "marc"})
+    with backend:
+        ran = backend.post(f"{stack.api_url}/_local/schedules/{SYNC_FUNCTION}", json={"due_now": True}, timeout=300)
+        assert ran.status_code == 200, ran.text
+        assert (ran.json()["synced"], ran.json()["failed"]) == (1, 0), ran.json()
+        feed, cursor = f"/v1/connections/{BANK}/transactions/sync", None
+        while True:
+            page = app.call("GET", feed, params={"count": 500, **({"cursor": cursor} if cursor else {})})
+            cursor = page["next_cursor"]
+            if not page["has_more"]:
+                break
+        first = backend.get(stack.api_url + feed, params={"count": 50}, timeout=journey.TIMEOUT)
+        assert first.status_code == 200 and first.json()["added"], first.text
+        # (Compte perso's balances: the demo spent their quota, so the sync kept the others')
+        stored = backend.get(
+            f"{stack.api_url}/v1/connections/{BANK}/accounts/{MARC_ACCOUNTS[1]}/balances", timeout=journey.TIMEOUT
+        )
+        assert stored.status_code == 200 and stored.json()["synced_at"], stored.text  # from the store, not the bank
+    assert secrets.count("transaction text") > 100 and secrets.count("counterparty") > 5, secrets.count("counterparty")
+    assert secrets.count("cursor") > 1
+    assert_sync_table_sealed(stack, Scanner(secrets))
+
+
+def assert_sync_table_sealed(stack: RunningStack, scanner: Scanner) -> None:
+    """Every item of ``SyncTable`` on moto, its raw attribute values (bytes decoded every way): no secret of the
+    run, no transaction text, counterparty, IBAN or cursor."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=stack.moto_url, region_name=REGION, **FAKE_CREDENTIALS)
+    table = stack.resources["SyncTable"].ref
+    items = [item for page in dynamodb.get_paginator("scan").paginate(TableName=table) for item in page["Items"]]
+    kinds = {item["sk"]["S"].split("#", 1)[0] for item in items}
+    assert {"feed", "tx", "chg", "bal", "acct"} <= kinds, kinds
+    found = [(item["sk"]["S"], scanner.findings(raw_strings(item))) for item in items]
+    assert not [(key, kinds) for key, kinds in found if kinds], [(key, kinds) for key, kinds in found if kinds][:10]
+    record(SUITE, cases=len(items))
 
 
 def around_the_journey(stack: RunningStack, secrets: Secrets) -> None:
@@ -295,14 +389,24 @@ def plant_controls(stack: RunningStack, secrets: Secrets) -> dict[str, str]:
     jwt = sorted(secrets.values["jwt"])[0]
     state = sorted(secrets.values["state"])[0]
     spaced = " ".join(MARC_IBANS[0][i : i + 4] for i in range(0, len(MARC_IBANS[0]), 4))
-    tags = [f"{CONTROL}-{number}" for number in range(6)]
+    cursor = sorted(value for value in secrets.values["cursor"] if value.startswith("s1."))[0]
+    text = sorted(secrets.values["transaction text"])[0]
+    counterparty = sorted(secrets.values["counterparty"])[0]
+    amount = sorted(secrets.amounts[text])[0]
+    tags = [f"{CONTROL}-{number}" for number in range(9)]
     powertools.debug(tags[0], access_token=bank_token)
     powertools.info(tags[1], key=key_pem)  # newlines JSON-escaped by the formatter
     logging.getLogger("local.api").info("%s GET /oauth/callback?state=%s", tags[2], quote(state, safe=""))
     logging.getLogger("sandbox").debug("%s %s", tags[3], jwt)
     print(f"{tags[4]} {spaced.lower()}")  # noqa: T201 - stdout, captured at the file descriptor
     print(f"{tags[5]} iban={quote_plus(spaced)}")  # noqa: T201
-    return dict(zip(tags, ("bank token", "private key", "state", "jwt", "iban", "iban"), strict=True))
+    logging.getLogger("local.api").info(
+        "%s GET %s?cursor=%s", tags[6], "/v1/connections/13807/transactions/sync", cursor
+    )
+    powertools.warning(tags[7], amount=amount, label=text)
+    powertools.info(tags[8], counterparty=counterparty)
+    kinds = ("bank token", "private key", "state", "jwt", "iban", "iban", "cursor", "amount with text", "counterparty")
+    return dict(zip(tags, kinds, strict=True))
 
 
 @dataclass
@@ -337,6 +441,7 @@ def test_no_secret_in_any_log_line_of_the_journey(state_dir, capfd, monkeypatch)
         around_the_journey(stack, secrets)
         journey.test_a_refusal_at_the_bank_comes_back_as_an_error(stack)
         journey.test_make_demo_prints_marcs_balances(stack)
+        during_a_sync(stack, secrets)
         # And control lines are logged with secrets of this run, through the same loggers and stdout
         planted = plant_controls(stack, secrets)
     written = capfd.readouterr()
@@ -348,7 +453,7 @@ def test_no_secret_in_any_log_line_of_the_journey(state_dir, capfd, monkeypatch)
     ]
 
     # Then the run issued every kind of secret, and debug lines were captured too (the functions' own: control 0)
-    kinds = ("bank token", "authorization code", "state", "completion", "jwt", "iban")
+    kinds = ("bank token", "authorization code", "state", "completion", "jwt", "iban", "cursor", "transaction text")
     issued = {kind: secrets.count(kind) for kind in kinds}
     assert all(issued.values()), issued
     assert secrets.count("private key") == 2  # noqa: PLR2004

@@ -121,6 +121,20 @@ def test_a_page_rule_hits_only_that_page_of_a_pagination(client: SandboxClient) 
     assert (rule["page"], rule["calls"], rule["fired"]) == ("2", 1, 1)
 
 
+def test_a_path_rule_hits_only_the_calls_about_that_account(client: SandboxClient) -> None:
+    token = client.connect(MARC)["access_token"]
+    second = f"/accounts/{MARC_ACCOUNTS[1]}/transactions"
+    _fault(client, fault="500", scope="aisp", path=f"{MARC_ACCOUNTS[1]}/transactions", page="2")
+
+    paths = [f"/accounts/{MARC_ACCOUNTS[0]}/transactions?page=2", f"{second}?page=2", second, BALANCES]
+    statuses = [client.get(path, token, psu_ip=PSU_IP).status_code for path in paths]
+
+    assert statuses == [200, 500, 200, 200]
+    (rule,) = client.admin("GET", "state").json()["faults"]
+    assert (rule["path"], rule["calls"], rule["fired"]) == (f"{MARC_ACCOUNTS[1]}/transactions", 1, 1)
+    assert client.admin("POST", "faults", {"fault": "500", "path": ""}).status_code == 400
+
+
 def test_a_slow_page_is_held_then_served_and_the_rule_retires(client: SandboxClient) -> None:
     token = client.connect(MARC)["access_token"]
     transactions = f"/accounts/{MARC_ACCOUNTS[0]}/transactions"

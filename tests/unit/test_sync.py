@@ -5,6 +5,8 @@ read in pages with a sealed cursor, never a change twice, and a sync of a delete
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from aisp import errors
@@ -40,6 +42,19 @@ def marc(account_services, active_connection, account_bank):
 
 def _sync(services):
     return sync_connection(USER, BANK, services=services, owner="sync-test")
+
+
+def _sync_failing_at(seq, services, store, monkeypatch):
+    """A sync whose write fails (a store error) on the change numbered ``seq``: what came before it is written."""
+
+    def fail(_connection_id, number):
+        if number == seq:
+            raise errors.PersistenceError("data store call failed", details={"operation": "sync_write"})
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "write_hook", fail)
+        with pytest.raises(errors.PersistenceError):
+            _sync(services)
 
 
 def _changes(services, cursor=None, count=100, user=USER):
@@ -166,6 +181,65 @@ def test_a_sync_that_keeps_losing_the_store_to_other_writers_gives_up_without_wr
     assert reads == [MAIN] * WRITE_ATTEMPTS
     entries = transaction_store.feed(marc.connection_id, after=0, limit=10).entries
     assert [entry.change.account_id for entry in entries] == ["another-account"] * WRITE_ATTEMPTS  # none of the sync's
+
+
+def test_a_first_sync_whose_write_failed_midway_is_completed_by_the_next(
+    marc, account_services, account_bank, transaction_store, clock, monkeypatch
+):
+    # Given the main account's 250 transactions over 50 days, newest first, and a bank that serves from date_from
+    today = paris_day(clock.now())
+    listing = account_bank.transactions[(BANK, MAIN)]
+    for index, transaction in enumerate(listing):
+        day = (today - timedelta(days=index // 5)).isoformat()
+        transaction.update(transactionDate=day, valueDate=day, bookingDate=f"{day}T00:00:00+0100")
+    serve = account_bank.get_transactions_page
+
+    def from_date(bank_code, *, account_id, date_from=None, page_url=None, **kwargs):
+        if account_id == MAIN and page_url is None:
+            account_bank.transactions[(BANK, MAIN)] = [t for t in listing if t["transactionDate"] >= str(date_from)]
+        return serve(bank_code, account_id=account_id, date_from=date_from, page_url=page_url, **kwargs)
+
+    monkeypatch.setattr(account_bank, "get_transactions_page", from_date)
+
+    # And the first sync's write failing on its 61st change (throttled: the writer stops there)
+    _sync_failing_at(61, account_services, transaction_store, monkeypatch)
+
+    # When the next sync runs, once the failed writer's lease has expired
+    clock.advance(minutes=2)
+    _sync(account_services)
+
+    # Then the feed holds every transaction of the history, once (the 60 the failed write kept, and the rest)
+    added, modified, removed, _ = _drain(account_services)
+    assert sorted(added) == sorted(
+        [(MAIN, f"TX{n:05d}") for n in range(1, 251)] + [(SAVINGS, "TX00901"), (SAVINGS, "TX00902")]
+    )
+    assert modified == [] and removed == []
+
+
+def test_a_write_that_fails_before_a_settled_pending_is_removed_keeps_the_settlement(
+    marc, account_services, account_bank, transaction_store, clock, monkeypatch
+):
+    # Given a pending card payment synced, then booked under a new reference the next day, beside a new transaction
+    account_bank.transactions[(BANK, MAIN)].insert(0, stet_transaction(300, amount="30.00", status="PDNG"))
+    first = _sync(account_services)
+    *_, cursor = _drain(account_services)
+    clock.advance(days=1)
+    listing = account_bank.transactions[(BANK, MAIN)]
+    pending = listing.pop(0)
+    booked = dict(stet_transaction(301, amount="30.00"), remittanceInformation=pending["remittanceInformation"])
+    listing[:0] = [stet_transaction(302), booked]
+
+    # When that day's write fails on its last change (two added, then the removal: written last), then syncs again
+    _sync_failing_at(first.committed + 3, account_services, transaction_store, monkeypatch)
+    clock.advance(minutes=2)
+    _sync(account_services)
+
+    # Then the feed says it once: the booked one added naming the pending one, which is removed
+    page = _changes(account_services, cursor)
+    assert sorted(item.id for item in page.added) == ["TX00301", "TX00302"]
+    settled = next(item for item in page.added if item.id == "TX00301")
+    assert [item.transaction_id for item in page.removed] == [settled.pending_transaction_id]
+    assert page.modified == [] and not page.has_more
 
 
 def test_the_feed_pages_with_a_cursor_and_never_gives_a_change_twice(marc, account_services):

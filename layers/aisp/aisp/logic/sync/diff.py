@@ -15,7 +15,7 @@ from typing import Final
 from aisp.models.bank import BankTransaction
 from aisp.models.sync import ChangeKind, SyncedTransaction, TransactionChange
 
-__all__ = ["SETTLEMENT_DAYS", "diff_account", "transaction_ids"]
+__all__ = ["SETTLEMENT_DAYS", "diff_account", "earliest_day", "in_write_order", "transaction_ids"]
 
 # A booked transaction settles a pending one that vanished in the same listing when they agree on currency and
 # direction, the booked date is 0 to SETTLEMENT_DAYS after the pending one's, and the amount is the same or (a tip,
@@ -152,3 +152,23 @@ def _settled_pending(booked: BankTransaction, candidates: list[SyncedTransaction
     best = min(matches, key=distance)
     candidates.remove(best)
     return best
+
+
+def earliest_day(transaction: BankTransaction) -> date | None:
+    """The transaction's earliest date (a bank filters a listing by one of them)."""
+    return min(
+        (day for day in (transaction.booking_date, transaction.value_date, transaction.transaction_date) if day),
+        default=None,
+    )
+
+
+def in_write_order(changes: Sequence[TransactionChange]) -> list[TransactionChange]:
+    """By day, removals last: a write that fails midway keeps every change before some day, and a booked transaction
+    is never written without the pending one it settles still there to be removed by the next sync."""
+
+    def key(change: TransactionChange) -> tuple[int, date]:
+        if change.synced is None:
+            return 1, date.max
+        return 0, earliest_day(change.synced.transaction) or date.max
+
+    return sorted(changes, key=key)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aisp import errors
 from aisp.logic.services import AccountServices
-from aisp.logic.sync.diff import diff_account
+from aisp.logic.sync.diff import diff_account, in_write_order
 from aisp.models.sync import AccountFreshness, ChangeKind, Freshness, SyncedTransaction
 from aisp.observability import logger, tracer
 
@@ -103,7 +103,7 @@ class LiveStore:
             if not _covers(stored.transactions, date_from):
                 logger.info("live read not stored: it starts after a pending transaction kept")
                 return
-            changes = diff_account(account_id, stored.transactions, transactions, window_from=date_from)
+            changes = in_write_order(diff_account(account_id, stored.transactions, transactions, window_from=date_from))
             if changes:
                 store.append(connection_id, changes, owner=owner, now=now, expected=stored.version)
             store.note_listing(connection_id, account_id, Freshness(now, live=True, date_from=date_from))

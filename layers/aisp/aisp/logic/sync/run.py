@@ -2,8 +2,9 @@
 page within the bank's daily quota, ``aisp.logic.quota``), diffed against the store and written to its feed.
 
 A first sync reads the bank's whole history; later ones from a few days before the oldest pending transaction kept
-(or ``RESYNC_DAYS`` back), which is where bookings and releases happen. What a live read stored since ``fresh_since``
-(``aisp.logic.sync.live``) is not read again. Design: ``docs/sync.md``.
+(or ``RESYNC_DAYS`` back), which is where bookings and releases happen, and from the newest transaction kept: changes
+are written oldest first, so a write that failed midway kept a prefix, and what it did not write is read again. What
+a live read stored since ``fresh_since`` (``aisp.logic.sync.live``) is not read again. Design: ``docs/sync.md``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Final, NamedTuple
 from aisp import errors
 from aisp.logic.bank_calls import BankSession, open_session
 from aisp.logic.services import AccountServices
-from aisp.logic.sync.diff import SETTLEMENT_DAYS, diff_account
+from aisp.logic.sync.diff import SETTLEMENT_DAYS, diff_account, earliest_day, in_write_order
 from aisp.logic.sync.purge import purge_accounts_not_in
 from aisp.models.bank import BankAccount, BankBalance, BankTransaction, TransactionsPage
 from aisp.models.connection import CardReference, ConsentSnapshot
@@ -81,10 +82,14 @@ def _consented(account: BankAccount, consent: ConsentSnapshot | None, *, balance
 
 
 def _window(stored: dict[str, SyncedTransaction], today: date, history_days: int) -> date:
-    """The first day to read: the bank's whole history the first time, else the resync span and every pending one."""
+    """The first day to read: the bank's whole history the first time, else the resync span, every pending one and
+    the newest kept (after it, a write that failed midway may have left some out)."""
     if not stored:
         return today - timedelta(days=history_days)
     start = today - timedelta(days=RESYNC_DAYS)
+    kept = [day for synced in stored.values() if (day := earliest_day(synced.transaction)) is not None]
+    if kept:
+        start = min(start, max(kept))
     for synced in stored.values():
         transaction = synced.transaction
         if transaction.status == "pending" and transaction.transaction_date is not None:
@@ -171,8 +176,8 @@ def _write(
     sync and a live read, never report one update twice."""
     store = services.transactions
     for attempt in range(1, WRITE_ATTEMPTS + 1):
-        changes = diff_account(
-            listing.account_id, stored.transactions, listing.transactions, window_from=listing.date_from
+        changes = in_write_order(
+            diff_account(listing.account_id, stored.transactions, listing.transactions, window_from=listing.date_from)
         )
         try:
             return store.append(connection_id, changes, owner=owner, now=now, expected=stored.version), changes
