@@ -19,9 +19,10 @@ from functions.connect import app as connect_app
 from functions.consents import app as consents_app
 from functions.oauth_callback import app as callback_app
 from tests.conftest import CONNECTIONS_TABLE
-from tests.sandbox.helpers import MARC, OTP, flow_id
+from tests.sandbox.helpers import MARC, MARC_ACCOUNTS, OTP, flow_id
 
 BANK = "13807"
+SYNC = f"/v1/connections/{BANK}/transactions/sync"
 API_DOMAIN = "api-id.execute-api.eu-west-3.amazonaws.com"
 CALLBACK_URL = f"https://{API_DOMAIN}/oauth/callback"  # what the connect handler derives from the event's domain
 RETURN_URL = "https://app.example.com/connections/done?screen=banks"
@@ -132,6 +133,69 @@ def consent(loaded: dict[str, Any], lambda_context) -> tuple[dict[str, Any], Any
     """Invoke the consents function; returns the raw response and its decoded body."""
     response = consents_app.lambda_handler(loaded, lambda_context)
     return response, json.loads(response["body"]) if response.get("body") else None
+
+
+def as_backend(loaded: dict[str, Any], user: str = "user-marc") -> dict[str, Any]:
+    """The same event from the fintech backend's server token (scope ``aisp/unattended``) for ``user``."""
+    jwt = loaded["requestContext"]["authorizer"]["jwt"]
+    jwt["scopes"] = ["aisp/unattended"]
+    jwt["claims"] |= {"sub": "fintech-backend-client", "scope": "aisp/unattended"}
+    loaded["headers"]["aisp-user"] = user
+    return loaded
+
+
+# The feed of synced transactions, read through the route, against the live transactions route
+
+
+def sync_feed(load_event, lambda_context, cursor: str | None = None) -> tuple[list[tuple[str, Any]], str]:
+    """Every change after ``cursor`` through ``transactions/sync`` (pages of 100): (kind, item), and the cursor after
+    them."""
+    changes: list[tuple[str, Any]] = []
+    while True:
+        query = {"count": "100", **({"cursor": cursor} if cursor else {})}
+        loaded = at_path(event(load_event, "accounts/sync_transactions.json", **query), SYNC, bank_code=BANK)
+        response, body = accounts(loaded, lambda_context)
+        assert response["statusCode"] == 200, body
+        changes += [("added", item) for item in body["added"]] + [("modified", item) for item in body["modified"]]
+        changes += [("removed", item) for item in body["removed"]]
+        cursor = body["next_cursor"]
+        if not body["has_more"]:
+            return changes, str(cursor)
+
+
+def live_transactions(load_event, lambda_context) -> dict[str, dict[str, Any]]:
+    """What the live route lists now (the user present: no quota spent), every page, for each of Marc's accounts:
+    (account, bank id) → transaction."""
+    listed: dict[str, dict[str, Any]] = {}
+    for account in MARC_ACCOUNTS:
+        path = f"/v1/connections/{BANK}/accounts/{account}/transactions"
+        loaded = at_path(event(load_event, "accounts/get_transactions.json", all="true"), path, account_id=account)
+        response, body = accounts(loaded, lambda_context)
+        if response["statusCode"] == 403:  # not consented for transactions
+            continue
+        assert response["statusCode"] == 200, body
+        listed |= {f"{account}/{item['id']}": item for item in body["transactions"]}
+    return listed
+
+
+def replay(state: dict[str, dict[str, Any]], changes: list[tuple[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``state`` (account/bank id → transaction) with ``changes`` applied as a client would; an id added twice
+    fails."""
+    by_transaction_id = {item["transaction_id"]: key for key, item in state.items()}
+    for kind, item in changes:
+        if kind == "removed":
+            state.pop(by_transaction_id.pop(item["transaction_id"]))
+            continue
+        key = f"{item['account_id']}/{item['id']}"
+        assert kind == "modified" or key not in state, f"{key} added twice"
+        state[key] = item
+        by_transaction_id[item["transaction_id"]] = key
+    return state
+
+
+def bank_fields(item: dict[str, Any]) -> dict[str, Any]:
+    """A synced transaction without what the gateway adds: what the live route shows."""
+    return {k: v for k, v in item.items() if k not in {"transaction_id", "account_id", "pending_transaction_id"}}
 
 
 class SharedClock:

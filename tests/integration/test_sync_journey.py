@@ -18,13 +18,17 @@ from aisp import wiring
 from aisp.models.quota import paris_day
 from functions.account_sync import app as account_sync_app
 from tests.conftest import FakeLambdaContext
-from tests.integration.journey import BANK, SharedClock, accounts, at_path, connect_persona, event
-from tests.sandbox.helpers import MARC_ACCOUNTS
+from tests.integration.journey import (
+    SharedClock,
+    bank_fields,
+    connect_persona,
+    live_transactions,
+    replay,
+    sync_feed,
+)
 
 # A first sync of 1,200 transactions through moto's TransactWriteItems, then a day's: minutes on a loaded machine.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-
-SYNC = f"/v1/connections/{BANK}/transactions/sync"
 
 
 @pytest.fixture
@@ -45,52 +49,6 @@ def _run_schedule(load_event, _lambda_context) -> dict[str, Any]:
     return account_sync_app.lambda_handler(load_event("account_sync/scheduled.json"), SyncContext())
 
 
-def _feed(load_event, lambda_context, cursor: str | None = None) -> tuple[list[dict[str, Any]], str]:
-    """Every change after ``cursor`` through the route (pages of 100), and the cursor after them."""
-    changes: list[dict[str, Any]] = []
-    while True:
-        query = {"count": "100", **({"cursor": cursor} if cursor else {})}
-        loaded = at_path(event(load_event, "accounts/sync_transactions.json", **query), SYNC, bank_code=BANK)
-        response, body = accounts(loaded, lambda_context)
-        assert response["statusCode"] == 200, body
-        changes += [("added", item) for item in body["added"]] + [("modified", item) for item in body["modified"]]
-        changes += [("removed", item) for item in body["removed"]]
-        cursor = body["next_cursor"]
-        if not body["has_more"]:
-            return changes, cursor
-
-
-def _live(load_event, lambda_context) -> dict[str, dict[str, Any]]:
-    """What the live route lists now, every page, for each of Marc's accounts: (account, bank id) → transaction."""
-    listed: dict[str, dict[str, Any]] = {}
-    for account in MARC_ACCOUNTS:
-        path = f"/v1/connections/{BANK}/accounts/{account}/transactions"
-        loaded = at_path(event(load_event, "accounts/get_transactions.json", all="true"), path, account_id=account)
-        response, body = accounts(loaded, lambda_context)
-        if response["statusCode"] == 403:  # not consented for transactions
-            continue
-        assert response["statusCode"] == 200, body
-        listed |= {f"{account}/{item['id']}": item for item in body["transactions"]}
-    return listed
-
-
-def _replay(state: dict[str, dict[str, Any]], changes) -> dict[str, dict[str, Any]]:
-    by_transaction_id = {item["transaction_id"]: key for key, item in state.items()}
-    for kind, item in changes:
-        if kind == "removed":
-            state.pop(by_transaction_id.pop(item["transaction_id"]))
-            continue
-        key = f"{item['account_id']}/{item['id']}"
-        assert kind == "modified" or key not in state, f"{key} added twice"
-        state[key] = item
-        by_transaction_id[item["transaction_id"]] = key
-    return state
-
-
-def _bank_fields(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in item.items() if k not in {"transaction_id", "account_id", "pending_transaction_id"}}
-
-
 def test_replaying_the_feed_gives_the_live_transactions_then_and_a_day_later(
     clock, sandbox, admin, load_event, lambda_context
 ):
@@ -102,23 +60,23 @@ def test_replaying_the_feed_gives_the_live_transactions_then_and_a_day_later(
 
     run = _run_schedule(load_event, lambda_context)
     assert (run["synced"], run["failed"]) == (1, 0), run
-    changes, cursor = _feed(load_event, lambda_context)
-    state = _replay({}, changes)
-    live = _live(load_event, lambda_context)
+    changes, cursor = sync_feed(load_event, lambda_context)
+    state = replay({}, changes)
+    live = live_transactions(load_event, lambda_context)
     assert live and set(state) == set(live)
-    assert all(_bank_fields(state[key]) == live[key] for key in live)
+    assert all(bank_fields(state[key]) == live[key] for key in live)
     assert {kind for kind, _ in changes} == {"added"}
 
     # A day later (both clocks): the next run syncs again and the feed carries only what changed
     clock.advance(admin, sandbox.admin_url, 86_400)
     run = _run_schedule(load_event, lambda_context)
     assert (run["synced"], run["failed"]) == (1, 0), run
-    later, _ = _feed(load_event, lambda_context, cursor)
+    later, _ = sync_feed(load_event, lambda_context, cursor)
     assert later and len(later) < len(changes)  # not the whole history again
-    state = _replay(state, later)
-    live = _live(load_event, lambda_context)
+    state = replay(state, later)
+    live = live_transactions(load_event, lambda_context)
     assert set(live) <= set(state)
-    assert all(_bank_fields(state[key]) == live[key] for key in live)
+    assert all(bank_fields(state[key]) == live[key] for key in live)
     # The store keeps what aged out of the bank's 90 days (it was not removed, it is just older than the window)
     oldest_live = min(item["booking_date"] or item["transaction_date"] for item in live.values())
     aged = [state[key] for key in set(state) - set(live)]

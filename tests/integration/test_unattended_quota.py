@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from aisp import wiring
-from tests.integration.journey import BANK, SharedClock, accounts, at_path, connect_persona, event
+from tests.integration.journey import BANK, SharedClock, accounts, as_backend, at_path, connect_persona, event
 from tests.sandbox.helpers import MARC_ACCOUNTS
 
 pytestmark = pytest.mark.integration
@@ -56,24 +56,16 @@ def stack(gateway, sandbox, admin, monkeypatch) -> Iterator[Stack]:
     yield Stack(clock=clock, admin=admin, admin_url=sandbox.admin_url, sent=sent)
 
 
-def _as_backend(loaded: dict[str, Any]) -> dict[str, Any]:
-    jwt = loaded["requestContext"]["authorizer"]["jwt"]
-    jwt["scopes"] = ["aisp/unattended"]
-    jwt["claims"] |= {"sub": "fintech-backend-client", "scope": "aisp/unattended"}
-    loaded["headers"]["aisp-user"] = "user-marc"
-    return loaded
-
-
 def _balances(load_event, lambda_context, *, unattended: bool = True):
     loaded = at_path(event(load_event, "accounts/get_balances.json"), BALANCES, bank_code=BANK, account_id=ACCOUNT)
-    return accounts(_as_backend(loaded) if unattended else loaded, lambda_context)
+    return accounts(as_backend(loaded) if unattended else loaded, lambda_context)
 
 
 def _transactions(load_event, lambda_context, **query: str):
     loaded = at_path(
         event(load_event, "accounts/get_transactions.json", **query), TRANSACTIONS, bank_code=BANK, account_id=ACCOUNT
     )
-    return accounts(_as_backend(loaded), lambda_context)
+    return accounts(as_backend(loaded), lambda_context)
 
 
 def _aisp_calls(stack: Stack, path: str) -> list[dict[str, str]]:
