@@ -19,13 +19,18 @@ from aisp.models.quota import paris_day
 from functions.account_sync import app as account_sync_app
 from tests.conftest import FakeLambdaContext
 from tests.integration.journey import (
+    BANK,
     SharedClock,
+    accounts,
+    at_path,
     bank_fields,
     connect_persona,
+    event,
     live_transactions,
     replay,
     sync_feed,
 )
+from tests.sandbox.helpers import MARC_ACCOUNTS
 
 # A first sync of 1,200 transactions through moto's TransactWriteItems, then a day's: minutes on a loaded machine.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -103,9 +108,9 @@ def test_two_syncs_racing_report_each_transaction_once(clock, sandbox, load_even
     with ThreadPoolExecutor(2) as pool:
         outcomes = list(pool.map(sync, ["sync-a", "sync-b"]))
 
-    changes, _ = _feed(load_event, lambda_context)
-    state = _replay({}, changes)  # fails on any id added twice
-    live = _live(load_event, lambda_context)
+    changes, _ = sync_feed(load_event, lambda_context)
+    state = replay({}, changes)  # fails on any id added twice
+    live = live_transactions(load_event, lambda_context)
     assert set(state) == set(live) and len(changes) == len(live)
     winner = f"added {len(live)}"
     assert winner in outcomes and {*outcomes} - {winner} <= {"added 0", "conflict"}, outcomes
@@ -118,8 +123,8 @@ def test_a_live_read_after_a_day_fills_the_feed_and_the_next_sync_reads_none_of_
     marc = wiring.connection_services().connections.find("user-marc", BANK)
     wiring.transaction_store().defer_sync(marc.connection_id, at=clock.now())  # its first slot, now
     assert _run_schedule(load_event, lambda_context)["synced"] == 1
-    first, cursor = _feed(load_event, lambda_context)
-    state = _replay({}, first)
+    first, cursor = sync_feed(load_event, lambda_context)
+    state = replay({}, first)
 
     # A day later, the user's app reads every account's transactions of the bank's last 89 days (all pages)
     clock.advance(admin, sandbox.admin_url, 86_400)
@@ -133,17 +138,17 @@ def test_a_live_read_after_a_day_fills_the_feed_and_the_next_sync_reads_none_of_
         assert response["statusCode"] == 403 or body["next_cursor"] is None
 
     # The feed has the day's changes, as the live route lists them
-    later, cursor = _feed(load_event, lambda_context, cursor)
+    later, cursor = sync_feed(load_event, lambda_context, cursor)
     assert later and len(later) < len(first)
-    state = _replay(state, later)
-    live = _live(load_event, lambda_context)
-    assert set(live) <= set(state) and all(_bank_fields(state[key]) == live[key] for key in live)
+    state = replay(state, later)
+    live = live_transactions(load_event, lambda_context)
+    assert set(live) <= set(state) and all(bank_fields(state[key]) == live[key] for key in live)
 
     # The next scheduled sync adds nothing, and spends no transactions unit today (the account list's and the
     # balances' only: the app read no balances)
     run = _run_schedule(load_event, lambda_context)
     assert (run["synced"], run["failed"], run["added"], run["modified"], run["removed"]) == (1, 0, 0, 0, 0), run
-    assert _feed(load_event, lambda_context, cursor)[0] == []
+    assert sync_feed(load_event, lambda_context, cursor)[0] == []
     response, body = accounts(event(load_event, "accounts/get_quota.json"), lambda_context)
     assert response["statusCode"] == 200, body
     assert {usage["method"] for usage in body["usage"]} == {"accounts", "balances"}
