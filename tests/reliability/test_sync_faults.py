@@ -420,10 +420,6 @@ SCENARIOS = [
         lambda world: _aws("TransactWriteItems", code="ThrottlingException", when=_nth(2, _sync_transaction)),
     ),
     MidSync(
-        "DynamoDB cancels the 2nd account's TransactWriteItems (a conflicting transaction)",
-        lambda world: _aws("TransactWriteItems", code="", when=_nth(2, _sync_transaction), before=_canceled),
-    ),
-    MidSync(
         "another writer holds the lease when the 2nd account is written",
         lambda world: _aws("UpdateItem", code="", when=_nth(2, _head_update("seq")), before=_another_writer(world)),
     ),
