@@ -24,7 +24,7 @@ BankCodeField = Annotated[str, Field(pattern=r"^[0-9]{5}$", description="Establi
 class BankSummary(BaseModel):
     """One establishment as listed by ``GET /v1/banks``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     bank_code: str = Field(description="Establishment code (cdetab); the key of a connection")
     name: str
@@ -46,7 +46,7 @@ class BankSummary(BaseModel):
 class ListBanksResponse(BaseModel):
     """``GET /v1/banks``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     banks: list[BankSummary]
 
@@ -54,7 +54,7 @@ class ListBanksResponse(BaseModel):
 class FieldError(BaseModel):
     """One invalid field of a ``validation_error``: where (never the value sent) and why."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     field: str = Field(
         description="Where: body.<field>, query.<name>, header.<name> or path.<name> (dotted for nested fields)",
@@ -68,6 +68,8 @@ class Problem(BaseModel):
 
     Optional members are absent when they have no value (never ``null``).
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     type: str = Field(description="URI reference identifying the problem type: urn:aisp-gateway:error:<code>")
     title: str = Field(description="A short constant summary of the problem type")
@@ -93,20 +95,26 @@ class GatewayError(BaseModel):
     or timed out.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     message: str = Field(examples=["Unauthorized"])
 
 
-class ErrorResponse(RootModel[Problem | GatewayError]):
+class ErrorResponse(RootModel):  # type: ignore[type-arg]  # the root is declared below, see the comment there
     """An error answer: a ``Problem`` of ours (``application/problem+json``, with a ``code``) or API Gateway's own
     ``GatewayError`` (``application/json``, a ``message`` only)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    # Declared as a field, not as RootModel[Problem | GatewayError]: parametrizing the generic would build a schema
+    # at import.
+    root: Problem | GatewayError
 
 
 class CreateConnectionRequest(BaseModel):
     """``POST /v1/connections``. The user is the JWT ``sub``; a user id in the body is refused (extra fields)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     bank_code: BankCodeField
     return_url: Annotated[
@@ -122,7 +130,7 @@ class CreateConnectionRequest(BaseModel):
 class CreateConnectionResponse(BaseModel):
     """The login link for the user's browser, valid until ``expires_at``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     connection_id: str
     bank_code: str
@@ -144,7 +152,7 @@ class ConnectionStatus(StrEnum):
 class ConnectionSummary(BaseModel):
     """One connection as listed by ``GET /v1/connections`` (never any token), as it stands now."""
 
-    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True, defer_build=True)
 
     connection_id: str
     bank_code: str
@@ -178,7 +186,7 @@ class ConnectionSummary(BaseModel):
 class ListConnectionsResponse(BaseModel):
     """``GET /v1/connections``: every connection of the user, whatever its status."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     connections: list[ConnectionSummary]
 
@@ -186,7 +194,7 @@ class ListConnectionsResponse(BaseModel):
 class CompleteConnectionRequest(BaseModel):
     """``POST /v1/connections/{bank_code}/complete``: the one-time value the callback sent the app back with."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     completion: Annotated[
         str,
