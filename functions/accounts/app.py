@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import Response
     from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
+# The use cases that reach the bank or the stored feed are imported by the handlers that call them: init loads what
+# routing and the OpenAPI description need, a route's first call the rest (cold init: bench/README.md).
 from aisp import audit, wiring
 from aisp.api import Caller, current_caller, register_error_handlers
 from aisp.api.errors import classify
@@ -28,17 +30,7 @@ from aisp.api.openapi import ACCOUNT_ERRORS, BANK_ERRORS, responses
 from aisp.api.params import BankCodePath, NotNullable
 from aisp.cursors import MAX_CURSOR_LENGTH
 from aisp.errors import AispError
-from aisp.logic.accounts import (
-    TransactionQuery,
-    get_balances,
-    get_identity,
-    get_transactions,
-    get_trusted_beneficiaries,
-    list_accounts,
-    list_all_accounts,
-)
 from aisp.logic.quota import QuotaMeter, quota_today
-from aisp.logic.sync.feed import read_changes, stored_balances
 from aisp.models.accounts import (
     AllAccountsResponse,
     BalancesResponse,
@@ -142,6 +134,8 @@ def _caller() -> tuple[Caller, QuotaMeter | None]:
 )
 def handle_list_all_accounts() -> AllAccountsResponse:
     """Accounts across every active connection, with per-bank error entries."""
+    from aisp.logic.accounts import list_all_accounts  # noqa: PLC0415
+
     caller, meter = _caller()
     result = list_all_accounts(caller.user_id, psu=caller.psu, services=wiring.account_services(), meter=meter)
     failures = []
@@ -162,6 +156,8 @@ def handle_list_all_accounts() -> AllAccountsResponse:
 )
 def handle_list_accounts(bank_code: BankCodePath) -> ListAccountsResponse:
     """The user's accounts at this bank (without balances or links until consented)."""
+    from aisp.logic.accounts import list_accounts  # noqa: PLC0415
+
     caller, meter = _caller()
     return list_accounts(caller.user_id, bank_code, psu=caller.psu, services=wiring.account_services(), meter=meter)
 
@@ -177,6 +173,9 @@ def handle_get_balances(
     bank_code: BankCodePath, account_id: AccountIdPath, live: LiveQuery = False
 ) -> BalancesResponse:
     """The account's balances (403 if the consent does not cover them)."""
+    from aisp.logic.accounts import get_balances  # noqa: PLC0415
+    from aisp.logic.sync.feed import stored_balances  # noqa: PLC0415
+
     caller, meter = _caller()
     if not caller.attended and not live:
         kept = stored_balances(caller.user_id, bank_code, account_id, services=wiring.account_services())
@@ -208,6 +207,8 @@ def handle_get_transactions(  # the resolver passes every parameter by name
     all_pages: AllQuery = False,
 ) -> TransactionsResponse:
     """A page (or more) of transactions and the cursor to the next."""
+    from aisp.logic.accounts import TransactionQuery, get_transactions  # noqa: PLC0415
+
     query = TransactionQuery(date_from=date_from, date_to=date_to, cursor=cursor, limit=limit, all_pages=all_pages)
     caller, meter = _caller()
     return get_transactions(
@@ -232,6 +233,8 @@ def handle_get_transactions(  # the resolver passes every parameter by name
 )
 def handle_get_trusted_beneficiaries(bank_code: BankCodePath) -> TrustedBeneficiariesResponse:
     """The user's trusted beneficiaries (501 where the bank has none)."""
+    from aisp.logic.accounts import get_trusted_beneficiaries  # noqa: PLC0415
+
     caller, meter = _caller()
     beneficiaries = get_trusted_beneficiaries(
         caller.user_id, bank_code, psu=caller.psu, services=wiring.account_services(), meter=meter
@@ -248,6 +251,8 @@ def handle_get_trusted_beneficiaries(bank_code: BankCodePath) -> TrustedBenefici
 )
 def handle_get_identity(bank_code: BankCodePath) -> IdentityResponse:
     """The connected PSU's name (501 where the bank does not give it)."""
+    from aisp.logic.accounts import get_identity  # noqa: PLC0415
+
     caller, meter = _caller()
     return get_identity(caller.user_id, bank_code, psu=caller.psu, services=wiring.account_services(), meter=meter)
 
@@ -274,6 +279,8 @@ def handle_sync_transactions(
     bank_code: BankCodePath, cursor: SyncCursorQuery = None, count: SyncCountQuery = 100
 ) -> TransactionsSyncResponse:
     """A page of the connection's change feed and the cursor after it."""
+    from aisp.logic.sync.feed import read_changes  # noqa: PLC0415
+
     caller, _ = _caller()
     return read_changes(caller.user_id, bank_code, cursor=cursor, count=count, services=wiring.account_services())
 

@@ -13,19 +13,14 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+# The connection use cases are imported by the handlers that call them: init loads what routing and the OpenAPI
+# description need, a route's first call the rest (cold init: bench/README.md).
 from aisp import audit, wiring
 from aisp.api import current_caller, current_user, register_error_handlers
 from aisp.api.headers import no_store, nosniff
 from aisp.api.openapi import responses
 from aisp.api.params import BankCodePath, IdempotencyKeyHeader
 from aisp.logic.banks import list_banks
-from aisp.logic.connections import (
-    complete_connection,
-    delete_connection,
-    get_connection,
-    list_connections,
-    start_connection_once,
-)
 from aisp.models.api import (
     CompleteConnectionRequest,
     ConnectionSummary,
@@ -67,6 +62,8 @@ def handle_create_connection(
     request: CreateConnectionRequest, idempotency_key: IdempotencyKeyHeader = None
 ) -> Response[CreateConnectionResponse]:
     """Start the OAuth journey: 201 with the bank's login link."""
+    from aisp.logic.connections import start_connection_once  # noqa: PLC0415
+
     started = start_connection_once(
         user_id=current_user(app.current_event),
         request=request,
@@ -89,6 +86,8 @@ def handle_create_connection(
 )
 def handle_list_connections() -> ListConnectionsResponse:
     """List the user's connections (no tokens, ever)."""
+    from aisp.logic.connections import list_connections  # noqa: PLC0415
+
     connections = list_connections(current_caller(app.current_event).user_id, services=wiring.connection_services())
     return ListConnectionsResponse(connections=connections)
 
@@ -103,6 +102,8 @@ def handle_list_connections() -> ListConnectionsResponse:
 )
 def handle_get_connection(bank_code: BankCodePath) -> ConnectionSummary:
     """The user's connection to this bank, as it stands now (no tokens, ever)."""
+    from aisp.logic.connections import get_connection  # noqa: PLC0415
+
     return get_connection(current_caller(app.current_event).user_id, bank_code, services=wiring.connection_services())
 
 
@@ -120,6 +121,8 @@ def handle_get_connection(bank_code: BankCodePath) -> ConnectionSummary:
 )
 def handle_complete_connection(bank_code: BankCodePath, request: CompleteConnectionRequest) -> ConnectionSummary:
     """Activate the connection with the callback's one-time ``completion`` value, as the user who started it."""
+    from aisp.logic.connections import complete_connection  # noqa: PLC0415
+
     return complete_connection(
         user_id=current_user(app.current_event),
         bank_code=bank_code,
@@ -138,6 +141,8 @@ def handle_complete_connection(bank_code: BankCodePath, request: CompleteConnect
 )
 def handle_delete_connection(bank_code: BankCodePath) -> Response[None]:
     """Forget a connection's tokens (revoked at the bank where it can): 204."""
+    from aisp.logic.connections import delete_connection  # noqa: PLC0415
+
     delete_connection(current_user(app.current_event), bank_code, services=wiring.connection_services())
     return Response(status_code=204)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aisp import errors
 from aisp.api.headers import NO_STORE, NOSNIFF, rate_limit_headers
-from aisp.models.api import FieldError, Problem
+from aisp.models.problem import FieldError, Problem
 from aisp.observability import logger
 
 if TYPE_CHECKING:

@@ -1,11 +1,12 @@
 """OpenAPI response declarations shared by the HTTP functions' routes (``responses=`` of the route decorators).
 
 The success response's schema comes from each route's return annotation (Powertools fills it in). Errors are RFC 9457
-problems (``application/problem+json``, :class:`~aisp.models.api.Problem`) whose ``code`` says which one, except
-the answers API Gateway gives by itself (``application/json {"message": ...}``, :class:`~aisp.models.api.GatewayError`):
-a status both can give is declared as :class:`~aisp.models.api.ErrorResponse`, the union of the two, so that a
-generated client reads either. ``scripts/export_openapi.py`` merges the functions' documents into
-``docs/openapi.json`` and adds the ``default`` answer (:data:`DEFAULT_RESPONSE`) to every operation.
+problems (``application/problem+json``, :class:`~aisp.models.problem.Problem`) whose ``code`` says which one,
+except the answers API Gateway gives by itself (``application/json {"message": ...}``,
+:class:`~aisp.models.problem.GatewayError`): a status both can give is declared as
+:class:`~aisp.models.problem.ErrorResponse`, the union of the two, so that a generated client reads either.
+``scripts/export_openapi.py`` merges the functions' documents into ``docs/openapi.json`` and adds the ``default``
+answer (:data:`DEFAULT_RESPONSE`) to every operation.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from aisp.api.errors import PROBLEM_CONTENT_TYPE
-from aisp.models.api import ErrorResponse, Problem
+from aisp.models.problem import ErrorResponse, Problem
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
@@ -116,7 +117,7 @@ def responses(
     """``{status: success, 401: ..., <error status>: problem...}`` for the decorator of a route behind the JWT.
 
     ``content`` overrides the success body (default: the route's return annotation, as JSON). A status API Gateway
-    can also answer (:data:`GATEWAY_ANSWERS`) is an :class:`~aisp.models.api.ErrorResponse` in both media types.
+    can also answer (:data:`GATEWAY_ANSWERS`) is an :class:`~aisp.models.problem.ErrorResponse` in both media types.
     """
     declared: dict[int, Any] = {status: {"description": description}}
     if content is not None:

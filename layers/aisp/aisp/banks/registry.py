@@ -48,7 +48,9 @@ class BankCapabilities(BaseModel):
     """What an establishment's API offers (89C3 'Limits' pages, the seed)."""
 
     # GET /v1/banks always sends every field: the API's schema marks them all required.
-    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_serialization_defaults_required=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_serialization_defaults_required=True, defer_build=True
+    )
 
     identity: bool
     trusted_beneficiaries: bool
@@ -80,7 +82,7 @@ class ResponseSignaturePolicy(BaseModel):
     until a real certificate is pinned; ``enforce`` needs one (the client refuses to start without).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     mode: SignatureMode = SignatureMode.LOG
     certificates: tuple[str, ...] = ()
@@ -89,21 +91,22 @@ class ResponseSignaturePolicy(BaseModel):
 class Profile(BaseModel):
     """What one API product of a bank serves (a ``profiles`` entry of the file)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     stet_version: Annotated[str, Field(pattern=r"^1\.[0-9]+\.[0-9]+(\.[0-9]+)?$")]
     api_prefix: PathPrefix
     # STET types dateFrom/dateTo as date-time; a bank that wants YYYY-MM-DD says "date" (BPCE takes both).
     date_format: Literal["date-time", "date"] = "date-time"
     capabilities: BankCapabilities
-    response_signature: ResponseSignaturePolicy = ResponseSignaturePolicy()
+    # A factory, not an instance: building one at import would build the model's schema at every cold start.
+    response_signature: ResponseSignaturePolicy = Field(default_factory=ResponseSignaturePolicy)
     note: str | None = None
 
 
 class _Brand(BaseModel):
     """What names an establishment, in the file and once resolved."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     bank_code: BankCode
     name: Annotated[str, Field(min_length=1, max_length=120)]
@@ -131,7 +134,7 @@ class Bank(_Brand, Profile):
 class ProfileChoice(BaseModel):
     """An environment's choice in an entry: a profile, optionally with parts overridden."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     profile: str
     stet_version: str | None = None
@@ -161,7 +164,7 @@ class BankEntry(_Brand):
 class RegistryFile(BaseModel):
     """The shape of ``banks.json``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     about: str
     sources: dict[str, str]

@@ -410,7 +410,7 @@ def _read_for_delete(services: ConnectionServices, user_id: str, bank_code: str)
 class ConnectionCall(BaseModel):
     """What a keyed ``POST /v1/connections`` is recorded under (user, key) and bound to (the request)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     user_id: str
     idempotency_key: str

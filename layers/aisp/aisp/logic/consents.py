@@ -38,7 +38,7 @@ __all__ = ["ConsentCall", "submit_consent"]
 class ConsentCall(BaseModel):
     """What the idempotency record is keyed on (user, bank, key) and validated against (the consent)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     user_id: str
     bank_code: str

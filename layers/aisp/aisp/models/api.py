@@ -2,7 +2,7 @@
 
 Conventions (``docs/clients.md``): every answer is an object (lists under a named key), every field of an answer is
 always sent (``null`` when it has no value, never absent), enum values are lower-case snake case, errors are
-:class:`Problem` documents except the answers API Gateway gives itself (:class:`GatewayError`).
+:mod:`aisp.models.problem` documents.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, RootModel
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from aisp.banks import Bank, BankCapabilities, Network
 from aisp.iban import is_valid_iban, normalise_iban
@@ -24,7 +23,7 @@ BankCodeField = Annotated[str, Field(pattern=r"^[0-9]{5}$", description="Establi
 class BankSummary(BaseModel):
     """One establishment as listed by ``GET /v1/banks``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     bank_code: str = Field(description="Establishment code (cdetab); the key of a connection")
     name: str
@@ -46,67 +45,15 @@ class BankSummary(BaseModel):
 class ListBanksResponse(BaseModel):
     """``GET /v1/banks``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     banks: list[BankSummary]
-
-
-class FieldError(BaseModel):
-    """One invalid field of a ``validation_error``: where (never the value sent) and why."""
-
-    model_config = ConfigDict(frozen=True)
-
-    field: str = Field(
-        description="Where: body.<field>, query.<name>, header.<name> or path.<name> (dotted for nested fields)",
-        examples=["body.return_url"],
-    )
-    message: str = Field(description="What is wrong with it", examples=["Field required"])
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem document (``application/problem+json``) with a stable machine-readable ``code``.
-
-    Optional members are absent when they have no value (never ``null``).
-    """
-
-    type: str = Field(description="URI reference identifying the problem type: urn:aisp-gateway:error:<code>")
-    title: str = Field(description="A short constant summary of the problem type")
-    status: int = Field(description="The HTTP status code")
-    code: str = Field(description="Stable error code clients can switch on", examples=["connection_not_found"])
-    detail: str | SkipJsonSchema[None] = Field(default=None, description="This occurrence, in a constant sentence")
-    request_id: str | SkipJsonSchema[None] = Field(
-        default=None, description="The API's request id (also the X-Request-ID header): quote it to support"
-    )
-    errors: list[FieldError] | SkipJsonSchema[None] = Field(
-        default=None, description="validation_error: every invalid field"
-    )
-    retry_at: AwareDatetime | SkipJsonSchema[None] = Field(
-        default=None, description="quota_exhausted: when the unattended quota resets (the next Europe/Paris midnight)"
-    )
-
-
-class GatewayError(BaseModel):
-    """An answer of API Gateway itself, before or instead of our code (``application/json``).
-
-    ``{"message": "Unauthorized"}`` from the JWT authorizer, ``Not Found`` for a path no route matches, ``Too Many
-    Requests`` from the API's throttling, ``Internal Server Error`` or ``Service Unavailable`` when a function failed
-    or timed out.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    message: str = Field(examples=["Unauthorized"])
-
-
-class ErrorResponse(RootModel[Problem | GatewayError]):
-    """An error answer: a ``Problem`` of ours (``application/problem+json``, with a ``code``) or API Gateway's own
-    ``GatewayError`` (``application/json``, a ``message`` only)."""
 
 
 class CreateConnectionRequest(BaseModel):
     """``POST /v1/connections``. The user is the JWT ``sub``; a user id in the body is refused (extra fields)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     bank_code: BankCodeField
     return_url: Annotated[
@@ -122,7 +69,7 @@ class CreateConnectionRequest(BaseModel):
 class CreateConnectionResponse(BaseModel):
     """The login link for the user's browser, valid until ``expires_at``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     connection_id: str
     bank_code: str
@@ -144,7 +91,7 @@ class ConnectionStatus(StrEnum):
 class ConnectionSummary(BaseModel):
     """One connection as listed by ``GET /v1/connections`` (never any token), as it stands now."""
 
-    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True, defer_build=True)
 
     connection_id: str
     bank_code: str
@@ -178,7 +125,7 @@ class ConnectionSummary(BaseModel):
 class ListConnectionsResponse(BaseModel):
     """``GET /v1/connections``: every connection of the user, whatever its status."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     connections: list[ConnectionSummary]
 
@@ -186,7 +133,7 @@ class ListConnectionsResponse(BaseModel):
 class CompleteConnectionRequest(BaseModel):
     """``POST /v1/connections/{bank_code}/complete``: the one-time value the callback sent the app back with."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     completion: Annotated[
         str,

@@ -54,7 +54,7 @@ class PendingAuthorization(BaseModel):
     (the callback), so completing later does not extend the refresh token's life.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     authorization_id: str
     authorized_at: AwareDatetime
@@ -76,7 +76,7 @@ class PendingAuthorization(BaseModel):
 class CardReference(BaseModel):
     """A deferred-debit card in a consent, by its masked number as the bank lists it (never a full card number)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     card: str = Field(description="The card's masked number, the masked_pan of GET .../accounts")
 
@@ -85,7 +85,9 @@ class ConsentSnapshot(BaseModel):
     """What the user last consented to at the bank (written by the consent submission, issue 5)."""
 
     # Answers always carry every field: the API's schema marks them all required.
-    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_serialization_defaults_required=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_serialization_defaults_required=True, defer_build=True
+    )
 
     balances: list[str | CardReference] = Field(
         default_factory=list, description="Accounts consented for balances: IBANs, and cards as {card}"
@@ -101,7 +103,7 @@ class ConsentSnapshot(BaseModel):
 class Connection(BaseModel):
     """One user's connection to one bank (establishment code), without its tokens."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     connection_id: str
     user_id: str
@@ -154,7 +156,7 @@ class Connection(BaseModel):
 class TokenPair(BaseModel):
     """The bank's tokens for one connection, decrypted. ``SecretStr``: never printed, logged or dumped."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     access_token: SecretStr
     refresh_token: SecretStr | None = None
@@ -168,7 +170,7 @@ class TokenPair(BaseModel):
 class OAuthState(BaseModel):
     """A pending authorization request, found again by its ``state`` (stored hashed)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     state_hash: str
     user_id: str
@@ -195,7 +197,7 @@ class Completion(BaseModel):
     """The one-time value the callback hands the app (stored hashed): it activates one authorization, for the user
     who started the login, before ``valid_until``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     completion_hash: str
     user_id: str
