@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.cfn_yaml import load_template
 from tests.conftest import REPO_ROOT
 from tests.containers.sam import sam_environment
 from tests.infrastructure.conftest import SAM_PYTHON, needs_sam
@@ -59,6 +60,17 @@ def test_the_layer_holds_exactly_the_pinned_requirements_and_the_aisp_package(la
     requirements = (REPO_ROOT / "layers" / "aisp" / "requirements.txt").read_text(encoding="utf-8").splitlines()
     pins = {line.replace("-", "_").replace("==", "-").lower() for line in requirements if "==" in line}
     assert {entry.name.removesuffix(".dist-info").lower() for entry in layer.glob("*.dist-info")} == pins
+    # Every platform wheel is for the layer's BuildArchitecture (layers/aisp/Makefile's WHEEL_ARCH follows it)
+    architecture = load_template(REPO_ROOT / "template.yaml")["Resources"]["AispLayer"]["Metadata"]["BuildArchitecture"]
+    wheel_arch = {"x86_64": "x86_64", "arm64": "aarch64"}[architecture]
+    tags = [
+        line.removeprefix("Tag: ")
+        for wheel in layer.glob("*.dist-info/WHEEL")
+        for line in wheel.read_text(encoding="utf-8").splitlines()
+        if line.startswith("Tag: ") and not line.endswith("-any")
+    ]
+    assert tags  # pydantic-core, cryptography, cffi, ...
+    assert [tag for tag in tags if "-manylinux" not in tag or not tag.endswith(f"_{wheel_arch}")] == []
     sources = REPO_ROOT / "layers" / "aisp" / "aisp"
     shipped = {p.relative_to(layer / "aisp") for p in (layer / "aisp").rglob("*") if "__pycache__" not in p.parts}
     expected = {p.relative_to(sources) for p in sources.rglob("*") if "__pycache__" not in p.parts}
