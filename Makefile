@@ -17,7 +17,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Redocly CLI (make lint) offline: no usage telemetry, no update check.
 export REDOCLY_TELEMETRY := off
 export REDOCLY_SUPPRESS_UPDATE_NOTICE := true
-# sam build's python3.13 workflow looks for `python3.13` on PATH.
+# sam build's python3.13 workflow (the functions) and layers/aisp/Makefile (the layer) run `python3.13` from PATH.
 export PATH := $(dir $(PYTHON)):$(PATH)
 
 .PHONY: help dev browser docker lambda-image iac deps deps-check format lint mypy validate build unit aws integration pytest test \
@@ -143,6 +143,7 @@ build: $(SAM_VENV)/.installed deps-check
 	$(SAM) build --template template.yaml --build-dir .aws-sam/build
 	@test -f .aws-sam/build/AispLayer/python/aisp/banks/banks.json
 	@test -d .aws-sam/build/AispLayer/python/pydantic
+	@test -f .aws-sam/build/AispLayer/python/aisp/__pycache__/__init__.cpython-313.pyc
 
 # The fast tier: the logic over the in-memory stack (tests/use_cases.py) and the memory half of the repository
 # contract suite; no AWS, not even moto. `make aws`: the AWS adapters and the DynamoDB half, on moto in process.

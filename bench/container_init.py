@@ -9,9 +9,10 @@ aws/aws-lambda-runtime-interface-emulator#106.) The in-process figure is ``bench
 interpreter importing the handler, the layer from source), measured in the same rounds. Functions are
 interleaved so that a busy moment of the machine hits every row alike.
 
-A second container column runs a copy of the build whose layer and functions are compiled to bytecode first
-(``compileall``, unchecked-hash .pyc): `sam build` ships sources only, and Lambda's /opt is read-only, so without
-.pyc every cold start compiles every module it imports; that column shows what shipping bytecode would save.
+The build's layer carries unchecked-hash .pyc (layers/aisp/Makefile; Lambda's /opt is read-only, so without them
+every cold start compiles every module it imports). Two more container columns run copies of the build: one with
+every ``__pycache__`` removed (sources only, what `sam build` shipped before the layer was compiled), and one with
+the functions' own code compiled too (the functions are built by SAM's python3.13 workflow, which writes none).
 
 Usage: python -m bench.container_init [--runs 5]   (make bench; needs Docker: `make docker`, and `make build`)
 """
@@ -59,11 +60,19 @@ def images() -> set[str]:
     return set(listing.stdout.split())
 
 
-def precompiled_copy(target: Path) -> Path:
-    """A copy of .aws-sam/build with every module compiled to bytecode; its template."""
+def sources_only_copy(target: Path) -> Path:
+    """A copy of .aws-sam/build without any bytecode; its template."""
+    shutil.copytree(BUILT.parent, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target / BUILT.name
+
+
+def functions_compiled_copy(target: Path) -> Path:
+    """A copy of .aws-sam/build with the functions' code compiled to bytecode as the layer is; its template."""
     shutil.copytree(BUILT.parent, target)
-    if not compileall.compile_dir(target, quiet=1, invalidation_mode=PycInvalidationMode.UNCHECKED_HASH):
-        raise RuntimeError(f"compileall failed under {target}")
+    for function in CASES:
+        folder = target / function
+        if not compileall.compile_dir(folder, quiet=1, invalidation_mode=PycInvalidationMode.UNCHECKED_HASH):
+            raise RuntimeError(f"compileall failed under {folder}")
     return target / BUILT.name
 
 
@@ -80,15 +89,15 @@ def container_init_ms(function: str, event: str, *, template: Path, image: str, 
     return float(found.group(1))
 
 
-def run(runs: int, image: str, env_file: Path, precompiled: Path) -> dict[str, dict[str, list[float]]]:
-    """``runs`` rounds over every function: a sample of each container variant and one in process."""
-    columns = ("container", "precompiled", "process")
+def run(runs: int, image: str, env_file: Path, templates: dict[str, Path]) -> dict[str, dict[str, list[float]]]:
+    """``runs`` rounds over every function: a sample of each container variant (``templates``) and one in process."""
+    columns = (*templates, "process")
     samples: dict[str, dict[str, list[float]]] = {name: {column: [] for column in columns} for name in CASES}
     for folder in {folder for folder, _ in CASES.values()}:  # warm the page cache and .pyc files once
         sample("import app", ROOT / "functions" / folder, write_bytecode=True)
     for round_number in range(1, runs + 1):
         for function, (folder, event) in CASES.items():
-            for column, template in (("container", BUILT), ("precompiled", precompiled)):
+            for column, template in templates.items():
                 init_ms = container_init_ms(function, event, template=template, image=image, env_file=env_file)
                 samples[function][column].append(init_ms)
             wall, _ = sample("import app", ROOT / "functions" / folder)
@@ -106,28 +115,33 @@ def remove_new_images(before: set[str]) -> None:
 def report(samples: dict[str, dict[str, list[float]]], runs: int, image: str) -> list[dict[str, object]]:
     """Print the table; the rows as data."""
     print(f"cold init in a Lambda container ({image}), median of {runs} fresh containers, beside in process (ms)")
-    print(f"{'function':24} {'container':>10} {'min':>8} {'max':>8} {'with .pyc':>10} {'in process':>11} {'ratio':>6}")
+    header = f"{'function':24} {'as built':>9} {'min':>7} {'max':>7} {'no .pyc':>8} {'+fn .pyc':>9} {'in process':>11}"
+    print(f"{header} {'ratio':>6} {'no .pyc':>8}")
     rows: list[dict[str, object]] = []
     for function, values in samples.items():
-        container, process = statistics.median(values["container"]), statistics.median(values["process"])
-        precompiled = statistics.median(values["precompiled"])
-        low, high = min(values["container"]), max(values["container"])
-        ratio = container / process
+        built, process = statistics.median(values["built"]), statistics.median(values["process"])
+        sources, compiled = statistics.median(values["sources"]), statistics.median(values["functions"])
+        low, high = min(values["built"]), max(values["built"])
+        ratio, sources_ratio = built / process, sources / process
         print(
-            f"{function:24} {container:10.1f} {low:8.1f} {high:8.1f} {precompiled:10.1f} {process:11.1f} {ratio:6.2f}"
+            f"{function:24} {built:9.1f} {low:7.1f} {high:7.1f} {sources:8.1f} {compiled:9.1f} {process:11.1f}"
+            f" {ratio:6.2f} {sources_ratio:8.2f}"
         )
         rows.append(
             {
                 "function": function,
-                "container_median_ms": round(container, 1),
+                "container_median_ms": round(built, 1),
                 "container_min_ms": round(low, 1),
                 "container_max_ms": round(high, 1),
-                "container_precompiled_median_ms": round(precompiled, 1),
+                "container_sources_only_median_ms": round(sources, 1),
+                "container_functions_compiled_median_ms": round(compiled, 1),
                 "in_process_median_ms": round(process, 1),
                 "ratio": round(ratio, 2),
+                "sources_only_ratio": round(sources_ratio, 2),
             }
         )
-    print("ratio = container / in process; 'with .pyc': the same build with its modules compiled beforehand")
+    print("as built: .aws-sam/build (the layer with .pyc); no .pyc: the same without any; +fn .pyc: the functions")
+    print("compiled too; ratio = container / in process")
     return rows
 
 
@@ -159,8 +173,12 @@ def main() -> int:
             ) as stack,
         ):
             assert stack.sam_env_path is not None
-            precompiled = precompiled_copy(Path(state) / "precompiled")
-            samples = run(args.runs, image, stack.sam_env_path, precompiled)
+            templates = {
+                "built": BUILT,
+                "sources": sources_only_copy(Path(state) / "sources-only"),
+                "functions": functions_compiled_copy(Path(state) / "functions-compiled"),
+            }
+            samples = run(args.runs, image, stack.sam_env_path, templates)
     finally:
         remove_new_images(before)
     rows = report(samples, args.runs, image)

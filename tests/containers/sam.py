@@ -39,7 +39,7 @@ def free_port() -> int:
 
 def sam_environment() -> dict[str, str]:
     """SAM CLI's environment: this one (fake AWS keys, see tests/conftest.py), no telemetry, python3.13 on PATH."""
-    python_bin = str(Path(sys.base_prefix) / "bin")  # `sam build`'s python3.13 workflow looks for it on PATH
+    python_bin = str(Path(sys.base_prefix) / "bin")  # sam build runs python3.13 from PATH
     return {**os.environ, "SAM_CLI_TELEMETRY": "0", "PATH": f"{python_bin}:{os.environ['PATH']}"}
 
 

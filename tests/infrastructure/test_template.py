@@ -43,7 +43,7 @@ def test_globals_runtime_tracing_layer_and_architecture(template):
     assert function_globals["Tracing"] == "Active"
     assert function_globals["Layers"] == [{"Ref": "AispLayer"}]
     layer = template["Resources"]["AispLayer"]
-    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "x86_64"}
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "x86_64"}  # layers/aisp/Makefile
     assert function_globals["Architectures"] == ["x86_64"]
     assert layer["Properties"]["ContentUri"] == "layers/aisp/"
 
