@@ -39,7 +39,8 @@ def test_a_cursor_round_trips_and_hides_the_bank_url(sealer):
     # Then the position is back, and nothing of it is readable in the cursor
     assert opened == position
     assert cursor.startswith(CURSOR_PREFIX)
-    assert "13807" not in cursor and "page" not in cursor and "038" not in cursor
+    # (needles of 5 characters or more: a shorter one turns up by chance in random base64 often enough to flake)
+    assert "13807" not in cursor and "page=" not in cursor and "CPT30019654051" not in cursor
     assert sealer.seal(position, now=NOW, **BOUND) != cursor  # a fresh nonce each time
 
 
