@@ -33,10 +33,9 @@ from aisp.errors import (
     BankUnavailableError,
     ClientCredentialsRejectedError,
     EventPublishError,
-    FanoutError,
     TokenRefreshBatchError,
 )
-from aisp.logic.fanout import partition_shards
+from aisp.logic.fanout import capacity, plan_fanout
 from aisp.logic.ports import BankGateway, EventPublisher, FanoutQueue, RefreshRepository
 from aisp.logic.refresh.engine import Refresh, RefreshEngine, RefreshOutcome
 from aisp.logic.revocation import end_authorization
@@ -268,31 +267,20 @@ class _Run:
         if fanout is None:
             return shards
         due_before = epoch(self.services.clock.now() + self.policy.margin)
-        counts: dict[int, int] = {}
-        for shard in shards:
-            try:
-                counts[shard] = self.services.connections.count_due(shard, due_before=due_before)
-            except AispError:
-                logger.exception("counting due connections failed", shard=shard)
-                counts[shard] = 1  # unknown: keep the shard local, its query will tell
-        capacity = max(1, int(self.policy.rate_per_second * max(1.0, self.seconds_left())))
-        groups = partition_shards([(shard, n) for shard, n in counts.items() if n > 0], capacity)
-        logger.info("due connections counted", due=sum(counts.values()), capacity=capacity, groups=len(groups))
-        if len(groups) <= 1:
-            return groups[0] if groups else []
-        local, remote = groups[0], groups[1:]
-        requests = [
-            FanoutRequest(shards=tuple(group), run_id=self.summary.run_id, requested_at=self.services.clock.now())
-            for group in remote
-        ]
-        try:
-            fanout.send(requests)
-        except FanoutError:
-            logger.exception("fan-out failed; refreshing what fits here, the rest stays due")
+        plan = plan_fanout(
+            shards,
+            count_due=lambda shard: self.services.connections.count_due(shard, due_before=due_before),
+            capacity=capacity(self.policy.rate_per_second, self.seconds_left()),
+            queue=fanout,
+            request=lambda group: FanoutRequest(
+                shards=group, run_id=self.summary.run_id, requested_at=self.services.clock.now()
+            ),
+            work="connections",
+        )
+        if plan.send_failed:
             self.failure_without_connection("fanout")
-            return [shard for group in groups for shard in group]
-        self.summary.fanned_out = [list(group) for group in remote]
-        return local
+        self.summary.fanned_out = plan.fanned_out
+        return plan.local
 
     # -- refresh ------------------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field
 
 from aisp import errors
-from aisp.logic.fanout import partition_shards
+from aisp.logic.fanout import capacity, plan_fanout
 from aisp.logic.ports import EventPublisher, FanoutQueue, RefreshRepository
 from aisp.logic.services import AccountServices
 from aisp.logic.sync.run import sync_connection
@@ -140,28 +140,17 @@ class _Run:
         if fanout is None:
             return shards
         store, now = self.services.accounts.transactions, self.services.accounts.connections.clock.now()
-        counts: dict[int, int] = {}
-        for shard in shards:
-            try:
-                counts[shard] = store.count_due_syncs(shard, due_before=now)
-            except errors.AispError:
-                logger.exception("counting due syncs failed", shard=shard)
-                counts[shard] = 1  # unknown: keep the shard here, its query will tell
-        capacity = max(1, int(self.policy.rate_per_second * max(1.0, self.seconds_left())))
-        groups = partition_shards([(shard, n) for shard, n in counts.items() if n > 0], capacity)
-        logger.info("due syncs counted", due=sum(counts.values()), capacity=capacity, groups=len(groups))
-        if len(groups) <= 1:
-            return groups[0] if groups else []
-        local, remote = groups[0], groups[1:]
         run_id = self.summary.run_id
-        requests = [FanoutRequest(shards=tuple(group), run_id=run_id, requested_at=now) for group in remote]
-        try:
-            fanout.send(requests)
-        except errors.FanoutError:
-            logger.exception("sync fan-out failed; syncing what fits here, the rest stays due")
-            return [shard for group in groups for shard in group]
-        self.summary.fanned_out = [list(group) for group in remote]
-        return local
+        plan = plan_fanout(
+            shards,
+            count_due=lambda shard: store.count_due_syncs(shard, due_before=now),
+            capacity=capacity(self.policy.rate_per_second, self.seconds_left()),
+            queue=fanout,
+            request=lambda group: FanoutRequest(shards=group, run_id=run_id, requested_at=now),
+            work="syncs",
+        )
+        self.summary.fanned_out = plan.fanned_out
+        return plan.local
 
     # -- sync -----------------------------------------------------------------------------------------------------
 
