@@ -175,18 +175,20 @@ def _write(
     read: then read it again and diff again (no bank call), :data:`WRITE_ATTEMPTS` times at most. So two syncs, or a
     sync and a live read, never report one update twice."""
     store = services.transactions
-    for attempt in range(1, WRITE_ATTEMPTS + 1):
+
+    def attempt(stored: StoredAccount) -> tuple[int, list[TransactionChange]]:
         changes = in_write_order(
             diff_account(listing.account_id, stored.transactions, listing.transactions, window_from=listing.date_from)
         )
+        return store.append(connection_id, changes, owner=owner, now=now, expected=stored.version), changes
+
+    for tried in range(1, WRITE_ATTEMPTS):
         try:
-            return store.append(connection_id, changes, owner=owner, now=now, expected=stored.version), changes
+            return attempt(stored)
         except errors.ConflictError:
-            if attempt == WRITE_ATTEMPTS:
-                raise
-            logger.info("sync: the store changed while the bank was read; diffing again", attempt=attempt)
+            logger.info("sync: the store changed while the bank was read; diffing again", attempt=tried)
             stored = store.live(connection_id, listing.account_id)
-    raise AssertionError("unreachable")  # pragma: no cover
+    return attempt(stored)
 
 
 def sync_connection(
