@@ -126,7 +126,11 @@ class RoundTripStore(MemoryTransactionStore):
 
     def freshness(self, connection_id: str, account_id: str) -> AccountFreshness:
         self.trips.wait()  # one BatchGetItem
-        return super().freshness(connection_id, account_id)
+        return super().freshness_many(connection_id, [account_id])[account_id]
+
+    def freshness_many(self, connection_id: str, account_ids: Collection[str]) -> dict[str, AccountFreshness]:
+        self.trips.wait(math.ceil(2 * len(set(account_ids)) / 100))  # BatchGetItem: two keys an account, 100 a call
+        return super().freshness_many(connection_id, account_ids)
 
     def note_listing(self, connection_id: str, account_id: str, freshness: Freshness) -> bool:
         self.trips.wait()

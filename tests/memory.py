@@ -1229,11 +1229,17 @@ class MemoryTransactionStore:
             return None if found is None else (list(found[0]), found[1].at)
 
     def freshness(self, connection_id: str, account_id: str) -> AccountFreshness:
+        return self.freshness_many(connection_id, [account_id])[account_id]
+
+    def freshness_many(self, connection_id: str, account_ids: Collection[str]) -> dict[str, AccountFreshness]:
         with self._lock:
-            balances = self._balances.get(connection_id, {}).get(account_id)
-            return AccountFreshness(
-                self._listings.get(connection_id, {}).get(account_id), None if balances is None else balances[1]
-            )
+            listings, balances = self._listings.get(connection_id, {}), self._balances.get(connection_id, {})
+            return {
+                account_id: AccountFreshness(
+                    listings.get(account_id), None if account_id not in balances else balances[account_id][1]
+                )
+                for account_id in account_ids
+            }
 
     def note_listing(self, connection_id: str, account_id: str, freshness: Freshness) -> bool:
         with self._lock:

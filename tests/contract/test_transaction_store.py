@@ -422,3 +422,30 @@ def test_freshness_says_when_and_by_whom_an_accounts_data_was_stored_and_a_live_
     store.note_listing(CONNECTION, OTHER, Freshness(NOW, live=False, date_from=date(2026, 9, 7)))
     store.purge(CONNECTION)
     assert store.freshness(CONNECTION, OTHER) == AccountFreshness(None, None)
+
+
+def test_the_freshness_of_many_accounts_is_each_accounts_freshness(store):
+    from aisp.models.bank import BankBalance
+    from aisp.models.sync import AccountFreshness, Freshness
+
+    # Given 60 accounts (120 keys: more than one BatchGetItem call takes), some listed, some with balances
+    balance = [BankBalance(type="CLBD", name=None, amount=Decimal("1"), currency="EUR", reference_date=None)]
+    accounts = [f"038-CPT{n:011d}" for n in range(60)]
+    for n, account in enumerate(accounts):
+        if n % 2 == 0:
+            store.note_listing(CONNECTION, account, Freshness(NOW, live=False, date_from=date(2026, 9, n % 28 + 1)))
+        if n % 3 == 0:
+            store.put_balances(CONNECTION, account, balance, now=NOW + timedelta(minutes=n))
+    store.note_listing("cn_other_13807", "038-CPT99999999999", Freshness(NOW, live=False, date_from=date(2026, 9, 1)))
+
+    # When they are read at once, with an account asked twice and one the store never kept
+    found = store.freshness_many(CONNECTION, [*accounts, accounts[0], "038-CPT99999999999"])
+
+    # Then each account asked is answered once, as freshness() answers it alone
+    assert set(found) == {*accounts, "038-CPT99999999999"}
+    for n, account in enumerate(accounts):
+        listed = Freshness(NOW, False, date(2026, 9, n % 28 + 1)) if n % 2 == 0 else None
+        balances = Freshness(NOW + timedelta(minutes=n), False) if n % 3 == 0 else None
+        assert found[account] == AccountFreshness(listed, balances) == store.freshness(CONNECTION, account)
+    assert found["038-CPT99999999999"] == AccountFreshness(None, None)  # another connection's is not this one's
+    assert store.freshness_many(CONNECTION, []) == {}

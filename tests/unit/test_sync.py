@@ -137,6 +137,33 @@ def test_a_later_sync_reports_only_what_changed(marc, account_services, account_
     assert _drain(account_services, page.next_cursor)[:3] == ([], [], [])
 
 
+def test_a_sync_that_may_skip_fresh_accounts_reads_their_freshness_in_one_call(
+    marc, account_services, transaction_store, clock, monkeypatch
+):
+    # Given a connection synced once, and a store that records its batch reads and refuses single ones
+    _sync(account_services)
+    batches = []
+    batch_read = transaction_store.freshness_many
+
+    def recording(connection_id, account_ids):
+        batches.append(sorted(account_ids))
+        return batch_read(connection_id, account_ids)
+
+    def one_at_a_time(connection_id, account_id):
+        raise AssertionError("the sync reads freshness one account at a time")
+
+    monkeypatch.setattr(transaction_store, "freshness_many", recording)
+    monkeypatch.setattr(transaction_store, "freshness", one_at_a_time)
+    clock.advance(hours=1)
+
+    # When the next sync may skip what a live read stored
+    result = sync_connection(USER, BANK, services=account_services, owner="sync-test", fresh_since=clock.now())
+
+    # Then both consented accounts' freshness came in one read (nothing fresh: its own write is not a live read)
+    assert batches == [[MAIN, SAVINGS]]
+    assert (result.accounts, result.fresh) == (2, 0)
+
+
 def test_two_syncs_racing_report_each_update_once(marc, account_services, transaction_store, monkeypatch):
     # The second sync reads the store, then the first one runs whole before the second writes what it diffed
     read = transaction_store.live

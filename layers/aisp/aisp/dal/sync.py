@@ -371,16 +371,29 @@ class DynamoTransactionStore:
         return balances, record.committed_at
 
     def freshness(self, connection_id: str, account_id: str) -> AccountFreshness:
-        """The ``list#`` and ``bal#`` items' times, sources and first day, in one strongly consistent batch read (no
-        blob read, nothing opened)."""
-        keys = [(connection_id, f"list#{account_id}"), (connection_id, f"bal#{account_id}")]
-        wanted = ["connection_id", "sk", "committed_at", "source", "listed_from"]
-        with translated("sync_freshness"):
-            found = {
-                record.sk: record
-                for record in SyncRecord.batch_get(keys, consistent_read=True, attributes_to_get=wanted)
-            }
-        return AccountFreshness(_freshness(found.get(f"list#{account_id}")), _freshness(found.get(f"bal#{account_id}")))
+        """The ``list#`` and ``bal#`` items' times, sources and first day (:meth:`freshness_many` of one account)."""
+        return self.freshness_many(connection_id, [account_id])[account_id]
+
+    def freshness_many(self, connection_id: str, account_ids: Collection[str]) -> dict[str, AccountFreshness]:
+        """Every account's ``list#`` and ``bal#`` items in strongly consistent ``BatchGetItem`` calls (PynamoDB asks
+        100 keys a call and asks again for the keys DynamoDB left unprocessed); only their times, sources and first
+        day are read, no blob, nothing opened."""
+        wanted = list(dict.fromkeys(account_ids))
+        keys = [(connection_id, f"{kind}#{account_id}") for account_id in wanted for kind in ("list", "bal")]
+        attributes = ["connection_id", "sk", "committed_at", "source", "listed_from"]
+        found: dict[str, SyncRecord] = {}
+        if keys:
+            with translated("sync_freshness"):
+                found = {
+                    record.sk: record
+                    for record in SyncRecord.batch_get(keys, consistent_read=True, attributes_to_get=attributes)
+                }
+        return {
+            account_id: AccountFreshness(
+                _freshness(found.get(f"list#{account_id}")), _freshness(found.get(f"bal#{account_id}"))
+            )
+            for account_id in wanted
+        }
 
     def note_listing(self, connection_id: str, account_id: str, freshness: Freshness) -> bool:
         """The ``list#<account_id>`` item (a live one on condition that it exists)."""

@@ -448,6 +448,10 @@ class TransactionStore(Protocol):
         """When the account's transactions and balances were last stored, and by whom (``None``: not kept)."""
         ...
 
+    def freshness_many(self, connection_id: str, account_ids: Collection[str]) -> dict[str, AccountFreshness]:
+        """:meth:`freshness` of each of ``account_ids`` (every one a key of the answer), in one batch read."""
+        ...
+
     def note_listing(self, connection_id: str, account_id: str, freshness: Freshness) -> bool:
         """Record that the account's transactions were stored from a complete listing (``freshness``); whether it
         was recorded. A live one only if the store already keeps the account's transactions (a sync noted them)."""

@@ -210,6 +210,7 @@ def sync_connection(
     UpstreamError
         The bank failed (what was read before is written).
     """
+    store = services.transactions
     session = open_session(user_id, bank_code, services, attended=False)
     connection = session.connection
     listed = session.call(
@@ -219,21 +220,19 @@ def sync_connection(
     with_balances = [a for a in listed.accounts if _consented(a, connection.consent, balances=True)]
     # What the bank no longer lets us read is not kept either (a consent narrowed at the bank, an account closed)
     purge_accounts_not_in(
-        services.transactions,
+        store,
         connection.connection_id,
         transactions=[account.resource_id or "" for account in accounts],
         balances=[account.resource_id or "" for account in with_balances],
     )
     now = services.connections.clock.now()
-    store = services.transactions
     # When a live read last stored each account's transactions and balances (read only when a skip is possible)
     known = (
         {}
         if fresh_since is None
-        else {
-            account_id: store.freshness(connection.connection_id, account_id)
-            for account_id in {account.resource_id or "" for account in (*accounts, *with_balances)}
-        }
+        else store.freshness_many(
+            connection.connection_id, {account.resource_id or "" for account in (*accounts, *with_balances)}
+        )
     )
     for account in with_balances:
         if fresh_since is not None and is_fresh(known[account.resource_id or ""].balances, fresh_since):
@@ -247,7 +246,7 @@ def sync_connection(
     stored_live = 0
     for account in accounts:
         account_id = account.resource_id or ""
-        stored = services.transactions.live(connection.connection_id, account_id)
+        stored = store.live(connection.connection_id, account_id)
         date_from = _window(stored.transactions, paris_day(now), history_days)
         if fresh_since is not None and is_fresh(known[account_id].transactions, fresh_since, date_from):
             stored_live += 1
@@ -262,7 +261,7 @@ def sync_connection(
             # This account's reads are spent today; the others go on (the next slot or day takes it).
             logger.info("sync: an account's transactions are left for later (quota)", bank_code=bank_code)
             continue
-        services.transactions.remember_account(
+        store.remember_account(
             connection.connection_id, account_id, identifier=account.iban or account.masked_pan or ""
         )
         listing = _Listing(account_id, fresh, date_from)
