@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterator, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from aisp.models.sync import AccountFreshness, Freshness, StoredAccount
+from aisp.models.sync import AccountFreshness, Freshness, StoredAccount, SyncedTransaction
 from tests.memory import MemoryQuotaLedger, MemoryTransactionStore
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class _RoundTrips:
 class RoundTripStore(MemoryTransactionStore):
     """``MemoryTransactionStore`` with ``DynamoTransactionStore``'s round trips (slept: 1 a query, update or put;
     ``append``: the lease, one TransactWriteItems per 50 changes, the commit) and its sealing (done with its own
-    code: each change's blob sealed on write, each stored transaction's opened on ``live``)."""
+    code: each change's blob sealed on write, each stored transaction's opened on ``live`` and ``stored``)."""
 
     def __init__(self, latency: float, sealer: DynamoTransactionStore) -> None:
         super().__init__()
@@ -54,11 +54,23 @@ class RoundTripStore(MemoryTransactionStore):
         self._blob_lock = threading.Lock()
         self._blobs: dict[tuple[str, str, str], bytes] = {}
 
-    def live(self, connection_id: str, account_id: str) -> StoredAccount:
+    def live(self, connection_id: str, account_id: str, *, since: date | None = None) -> StoredAccount:
+        self.trips.wait(2)
+        stored, version = super().live(connection_id, account_id, since=since)
+        return StoredAccount(self._opened(connection_id, account_id, stored), version)
+
+    def stored(
+        self, connection_id: str, account_id: str, transaction_ids: Collection[str]
+    ) -> dict[str, SyncedTransaction]:
+        self.trips.wait(math.ceil(len(set(transaction_ids)) / 100))  # BatchGetItem: 100 keys a call
+        return self._opened(connection_id, account_id, super().stored(connection_id, account_id, transaction_ids))
+
+    def _opened(
+        self, connection_id: str, account_id: str, stored: dict[str, SyncedTransaction]
+    ) -> dict[str, SyncedTransaction]:
+        """The transactions as the real store gives them: each one's blob opened with its code."""
         from aisp.dal.tables import SyncRecord  # noqa: PLC0415
 
-        self.trips.wait(2)
-        stored, version = super().live(connection_id, account_id)
         with self._blob_lock:
             blobs = {tid: self._blobs[(connection_id, account_id, tid)] for tid in stored}
         opened = {}
@@ -66,7 +78,7 @@ class RoundTripStore(MemoryTransactionStore):
             record = SyncRecord(connection_id, f"tx#{account_id}#{tid}", account_id=account_id, transaction_id=tid)
             record.blob = blob
             opened[tid] = self._sealer._open(connection_id, record)  # noqa: SLF001 - the real store's opening
-        return StoredAccount(opened, version)
+        return opened
 
     def append(
         self,

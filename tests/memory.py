@@ -63,6 +63,7 @@ from aisp.models.sync import (
     SyncedTransaction,
     TransactionChange,
     sync_shard,
+    window_day,
 )
 from aisp.observability import logger
 
@@ -1104,11 +1105,26 @@ class MemoryTransactionStore:
         self._catchups: dict[int, int] = {}
         self._schedules = itertools.count(1)
 
-    def live(self, connection_id: str, account_id: str) -> StoredAccount:
+    def live(self, connection_id: str, account_id: str, *, since: date | None = None) -> StoredAccount:
         with self._lock:
             stored = self._transactions.get(connection_id, {})
             version = int(self._heads.get(connection_id, {}).get("seq", 0))
-            return StoredAccount({tid: synced for (aid, tid), synced in stored.items() if aid == account_id}, version)
+            return StoredAccount(
+                {
+                    tid: synced
+                    for (aid, tid), synced in stored.items()
+                    if aid == account_id
+                    and (since is None or (day := window_day(synced.transaction)) is None or day >= since)
+                },
+                version,
+            )
+
+    def stored(
+        self, connection_id: str, account_id: str, transaction_ids: Collection[str]
+    ) -> dict[str, SyncedTransaction]:
+        with self._lock:
+            stored = self._transactions.get(connection_id, {})
+            return {tid: stored[(account_id, tid)] for tid in transaction_ids if (account_id, tid) in stored}
 
     def feed(self, connection_id: str, *, after: int, limit: int) -> FeedPage:
         with self._lock:

@@ -449,3 +449,86 @@ def test_the_freshness_of_many_accounts_is_each_accounts_freshness(store):
         assert found[account] == AccountFreshness(listed, balances) == store.freshness(CONNECTION, account)
     assert found["038-CPT99999999999"] == AccountFreshness(None, None)  # another connection's is not this one's
     assert store.freshness_many(CONNECTION, []) == {}
+
+
+def _dated(number: int, *, status: str = "booked", account: str = ACCOUNT, **days: date | None) -> SyncedTransaction:
+    """A transaction with the dates given (the others ``None``)."""
+    item = synced(number, account)
+    dates = {"booking_date": None, "value_date": None, "transaction_date": None, **days}
+    return item.model_copy(update={"transaction": item.transaction.model_copy(update={"status": status, **dates})})
+
+
+def test_a_windowed_read_gives_the_days_from_since_and_every_pending_or_undated_one(store):
+    since = date(2026, 12, 1)
+    # Given transactions either side of the window's first day (judged by booking, else value, else transaction date)
+    inside = [
+        _dated(1, booking_date=since, value_date=date(2026, 11, 28)),
+        _dated(2, value_date=date(2026, 12, 2), transaction_date=date(2026, 11, 20)),
+        _dated(3, transaction_date=date(2026, 12, 5)),
+        _dated(4, status="pending", transaction_date=date(2026, 10, 1)),  # pending: whatever its day
+        _dated(5),  # no date at all
+    ]
+    outside = [
+        _dated(6, booking_date=date(2026, 11, 30), transaction_date=date(2026, 12, 3)),
+        _dated(7, value_date=date(2026, 9, 1)),
+    ]
+    store.append(CONNECTION, [added(item) for item in (*inside, *outside)], owner="sync-1", now=NOW)
+    store.append(CONNECTION, [added(_dated(8, account=OTHER, booking_date=since))], owner="sync-1", now=NOW)
+
+    # When the account is read from that day
+    window = store.live(CONNECTION, ACCOUNT, since=since)
+
+    # Then only those are given, whole, with the version a whole read gives
+    assert window.transactions == {item.transaction_id: item for item in inside}
+    assert window.version == store.live(CONNECTION, ACCOUNT).version == 8  # the numbers handed out
+
+    # A transaction whose day moves is judged by its new one
+    moved_in = _dated(7, booking_date=date(2026, 12, 4))
+    moved_out = _dated(1, booking_date=date(2026, 11, 2))
+    settled = _dated(4, booking_date=date(2026, 10, 2))  # the pending one, booked (modified, for the test's sake)
+    store.append(CONNECTION, [modified(moved_in), modified(moved_out), modified(settled)], owner="sync-1", now=NOW)
+    window = store.live(CONNECTION, ACCOUNT, since=since)
+    assert set(window.transactions) == {item.transaction_id for item in (inside[1], inside[2], inside[4], moved_in)}
+
+    # A write after a windowed read refuses a write diffed against it
+    store.append(CONNECTION, [removed(inside[4])], owner="live-read", now=NOW)
+    with pytest.raises(ConflictError):
+        store.append(CONNECTION, [added(synced(9))], owner="sync-1", now=NOW, expected=window.version)
+
+
+def test_kept_transactions_are_read_by_id_in_batches(store):
+    # Given 130 transactions of the account (more keys than one batch read takes), one removed, and another account's
+    items = [synced(n) for n in range(1, 131)]
+    store.append(CONNECTION, [added(item) for item in items], owner="sync-1", now=NOW)
+    store.append(CONNECTION, [removed(items[0]), added(synced(1, OTHER))], owner="sync-1", now=NOW)
+
+    # When they are asked by id, with unknown ids, the removed one and the other account's
+    asked = [item.transaction_id for item in items] + ["tx_unknown", synced(1, OTHER).transaction_id]
+    found = store.stored(CONNECTION, ACCOUNT, asked)
+
+    # Then the account's kept ones come, whole, and nothing else
+    assert found == {item.transaction_id: item for item in items[1:]}
+    assert store.stored(CONNECTION, ACCOUNT, []) == {}
+    assert store.stored(CONNECTION, OTHER, [synced(1, OTHER).transaction_id]) == {
+        synced(1, OTHER).transaction_id: synced(1, OTHER)
+    }
+
+
+def test_a_transaction_item_written_before_days_were_kept_is_in_every_window(aws):
+    from aisp import wiring
+    from aisp.dal.sync import DynamoTransactionStore
+    from tests.conftest import SYNC_TABLE
+
+    # Given an old booked transaction whose item has no day (written by an earlier release)
+    store = DynamoTransactionStore(wiring.token_cipher)
+    old = _dated(1, booking_date=date(2026, 1, 5))
+    store.append(CONNECTION, [added(old), added(_dated(2, booking_date=date(2026, 1, 6)))], owner="sync-1", now=NOW)
+    key = {"connection_id": {"S": CONNECTION}, "sk": {"S": f"tx#{ACCOUNT}#{old.transaction_id}"}}
+    item = aws.dynamodb.get_item(TableName=SYNC_TABLE, Key=key)["Item"]
+    assert item["day"] == {"S": "2026-01-05"}  # what a write keeps now (its TTL says as much)
+    aws.dynamodb.update_item(
+        TableName=SYNC_TABLE, Key=key, UpdateExpression="REMOVE #d", ExpressionAttributeNames={"#d": "day"}
+    )
+
+    # Then a windowed read still gives it (not knowing its day), and not the other one
+    assert store.live(CONNECTION, ACCOUNT, since=date(2026, 12, 1)).transactions == {old.transaction_id: old}

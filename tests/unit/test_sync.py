@@ -169,9 +169,9 @@ def test_two_syncs_racing_report_each_update_once(marc, account_services, transa
     read = transaction_store.live
     raced = []
 
-    def live_then_race(connection_id, account_id):
-        stored = read(connection_id, account_id)
-        if not raced:
+    def live_then_race(connection_id, account_id, since=None):
+        stored = read(connection_id, account_id, since=since)
+        if not raced and since is None:  # the read a first sync diffs against (the span's came first, empty)
             raced.append(None)  # the first sync's own reads go straight through
             raced.append(sync_connection(USER, BANK, services=account_services, owner="sync-first"))
         return stored
@@ -191,23 +191,30 @@ def test_a_sync_that_keeps_losing_the_store_to_other_writers_gives_up_without_wr
     from aisp.logic.sync.run import WRITE_ATTEMPTS
     from aisp.models.sync import ChangeKind, TransactionChange
 
-    read = transaction_store.live
-    reads = []
+    read, append = transaction_store.live, transaction_store.append
+    reads, attempts = [], []
 
-    def live_then_another_writer(connection_id, account_id):
-        stored = read(connection_id, account_id)
+    def live_then_another_writer(connection_id, account_id, since=None):
+        stored = read(connection_id, account_id, since=since)
         reads.append(account_id)
         other = TransactionChange(ChangeKind.REMOVED, "another-account", f"tx_{len(reads)}", None)
-        transaction_store.append(connection_id, [other], owner="other", now=account_services.connections.clock.now())
+        append(connection_id, [other], owner="other", now=account_services.connections.clock.now())
         return stored
 
+    def counted(connection_id, changes, **kwargs):
+        attempts.append(kwargs["owner"])
+        return append(connection_id, changes, **kwargs)
+
     monkeypatch.setattr(transaction_store, "live", live_then_another_writer)
+    monkeypatch.setattr(transaction_store, "append", counted)
     with pytest.raises(errors.ConflictError):
         _sync(account_services)
 
-    assert reads == [MAIN] * WRITE_ATTEMPTS
-    entries = transaction_store.feed(marc.connection_id, after=0, limit=10).entries
-    assert [entry.change.account_id for entry in entries] == ["another-account"] * WRITE_ATTEMPTS  # none of the sync's
+    assert attempts == ["sync-test"] * WRITE_ATTEMPTS
+    assert set(reads) == {MAIN}
+    entries = transaction_store.feed(marc.connection_id, after=0, limit=100).entries
+    assert {entry.change.account_id for entry in entries} == {"another-account"}  # none of the sync's
+    assert len(entries) == len(reads)
 
 
 def test_a_first_sync_whose_write_failed_midway_is_completed_by_the_next(
@@ -241,6 +248,77 @@ def test_a_first_sync_whose_write_failed_midway_is_completed_by_the_next(
         [(MAIN, f"TX{n:05d}") for n in range(1, 251)] + [(SAVINGS, "TX00901"), (SAVINGS, "TX00902")]
     )
     assert modified == [] and removed == []
+
+
+def test_a_later_sync_opens_only_its_window_and_finds_what_a_whole_read_would(
+    marc, account_services, account_bank, transaction_store, clock, monkeypatch
+):
+    # Given 60 days of history (two transactions a day) and a card payment pending for 20 days, all synced
+    today = paris_day(clock.now())
+
+    def on(transaction, days_ago):
+        day = (today - timedelta(days=days_ago)).isoformat()
+        transaction.update(transactionDate=day, valueDate=day)
+        if transaction["status"] == "BOOK":
+            transaction["bookingDate"] = f"{day}T00:00:00+0100"
+        return transaction
+
+    history = [on(stet_transaction(n), (n - 1) // 2) for n in range(1, 121)]
+    pending = on(stet_transaction(300, amount="30.00", status="PDNG"), 20)
+    listing = [pending, *history]
+    served = {"from": None}
+
+    def from_date(bank_code, *, account_id, date_from=None, page_url=None, **kwargs):
+        if account_id == MAIN and page_url is None:  # the bank serves from date_from, plus one old transaction
+            account_bank.transactions[(BANK, MAIN)] = [
+                t for t in listing if t["transactionDate"] >= str(date_from) or t["resourceId"] == "TX00100"
+            ]
+            served["from"] = date_from
+        return serve(bank_code, account_id=account_id, date_from=date_from, page_url=page_url, **kwargs)
+
+    serve = account_bank.get_transactions_page
+    monkeypatch.setattr(account_bank, "get_transactions_page", from_date)
+    _sync(account_services)
+    *_, cursor = _drain(account_services)
+
+    # And the next day: the payment booked under a new reference (dated 6 days after it), one of 15 days ago gone
+    clock.advance(days=1)
+    today = paris_day(clock.now())
+    booked = on(dict(stet_transaction(301, amount="30.00"), remittanceInformation=pending["remittanceInformation"]), 14)
+    listing[:] = [booked, *(t for t in history if t["resourceId"] != "TX00031")]
+    windows, by_id = [], []
+    live, stored = transaction_store.live, transaction_store.stored
+
+    def recording_live(connection_id, account_id, since=None):
+        found = live(connection_id, account_id, since=since)
+        if account_id == MAIN:
+            windows.append((since, len(found.transactions)))
+        return found
+
+    def recording_stored(connection_id, account_id, transaction_ids):
+        by_id.append(sorted(transaction_ids))
+        return stored(connection_id, account_id, transaction_ids)
+
+    monkeypatch.setattr(transaction_store, "live", recording_live)
+    monkeypatch.setattr(transaction_store, "stored", recording_stored)
+
+    # When it syncs
+    result = _sync(account_services)
+
+    # Then the bank is read from a week before the pending payment, and the store from there only (the resync span
+    # first): the window's 28 days of history and the pending one, never the 60 days
+    date_from = today - timedelta(days=21 + 7)
+    assert served["from"] == date_from
+    span = today - timedelta(days=10)
+    assert windows == [(span, 1 + 2 * 10), (date_from, 1 + 2 * 28)]
+    # And the feed says what a whole read would: the payment booked and settled, the vanished one removed, and the
+    # old transaction the bank listed beyond the window (looked up by id, with the new one) unchanged
+    assert (result.added, result.modified, result.removed) == (1, 0, 2)
+    page = _changes(account_services, cursor)
+    assert [item.id for item in page.added] == ["TX00301"]
+    assert page.added[0].pending_transaction_id in {item.transaction_id for item in page.removed}
+    assert page.modified == [] and not page.has_more
+    assert [len(asked) for asked in by_id] == [2]
 
 
 def test_a_write_that_fails_before_a_settled_pending_is_removed_keeps_the_settlement(

@@ -33,6 +33,7 @@ from aisp.models.sync import (
     SyncedTransaction,
     TransactionChange,
     sync_shard,
+    window_day,
 )
 
 if TYPE_CHECKING:
@@ -171,15 +172,39 @@ class DynamoTransactionStore:
     def _query(self, connection_id: str, prefix: str, *, limit: int | None = None) -> Iterator[SyncRecord]:
         return SyncRecord.query(connection_id, SyncRecord.sk.startswith(prefix), consistent_read=True, limit=limit)
 
-    def live(self, connection_id: str, account_id: str) -> StoredAccount:
-        """The head's ``seq``, then one strongly consistent query of the account's transaction items."""
+    def live(self, connection_id: str, account_id: str, *, since: date | None = None) -> StoredAccount:
+        """The head's ``seq``, then one strongly consistent query of the account's transaction items; with ``since``,
+        filtered on their ``day`` (no ``day``: pending, undated, or written before it was kept), so only those are
+        opened. The query still reads (and DynamoDB bills) every item of the account: the ids are not by day."""
+        window = None if since is None else SyncRecord.day.does_not_exist() | (SyncRecord.day >= since.isoformat())
         with translated("sync_live"):
             head = self._head(connection_id)
-            records = list(self._query(connection_id, f"tx#{account_id}#"))
+            records = list(
+                SyncRecord.query(
+                    connection_id,
+                    SyncRecord.sk.startswith(f"tx#{account_id}#"),
+                    filter_condition=window,
+                    consistent_read=True,
+                )
+            )
         return StoredAccount(
             {record.transaction_id or "": self._open(connection_id, record) for record in records},
             0 if head is None else int(head.seq or 0),
         )
+
+    def stored(
+        self, connection_id: str, account_id: str, transaction_ids: Collection[str]
+    ) -> dict[str, SyncedTransaction]:
+        """The transaction items by key, in strongly consistent ``BatchGetItem`` calls (100 keys each, unprocessed
+        keys asked again), opened."""
+        keys = [
+            (connection_id, _tx_key(account_id, transaction_id)) for transaction_id in dict.fromkeys(transaction_ids)
+        ]
+        if not keys:
+            return {}
+        with translated("sync_stored"):
+            records = list(SyncRecord.batch_get(keys, consistent_read=True))
+        return {record.transaction_id or "": self._open(connection_id, record) for record in records}
 
     def feed(self, connection_id: str, *, after: int, limit: int) -> FeedPage:
         """The head's ``committed``, then the change items whose last number is after ``after``, up to it (strongly
@@ -315,6 +340,8 @@ class DynamoTransactionStore:
                 state.account_id, state.transaction_id, state.seq = change.account_id, change.transaction_id, seq
                 state.blob = self._seal(connection_id, change.synced, text)
                 state.expires_at = self._expiry(change.synced, now)
+                day = window_day(change.synced.transaction)
+                state.day = None if day is None else day.isoformat()
                 transaction.save(state)
             transaction.save(entry)
 

@@ -299,6 +299,9 @@ class SyncRecord(Model):
     # listing's first day (ISO): when and from where the store is fresh, in clear (no data of the user's).
     source = UnicodeAttribute(null=True)
     listed_from = UnicodeAttribute(null=True)
+    # A transaction's window day (ISO; ``aisp.models.sync.window_day``, already in clear in its TTL), absent for a
+    # pending or undated one: a later sync opens only the transactions of its window (docs/sync.md, A sync run).
+    day = UnicodeAttribute(null=True)
 
     sync_due_index = SyncDueIndex()
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
 from aisp.models.connection import (
@@ -32,7 +32,15 @@ if TYPE_CHECKING:
     )
     from aisp.models.psu import PsuInfo
     from aisp.models.quota import QuotaKey, QuotaUsage
-    from aisp.models.sync import AccountFreshness, DueSync, FeedPage, Freshness, StoredAccount, TransactionChange
+    from aisp.models.sync import (
+        AccountFreshness,
+        DueSync,
+        FeedPage,
+        Freshness,
+        StoredAccount,
+        SyncedTransaction,
+        TransactionChange,
+    )
 
 __all__ = [
     "MAX_WRITE_ATTEMPTS",
@@ -386,9 +394,17 @@ class TransactionStore(Protocol):
     the store fails.
     """
 
-    def live(self, connection_id: str, account_id: str) -> StoredAccount:
+    def live(self, connection_id: str, account_id: str, *, since: date | None = None) -> StoredAccount:
         """The account's transactions as last synced, by ``transaction_id`` (removed ones left out), with the feed's
-        version read before them."""
+        version read before them; with ``since``, only those whose :func:`~aisp.models.sync.window_day` is ``None``
+        (pending, undated) or not before ``since``."""
+        ...
+
+    def stored(
+        self, connection_id: str, account_id: str, transaction_ids: Collection[str]
+    ) -> dict[str, SyncedTransaction]:
+        """Those of ``transaction_ids`` the account keeps, by id, in batch reads (after a :meth:`live` read whose
+        version covers them: a write begun since refuses the append)."""
         ...
 
     def append(

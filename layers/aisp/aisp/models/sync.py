@@ -25,6 +25,7 @@ __all__ = [
     "SyncedTransaction",
     "TransactionChange",
     "sync_shard",
+    "window_day",
 ]
 
 # Due syncs are found shard by shard (SyncDueIndex's partition key): 0..SYNC_SHARDS-1.
@@ -46,6 +47,14 @@ class SyncedTransaction(BaseModel):
     account_id: str
     pending_transaction_id: str | None = None
     transaction: BankTransaction
+
+
+def window_day(transaction: BankTransaction) -> date | None:
+    """The day a listing's window is judged by (booking, else value, else transaction date); ``None`` for a pending
+    transaction or one without a date, which every window holds (``docs/sync.md``, A sync run)."""
+    if transaction.status == "pending":
+        return None
+    return transaction.booking_date or transaction.value_date or transaction.transaction_date
 
 
 class ChangeKind(StrEnum):

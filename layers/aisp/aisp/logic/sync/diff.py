@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Final
 
 from aisp.models.bank import BankTransaction
-from aisp.models.sync import ChangeKind, SyncedTransaction, TransactionChange
+from aisp.models.sync import ChangeKind, SyncedTransaction, TransactionChange, window_day
 
 __all__ = ["SETTLEMENT_DAYS", "diff_account", "earliest_day", "in_write_order", "transaction_ids"]
 
@@ -89,10 +89,8 @@ def _settles(booked: BankTransaction, pending: BankTransaction) -> bool:
 
 def _in_window(transaction: BankTransaction, window_from: date | None) -> bool:
     """Whether a stored transaction is one the fresh listing covers (older ones age out; they are not removed)."""
-    if window_from is None or transaction.status == "pending":
-        return True
-    day = _day(transaction)
-    return day is None or day >= window_from
+    day = window_day(transaction)
+    return window_from is None or day is None or day >= window_from
 
 
 def diff_account(

@@ -16,8 +16,9 @@ from typing import Final, NamedTuple
 
 from aisp import errors
 from aisp.logic.bank_calls import BankSession, open_session
+from aisp.logic.ports import TransactionStore
 from aisp.logic.services import AccountServices
-from aisp.logic.sync.diff import SETTLEMENT_DAYS, diff_account, earliest_day, in_write_order
+from aisp.logic.sync.diff import SETTLEMENT_DAYS, diff_account, earliest_day, in_write_order, transaction_ids
 from aisp.logic.sync.purge import purge_accounts_not_in
 from aisp.models.bank import BankAccount, BankBalance, BankTransaction, TransactionsPage
 from aisp.models.connection import CardReference, ConsentSnapshot
@@ -155,11 +156,47 @@ def _page(
 
 
 class _Listing(NamedTuple):
-    """One account's transactions as the bank listed them from ``date_from``."""
+    """One account's transactions as the bank listed them from ``date_from``, and the first day of the store's
+    window the sync read (``None``: all of it)."""
 
     account_id: str
     transactions: Sequence[BankTransaction]
     date_from: date
+    since: date | None
+
+
+def _stored_window(
+    store: TransactionStore, connection_id: str, account_id: str, today: date, history_days: int
+) -> tuple[StoredAccount, date, date | None]:
+    """What the store keeps of the account that the sync needs, the first day to read from the bank, and the first
+    day of the store's window read (``None``: all of it).
+
+    The resync span's transactions and every pending one first: they give the window (:func:`_window`) whenever the
+    newest kept is in the span. If none kept is (a first sync, an account quiet for longer), all of them are read;
+    if a pending one takes the window further back, the window's are read again."""
+    span = today - timedelta(days=RESYNC_DAYS)
+    stored = store.live(connection_id, account_id, since=span)
+    if not any((day := earliest_day(s.transaction)) is not None and day >= span for s in stored.transactions.values()):
+        stored = store.live(connection_id, account_id)
+        return stored, _window(stored.transactions, today, history_days), None
+    date_from = _window(stored.transactions, today, history_days)
+    if date_from < span:
+        return store.live(connection_id, account_id, since=date_from), date_from, date_from
+    return stored, date_from, span
+
+
+def _with_listed(
+    store: TransactionStore, connection_id: str, stored: StoredAccount, listing: _Listing
+) -> StoredAccount:
+    """``stored`` (a window of the store) with the kept transactions the bank listed outside it, read by id: the diff
+    then finds every one it would find in the whole store."""
+    if listing.since is None:
+        return stored
+    missing = [i for i in transaction_ids(listing.account_id, listing.transactions) if i not in stored.transactions]
+    if not missing:
+        return stored
+    found = store.stored(connection_id, listing.account_id, missing)
+    return StoredAccount({**stored.transactions, **found}, stored.version)
 
 
 def _write(
@@ -177,6 +214,7 @@ def _write(
     store = services.transactions
 
     def attempt(stored: StoredAccount) -> tuple[int, list[TransactionChange]]:
+        stored = _with_listed(store, connection_id, stored, listing)
         changes = in_write_order(
             diff_account(listing.account_id, stored.transactions, listing.transactions, window_from=listing.date_from)
         )
@@ -187,7 +225,7 @@ def _write(
             return attempt(stored)
         except errors.ConflictError:
             logger.info("sync: the store changed while the bank was read; diffing again", attempt=tried)
-            stored = store.live(connection_id, listing.account_id)
+            stored = store.live(connection_id, listing.account_id, since=listing.since)
     return attempt(stored)
 
 
@@ -246,8 +284,9 @@ def sync_connection(
     stored_live = 0
     for account in accounts:
         account_id = account.resource_id or ""
-        stored = store.live(connection.connection_id, account_id)
-        date_from = _window(stored.transactions, paris_day(now), history_days)
+        stored, date_from, since = _stored_window(
+            store, connection.connection_id, account_id, paris_day(now), history_days
+        )
         if fresh_since is not None and is_fresh(known[account_id].transactions, fresh_since, date_from):
             stored_live += 1
             continue
@@ -264,7 +303,7 @@ def sync_connection(
         store.remember_account(
             connection.connection_id, account_id, identifier=account.iban or account.masked_pan or ""
         )
-        listing = _Listing(account_id, fresh, date_from)
+        listing = _Listing(account_id, fresh, date_from, since)
         committed, changes = _write(services, connection.connection_id, stored, listing, owner=owner, now=now)
         store.note_listing(connection.connection_id, account_id, Freshness(now, live=False, date_from=date_from))
         kinds = [change.kind for change in changes]
