@@ -147,6 +147,11 @@ EXPECTED = {
             ("DeriveCursorKey", "CursorKey.Arn", ("kms:GenerateMac",)),
             ("CountUnattendedReads", "QuotaTable.Arn", ("dynamodb:Query", "dynamodb:UpdateItem")),
             ("ReadSyncedTransactions", "SyncTable.Arn", ("dynamodb:GetItem", "dynamodb:Query")),
+            (
+                "StoreLiveReads",
+                "SyncTable.Arn",
+                ("dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+            ),
             READ_BANK_SECRET,
         ),
     ),
