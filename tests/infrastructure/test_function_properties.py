@@ -49,7 +49,7 @@ BANK_SECRET = (
 )
 TOKENS = {"StringEquals": {"kms:EncryptionContext:aisp:purpose": "bank-tokens"}}
 TABLE_CRUD = ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
-# SAM's EventBridgePutEventsPolicy on the fintech's bus (the refresher's lifecycle events, the sync's).
+# SAM's EventBridgePutEventsPolicy on the fintech's bus (the refresher's lifecycle events, the sync's and live reads').
 PUT_EVENTS = (
     None,
     "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}",
@@ -136,6 +136,7 @@ EXPECTED = {
             "CURSOR_KEY_ID": {"Fn::GetAtt": ["CursorKey", "Arn"]},
             "QUOTA_TABLE_NAME": {"Ref": "QuotaTable"},
             "SYNC_TABLE_NAME": {"Ref": "SyncTable"},
+            "EVENT_BUS_NAME": {"Ref": "EventBusName"},
         },
         grants=_grants(
             (
@@ -147,7 +148,13 @@ EXPECTED = {
             ("DeriveCursorKey", "CursorKey.Arn", ("kms:GenerateMac",)),
             ("CountUnattendedReads", "QuotaTable.Arn", ("dynamodb:Query", "dynamodb:UpdateItem")),
             ("ReadSyncedTransactions", "SyncTable.Arn", ("dynamodb:GetItem", "dynamodb:Query")),
+            (
+                "StoreLiveReads",
+                "SyncTable.Arn",
+                ("dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+            ),
             READ_BANK_SECRET,
+            PUT_EVENTS,
         ),
     ),
     "AccountSyncFunction": Function(

@@ -199,7 +199,8 @@ def test_policies_are_least_privilege(template):
             assert "${BankCredentialsSecretName}-*" in secret[0]["SecretArn"]["Fn::Sub"]
         # No SAM policy template granting a whole service (e.g. DynamoDBCrudPolicy includes Scan)
         assert not any("CrudPolicy" in key for p in policies for key in p), name
-    # Nobody scans the connections table; only the refresher and the sync publish events (lifecycle, sync)
+    # Nobody scans the connections table; only the refresher, the sync and the live reads publish events (lifecycle,
+    # sync), each on the one bus
     actions = {name: {a for s in _statements(f) for a in s["Action"]} for name, f in FUNCTIONS_OF(template).items()}
     assert not any("dynamodb:Scan" in a for a in actions.values())
     publishers = [
@@ -207,7 +208,18 @@ def test_policies_are_least_privilege(template):
         for n, f in FUNCTIONS_OF(template).items()
         if any("EventBridgePutEventsPolicy" in p for p in f["Properties"]["Policies"])
     ]
-    assert sorted(publishers) == ["AccountSyncFunction", "TokenRefresherFunction"]
+    assert sorted(publishers) == ["AccountSyncFunction", "AccountsFunction", "TokenRefresherFunction"]
+    for name in publishers:
+        (bus,) = [
+            p["EventBridgePutEventsPolicy"]
+            for p in FUNCTIONS_OF(template)[name]["Properties"]["Policies"]
+            if "EventBridgePutEventsPolicy" in p
+        ]
+        assert bus == {"EventBusName": {"Ref": "EventBusName"}}, name
+        assert (
+            FUNCTIONS_OF(template)[name]["Properties"]["Environment"]["Variables"]["EVENT_BUS_NAME"]
+            == bus["EventBusName"]
+        )
     assert "kms:GenerateDataKey" not in actions["ConnectFunction"]
 
 

@@ -4,18 +4,25 @@ with mTLS (moto for the tables), then the accounts function's ``transactions/syn
 The invariant a budgeting app relies on: replaying the feed (added and modified in, removed out) gives exactly what
 the live transactions route lists, with no id twice, on the first sync and after the sandbox's clock moves a day;
 and a complete live read puts its changes in the feed at once, so the next sync need not read the account again.
+Both announce what they wrote on the fintech's bus (moto's EventBridge, a rule copying into an SQS queue).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import boto3
 import pytest
 
 from aisp import wiring
+from aisp.aws.messaging import EVENT_SOURCE
 from aisp.models.quota import paris_day
+from aisp.settings import load_settings
 from functions.account_sync import app as account_sync_app
 from tests.conftest import FakeLambdaContext
 from tests.integration.journey import (
@@ -41,6 +48,50 @@ def clock(gateway) -> SharedClock:
     shared = SharedClock()
     wiring.connection_services.provide(dataclasses.replace(gateway, clock=shared))
     return shared
+
+
+@pytest.fixture
+def inbox(aws, monkeypatch) -> Callable[[], list[dict[str, Any]]]:  # noqa: ARG001 - moto
+    """The fintech's bus (moto) named to both functions, with a rule copying every gateway event into an SQS queue;
+    returns a reader of what arrived since it last read."""
+    sqs, events = boto3.client("sqs"), boto3.client("events")
+    queue = sqs.create_queue(QueueName="sync-inbox")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.create_event_bus(Name="fintech-sync-it")
+    events.put_rule(
+        Name="gateway-events", EventBusName="fintech-sync-it", EventPattern=json.dumps({"source": [EVENT_SOURCE]})
+    )
+    events.put_targets(Rule="gateway-events", EventBusName="fintech-sync-it", Targets=[{"Id": "inbox", "Arn": arn}])
+    monkeypatch.setenv("EVENT_BUS_NAME", "fintech-sync-it")
+    load_settings.cache_clear()
+    wiring.sync_events.reset()
+
+    def received() -> list[dict[str, Any]]:
+        bodies: list[dict[str, Any]] = []
+        while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+            for message in batch:
+                bodies.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+        return bodies
+
+    return received
+
+
+def _updates(received: list[dict[str, Any]]) -> dict[str, tuple[str, int, int, int]]:
+    """The TransactionsUpdated received, by account: (trigger, added, modified, removed); an account twice fails."""
+    updates = [event["detail"] for event in received if event["detail-type"] == "TransactionsUpdated"]
+    by_account = {d["account_id"]: (d["trigger"], d["added"], d["modified"], d["removed"]) for d in updates}
+    assert len(by_account) == len(updates), updates
+    return by_account
+
+
+def _counts(changes: list[tuple[str, Any]], trigger: str) -> dict[str, tuple[str, int, int, int]]:
+    """What the feed's ``changes`` say each account's TransactionsUpdated counts."""
+    kinds = Counter((item["account_id"], kind) for kind, item in changes)
+    return {
+        account: (trigger, kinds[account, "added"], kinds[account, "modified"], kinds[account, "removed"])
+        for account in {account for account, _ in kinds}
+    }
 
 
 class SyncContext(FakeLambdaContext):
@@ -117,14 +168,19 @@ def test_two_syncs_racing_report_each_transaction_once(clock, sandbox, load_even
 
 
 def test_a_live_read_after_a_day_fills_the_feed_and_the_next_sync_reads_none_of_it_again(
-    clock, sandbox, admin, load_event, lambda_context
+    clock, sandbox, admin, inbox, load_event, lambda_context
 ):
     connect_persona(load_event, lambda_context)
     marc = wiring.connection_services().connections.find("user-marc", BANK)
     wiring.transaction_store().defer_sync(marc.connection_id, at=clock.now())  # its first slot, now
-    assert _run_schedule(load_event, lambda_context)["synced"] == 1
+    run = _run_schedule(load_event, lambda_context)
+    assert run["synced"] == 1
     first, cursor = sync_feed(load_event, lambda_context)
     state = replay({}, first)
+    # The sync announced each account it wrote, counting what the feed got
+    announced = inbox()
+    assert _updates(announced) == _counts(first, "schedule") and run["events_published"] == len(announced)
+    assert {event["detail"]["connection_id"] for event in announced} == {marc.connection_id}
 
     # A day later, the user's app reads every account's transactions of the bank's last 89 days (all pages)
     clock.advance(admin, sandbox.admin_url, 86_400)
@@ -143,12 +199,18 @@ def test_a_live_read_after_a_day_fills_the_feed_and_the_next_sync_reads_none_of_
     state = replay(state, later)
     live = live_transactions(load_event, lambda_context)
     assert set(live) <= set(state) and all(bank_fields(state[key]) == live[key] for key in live)
+    # And the live reads announced them: one TransactionsUpdated an account they changed, counting the feed's
+    announced = inbox()
+    assert _updates(announced) == _counts(later, "live")
+    assert all(event["source"] == EVENT_SOURCE for event in announced)
+    assert "remittance" not in json.dumps(announced) and "amount" not in json.dumps(announced)
 
     # The next scheduled sync adds nothing, and spends no transactions unit today (the account list's and the
     # balances' only: the app read no balances)
     run = _run_schedule(load_event, lambda_context)
     assert (run["synced"], run["failed"], run["added"], run["modified"], run["removed"]) == (1, 0, 0, 0, 0), run
     assert sync_feed(load_event, lambda_context, cursor)[0] == []
+    assert inbox() == []  # nothing new: nothing announced
     response, body = accounts(event(load_event, "accounts/get_quota.json"), lambda_context)
     assert response["statusCode"] == 200, body
     assert {usage["method"] for usage in body["usage"]} == {"accounts", "balances"}

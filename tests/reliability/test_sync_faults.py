@@ -2,13 +2,14 @@
 offline 89C3 sandbox over HTTPS + mTLS and moto, with a bank failure, a timeout or a DynamoDB failure injected on the
 second account, the third page of a listing or the second write of a run.
 
-Every scenario: Marc's accounts synced once (a cursor kept), a day later a run that fails in its middle, then runs
+Most scenarios: Marc's accounts synced once (a cursor kept), a day later a run that fails in its middle, then runs
 without the fault. It checks that the failed run was deferred as ``aisp/logic/sync/scheduler.py`` says (not synced
 again at once, synced 30 minutes later), that replaying the feed from the start, from the cursor kept before the
 fault and from one read just after it gives exactly the live transactions route (each id once, ``has_more`` true
 only when more changes come), that the feed's head is left committed and lease-free, and how many units of the day's
-quota each account spent (a call that never left gives its unit back). Each scenario adds one case to the
-``faults`` line of the reliability summary.
+quota each account spent (a call that never left gives its unit back). A fault the run retries itself (DynamoDB
+cancelling one write: ``aisp/logic/sync/run.py`` diffs again) must instead leave the run successful, each change
+once. Each scenario adds one case to the ``faults`` line of the reliability summary.
 
 A short history keeps a scenario in seconds: the sandbox serves pages of 10 and the registry says 14 days, so a
 first sync reads about 60 transactions an account over 6 to 7 pages (not 400 over 4).
@@ -32,6 +33,7 @@ from botocore.exceptions import ClientError
 from aisp import wiring
 from aisp.banks.registry import BankRegistry
 from aisp.logic.quota import quota_today
+from aisp.logic.sync.run import WRITE_ATTEMPTS
 from functions.account_sync import app as account_sync_app
 from sandbox.store import Settings
 from tests.conftest import SYNC_TABLE, FakeLambdaContext
@@ -143,6 +145,22 @@ class World:
         """The feed's head item as DynamoDB holds it."""
         key = {"connection_id": {"S": self.connection_id()}, "sk": {"S": "feed"}}
         return self.aws.dynamodb.get_item(TableName=SYNC_TABLE, Key=key, ConsistentRead=True).get("Item", {})
+
+    def account_items(self, account: str) -> list[dict[str, Any]]:
+        """Every item the connection's partition holds for ``account``'s feed: its change items (committed or not)
+        and its transactions, as DynamoDB holds them."""
+        found = self.aws.dynamodb.query(
+            TableName=SYNC_TABLE,
+            KeyConditionExpression="connection_id = :c",
+            ExpressionAttributeValues={":c": {"S": self.connection_id()}},
+            ConsistentRead=True,
+        )["Items"]
+        return [
+            item
+            for item in found
+            if item["sk"]["S"].startswith(f"tx#{account}#")
+            or (item["sk"]["S"].startswith("chg#") and item["account_id"]["S"] == account)
+        ]
 
     def stored_changes(self) -> int:
         """How many change items the connection's partition holds (committed or not)."""
@@ -296,6 +314,16 @@ def _sync_transaction(params: dict[str, Any]) -> bool:
     return tables == {SYNC_TABLE}
 
 
+def _account_write(account: str) -> Callable[[dict[str, Any]], bool]:
+    """A TransactWriteItems on SyncTable writing ``account``'s changes (its change item names the account)."""
+
+    def matches(params: dict[str, Any]) -> bool:
+        puts = [item["Put"]["Item"] for item in params.get("TransactItems", []) if "Put" in item]
+        return _sync_transaction(params) and any(put.get("account_id") == {"S": account} for put in puts)
+
+    return matches
+
+
 def _head_update(*attributes: str) -> Callable[[dict[str, Any]], bool]:
     """An UpdateItem on SyncTable's head naming every one of ``attributes`` (the lease's take sets ``seq``, its
     release ``committed_at``)."""
@@ -344,10 +372,10 @@ def _refused(world: World, fragment: str) -> Iterator[list[str]]:
 
 
 @contextmanager
-def _aws(*operations: str, **options: Any) -> Iterator[None]:
+def _aws(*operations: str, fires: int = 1, **options: Any) -> Iterator[None]:
     with aws_fault(*operations, **options) as fault:
         yield
-    assert fault.fired == 1, fault
+    assert fault.fired == fires, fault
 
 
 def _another_writer(world: World) -> Callable[[str, dict[str, Any]], None]:
@@ -386,6 +414,8 @@ class MidSync:
     inject: Callable[[World], Any]
     units: tuple[int, int, int] = (2, 2, 1)
     first_sync: bool = False  # the fault hits the first sync (nothing kept before it)
+    # Accounts of which the failed run leaves nothing written: their change items and transactions as before it
+    untouched: tuple[str, ...] = ()
 
 
 SCENARIOS = [
@@ -418,6 +448,13 @@ SCENARIOS = [
     MidSync(
         "DynamoDB throttles the 2nd account's TransactWriteItems",
         lambda world: _aws("TransactWriteItems", code="ThrottlingException", when=_nth(2, _sync_transaction)),
+    ),
+    MidSync(
+        "DynamoDB cancels the 2nd account's TransactWriteItems on every attempt (diffed again, then given up)",
+        lambda world: _aws(
+            "TransactWriteItems", code="", when=_account_write(SECOND), before=_canceled, fires=WRITE_ATTEMPTS
+        ),
+        untouched=(SECOND, THIRD),
     ),
     MidSync(
         "another writer holds the lease when the 2nd account is written",
@@ -461,6 +498,8 @@ def test_a_fault_in_the_middle_of_a_sync_loses_nothing(world: World, scenario: M
     if scenario.first_sync:  # packs of 50 (99 deployed), so the first account's 60-odd changes take two writes
         world.monkeypatch.setattr("aisp.dal.sync._CHUNK", 50)
 
+    before = {account: world.account_items(account) for account in scenario.untouched}
+
     # When a run fails in its middle
     with scenario.inject(world):
         failed = world.run()
@@ -477,6 +516,9 @@ def test_a_fault_in_the_middle_of_a_sync_loses_nothing(world: World, scenario: M
 
     if scenario.first_sync:  # the first chunk is written whole, and not visible before it is committed
         assert world.stored_changes() > 0 and during == []
+    for account, items in before.items():  # nothing half-written: not an item more or changed
+        assert world.account_items(account) == items, account
+        assert not [item for _, item in during if item["account_id"] == account], account
     # And a run at once does not touch it (deferred), one after the retry time syncs it
     at_once = world.run()
     assert (at_once["seen"], at_once["synced"]) == (0, 0), at_once  # not due: the due index does not list it
@@ -496,6 +538,59 @@ def test_a_fault_in_the_middle_of_a_sync_loses_nothing(world: World, scenario: M
     assert final["committed"] == final["seq"] and "lease_owner" not in final and "lease_until" not in final
     # And the day's units: one per run that read the account, but none for a call that never left
     assert world.transaction_units() == scenario.units
+    record(SUITE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Retried:
+    """A fault the run retries itself, injected in its middle."""
+
+    name: str
+    inject: Callable[[World], Any]
+
+
+RETRIED = [
+    Retried(
+        "DynamoDB cancels the 2nd account's TransactWriteItems once (a conflicting transaction): diffed again",
+        lambda world: _aws("TransactWriteItems", code="", times=1, when=_account_write(SECOND), before=_canceled),
+    ),
+]
+
+
+@pytest.mark.parametrize("scenario", RETRIED, ids=lambda scenario: scenario.name)
+def test_a_fault_the_run_retries_is_recovered_in_the_same_run(world: World, scenario: Retried) -> None:
+    # Given Marc's accounts synced once, a client holding the feed, and a day's new transactions
+    world.travel(world.today() + timedelta(days=1))
+    assert world.run()["synced"] == 1
+    changes, cursor = world.feed()
+    kept = Replica().apply(changes)
+    world.later(timedelta(days=1))
+    head = world.head()
+
+    # When a run meets the fault in its middle
+    with scenario.inject(world):
+        run = world.run()
+
+    # Then the run succeeded: synced, not deferred (a run at once finds it not due), nothing failed
+    assert (run["synced"], run["deferred"], run["failed"]) == (1, 0, 0), run
+    at_once = world.run()
+    assert (at_once["seen"], at_once["synced"]) == (0, 0), at_once
+    # Each change in the feed once, as the run counted them; the numbers the cancelled write took are skipped
+    during, _ = world.feed(cursor)
+    kinds = [kind for kind, _ in during]
+    assert (run["added"], run["modified"], run["removed"]) == tuple(map(kinds.count, ("added", "modified", "removed")))
+    retried = [item for _, item in during if item["account_id"] == SECOND]
+    assert retried, "the 2nd account had nothing to write: the fault hit nothing"
+    final = world.head()
+    assert int(final["seq"]["N"]) - int(head["seq"]["N"]) == len(during) + len(retried)
+    # Replaying the feed from the start and from the cursor kept gives exactly what the bank lists now
+    live = world.live()
+    assert_replays_live(kept.apply(during), live)
+    assert_replays_live(Replica().apply(world.feed()[0]), live)
+    # The head is committed up to every number handed out, and no lease is left behind
+    assert final["committed"] == final["seq"] and "lease_owner" not in final and "lease_until" not in final
+    # And one unit an account: the run diffed again without asking the bank again
+    assert world.transaction_units() == (1, 1, 1)
     record(SUITE)
 
 

@@ -1,10 +1,13 @@
 """A live read keeps the store fresh (``aisp.logic.sync.live``), on fakes: a complete transactions listing of a synced
 account puts its changes in the feed once, a read that is not one (a page before the last, a cursor, a past
 ``date_to``, no ``date_from``) or of a connection never synced writes nothing, a store that fails never fails the
-read; the sync then skips what a live read stored since the previous slot (no unit spent) and still reads the rest."""
+read; the changes a live read writes are announced on the fintech's bus as a sync's (``TransactionsUpdated``, counts
+only), a bus that fails never failing the read; the sync then skips what a live read stored since the previous slot
+(no unit spent) and still reads the rest."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, timedelta
 
 import pytest
@@ -17,7 +20,7 @@ from aisp.logic.sync.scheduler import SyncPolicy, SyncServices, next_slot, previ
 from aisp.models.psu import PsuInfo
 from aisp.models.quota import QuotaMethod, paris_day
 from aisp.models.sync import AccountFreshness
-from tests.fakes import stet_account, stet_transaction
+from tests.fakes import RecordingPublisher, stet_account, stet_transaction
 
 USER, BANK = "user-marc", "13807"
 MAIN, SAVINGS = "038-CPT30019654051", "038-CPT30019654052"
@@ -231,6 +234,170 @@ def test_a_live_balances_read_replaces_the_kept_ones_only_where_a_sync_keeps_the
 
     monkeypatch.setattr(transaction_store, "put_balances", failing)
     assert [str(b.amount) for b in get_balances(USER, BANK, MAIN, psu=PSU, services=account_services)] == ["19.00"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The live read's changes on the fintech's bus
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bus():
+    return RecordingPublisher()
+
+
+def _updates(bus):
+    """The TransactionsUpdated on the bus: (trigger, account, added, modified, removed)."""
+    return [
+        (e.detail.trigger, e.detail.account_id, e.detail.added, e.detail.modified, e.detail.removed)
+        for e in bus.of("TransactionsUpdated")
+    ]
+
+
+def test_a_live_read_that_writes_changes_announces_them_once_per_account_as_the_sync_does(
+    marc, account_services, account_bank, clock, bus
+):
+    # Given Marc's accounts synced, and the bus
+    services = dataclasses.replace(account_services, events=lambda: bus)
+    _sync(services)
+    _, cursor = _drain(services)
+    clock.advance(hours=1)
+    _a_day_passes(account_bank)
+    account_bank.transactions[(BANK, SAVINGS)].insert(0, stet_transaction(903, amount="1.00", debit=False))
+
+    # When the app reads each account's complete listing
+    _read(services, date_from=FROM, all_pages=True)
+    _read(services, SAVINGS, date_from=FROM, all_pages=True)
+
+    # Then one TransactionsUpdated an account, counting what the feed got, with the ids of the connection only
+    changes, _ = _drain(services, cursor)
+    assert sorted(changes) == [("added", MAIN, "TX00302"), ("added", SAVINGS, "TX00903"), ("modified", MAIN, "TX00006")]
+    assert _updates(bus) == [("live", MAIN, 1, 1, 0), ("live", SAVINGS, 1, 0, 0)]
+    first = bus.events[0].detail
+    assert (first.connection_id, first.user_id, first.bank_code) == (marc.connection_id, USER, BANK)
+    assert (first.occurred_at, first.error_code) == (clock.now(), None)
+    assert "TX0" not in str([event.model_dump_json() for event in bus.events])  # counts, never a transaction
+
+
+def test_a_live_read_that_writes_nothing_announces_nothing_and_never_asks_for_the_bus(
+    marc, account_services, account_bank, bus
+):
+    asked: list[str] = []
+
+    def events():
+        asked.append("bus")
+        return bus
+
+    announcing = dataclasses.replace(account_services, events=events)
+    # A connection never synced: nothing stored
+    _read(announcing, date_from=FROM, all_pages=True)
+    # Synced, then read again with nothing new, and a read that is not a complete listing, and balances
+    _sync(account_services)
+    _read(announcing, date_from=FROM, all_pages=True)
+    _a_day_passes(account_bank)
+    _read(announcing, date_from=FROM)
+    get_balances(USER, BANK, MAIN, psu=PSU, services=announcing)
+
+    assert bus.events == [] and asked == []
+
+
+def test_without_a_bus_the_live_read_still_writes_its_changes(marc, account_services, account_bank):
+    services = dataclasses.replace(account_services, events=lambda: None)  # EVENT_BUS_NAME empty
+    _sync(services)
+    _, cursor = _drain(services)
+    _a_day_passes(account_bank)
+
+    _read(services, date_from=FROM, all_pages=True)
+
+    assert len(_drain(services, cursor)[0]) == 2
+
+
+def test_a_bus_that_fails_never_fails_the_read_and_logs_no_data(marc, account_services, account_bank, bus, caplog):
+    services = dataclasses.replace(account_services, events=lambda: bus)
+    _sync(services)
+    _, cursor = _drain(services)
+    _a_day_passes(account_bank)
+    bus.fail = True
+    caplog.clear()
+
+    page = _read(services, date_from=FROM, all_pages=True)
+
+    assert len(page.transactions) == 251
+    assert len(_drain(services, cursor)[0]) == 2  # the feed is the record
+    (warning,) = [record for record in caplog.records if record.getMessage() == "live read event not published"]
+    assert warning.detail_type == "TransactionsUpdated"
+    logged = str([vars(record) for record in caplog.records])
+    assert "PAIEMENT" not in logged and "FR76" not in logged and "access-1" not in logged and "TX0" not in logged
+
+
+def test_changes_written_are_announced_even_when_noting_the_listing_then_fails(
+    marc, account_services, account_bank, transaction_store, bus, monkeypatch
+):
+    services = dataclasses.replace(account_services, events=lambda: bus)
+    _sync(services)
+    _, cursor = _drain(services)
+    _a_day_passes(account_bank)
+
+    def failing(*_args, **_kwargs):
+        raise errors.PersistenceError("data store call failed", details={"operation": "sync_listing"})
+
+    monkeypatch.setattr(transaction_store, "note_listing", failing)
+    _read(services, date_from=FROM, all_pages=True)
+
+    assert len(_drain(services, cursor)[0]) == 2 and _updates(bus) == [("live", MAIN, 1, 1, 0)]
+
+
+@pytest.mark.parametrize("method", ["live", "append"])
+def test_changes_not_written_are_not_announced(
+    marc, account_services, account_bank, transaction_store, bus, monkeypatch, method
+):
+    services = dataclasses.replace(account_services, events=lambda: bus)
+    _sync(services)
+    _a_day_passes(account_bank)
+
+    def failing(*_args, **_kwargs):
+        raise errors.ConflictError("another sync writes this connection", details={"operation": "sync_lease"})
+
+    monkeypatch.setattr(transaction_store, method, failing)
+    _read(services, date_from=FROM, all_pages=True)
+
+    assert bus.events == []
+
+
+def test_the_scheduled_syncs_events_say_so(marc, account_services, services, clock, bus):
+    # Given Marc's connection due now
+    account_services.transactions.schedule_sync(marc.connection_id, user_id=USER, bank_code=BANK, at=clock.now())
+
+    # When the scheduled run syncs it
+    sync_due_connections(
+        remaining_ms=lambda: 300_000,
+        run_id="run",
+        services=SyncServices(accounts=account_services, keys=services.connections, events=bus),
+        policy=SyncPolicy(runs_per_day=2, workers=2),
+    )
+
+    # Then its TransactionsUpdated carry the trigger a consumer tells them apart by
+    assert _updates(bus) == [("schedule", MAIN, 250, 0, 0), ("schedule", SAVINGS, 2, 0, 0)]
+
+
+def test_the_wiring_gives_the_live_reads_the_syncs_bus(gateway_env, monkeypatch):  # noqa: ARG001 - the settings
+    from aisp import wiring
+    from aisp.aws.messaging import EventBridgePublisher
+    from aisp.settings import load_settings
+
+    # No bus named: no events
+    monkeypatch.delenv("EVENT_BUS_NAME", raising=False)
+    load_settings.cache_clear()
+    wiring.sync_events.reset()
+    assert wiring.sync_events() is None
+
+    # A bus named: one publisher on it, built without a client (boto3 waits for the first event)
+    monkeypatch.setenv("EVENT_BUS_NAME", "fintech-bus")
+    load_settings.cache_clear()
+    wiring.sync_events.reset()
+    publisher = wiring.sync_events()
+    assert isinstance(publisher, EventBridgePublisher) and publisher._bus == "fintech-bus"
+    assert publisher._client is None and wiring.sync_events() is publisher
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from aisp.cursors import CursorSealer
     from aisp.dal import DynamoConnectionRepository, DynamoOAuthStateRepository
     from aisp.idempotency import IdempotencyStore
-    from aisp.logic.ports import QuotaLedger, TransactionStore
+    from aisp.logic.ports import EventPublisher, QuotaLedger, TransactionStore
     from aisp.logic.refresh.scheduler import RefresherServices, RefreshPolicy
     from aisp.logic.services import AccountServices, ConnectionServices, ConnectPolicy
     from aisp.logic.sync.scheduler import SyncPolicy, SyncServices
@@ -51,6 +51,7 @@ __all__ = [
     "connection_repository",
     "connection_services",
     "idempotency_store",
+    "sync_events",
     "quota_ledger",
     "transaction_store",
     "cursor_sealer",
@@ -270,8 +271,21 @@ def transaction_store() -> TransactionStore:
 
 
 @_factory
+def sync_events() -> EventPublisher | None:
+    """The fintech's bus for the sync's events, ``TransactionsUpdated`` and ``SyncFailed`` (``EVENT_BUS_NAME`` of
+    :class:`~aisp.settings.SyncSettings`), whether a scheduled sync or a live read wrote; ``None``: no bus named."""
+    bus = load_settings(SyncSettings).event_bus_name
+    if not bus:
+        return None
+    from aisp.aws.messaging import EventBridgePublisher  # noqa: PLC0415 - its client (boto3) on the first event
+
+    return EventBridgePublisher(bus)
+
+
+@_factory
 def account_services() -> AccountServices:
-    """The consent and account use cases' ports, over :func:`connection_services`."""
+    """The consent and account use cases' ports, over :func:`connection_services`; :func:`sync_events` is asked for
+    on a live read's first event."""
     from aisp.logic.remembered import RememberedConnections  # noqa: PLC0415
     from aisp.logic.services import AccountServices  # noqa: PLC0415
 
@@ -282,6 +296,7 @@ def account_services() -> AccountServices:
         quota=quota_ledger(),
         transactions=transaction_store(),
         remembered=RememberedConnections(),
+        events=sync_events,
     )
 
 
@@ -289,15 +304,14 @@ def account_services() -> AccountServices:
 def sync_services() -> SyncServices:
     """What the scheduled sync uses: the account services, the connections' index (the catch-up), the fintech's bus
     and the fan-out queue."""
-    from aisp.aws.messaging import EventBridgePublisher, SqsFanoutQueue  # noqa: PLC0415 - boto3 on first use
+    from aisp.aws.messaging import SqsFanoutQueue  # noqa: PLC0415 - boto3 on first use
     from aisp.logic.sync.scheduler import SyncServices  # noqa: PLC0415
 
-    settings = load_settings(SyncSettings)
-    bus, queue_url = settings.event_bus_name, settings.sync_fanout_queue_url
+    queue_url = load_settings(SyncSettings).sync_fanout_queue_url
     return SyncServices(
         accounts=account_services(),
         keys=connection_repository(),
-        events=EventBridgePublisher(bus) if bus else None,
+        events=sync_events(),
         fanout=SqsFanoutQueue(queue_url) if queue_url else None,
     )
 

@@ -209,7 +209,7 @@ def _live_store(services: AccountServices, session: BankSession, account_id: str
     """The store side of a live read, its read started beside the bank call (the sync's modules on first use)."""
     from aisp.logic.sync.live import LiveStore  # noqa: PLC0415 - not at init: diff, sync models
 
-    return LiveStore(services, session.connection.connection_id, account_id)
+    return LiveStore(services, session.connection, account_id)
 
 
 # ----------------------------------------------------------------------------------------------------------------

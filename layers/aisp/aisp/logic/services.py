@@ -16,6 +16,7 @@ from aisp.logic.ports import (
     AccountDataGateway,
     BankGateway,
     ConnectionRepository,
+    EventPublisher,
     OAuthStateRepository,
     QuotaLedger,
     TransactionStore,
@@ -80,3 +81,6 @@ class AccountServices:
     max_workers: int = 4
     # Connections this container read, so that a read-only bank call overlaps the next read (None: never overlap).
     remembered: RememberedConnections | None = None
+    # The fintech's bus, for the TransactionsUpdated of a live read that wrote changes (docs/sync.md, Events): asked
+    # for on the first such event, so its settings and adapter load then. None (or None from it): no events.
+    events: Callable[[], EventPublisher | None] | None = None

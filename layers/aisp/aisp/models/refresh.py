@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from enum import StrEnum
-from typing import Annotated, Final, NamedTuple
+from typing import Annotated, Final, Literal, NamedTuple
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -110,6 +110,9 @@ class SyncDetail(BaseModel):
     modified: int = 0
     removed: int = 0
     error_code: str | None = Field(default=None, description="SyncFailed: the error's code (bank_unavailable...)")
+    trigger: Literal["schedule", "live"] = Field(
+        default="schedule", description="what read the bank: the scheduled sync, or a live read that stored its changes"
+    )
     occurred_at: AwareDatetime
 
 

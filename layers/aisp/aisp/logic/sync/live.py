@@ -2,8 +2,11 @@
 backend just read from the bank goes into the store of an account a sync keeps, so the feed has its changes at once
 and the next sync need not read it again (``aisp.logic.sync.run``'s ``fresh_since``).
 
+Changes written are announced on the fintech's bus like a sync's (``TransactionsUpdated``, ``trigger: live``).
+
 Best effort: a conflict with another writer, a store or a key failure is logged (no data) and the read answers as if
-nothing were stored; the next sync catches up. Design: ``docs/sync.md`` (Live reads).
+nothing were stored; the next sync catches up. An event the bus refuses is logged too, never failing the read.
+Design: ``docs/sync.md`` (Live reads, Events).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from aisp.models.bank import BankBalance, BankTransaction
+    from aisp.models.connection import Connection
 
 __all__ = ["LiveStore", "complete_from"]
 
@@ -57,10 +61,11 @@ class LiveStore:
     """The store side of one live read of one account: what the store keeps of it, read beside the bank call (on the
     remembered connections' pool, when there is one), then what the read brought written there if a sync keeps it."""
 
-    __slots__ = ("_account_id", "_connection_id", "_reading", "_services")
+    __slots__ = ("_account_id", "_bank_code", "_connection_id", "_reading", "_services", "_user_id")
 
-    def __init__(self, services: AccountServices, connection_id: str, account_id: str) -> None:
-        self._services, self._connection_id, self._account_id = services, connection_id, account_id
+    def __init__(self, services: AccountServices, connection: Connection, account_id: str) -> None:
+        self._services, self._connection_id, self._account_id = services, connection.connection_id, account_id
+        self._user_id, self._bank_code = connection.user_id, connection.bank_code
         memory = services.remembered
         self._reading: Future[AccountFreshness] | None = None
         if memory is not None:
@@ -93,11 +98,12 @@ class LiveStore:
     ) -> None:
         """Diff the account's complete listing from ``date_from`` (read at ``now``) into the store and note it, if a
         sync keeps the account's transactions; written under ``owner`` only if no write began since the store was
-        read."""
+        read. Changes committed are announced (``TransactionsUpdated``), even if noting the listing then fails."""
         known = self._known(connection_id)
         if known is None or known.transactions is None:
             return  # never synced: starting a store is the sync's (its first read is the whole history)
         store, account_id = self._services.transactions, self._account_id
+        committed: list[ChangeKind] = []
         try:
             stored = store.live(connection_id, account_id)
             if not _covers(stored.transactions, date_from):
@@ -106,17 +112,47 @@ class LiveStore:
             changes = in_write_order(diff_account(account_id, stored.transactions, transactions, window_from=date_from))
             if changes:
                 store.append(connection_id, changes, owner=owner, now=now, expected=stored.version)
+                committed = [change.kind for change in changes]
             store.note_listing(connection_id, account_id, Freshness(now, live=True, date_from=date_from))
         except _STORE_FAILURES as exc:
             _not_kept("transactions", exc)
+        else:
+            logger.info(
+                "live read stored",
+                added=committed.count(ChangeKind.ADDED),
+                modified=committed.count(ChangeKind.MODIFIED),
+                removed=committed.count(ChangeKind.REMOVED),
+            )
+        if committed:
+            self._announce(connection_id, committed, now)
+
+    def _announce(self, connection_id: str, kinds: list[ChangeKind], now: datetime) -> None:
+        """``TransactionsUpdated`` for the changes committed, as a sync's (counts, no data); a failure is logged."""
+        events = None if self._services.events is None else self._services.events()
+        if events is None:
             return
-        kinds = [change.kind for change in changes]
-        logger.info(
-            "live read stored",
+        from aisp.models.refresh import LifecycleEvent, LifecycleEventType, SyncDetail  # noqa: PLC0415
+
+        detail = SyncDetail(
+            connection_id=connection_id,
+            user_id=self._user_id,
+            bank_code=self._bank_code,
+            account_id=self._account_id,
             added=kinds.count(ChangeKind.ADDED),
             modified=kinds.count(ChangeKind.MODIFIED),
             removed=kinds.count(ChangeKind.REMOVED),
+            trigger="live",
+            occurred_at=now,
         )
+        try:
+            events.publish(LifecycleEvent(detail_type=LifecycleEventType.TRANSACTIONS_UPDATED, detail=detail))
+        except errors.EventPublishError as exc:
+            # The feed is the record; an event is a nudge: never fatal to the read.
+            logger.warning(
+                "live read event not published",
+                detail_type=LifecycleEventType.TRANSACTIONS_UPDATED.value,
+                error_code=exc.details.get("error_code"),
+            )
 
     def keep_balances(self, connection_id: str, balances: Sequence[BankBalance], *, now: datetime) -> None:
         """Replace the account's kept balances with these (read at ``now``), if a sync keeps them."""
