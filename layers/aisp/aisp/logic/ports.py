@@ -32,7 +32,15 @@ if TYPE_CHECKING:
     )
     from aisp.models.psu import PsuInfo
     from aisp.models.quota import QuotaKey, QuotaUsage
-    from aisp.models.sync import AccountFreshness, DueSync, FeedPage, Freshness, StoredAccount, TransactionChange
+    from aisp.models.sync import (
+        AccountFreshness,
+        DueSync,
+        FeedPage,
+        Freshness,
+        StoredAccount,
+        StoredFeedPage,
+        TransactionChange,
+    )
 
 __all__ = [
     "MAX_WRITE_ATTEMPTS",
@@ -413,6 +421,10 @@ class TransactionStore(Protocol):
 
     def feed(self, connection_id: str, *, after: int, limit: int) -> FeedPage:
         """Up to ``limit`` committed changes numbered above ``after``, in order, with the committed number."""
+        ...
+
+    def feed_json(self, connection_id: str, *, after: int, limit: int) -> StoredFeedPage:
+        """:meth:`feed`'s page with each transaction in its stored JSON form, no model built (the feed route's read)."""
         ...
 
     def purge(
