@@ -5,6 +5,7 @@ and (DynamoDB) nothing of a transaction in clear in the table."""
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -278,20 +279,22 @@ def test_a_change_item_reads_only_as_the_store_writes_it(aws):
     from aisp.dal.tables import SyncRecord
     from aisp.errors import TokenIntegrityError
 
-    # Given a change item (the first write of a connection)
+    # Given a change item (the first write of a connection): its pack deflated
     store = DynamoTransactionStore(wiring.token_cipher)
     store.append(CONNECTION, [added(synced(1))], owner="sync-1", now=NOW)
     item = SyncRecord.get(CONNECTION, "chg#000000000001")
     binding = {"connection_id": CONNECTION, "account_id": ACCOUNT, "transaction_id": item.sk}
+    pack = f'[{{"kind":"added","transaction_id":"{synced(1).transaction_id}","synced":{synced(1).model_dump_json()}}}]'
+    assert wiring.token_cipher().decrypt(bytes(item.blob), binding=binding) == b"z" + zlib.compress(pack.encode())
 
     def sealed_as(plaintext):
-        item.blob = wiring.token_cipher().encrypt(plaintext.encode(), binding=binding)
+        item.blob = wiring.token_cipher().encrypt(
+            plaintext if isinstance(plaintext, bytes) else plaintext.encode(), binding=binding
+        )
         item.save()
 
-    # When its pack is sealed by hand in the format the store has always written; Then it reads, as JSON and models
-    sealed_as(
-        f'[{{"kind":"added","transaction_id":"{synced(1).transaction_id}","synced":{synced(1).model_dump_json()}}}]'
-    )
+    # When its pack is sealed by hand as JSON, as the store wrote it before deflating; Then it reads all the same
+    sealed_as(pack)
     assert store.feed_json(CONNECTION, after=0, limit=10).entries[0].synced == synced(1).model_dump(mode="json")
     assert store.feed(CONNECTION, after=0, limit=10).entries[0].change.synced == synced(1)
 
@@ -306,6 +309,8 @@ def test_a_change_item_reads_only_as_the_store_writes_it(aws):
         f'[{{"kind":"added","transaction_id":"{synced(1).transaction_id}","synced":{someone_elses}}}]',
         f'[{{"kind":"added","transaction_id":"tx_other","synced":{synced(1).model_dump_json()}}}]',
         f'[{{"kind":"added","transaction_id":"{synced(1).transaction_id}","synced":[1]}}]',
+        b"z" + b"not a deflated stream",
+        b"z" + zlib.compress(b"[1"),
     ):
         sealed_as(plaintext)
         with pytest.raises(TokenIntegrityError):

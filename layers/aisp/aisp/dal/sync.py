@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import zlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Final
@@ -51,6 +52,8 @@ FEED_KEEP_DAYS: Final = 400
 _CHUNK: Final = 99
 # A change item's sealed changes stay well under DynamoDB's 400 KB an item (a change is about 1 KB).
 _CHUNK_BYTES: Final = 256 * 1024
+# A change item's pack is its JSON deflated behind this byte; one that starts with "[" is JSON as written before.
+_DEFLATED: Final = b"z"
 
 
 def _tx_key(account_id: str, transaction_id: str) -> str:
@@ -222,6 +225,8 @@ class DynamoTransactionStore:
             bytes(record.blob or b""), binding=_binding(connection_id, account_id, record.sk)
         )
         try:
+            if plaintext.startswith(_DEFLATED):
+                plaintext = zlib.decompress(plaintext[len(_DEFLATED) :])
             packed = json.loads(plaintext)
             if not isinstance(packed, list):
                 raise TypeError(type(packed).__name__)
@@ -231,7 +236,7 @@ class DynamoTransactionStore:
             ]
             if not all(isinstance(change.transaction_id, str) for change in changes):
                 raise TypeError("transaction_id")
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, zlib.error):
             raise TokenIntegrityError("stored changes are malformed", details={"operation": "sync"}) from None
         for change in changes:
             if change.synced is not None and (
@@ -318,7 +323,9 @@ class DynamoTransactionStore:
             key,
             seq=numbered[0][0],
             account_id=account_id,
-            blob=cipher.encrypt(f"[{packed}]".encode(), binding=_binding(connection_id, account_id, key)),
+            blob=cipher.encrypt(
+                _DEFLATED + zlib.compress(f"[{packed}]".encode()), binding=_binding(connection_id, account_id, key)
+            ),
             expires_at=now + timedelta(days=FEED_KEEP_DAYS),
         )
         with translated("sync_write"), TransactWrite(connection=LowLevel()) as transaction:
