@@ -60,6 +60,8 @@ from aisp.models.sync import (
     FeedPage,
     Freshness,
     StoredAccount,
+    StoredChange,
+    StoredFeedPage,
     SyncedTransaction,
     TransactionChange,
     sync_shard,
@@ -1133,6 +1135,23 @@ class MemoryTransactionStore:
             changes = self._changes.get(connection_id, {})
             numbers = sorted(seq for seq in changes if after < seq <= committed)[:limit]
             return FeedPage([FeedEntry(seq, changes[seq]) for seq in numbers], committed, head.get("committed_at"))
+
+    def feed_json(self, connection_id: str, *, after: int, limit: int) -> StoredFeedPage:
+        entries, committed, synced_at = self.feed(connection_id, after=after, limit=limit)
+        return StoredFeedPage(
+            [
+                StoredChange(
+                    seq,
+                    change.kind,
+                    change.account_id,
+                    change.transaction_id,
+                    None if change.synced is None else change.synced.model_dump(mode="json"),
+                )
+                for seq, change in entries
+            ],
+            committed,
+            synced_at,
+        )
 
     def append(
         self,

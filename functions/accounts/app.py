@@ -11,13 +11,12 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.event_handler import Response
     from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
 # The use cases that reach the bank or the stored feed are imported by the handlers that call them: init loads what
@@ -273,16 +272,18 @@ SyncCountQuery = Annotated[
     "call, no quota spent.",
     operation_id="syncTransactions",
     tags=["sync"],
-    responses=responses((400, 403, 404, 503)),
+    # The body is made from the stored JSON, not validated again (docs/sync.md, The route): its schema is declared.
+    responses=responses((400, 403, 404, 503), content={"application/json": {"model": TransactionsSyncResponse}}),
 )
 def handle_sync_transactions(
     bank_code: BankCodePath, cursor: SyncCursorQuery = None, count: SyncCountQuery = 100
-) -> TransactionsSyncResponse:
+) -> Response[str]:
     """A page of the connection's change feed and the cursor after it."""
     from aisp.logic.sync.feed import read_changes  # noqa: PLC0415
 
     caller, _ = _caller()
-    return read_changes(caller.user_id, bank_code, cursor=cursor, count=count, services=wiring.account_services())
+    page = read_changes(caller.user_id, bank_code, cursor=cursor, count=count, services=wiring.account_services())
+    return Response(status_code=200, content_type="application/json", body=page.json())
 
 
 @app.get(

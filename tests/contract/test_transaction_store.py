@@ -5,6 +5,7 @@ and (DynamoDB) nothing of a transaction in clear in the table."""
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -125,6 +126,37 @@ def test_hundreds_of_changes_of_several_accounts_read_back_in_order_from_any_num
     assert len(store.live(CONNECTION, ACCOUNT).transactions) == len([n for n in range(12, 131) if n % 3])
 
 
+def test_the_feeds_json_form_is_its_models_json_form(store):
+    # Given added, modified and removed changes of two accounts, with unicode and escapes in their texts
+    odd = synced(2, OTHER).model_copy(
+        update={"transaction": synced(2).transaction.model_copy(update={"remittance": ("Café — 東京 🍜", '"\\')})}
+    )
+    changes = [added(synced(1)), added(odd), added(synced(3)), modified(synced(1, amount="-1.5E+2")), removed(odd)]
+    store.append(CONNECTION, changes[:3], owner="sync-1", now=NOW)
+    store.append(CONNECTION, changes[3:], owner="sync-1", now=NOW)
+
+    for after, limit in ((0, 500), (0, 2), (2, 2), (4, 10)):
+        # When a page is read as JSON and as models
+        raw, page = (
+            store.feed_json(CONNECTION, after=after, limit=limit),
+            store.feed(CONNECTION, after=after, limit=limit),
+        )
+
+        # Then the JSON is the models' JSON form, and the rest the same
+        assert (raw.committed, raw.synced_at) == (page.committed, page.synced_at) == (5, NOW)
+        assert [tuple(change) for change in raw.entries] == [
+            (
+                seq,
+                change.kind,
+                change.account_id,
+                change.transaction_id,
+                None if change.synced is None else change.synced.model_dump(mode="json"),
+            )
+            for seq, change in page.entries
+        ]
+    assert store.feed_json("cn_nobody", after=0, limit=10) == ([], 0, None)
+
+
 def test_one_writer_at_a_time_until_its_lease_expires(store):
     class Died(Exception):
         pass
@@ -239,6 +271,57 @@ def test_the_table_holds_no_transaction_in_clear(aws):
 
     with pytest.raises(TokenIntegrityError):
         store.live(CONNECTION, ACCOUNT)
+
+
+def test_a_change_item_reads_only_as_the_store_writes_it(aws):
+    from aisp import wiring
+    from aisp.dal.sync import DynamoTransactionStore
+    from aisp.dal.tables import SyncRecord
+    from aisp.errors import TokenIntegrityError
+
+    # Given a change item (the first write of a connection): its pack deflated
+    store = DynamoTransactionStore(wiring.token_cipher)
+    store.append(CONNECTION, [added(synced(1))], owner="sync-1", now=NOW)
+    item = SyncRecord.get(CONNECTION, "chg#000000000001")
+    binding = {"connection_id": CONNECTION, "account_id": ACCOUNT, "transaction_id": item.sk}
+    pack = f'[{{"kind":"added","transaction_id":"{synced(1).transaction_id}","synced":{synced(1).model_dump_json()}}}]'
+    assert wiring.token_cipher().decrypt(bytes(item.blob), binding=binding) == b"z" + zlib.compress(pack.encode())
+
+    def sealed_as(plaintext):
+        item.blob = wiring.token_cipher().encrypt(
+            plaintext if isinstance(plaintext, bytes) else plaintext.encode(), binding=binding
+        )
+        item.save()
+
+    # When its pack is sealed by hand as JSON, as the store wrote it before deflating; Then it reads all the same
+    sealed_as(pack)
+    assert store.feed_json(CONNECTION, after=0, limit=10).entries[0].synced == synced(1).model_dump(mode="json")
+    assert store.feed(CONNECTION, after=0, limit=10).entries[0].change.synced == synced(1)
+
+    # When it holds anything else, sealed for it all the same; Then neither read serves it
+    someone_elses = synced(1, OTHER).model_dump_json()
+    for plaintext in (
+        "{}",
+        "[1]",
+        '[{"kind":"added"}]',
+        '[{"kind":"removed","transaction_id":7,"synced":null}]',
+        f'[{{"kind":"renamed","transaction_id":"{synced(1).transaction_id}","synced":null}}]',
+        f'[{{"kind":"added","transaction_id":"{synced(1).transaction_id}","synced":{someone_elses}}}]',
+        f'[{{"kind":"added","transaction_id":"tx_other","synced":{synced(1).model_dump_json()}}}]',
+        f'[{{"kind":"added","transaction_id":"{synced(1).transaction_id}","synced":[1]}}]',
+        b"z" + b"not a deflated stream",
+        b"z" + zlib.compress(b"[1"),
+    ):
+        sealed_as(plaintext)
+        with pytest.raises(TokenIntegrityError):
+            store.feed_json(CONNECTION, after=0, limit=10)
+    # A pack of the right shape whose transaction is not a valid one reads as JSON but never as a model
+    sealed_as(
+        f'[{{"kind":"added","transaction_id":"{synced(1).transaction_id}",'
+        f'"synced":{{"transaction_id":"{synced(1).transaction_id}","account_id":"{ACCOUNT}"}}}}]'
+    )
+    with pytest.raises(TokenIntegrityError):
+        store.feed(CONNECTION, after=0, limit=10)
 
 
 def _schedule(store, connection_id=CONNECTION, at=NOW, **options):

@@ -58,7 +58,7 @@ def _sync_failing_at(seq, services, store, monkeypatch):
 
 
 def _changes(services, cursor=None, count=100, user=USER):
-    return read_changes(user, BANK, cursor=cursor, count=count, services=services)
+    return read_changes(user, BANK, cursor=cursor, count=count, services=services).model()
 
 
 def _drain(services, cursor=None, count=100):

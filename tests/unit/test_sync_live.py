@@ -64,7 +64,7 @@ def _drain(services, cursor=None):
     """Every change after ``cursor``: ((kind, account, bank id), ...) and the cursor after them."""
     changes = []
     while True:
-        page = read_changes(USER, BANK, cursor=cursor, count=100, services=services)
+        page = read_changes(USER, BANK, cursor=cursor, count=100, services=services).model()
         changes += [("added", item.account_id, item.id) for item in page.added]
         changes += [("modified", item.account_id, item.id) for item in page.modified]
         changes += [("removed", item.account_id, item.transaction_id) for item in page.removed]

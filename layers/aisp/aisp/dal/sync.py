@@ -6,14 +6,13 @@ key. Design: ``docs/sync.md`` (The store).
 
 from __future__ import annotations
 
-import functools
 import json
 import uuid
+import zlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
 from pynamodb.connection import Connection as LowLevel
 from pynamodb.transactions import TransactWrite
 
@@ -30,6 +29,8 @@ from aisp.models.sync import (
     FeedPage,
     Freshness,
     StoredAccount,
+    StoredChange,
+    StoredFeedPage,
     SyncedTransaction,
     TransactionChange,
     sync_shard,
@@ -52,6 +53,8 @@ FEED_KEEP_DAYS: Final = 400
 _CHUNK: Final = 99
 # A change item's sealed changes stay well under DynamoDB's 400 KB an item (a change is about 1 KB).
 _CHUNK_BYTES: Final = 256 * 1024
+# A change item's pack is its JSON deflated behind this byte; one that starts with "[" is JSON as written before.
+_DEFLATED: Final = b"z"
 
 
 def _tx_key(account_id: str, transaction_id: str) -> str:
@@ -64,21 +67,6 @@ def _change_key(seq: int) -> str:
 
 def _binding(connection_id: str, account_id: str, transaction_id: str) -> dict[str, str]:
     return {"connection_id": connection_id, "account_id": account_id, "transaction_id": transaction_id}
-
-
-class _PackedChange(BaseModel):
-    """One change as a change item keeps it (its number is the item's first plus its rank)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-
-    kind: ChangeKind
-    transaction_id: str
-    synced: SyncedTransaction | None
-
-
-@functools.cache
-def _packed() -> TypeAdapter[list[_PackedChange]]:
-    return TypeAdapter(list[_PackedChange])
 
 
 def _chunks(changes: Sequence[TransactionChange], sizes: Sequence[int]) -> Iterator[list[int]]:
@@ -207,15 +195,35 @@ class DynamoTransactionStore:
         return {record.transaction_id or "": self._open(connection_id, record) for record in records}
 
     def feed(self, connection_id: str, *, after: int, limit: int) -> FeedPage:
+        """:meth:`feed_json`'s page, each transaction validated into its model."""
+        page = self.feed_json(connection_id, after=after, limit=limit)
+        try:
+            entries = [
+                FeedEntry(
+                    change.seq,
+                    TransactionChange(
+                        change.kind,
+                        change.account_id,
+                        change.transaction_id,
+                        None if change.synced is None else SyncedTransaction.model_validate(change.synced),
+                    ),
+                )
+                for change in page.entries
+            ]
+        except ValueError:
+            raise TokenIntegrityError("stored changes are malformed", details={"operation": "sync"}) from None
+        return FeedPage(entries, page.committed, page.synced_at)
+
+    def feed_json(self, connection_id: str, *, after: int, limit: int) -> StoredFeedPage:
         """The head's ``committed``, then the change items whose last number is after ``after``, up to it (strongly
         consistent; a change item is keyed by its last number, so the first one read may start before ``after``)."""
-        entries: list[FeedEntry] = []
+        entries: list[StoredChange] = []
         with translated("sync_feed"):
             head = self._head(connection_id)
             committed = 0 if head is None else int(head.committed or 0)
             synced_at = None if head is None else head.committed_at
             if committed <= after:
-                return FeedPage([], committed, synced_at)
+                return StoredFeedPage([], committed, synced_at)
             records = SyncRecord.query(
                 connection_id,
                 SyncRecord.sk.between(_change_key(after + 1), _change_key(committed)),
@@ -223,10 +231,10 @@ class DynamoTransactionStore:
                 page_size=limit // _CHUNK + 2,
             )
             for record in records:
-                entries += [entry for entry in self._entries(connection_id, record) if entry.seq > after]
+                entries += [change for change in self._changes(connection_id, record) if change.seq > after]
                 if len(entries) >= limit:
                     break
-        return FeedPage(entries[:limit], committed, synced_at)
+        return StoredFeedPage(entries[:limit], committed, synced_at)
 
     def _head(self, connection_id: str) -> SyncRecord | None:
         try:
@@ -234,23 +242,35 @@ class DynamoTransactionStore:
         except SyncRecord.DoesNotExist:
             return None
 
-    def _entries(self, connection_id: str, record: SyncRecord) -> list[FeedEntry]:
-        """A change item's changes, opened, numbered from its ``seq``."""
+    def _changes(self, connection_id: str, record: SyncRecord) -> list[StoredChange]:
+        """A change item's changes, opened and parsed, numbered from its ``seq``. No model is built: the blob is
+        authenticated (sealed, bound to this item), so it holds what :meth:`append` wrote from validated models."""
         account_id = record.account_id or ""
         plaintext = self._cipher().decrypt(
             bytes(record.blob or b""), binding=_binding(connection_id, account_id, record.sk)
         )
         try:
-            packed = _packed().validate_json(plaintext)
-        except ValueError:
+            if plaintext.startswith(_DEFLATED):
+                plaintext = zlib.decompress(plaintext[len(_DEFLATED) :])
+            packed = json.loads(plaintext)
+            if not isinstance(packed, list):
+                raise TypeError(type(packed).__name__)
+            changes = [
+                StoredChange(seq, ChangeKind(item["kind"]), account_id, item["transaction_id"], item["synced"])
+                for seq, item in enumerate(packed, int(record.seq or 0))
+            ]
+            if not all(isinstance(change.transaction_id, str) for change in changes):
+                raise TypeError("transaction_id")
+        except (ValueError, TypeError, KeyError, zlib.error):
             raise TokenIntegrityError("stored changes are malformed", details={"operation": "sync"}) from None
-        if any(item.synced is not None and item.synced.account_id != account_id for item in packed):
-            raise TokenIntegrityError("stored changes are not their item's", details={"operation": "sync"})
-        first = int(record.seq or 0)
-        return [
-            FeedEntry(seq, TransactionChange(item.kind, account_id, item.transaction_id, item.synced))
-            for seq, item in enumerate(packed, first)
-        ]
+        for change in changes:
+            if change.synced is not None and (
+                not isinstance(change.synced, dict)
+                or change.synced.get("account_id") != account_id
+                or change.synced.get("transaction_id") != change.transaction_id
+            ):
+                raise TokenIntegrityError("stored changes are not their item's", details={"operation": "sync"})
+        return changes
 
     # -- writes --------------------------------------------------------------------------------------------------
 
@@ -328,7 +348,9 @@ class DynamoTransactionStore:
             key,
             seq=numbered[0][0],
             account_id=account_id,
-            blob=cipher.encrypt(f"[{packed}]".encode(), binding=_binding(connection_id, account_id, key)),
+            blob=cipher.encrypt(
+                _DEFLATED + zlib.compress(f"[{packed}]".encode()), binding=_binding(connection_id, account_id, key)
+            ),
             expires_at=now + timedelta(days=FEED_KEEP_DAYS),
         )
         with translated("sync_write"), TransactWrite(connection=LowLevel()) as transaction:

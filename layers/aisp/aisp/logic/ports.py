@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         FeedPage,
         Freshness,
         StoredAccount,
+        StoredFeedPage,
         SyncedTransaction,
         TransactionChange,
     )
@@ -429,6 +430,10 @@ class TransactionStore(Protocol):
 
     def feed(self, connection_id: str, *, after: int, limit: int) -> FeedPage:
         """Up to ``limit`` committed changes numbered above ``after``, in order, with the committed number."""
+        ...
+
+    def feed_json(self, connection_id: str, *, after: int, limit: int) -> StoredFeedPage:
+        """:meth:`feed`'s page with each transaction in its stored JSON form, no model built (the feed route's read)."""
         ...
 
     def purge(

@@ -10,7 +10,10 @@ the bank gave no value), and every list comes inside an object.
 
 from __future__ import annotations
 
-from datetime import date
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -46,9 +49,11 @@ __all__ = [
     "SyncedTransactionItem",
     "TransactionItem",
     "TransactionsResponse",
+    "TransactionsSyncPage",
     "TransactionsSyncResponse",
     "TrustedBeneficiariesResponse",
     "decimal_string",
+    "synced_item",
 ]
 
 DecimalString = Annotated[
@@ -227,6 +232,29 @@ class SyncedTransactionItem(TransactionItem):
         )
 
 
+def synced_item(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`SyncedTransactionItem`'s JSON form made from a stored transaction's (``SyncedTransaction``'s JSON
+    form, as the store wrote it from the validated model), without building either model: the same keys in the same
+    order, the amount as :func:`decimal_string` gives it. ``tests/unit/test_sync_feed_body.py`` holds it to the model.
+    """
+    transaction = stored["transaction"]
+    return {
+        "id": transaction["id"],
+        "entry_reference": transaction["entry_reference"],
+        "amount": decimal_string(Decimal(transaction["amount"])),
+        "currency": transaction["currency"],
+        "credit_debit": transaction["credit_debit"],
+        "status": transaction["status"],
+        "booking_date": transaction["booking_date"],
+        "value_date": transaction["value_date"],
+        "transaction_date": transaction["transaction_date"],
+        "remittance": transaction["remittance"],
+        "transaction_id": stored["transaction_id"],
+        "account_id": stored["account_id"],
+        "pending_transaction_id": stored["pending_transaction_id"],
+    }
+
+
 def _transaction_fields(transaction: BankTransaction) -> dict[str, Any]:
     """A transaction item's bank fields (one validation builds the item, whichever it is)."""
     return {
@@ -261,6 +289,39 @@ class TransactionsSyncResponse(_Out):
     )
     has_more: bool = Field(description="More changes are already waiting: call again with next_cursor at once")
     synced_at: AwareDatetime | None = Field(description="When the gateway last wrote this feed (null: never synced)")
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionsSyncPage:
+    """A :class:`TransactionsSyncResponse` as its JSON form: items made by :func:`synced_item` from the stored JSON,
+    no model built a transaction (the feed route's answer, ``docs/sync.md``, The route)."""
+
+    added: list[dict[str, Any]]
+    modified: list[dict[str, Any]]
+    removed: list[dict[str, str]]
+    next_cursor: str
+    has_more: bool
+    synced_at: datetime | None
+
+    def body(self) -> dict[str, Any]:
+        """The response's JSON form; the fields other than the lists rendered by the model itself."""
+        envelope = TransactionsSyncResponse(
+            added=[],
+            modified=[],
+            removed=[],
+            next_cursor=self.next_cursor,
+            has_more=self.has_more,
+            synced_at=self.synced_at,
+        ).model_dump(mode="json")
+        return {**envelope, "added": self.added, "modified": self.modified, "removed": self.removed}
+
+    def json(self) -> str:
+        """The body as Powertools serializes a route's model (compact, ASCII-escaped)."""
+        return json.dumps(self.body(), separators=(",", ":"))
+
+    def model(self) -> TransactionsSyncResponse:
+        """The body validated into the response model."""
+        return TransactionsSyncResponse.model_validate(self.body())
 
 
 class BalancesResponse(_Out):

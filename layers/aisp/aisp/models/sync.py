@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,6 +22,8 @@ __all__ = [
     "FeedPage",
     "Freshness",
     "StoredAccount",
+    "StoredChange",
+    "StoredFeedPage",
     "SyncedTransaction",
     "TransactionChange",
     "sync_shard",
@@ -95,6 +97,26 @@ class FeedPage(NamedTuple):
     (``None``: never written)."""
 
     entries: list[FeedEntry]
+    committed: int
+    synced_at: datetime | None
+
+
+class StoredChange(NamedTuple):
+    """A feed entry as the store keeps it, no model built: ``synced`` is the transaction's JSON form
+    (``SyncedTransaction.model_dump(mode="json")``) as the store wrote it, ``None`` for a removal. What the feed route
+    serves without a pydantic round trip a transaction (``docs/sync.md``, The route)."""
+
+    seq: int
+    kind: ChangeKind
+    account_id: str
+    transaction_id: str
+    synced: dict[str, Any] | None
+
+
+class StoredFeedPage(NamedTuple):
+    """:class:`FeedPage` with its changes as :class:`StoredChange`."""
+
+    entries: list[StoredChange]
     committed: int
     synced_at: datetime | None
 

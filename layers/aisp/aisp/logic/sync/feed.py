@@ -1,19 +1,16 @@
 """``GET /v1/connections/{bank_code}/transactions/sync``: what changed after the client's cursor, from the store (no
 bank call, no quota spent). The cursor is the last feed number the client received, sealed for its user, bank and
-connection. Design: ``docs/sync.md`` (The cursor).
+connection. The page is served from the stored JSON, no model built a transaction. Design: ``docs/sync.md`` (The
+route and its cursor).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from aisp import errors
 from aisp.logic.services import AccountServices
-from aisp.models.accounts import (
-    BalanceItem,
-    BalancesResponse,
-    RemovedTransactionItem,
-    SyncedTransactionItem,
-    TransactionsSyncResponse,
-)
+from aisp.models.accounts import BalanceItem, BalancesResponse, TransactionsSyncPage, synced_item
 from aisp.models.connection import ConnectionStatus
 from aisp.models.sync import ChangeKind
 
@@ -37,8 +34,9 @@ def stored_balances(
 
 def read_changes(
     user_id: str, bank_code: str, *, cursor: str | None, count: int, services: AccountServices
-) -> TransactionsSyncResponse:
-    """Up to ``count`` changes after ``cursor`` (from the start without one), in the order they happened.
+) -> TransactionsSyncPage:
+    """Up to ``count`` changes after ``cursor`` (from the start without one), in the order they happened: the
+    response's JSON form, made from the stored transactions' JSON (``TransactionsSyncPage.model()`` validates it).
 
     Raises
     ------
@@ -54,20 +52,21 @@ def read_changes(
     now = services.connections.clock.now()
     bound = {"user_id": user_id, "bank_code": bank_code, "connection_id": connection.connection_id}
     after = 0 if cursor is None else services.cursors().open_feed(cursor, now=now, **bound)
-    page = services.transactions.feed(connection.connection_id, after=after, limit=count)
-    added, modified, removed = [], [], []
-    for entry in page.entries:
-        change = entry.change
+    page = services.transactions.feed_json(connection.connection_id, after=after, limit=count)
+    added: list[dict[str, Any]] = []
+    modified: list[dict[str, Any]] = []
+    removed: list[dict[str, str]] = []
+    for change in page.entries:
         if change.synced is None:
-            removed.append(RemovedTransactionItem(transaction_id=change.transaction_id, account_id=change.account_id))
+            removed.append({"transaction_id": change.transaction_id, "account_id": change.account_id})
         elif change.kind is ChangeKind.ADDED:
-            added.append(SyncedTransactionItem.from_synced(change.synced))
+            added.append(synced_item(change.synced))
         else:
-            modified.append(SyncedTransactionItem.from_synced(change.synced))
+            modified.append(synced_item(change.synced))
     full = len(page.entries) == count
     # A short page read everything up to the committed number (numbers a dead writer never wrote are skipped).
     reached = page.entries[-1].seq if full else max(after, page.committed)
-    return TransactionsSyncResponse(
+    return TransactionsSyncPage(
         added=added,
         modified=modified,
         removed=removed,
