@@ -27,15 +27,19 @@ A last row weighs the unattended-access ledger: the same GET accounts with the f
 reserved with one conditional UpdateItem before the bank call; the sandbox and the registry allow 1,000,000 a day
 here) against the attended call, and the reservation alone on the moto server. Target: the ledger adds <= 1 ms p50.
 
-``--rows accounts,transactions`` runs only those rows (names: accounts, transactions, complete, first, ledger), for
-comparing two trees run after run.
+``--parts`` splits GET accounts' added CPU instead: the handler with the use case answering from memory (framework),
+the connection's read alone, and the rest (the use case's own work). ``--rows accounts,transactions`` runs only
+those rows (names: accounts, transactions, complete, first, ledger), for comparing two trees run after run.
+``--connection-per-call`` runs moto as shipped (a TCP connection per AWS call) instead of kept alive.
 
 Usage: python -m bench.warm [--calls 500] [--warmup 30] [--latency-ms 20] [--profile-calls 100] [--rows ...]
+[--parts] [--connection-per-call]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -234,6 +238,58 @@ def listing_case(gateway: Gateway, runtime: Any, direct_page: Callable[[date], A
     return Case("GET transactions, complete", handler, direct)
 
 
+def cpu_per_call(paths: dict[str, Callable[[], Any]], calls: int, warmup: int) -> dict[str, float]:
+    """Mean CPU ms a call of each path, the paths alternating call by call (as in :func:`measure`)."""
+    spent = dict.fromkeys(paths, 0.0)
+    items = list(paths.items())
+    for index in range(warmup + calls):
+        shift = index % len(items)
+        for name, call in items[shift:] + items[:shift]:
+            started = time.process_time()
+            call()
+            if index >= warmup:
+                spent[name] += time.process_time() - started
+    return {name: total * 1000 / calls for name, total in spent.items()}
+
+
+def parts(case: Case, read: Callable[[], Any], calls: int, warmup: int, out: IO[str]) -> dict[str, float]:
+    """GET accounts' added CPU in three parts: the handler with the use case answering from memory (the runtime's
+    JSON, the decorators, routing, validation, the answer's JSON), the connection's read alone, and the rest (the use
+    case's own work: the read's thread, metrics, audit line, models)."""
+    from aisp.logic import accounts  # noqa: PLC0415
+
+    answer = accounts.list_accounts
+    canned = case.handler  # warm the route, then answer every call with its first result
+    captured: list[Any] = []
+
+    def remembered_answer(*args: Any, **kwargs: Any) -> Any:
+        if not captured:
+            captured.append(answer(*args, **kwargs))
+        return captured[0]
+
+    accounts.list_accounts = remembered_answer
+    try:
+        canned()
+        framework = cpu_per_call({"framework": canned}, calls, warmup)["framework"]
+    finally:
+        accounts.list_accounts = answer
+    spent = cpu_per_call({"handler": case.handler, "direct": case.direct, "read": read}, calls, warmup)
+    added = spent["handler"] - spent["direct"]
+    result = {
+        "added_cpu_ms": round(added, 3),
+        "framework_cpu_ms": round(framework, 3),
+        "read_cpu_ms": round(spent["read"], 3),
+        "use_case_rest_cpu_ms": round(added - framework - spent["read"], 3),
+    }
+    print(
+        f"\n{case.name}, CPU a call in parts ({calls} calls): added {added:.2f} ms = framework {framework:.2f} "
+        f"(runtime JSON, decorators, routing, validation, answer JSON) + the connection's read {spent['read']:.2f} "
+        f"+ the use case's own work {result['use_case_rest_cpu_ms']:.2f}",
+        file=out,
+    )
+    return result
+
+
 def measure(case: Case, read: Callable[[], Any], calls: int, warmup: int) -> Row:
     row = Row(case.name, Timings(), Timings(), Timings())
     paths = [(case.handler, row.handler), (case.direct, row.direct), (read, row.read)]
@@ -297,6 +353,7 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--profile-calls", type=int, default=100, help="calls per path under cProfile (0: none)")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, among {', '.join(ROWS)}")
+    parser.add_argument("--parts", action="store_true", help="GET accounts' added CPU in parts, then stop")
     parser.add_argument(
         "--connection-per-call", action="store_true", help="moto as shipped: a new TCP connection for every AWS call"
     )
@@ -315,6 +372,9 @@ def main() -> int:
         stack.gateway.connect(sub=USER)
         unlimited_quota()
         every, read, reserve, unattended = cases(stack.gateway)
+        if args.parts:
+            print(json.dumps(parts(every["accounts"], read, args.calls, args.warmup, out)), file=out)
+            return 0
         routes = [case for name, case in every.items() if name in chosen]
         memory_mb = stack.gateway.app.functions[ACCOUNTS_FUNCTION].memory_mb
         rows = [measure(case, read, args.calls, args.warmup) for case in routes]
