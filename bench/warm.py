@@ -30,10 +30,11 @@ here) against the attended call, and the reservation alone on the moto server. T
 ``--parts`` splits GET accounts' added CPU instead: the handler with the use case answering from memory (framework),
 the connection's read alone, and the rest (the use case's own work). ``--rows accounts,transactions`` runs only
 those rows (names: accounts, transactions, complete, first, ledger), for comparing two trees run after run.
+``--xray`` turns X-Ray on as on Lambda (the harness runs without it, having no daemon).
 ``--connection-per-call`` runs moto as shipped (a TCP connection per AWS call) instead of kept alive.
 
 Usage: python -m bench.warm [--calls 500] [--warmup 30] [--latency-ms 20] [--profile-calls 100] [--rows ...]
-[--parts] [--connection-per-call]
+[--parts] [--xray] [--connection-per-call]
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from bench.harness import (
     USER_AGENT,
     Gateway,
     bench_stack,
+    free_port,
     percentile,
     quiet_stdout,
     write_result,
@@ -140,6 +142,20 @@ def unlimited_quota() -> None:
     wiring.registry.provide(BankRegistry(banks))
     wiring.connection_services.reset()
     wiring.account_services.reset()
+
+
+def tracing_on() -> None:
+    """X-Ray on, as on Lambda: the SDK in Lambda mode under one sampled trace, emitting to a daemon address where
+    nothing listens (UDP: the datagrams are sent and dropped). Call before the first handler runs (the tracer is
+    built then); the harness's environment turns tracing off, since ``make run`` has no daemon."""
+    os.environ.pop("POWERTOOLS_TRACE_DISABLED", None)
+    os.environ.update(
+        {
+            "LAMBDA_TASK_ROOT": str(Path(__file__).resolve().parent),
+            "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{free_port()}",
+            "_X_AMZN_TRACE_ID": "Root=1-6753a5c0-0f1e2d3c4b5a69788796a5b4;Parent=53995c3f42cd8ad8;Sampled=1",
+        }
+    )
 
 
 def cases(gateway: Gateway) -> tuple[dict[str, Case], Callable[[], Any], Callable[[], Any], Case]:
@@ -353,6 +369,7 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--profile-calls", type=int, default=100, help="calls per path under cProfile (0: none)")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, among {', '.join(ROWS)}")
+    parser.add_argument("--xray", action="store_true", help="X-Ray on, as on Lambda (a daemon address, no daemon)")
     parser.add_argument("--parts", action="store_true", help="GET accounts' added CPU in parts, then stop")
     parser.add_argument(
         "--connection-per-call", action="store_true", help="moto as shipped: a new TCP connection for every AWS call"
@@ -369,6 +386,8 @@ def main() -> int:
     profiles: dict[str, dict[str, float]] = {}
     keep_alive = not args.connection_per_call
     with bench_stack(latency_ms=args.latency_ms, daily_quota=QUOTA, keep_alive=keep_alive) as stack:
+        if args.xray:
+            tracing_on()
         stack.gateway.connect(sub=USER)
         unlimited_quota()
         every, read, reserve, unattended = cases(stack.gateway)
