@@ -134,14 +134,16 @@ class SandboxHost:
 class MotoProcess:
     """A moto server (every AWS service the functions use) in a child process.
 
-    ``no_rollback_copy``: ``bench.moto_server``, which skips the whole-table copy moto makes per transaction item.
+    ``no_rollback_copy``: ``bench.moto_server``, which skips the whole-table copy moto makes per transaction item;
+    ``keep_alive``: the same, over connections kept open between calls (as DynamoDB's are).
     """
 
-    def __init__(self, *, no_rollback_copy: bool = False) -> None:
+    def __init__(self, *, no_rollback_copy: bool = False, keep_alive: bool = False) -> None:
         self.port = free_port()
-        module = "bench.moto_server" if no_rollback_copy else "moto.server"
+        module = "bench.moto_server" if no_rollback_copy or keep_alive else "moto.server"
+        flags = ["--keep-alive"] if keep_alive else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", module, *flags, "-H", "127.0.0.1", "-p", str(self.port)],
             env=child_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -294,11 +296,14 @@ class Stack:
 
 
 @contextmanager
-def bench_stack(*, latency_ms: int, daily_quota: int | None = None, no_rollback_copy: bool = False) -> Iterator[Stack]:
+def bench_stack(
+    *, latency_ms: int, daily_quota: int | None = None, no_rollback_copy: bool = False, keep_alive: bool = False
+) -> Iterator[Stack]:
     """The sandbox (``latency_ms`` added to every bank call; ``daily_quota`` unattended calls a day, else BPCE's 4)
-    and moto in their processes (``no_rollback_copy``: see :class:`MotoProcess`), the template deployed."""
+    and moto in their processes (``no_rollback_copy``, ``keep_alive``: see :class:`MotoProcess`), the template
+    deployed."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        moto = MotoProcess(no_rollback_copy=no_rollback_copy)
+        moto = MotoProcess(no_rollback_copy=no_rollback_copy, keep_alive=keep_alive)
         try:
             sandbox = SandboxHost(
                 Path(tmp) / "certs", latency_ms=latency_ms, redirect_uris=(CALLBACK_URL,), daily_quota=daily_quota

@@ -18,19 +18,29 @@ another process (``bench.harness``).
 The two alternate call by call (the order flips every call) after ``--warmup`` untimed calls each, so a busy moment
 of the machine hits both alike. Budget: the gateway adds under 3 ms p50 to the bank's own latency (handler p50 -
 direct p50). The handler's one DynamoDB read is also timed alone (moto's share of the difference), and each path's
-CPU in this process. Then ``--profile-calls`` calls of each path run under cProfile, and the own time per call is
-summed by package, handler minus direct: where the handler's extra time goes.
+CPU in this process: the guide's budget is a warm call adding under 2 ms of CPU to the bank's own call. Then
+``--profile-calls`` calls of each path run under cProfile, and the own time per call is summed by package, handler
+minus direct: where the handler's extra time goes. cProfile charges every Python call, so it inflates call-heavy
+code (routing, botocore's event hooks) several times over: it says where to look, the CPU column what it costs.
 
 A last row weighs the unattended-access ledger: the same GET accounts with the fintech backend's server token (a unit
 reserved with one conditional UpdateItem before the bank call; the sandbox and the registry allow 1,000,000 a day
 here) against the attended call, and the reservation alone on the moto server. Target: the ledger adds <= 1 ms p50.
 
-Usage: python -m bench.warm [--calls 500] [--warmup 30] [--latency-ms 20] [--profile-calls 100]
+``--parts`` splits GET accounts' added CPU instead: the handler with the use case answering from memory (framework),
+the connection's read alone, and the rest (the use case's own work). ``--rows accounts,transactions`` runs only
+those rows (names: accounts, transactions, complete, first, ledger), for comparing two trees run after run.
+``--xray`` turns X-Ray on as on Lambda (the harness runs without it, having no daemon).
+``--connection-per-call`` runs moto as shipped (a TCP connection per AWS call) instead of kept alive.
+
+Usage: python -m bench.warm [--calls 500] [--warmup 30] [--latency-ms 20] [--profile-calls 100] [--rows ...]
+[--parts] [--xray] [--connection-per-call]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -50,12 +60,15 @@ from bench.harness import (
     USER_AGENT,
     Gateway,
     bench_stack,
+    free_port,
     percentile,
     quiet_stdout,
     write_result,
 )
 
 BUDGET_MS = 3.0
+CPU_BUDGET_MS = 2.0
+ROWS = ("accounts", "transactions", "complete", "first", "ledger")
 LEDGER_TARGET_MS = 1.0
 QUOTA = 1_000_000  # unattended reads a day for the bench (BPCE's is 4)
 ACCOUNTS_FUNCTION = "AccountsFunction"
@@ -131,7 +144,21 @@ def unlimited_quota() -> None:
     wiring.account_services.reset()
 
 
-def cases(gateway: Gateway) -> tuple[list[Case], Callable[[], Any], Callable[[], Any], Case]:
+def tracing_on() -> None:
+    """X-Ray on, as on Lambda: the SDK in Lambda mode under one sampled trace, emitting to a daemon address where
+    nothing listens (UDP: the datagrams are sent and dropped). Call before the first handler runs (the tracer is
+    built then); the harness's environment turns tracing off, since ``make run`` has no daemon."""
+    os.environ.pop("POWERTOOLS_TRACE_DISABLED", None)
+    os.environ.update(
+        {
+            "LAMBDA_TASK_ROOT": str(Path(__file__).resolve().parent),
+            "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{free_port()}",
+            "_X_AMZN_TRACE_ID": "Root=1-6753a5c0-0f1e2d3c4b5a69788796a5b4;Parent=53995c3f42cd8ad8;Sampled=1",
+        }
+    )
+
+
+def cases(gateway: Gateway) -> tuple[dict[str, Case], Callable[[], Any], Callable[[], Any], Case]:
     """The routes; the handler's one DynamoDB read (the connection and its tokens) on its own; and the ledger's one
     conditional write (an unattended read's unit) on its own."""
     from aisp import wiring  # noqa: PLC0415
@@ -193,16 +220,16 @@ def cases(gateway: Gateway) -> tuple[list[Case], Callable[[], Any], Callable[[],
     def read() -> None:
         assert repo.get_with_tokens(USER, BANK)[1] is not None
 
-    routes = [
-        Case("GET accounts", handler_accounts, direct_accounts),
-        Case("GET transactions (100)", handler_transactions, direct_transactions),
-        listing_case(
+    routes = {
+        "accounts": Case("GET accounts", handler_accounts, direct_accounts),
+        "transactions": Case("GET transactions (100)", handler_transactions, direct_transactions),
+        "complete": listing_case(
             gateway,
             transactions_runtime,
             lambda since: client.get_transactions_page(access, MARC_ACCOUNTS[0], psu=psu, date_from=since),
         ),
-        Case("GET accounts, first call", handler_accounts_not_remembered, direct_accounts),
-    ]
+        "first": Case("GET accounts, first call", handler_accounts_not_remembered, direct_accounts),
+    }
     return routes, read, reserve, Case("unattended GET accounts", handler_accounts_unattended, handler_accounts)
 
 
@@ -225,6 +252,58 @@ def listing_case(gateway: Gateway, runtime: Any, direct_page: Callable[[date], A
         assert page.transactions and page.next_url is None
 
     return Case("GET transactions, complete", handler, direct)
+
+
+def cpu_per_call(paths: dict[str, Callable[[], Any]], calls: int, warmup: int) -> dict[str, float]:
+    """Mean CPU ms a call of each path, the paths alternating call by call (as in :func:`measure`)."""
+    spent = dict.fromkeys(paths, 0.0)
+    items = list(paths.items())
+    for index in range(warmup + calls):
+        shift = index % len(items)
+        for name, call in items[shift:] + items[:shift]:
+            started = time.process_time()
+            call()
+            if index >= warmup:
+                spent[name] += time.process_time() - started
+    return {name: total * 1000 / calls for name, total in spent.items()}
+
+
+def parts(case: Case, read: Callable[[], Any], calls: int, warmup: int, out: IO[str]) -> dict[str, float]:
+    """GET accounts' added CPU in three parts: the handler with the use case answering from memory (the runtime's
+    JSON, the decorators, routing, validation, the answer's JSON), the connection's read alone, and the rest (the use
+    case's own work: the read's thread, metrics, audit line, models)."""
+    from aisp.logic import accounts  # noqa: PLC0415
+
+    answer = accounts.list_accounts
+    canned = case.handler  # warm the route, then answer every call with its first result
+    captured: list[Any] = []
+
+    def remembered_answer(*args: Any, **kwargs: Any) -> Any:
+        if not captured:
+            captured.append(answer(*args, **kwargs))
+        return captured[0]
+
+    accounts.list_accounts = remembered_answer
+    try:
+        canned()
+        framework = cpu_per_call({"framework": canned}, calls, warmup)["framework"]
+    finally:
+        accounts.list_accounts = answer
+    spent = cpu_per_call({"handler": case.handler, "direct": case.direct, "read": read}, calls, warmup)
+    added = spent["handler"] - spent["direct"]
+    result = {
+        "added_cpu_ms": round(added, 3),
+        "framework_cpu_ms": round(framework, 3),
+        "read_cpu_ms": round(spent["read"], 3),
+        "use_case_rest_cpu_ms": round(added - framework - spent["read"], 3),
+    }
+    print(
+        f"\n{case.name}, CPU a call in parts ({calls} calls): added {added:.2f} ms = framework {framework:.2f} "
+        f"(runtime JSON, decorators, routing, validation, answer JSON) + the connection's read {spent['read']:.2f} "
+        f"+ the use case's own work {result['use_case_rest_cpu_ms']:.2f}",
+        file=out,
+    )
+    return result
 
 
 def measure(case: Case, read: Callable[[], Any], calls: int, warmup: int) -> Row:
@@ -289,22 +368,39 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--profile-calls", type=int, default=100, help="calls per path under cProfile (0: none)")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, among {', '.join(ROWS)}")
+    parser.add_argument("--xray", action="store_true", help="X-Ray on, as on Lambda (a daemon address, no daemon)")
+    parser.add_argument("--parts", action="store_true", help="GET accounts' added CPU in parts, then stop")
+    parser.add_argument(
+        "--connection-per-call", action="store_true", help="moto as shipped: a new TCP connection for every AWS call"
+    )
     args = parser.parse_args()
     if args.calls < 2 or args.warmup < 0 or args.profile_calls < 0:
         parser.error("--calls must be at least 2, --warmup and --profile-calls at least 0")
+    chosen = [name.strip() for name in args.rows.split(",") if name.strip()]
+    if not chosen or any(name not in ROWS for name in chosen):
+        parser.error(f"--rows takes names among {', '.join(ROWS)}")
     out = quiet_stdout()
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     print(f"warm overhead: {args.calls} calls per path after {args.warmup} warm-up calls...", file=out, flush=True)
     profiles: dict[str, dict[str, float]] = {}
-    with bench_stack(latency_ms=args.latency_ms, daily_quota=QUOTA) as stack:
+    keep_alive = not args.connection_per_call
+    with bench_stack(latency_ms=args.latency_ms, daily_quota=QUOTA, keep_alive=keep_alive) as stack:
+        if args.xray:
+            tracing_on()
         stack.gateway.connect(sub=USER)
         unlimited_quota()
-        routes, read, reserve, unattended = cases(stack.gateway)
+        every, read, reserve, unattended = cases(stack.gateway)
+        if args.parts:
+            print(json.dumps(parts(every["accounts"], read, args.calls, args.warmup, out)), file=out)
+            return 0
+        routes = [case for name, case in every.items() if name in chosen]
         memory_mb = stack.gateway.app.functions[ACCOUNTS_FUNCTION].memory_mb
         rows = [measure(case, read, args.calls, args.warmup) for case in routes]
-        ledger = measure(unattended, reserve, args.calls, args.warmup)
+        ledger = measure(unattended, reserve, args.calls, args.warmup) if "ledger" in chosen else None
         if args.profile_calls:
-            profiles = {case.name: profile(case, args.profile_calls, out) for case in [*routes, unattended]}
+            weighed = [*routes, unattended] if ledger is not None else routes
+            profiles = {case.name: profile(case, args.profile_calls, out) for case in weighed}
     report(out, args, rows, profiles, memory_mb=memory_mb, ledger=ledger)
     return 0
 
@@ -316,7 +412,7 @@ def report(
     profiles: dict[str, dict[str, float]],
     *,
     memory_mb: int,
-    ledger: Row,
+    ledger: Row | None,
 ) -> None:
     lines = [
         "",
@@ -336,9 +432,14 @@ def report(
             f"{stats['direct_p50_ms']:10.2f} {stats['direct_p95_ms']:6.1f} {stats['ratio_p50']:5.2f} "
             f"{stats['added_p50_ms']:9.2f} {stats['dynamodb_read_p50_ms']:8.2f} {cpu:>11}  {verdict}"
         )
+    moto = (
+        "a new TCP connection per call: moto answers Connection: close"
+        if args.connection_per_call
+        else "over a kept-alive connection, as DynamoDB's: bench.moto_server --keep-alive"
+    )
     lines += [
         "added = handler p50 - direct p50; ddb read = the handler's one DynamoDB call (connection + tokens) timed",
-        "alone on the moto server (Python, a new TCP connection per call: moto answers Connection: close). A warm",
+        f"alone on the moto server (Python, {moto}). A warm",
         "query of a connection the container has read before makes that read beside the bank call",
         "(aisp.logic.remembered); the first one in a container ('first call') waits for it. CPU h/d = this",
         "process's CPU ms per call, handler / direct (moto, bank: own processes)",
@@ -346,14 +447,38 @@ def report(
     share = min(memory_mb, FULL_VCPU_MB) / FULL_VCPU_MB
     for result in results:
         extra_cpu = result["handler_cpu_ms"] - result["direct_cpu_ms"]
+        result["added_cpu_ms"] = round(extra_cpu, 2)
+        result["cpu_verdict"] = "ok" if extra_cpu < CPU_BUDGET_MS else "OVER BUDGET"
         result["lambda_extra_cpu_ms_estimate"] = round(extra_cpu / share, 1)
         lines.append(
-            f"{result['route']}: {extra_cpu:.1f} ms more CPU a call than the direct call; "
-            f"at {memory_mb} MB ({share:.2f} vCPU) ~{extra_cpu / share:.0f} ms of wall time on Lambda"
+            f"{result['route']}: {extra_cpu:.1f} ms more CPU a call than the direct call "
+            f"(budget < {CPU_BUDGET_MS:g}: {result['cpu_verdict']}; the connection's read alone "
+            f"{result['dynamodb_read_cpu_ms']:.1f}); at {memory_mb} MB ({share:.2f} vCPU) "
+            f"~{extra_cpu / share:.0f} ms of wall time on Lambda"
         )
+    print("\n".join(lines), file=out)
+    result_json: dict[str, Any] = {
+        "calls": args.calls,
+        "warmup": args.warmup,
+        "bank_latency_ms": args.latency_ms,
+        "budget_added_p50_ms": BUDGET_MS,
+        "budget_added_cpu_ms": CPU_BUDGET_MS,
+        "moto_keep_alive": not args.connection_per_call,
+        "accounts_function_memory_mb": memory_mb,
+        "rows": results,
+        "profile_calls": args.profile_calls,
+        "extra_own_ms_per_call_by_package": profiles,
+    }
+    if ledger is not None:
+        result_json["unattended_ledger"] = ledger_report(out, ledger)
+    write_result("warm", result_json, out)
+
+
+def ledger_report(out: IO[str], ledger: Row) -> dict[str, Any]:
+    """Print the ledger's lines; its figures for the JSON result."""
     quota = ledger.stats()
     quota_verdict = "ok" if quota["added_p50_ms"] <= LEDGER_TARGET_MS else "OVER TARGET"
-    lines += [
+    lines = [
         "",
         f"the ledger on an unattended call (GET accounts with a server token, beside the same call attended), "
         f"target <= {LEDGER_TARGET_MS:g} ms p50 added:",
@@ -364,26 +489,12 @@ def report(
         f"{quota['dynamodb_read_p50_ms']:.2f} ms, {quota['dynamodb_read_cpu_ms']:.2f} ms CPU",
     ]
     print("\n".join(lines), file=out)
-    write_result(
-        "warm",
-        {
-            "calls": args.calls,
-            "warmup": args.warmup,
-            "bank_latency_ms": args.latency_ms,
-            "budget_added_p50_ms": BUDGET_MS,
-            "accounts_function_memory_mb": memory_mb,
-            "rows": results,
-            "unattended_ledger": {
-                **quota,
-                "target_added_p50_ms": LEDGER_TARGET_MS,
-                "verdict": quota_verdict,
-                "note": "handler = unattended, direct = attended handler; dynamodb_read = the ledger's reservation",
-            },
-            "profile_calls": args.profile_calls,
-            "extra_own_ms_per_call_by_package": profiles,
-        },
-        out,
-    )
+    return {
+        **quota,
+        "target_added_p50_ms": LEDGER_TARGET_MS,
+        "verdict": quota_verdict,
+        "note": "handler = unattended, direct = attended handler; dynamodb_read = the ledger's reservation",
+    }
 
 
 if __name__ == "__main__":

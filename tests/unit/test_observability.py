@@ -85,3 +85,27 @@ def test_the_tracer_logs_no_error_line_for_our_errors_but_keeps_it_for_bugs(capl
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("aws_lambda_powertools")]
     assert len(errors) == 1
     assert errors[0].getMessage().endswith(".crash' method")
+
+
+def test_tracing_on_records_aws_and_bank_calls_but_not_dynamodb_twice():
+    # Given a fresh interpreter with tracing on, as on Lambda (a sampled trace, a daemon address)
+    code = (
+        "from aisp.observability import tracer; tracer.real; "
+        "from aws_xray_sdk.core.patcher import _PATCHED_MODULES; print(' '.join(sorted(_PATCHED_MODULES)))"
+    )
+    env = {
+        "PYTHONPATH": f"{REPO_ROOT / 'layers' / 'aisp'}",
+        "POWERTOOLS_SERVICE_NAME": "t",
+        "LAMBDA_TASK_ROOT": str(REPO_ROOT),
+        "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+        "_X_AMZN_TRACE_ID": "Root=1-6753a5c0-0f1e2d3c4b5a69788796a5b4;Parent=53995c3f42cd8ad8;Sampled=1",
+    }
+
+    # When the tracer is built
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+
+    # Then botocore (DynamoDB, AWS) and requests (the bank) are patched, and PynamoDB, which would record each
+    # DynamoDB call a second time, is not
+    assert result.stdout.split() == ["botocore", "requests"]

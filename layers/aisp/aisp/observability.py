@@ -5,7 +5,8 @@ Service name, namespace and level come from ``POWERTOOLS_SERVICE_NAME``, ``POWER
 
 ``tracer`` is a :class:`LazyTracer`: Powertools' ``Tracer()`` imports the X-Ray SDK (and botocore's session
 machinery through it) the moment it is built, about 0.25 s on this machine, more than a bare ``import boto3``.
-Nothing at init needs it, so the real tracer is built on the first traced call instead of at import.
+Nothing at init needs it, so the real tracer is built on the first traced call instead of at import. It patches
+botocore (DynamoDB and every AWS call) and requests (the bank's calls) only: see :data:`PATCHED_MODULES`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Final, overload
 
 from aws_lambda_powertools import Logger, Metrics
 
@@ -23,6 +24,13 @@ from aisp.errors import AispError
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
+
+
+# What X-Ray records besides our own subsegments: each AWS call (botocore: DynamoDB, KMS, Secrets Manager...) and each
+# bank call (requests). Not Powertools' default, every module the SDK supports: its pynamodb patch records every
+# DynamoDB call a second time beside botocore's (two "dynamodb" subsegments for one GetItem), ~0.1-0.2 ms of CPU a
+# warm call on Lambda (bench/README.md, A warm call's CPU); httpx and sqlite3 are not used.
+PATCHED_MODULES: Final = ("botocore", "requests")
 
 
 class LazyTracer:
@@ -40,7 +48,7 @@ class LazyTracer:
                 if self._tracer is None:
                     from aws_lambda_powertools import Tracer  # noqa: PLC0415 - the point of this class
 
-                    self._tracer = Tracer()
+                    self._tracer = Tracer(patch_modules=PATCHED_MODULES)
         return self._tracer
 
     @overload
@@ -157,4 +165,4 @@ logger = Logger()
 tracer = LazyTracer()
 metrics = Metrics()
 
-__all__ = ["LazyTracer", "logger", "metrics", "tracer"]
+__all__ = ["PATCHED_MODULES", "LazyTracer", "logger", "metrics", "tracer"]
