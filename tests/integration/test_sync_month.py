@@ -112,9 +112,9 @@ EXPECTED = {
         (IBAN[FIRST], "balances"): (4, 0, 0),
     },
     LEFT_DAY: {
-        # 3 complete listings of the last week: kept, but a week does not reach back to the sync's window
-        # (RESYNC_DAYS), so they do not make it fresh; the first sync reads the 4th, the second leaves the account
-        # to the next day (its other accounts synced)
+        # 3 complete listings of the last week: a listing that does not reach back to the sync's window
+        # (RESYNC_DAYS) does not make it fresh; the first sync reads the 4th, the second leaves the account to the
+        # next day (its other accounts synced)
         (IBAN[SECOND], "transactions"): (3, 1, 0),
     },
     DEFERRED_DAY: {
