@@ -58,8 +58,8 @@ STEP = timedelta(minutes=30)  # SyncScheduleRate's default
 RUNS_PER_DAY = 2  # SyncRunsPerDay's default
 LIMIT = 4  # BPCE's unattended reads a day, per account and method
 DST_DAY = date(2027, 3, 28)  # 23 hours in Paris
-# Marc's connection id, fixed so that his slots are known: 40.2 % into each half of the Paris day (04:49 and 16:49;
-# 05:37 and 17:07 on the 23-hour day), far from midnight, where a run 30 minutes late would count on the next day.
+# Marc's connection id, fixed so that his slots are known: 40.2 % into each half of the Paris day less its last hour
+# (04:25 and 16:25; 05:13 and 16:43 on the 23-hour day), after the backend's reads at the day's first run.
 CONNECTION_ID = "cn_000000000000000000000000000000f6"
 
 FIRST, SECOND, THIRD = MARC_ACCOUNTS

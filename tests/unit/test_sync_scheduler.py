@@ -11,7 +11,8 @@ import pytest
 
 from aisp import errors
 from aisp.logic.sync.scheduler import SyncPolicy, SyncServices, next_slot, sync_due_connections, sync_fanout_request
-from aisp.models.quota import paris_day
+from aisp.logic.sync.slots import LATE_MARGIN
+from aisp.models.quota import paris_day, quota_day_seconds
 from tests.fakes import stet_account, stet_transaction
 
 BANK = "13807"
@@ -41,6 +42,29 @@ def test_a_connection_has_its_own_slots_never_more_than_runs_per_day_a_paris_day
         assert slots == sorted(slots) and len(set(slots)) == len(slots)
     # Different connections, different offsets: the load spreads over the day
     assert len({next_slot(f"cn_{n}", day_start, 2) for n in range(20)}) == 20
+
+
+@pytest.mark.parametrize(
+    "day_start",
+    [
+        datetime(2026, 12, 5, 23, 0, tzinfo=UTC),
+        datetime(2027, 3, 27, 23, 0, tzinfo=UTC),  # 23 hours
+        datetime(2027, 10, 30, 22, 0, tzinfo=UTC),  # 25 hours
+    ],
+)
+@pytest.mark.parametrize("runs", [1, 2, 4])
+def test_no_slot_is_in_the_last_hour_of_its_part_of_the_day(day_start, runs):
+    # A slot in the day's last minutes would be taken by a run after midnight and count on the next Paris day
+    day = paris_day(day_start)
+    length = quota_day_seconds(day)
+    part = timedelta(seconds=length / runs)
+    starts = [day_start + part * index for index in range(runs)]
+    for n in range(400):
+        moment = day_start - timedelta(seconds=1)
+        for index in range(runs):
+            moment = next_slot(f"cn_{n:032x}", moment, runs)
+            assert starts[index] <= moment <= starts[index] + part - LATE_MARGIN + timedelta(seconds=1)
+            assert paris_day(moment + LATE_MARGIN - timedelta(seconds=2)) == day
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """A connection's sync times: its Paris day split in ``runs_per_day`` equal parts, each slot at the same offset into
 its part (a hash of the connection's id), so a deployment's connections spread over the day and none is synced more
-than ``runs_per_day`` times a Paris day. Design: ``docs/sync.md`` (The schedule, Live reads).
+than ``runs_per_day`` times a Paris day: no slot is in its part's last hour, so the run that takes it, up to an hour
+late, is still in its day. Design: ``docs/sync.md`` (The schedule, Live reads).
 """
 
 from __future__ import annotations
@@ -8,10 +9,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
+from typing import Final
 
 from aisp.models.quota import paris_day, quota_day_seconds, quota_resets_at
 
-__all__ = ["next_slot", "previous_slot"]
+__all__ = ["LATE_MARGIN", "next_slot", "previous_slot"]
+
+# No slot is this close to the end of its part of the day (half the part at most): the schedule's runs (every 30
+# minutes by default) take it before the Paris day ends, so its reads count on its own day.
+LATE_MARGIN: Final = timedelta(hours=1)
 
 
 def _slots(connection_id: str, day: date, runs_per_day: int) -> Iterator[datetime]:
@@ -20,8 +26,9 @@ def _slots(connection_id: str, day: date, runs_per_day: int) -> Iterator[datetim
     length = quota_day_seconds(day)
     start = quota_resets_at(day) - timedelta(seconds=length)
     part = length / runs_per_day
+    usable = part - min(LATE_MARGIN.total_seconds(), part / 2)
     for index in range(runs_per_day):
-        yield start + timedelta(seconds=part * (index + fraction))
+        yield start + timedelta(seconds=part * index + usable * fraction)
 
 
 def _rounded(slot: datetime) -> datetime:
