@@ -39,6 +39,7 @@ from aisp.errors import (
     OAuthStateRejectedError,
     TokenIntegrityError,
 )
+from aisp.models.accounts import synced_item_head, synced_item_json
 from aisp.models.bank import BankBalance
 from aisp.models.connection import (
     Completion,
@@ -1145,7 +1146,14 @@ class MemoryTransactionStore:
                     change.kind,
                     change.account_id,
                     change.transaction_id,
-                    None if change.synced is None else change.synced.model_dump(mode="json"),
+                    None
+                    if change.synced is None
+                    else synced_item_json(
+                        synced_item_head(change.synced.model_dump(mode="json")),
+                        change.transaction_id,
+                        change.account_id,
+                        change.synced.pending_transaction_id,
+                    ),
                 )
                 for seq, change in entries
             ],

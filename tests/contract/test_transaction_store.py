@@ -5,6 +5,7 @@ and (DynamoDB) nothing of a transaction in clear in the table."""
 
 from __future__ import annotations
 
+import json
 import zlib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -12,6 +13,7 @@ from decimal import Decimal
 import pytest
 
 from aisp.errors import ConflictError
+from aisp.models.accounts import SyncedTransactionItem
 from aisp.models.bank import BankTransaction
 from aisp.models.sync import ChangeKind, SyncedTransaction, TransactionChange
 from tests.contract.conftest import DYNAMODB, MEMORY
@@ -40,6 +42,13 @@ def synced(number: int, account: str = ACCOUNT, *, amount: str = "-12.50") -> Sy
             remittance=(SECRET_TEXT, f"REF {number}"),
         ),
     )
+
+
+def item_json(item: SyncedTransaction | None) -> str | None:
+    """The API item's JSON text as the route serializes it (compact, ASCII-escaped), from the model."""
+    if item is None:
+        return None
+    return json.dumps(SyncedTransactionItem.from_synced(item).model_dump(mode="json"), separators=(",", ":"))
 
 
 def added(item: SyncedTransaction) -> TransactionChange:
@@ -142,18 +151,15 @@ def test_the_feeds_json_form_is_its_models_json_form(store):
             store.feed(CONNECTION, after=after, limit=limit),
         )
 
-        # Then the JSON is the models' JSON form, and the rest the same
+        # Then each item's JSON is the one the model gives for the change written, and the rest the same
         assert (raw.committed, raw.synced_at) == (page.committed, page.synced_at) == (5, NOW)
+        written = changes[after : after + limit]
         assert [tuple(change) for change in raw.entries] == [
-            (
-                seq,
-                change.kind,
-                change.account_id,
-                change.transaction_id,
-                None if change.synced is None else change.synced.model_dump(mode="json"),
-            )
-            for seq, change in page.entries
+            (seq, change.kind, change.account_id, change.transaction_id, item_json(change.synced))
+            for seq, change in enumerate(written, after + 1)
         ]
+        # And the models read are those written (an amount equal in value: the item's form of it)
+        assert [entry.change for entry in page.entries] == written
     assert store.feed_json("cn_nobody", after=0, limit=10) == ([], 0, None)
 
 
@@ -279,13 +285,21 @@ def test_a_change_item_reads_only_as_the_store_writes_it(aws):
     from aisp.dal.tables import SyncRecord
     from aisp.errors import TokenIntegrityError
 
-    # Given a change item (the first write of a connection): its pack deflated
+    # Given a change item (the first write of a connection) of an added and a removed transaction
     store = DynamoTransactionStore(wiring.token_cipher)
-    store.append(CONNECTION, [added(synced(1))], owner="sync-1", now=NOW)
-    item = SyncRecord.get(CONNECTION, "chg#000000000001")
+    store.append(CONNECTION, [added(synced(1)), removed(synced(2))], owner="sync-1", now=NOW)
+    item = SyncRecord.get(CONNECTION, "chg#000000000002")
     binding = {"connection_id": CONNECTION, "account_id": ACCOUNT, "transaction_id": item.sk}
-    pack = f'[{{"kind":"added","transaction_id":"{synced(1).transaction_id}","synced":{synced(1).model_dump_json()}}}]'
-    assert wiring.token_cipher().decrypt(bytes(item.blob), binding=binding) == b"z" + zlib.compress(pack.encode())
+    tx1, tx2 = synced(1).transaction_id, synced(2).transaction_id
+    one = item_json(synced(1))
+    head = one[: one.index(',"transaction_id":')]
+
+    # Then its pack is an index line and each item's JSON up to its ids, deflated
+    index = f'[["added","{tx1}",null,{len(head)}],["removed","{tx2}",null,-1]]'
+    spliced = b"s" + zlib.compress(f"{index}\n{head}".encode())
+    assert wiring.token_cipher().decrypt(bytes(item.blob), binding=binding) == spliced
+    expected = [(1, ChangeKind.ADDED, ACCOUNT, tx1, one), (2, ChangeKind.REMOVED, ACCOUNT, tx2, None)]
+    assert [tuple(change) for change in store.feed_json(CONNECTION, after=0, limit=10).entries] == expected
 
     def sealed_as(plaintext):
         item.blob = wiring.token_cipher().encrypt(
@@ -293,10 +307,18 @@ def test_a_change_item_reads_only_as_the_store_writes_it(aws):
         )
         item.save()
 
-    # When its pack is sealed by hand as JSON, as the store wrote it before deflating; Then it reads all the same
-    sealed_as(pack)
-    assert store.feed_json(CONNECTION, after=0, limit=10).entries[0].synced == synced(1).model_dump(mode="json")
-    assert store.feed(CONNECTION, after=0, limit=10).entries[0].change.synced == synced(1)
+    # When its pack is sealed by hand as the store wrote it before (JSON deflated, JSON as is); Then it reads the same
+    pack = (
+        f'[{{"kind":"added","transaction_id":"{tx1}","synced":{synced(1).model_dump_json()}}},'
+        f'{{"kind":"removed","transaction_id":"{tx2}","synced":null}}]'
+    )
+    for older in (b"z" + zlib.compress(pack.encode()), pack):
+        sealed_as(older)
+        assert [tuple(change) for change in store.feed_json(CONNECTION, after=0, limit=10).entries] == expected
+        assert [entry.change for entry in store.feed(CONNECTION, after=0, limit=10).entries] == [
+            added(synced(1)),
+            removed(synced(2)),
+        ]
 
     # When it holds anything else, sealed for it all the same; Then neither read serves it
     someone_elses = synced(1, OTHER).model_dump_json()
@@ -311,17 +333,29 @@ def test_a_change_item_reads_only_as_the_store_writes_it(aws):
         f'[{{"kind":"added","transaction_id":"{synced(1).transaction_id}","synced":[1]}}]',
         b"z" + b"not a deflated stream",
         b"z" + zlib.compress(b"[1"),
+        b"s" + b"not a deflated stream",
+        b"s" + zlib.compress(f"{index}".encode()),
+        b"s" + zlib.compress(f"{index}\n{head[:-1]}".encode()),
+        b"s" + zlib.compress(f"{index}\n{head}x".encode()),
+        b"s" + zlib.compress(f"{index}\n{head}".encode())[:-4],
+        b"s" + zlib.compress(f'[["renamed","{tx1}",null,{len(head)}]]\n{head}'.encode()),
+        b"s" + zlib.compress(f'[["added",7,null,{len(head)}]]\n{head}'.encode()),
+        b"s" + zlib.compress(f'[["added","{tx1}",null,-2]]\n{head}'.encode()),
+        b"s" + zlib.compress(f'[["added","{tx1}",null]]\n{head}'.encode()),
+        b"s" + zlib.compress(f'[["added","{tx1}",null,{len(head)}]]\n{head.replace("TX", "TÉ")}'.encode()),
+        b"s" + zlib.compress(f'{{"added":1}}\n{head}'.encode()),
     ):
         sealed_as(plaintext)
         with pytest.raises(TokenIntegrityError):
             store.feed_json(CONNECTION, after=0, limit=10)
-    # A pack of the right shape whose transaction is not a valid one reads as JSON but never as a model
+    # An older pack of the right shape whose transaction is not a whole one makes no item, so neither read serves it
     sealed_as(
         f'[{{"kind":"added","transaction_id":"{synced(1).transaction_id}",'
         f'"synced":{{"transaction_id":"{synced(1).transaction_id}","account_id":"{ACCOUNT}"}}}}]'
     )
-    with pytest.raises(TokenIntegrityError):
-        store.feed(CONNECTION, after=0, limit=10)
+    for read in (store.feed_json, store.feed):
+        with pytest.raises(TokenIntegrityError):
+            read(CONNECTION, after=0, limit=10)
 
 
 def _schedule(store, connection_id=CONNECTION, at=NOW, **options):

@@ -19,6 +19,8 @@ from aisp.models.accounts import (
     TransactionsSyncPage,
     TransactionsSyncResponse,
     synced_item,
+    synced_item_head,
+    synced_item_json,
 )
 from aisp.models.bank import BankTransaction
 from aisp.models.sync import ChangeKind, SyncedTransaction, TransactionChange
@@ -206,8 +208,9 @@ def test_a_stored_items_json_form_maps_to_the_models(fed):
 
 def test_the_page_validates_into_the_response_model():
     # Given a page made from the stored JSON
+    stored = VARIANTS[1].model_dump(mode="json")
     page = TransactionsSyncPage(
-        added=[synced_item(VARIANTS[1].model_dump(mode="json"))],
+        added=[synced_item_json(synced_item_head(stored), stored["transaction_id"], MAIN, None)],
         modified=[],
         removed=[{"transaction_id": "tx_1", "account_id": MAIN}],
         next_cursor="s1.x",

@@ -20,6 +20,7 @@ from aisp.clock import epoch
 from aisp.dal.errors import translated
 from aisp.dal.tables import SyncRecord
 from aisp.errors import ConflictError, TokenIntegrityError
+from aisp.models.accounts import synced_item_head, synced_item_json
 from aisp.models.bank import BankBalance
 from aisp.models.sync import (
     AccountFreshness,
@@ -53,7 +54,9 @@ FEED_KEEP_DAYS: Final = 400
 _CHUNK: Final = 99
 # A change item's sealed changes stay well under DynamoDB's 400 KB an item (a change is about 1 KB).
 _CHUNK_BYTES: Final = 256 * 1024
-# A change item's pack is its JSON deflated behind this byte; one that starts with "[" is JSON as written before.
+# A change item's pack, by the byte it starts with (docs/sync.md, The route): "s", an index line then each item's
+# head, deflated (written now); "z", the changes' JSON deflated; "[", that JSON as is (both written before, still read).
+_SPLICED: Final = b"s"
 _DEFLATED: Final = b"z"
 
 
@@ -108,6 +111,81 @@ def _save(record: SyncRecord, operation: str, *, kept_only: bool) -> bool:
             raise
         return False
     return True
+
+
+def _pack(changes: Sequence[tuple[TransactionChange, str | None]]) -> bytes:
+    """A spliced pack: one JSON line, ``[kind, transaction_id, pending_transaction_id, length]`` a change (length
+    ``-1``: a removal, no item), then each item's head (:func:`synced_item_head`, ASCII) one after the other."""
+    index = [
+        [
+            change.kind.value,
+            change.transaction_id,
+            None if change.synced is None else change.synced.pending_transaction_id,
+            -1 if head is None else len(head),
+        ]
+        for change, head in changes
+    ]
+    return (json.dumps(index, separators=(",", ":")) + "\n" + "".join(head or "" for _, head in changes)).encode()
+
+
+def _spliced(payload: bytes, account_id: str, first: int) -> list[StoredChange]:
+    """A spliced pack's changes: each item's JSON text is its head as written and its ids from the index (so an item
+    is always its change's); the heads are sliced, never parsed."""
+    text = payload.decode("ascii")
+    newline = text.index("\n")
+    index = json.loads(text[:newline])
+    if not isinstance(index, list):
+        raise TypeError(type(index).__name__)
+    changes: list[StoredChange] = []
+    at = newline + 1
+    for seq, (kind, transaction_id, pending, length) in enumerate(index, first):
+        if not isinstance(transaction_id, str) or not (pending is None or isinstance(pending, str)):
+            raise TypeError("ids")
+        if not isinstance(length, int) or length < -1:
+            raise TypeError("length")
+        item = None
+        if length >= 0:
+            head = text[at : at + length]
+            if len(head) != length or not head.startswith('{"id":'):
+                raise ValueError("head")
+            item, at = synced_item_json(head, transaction_id, account_id, pending), at + length
+        changes.append(StoredChange(seq, ChangeKind(kind), account_id, transaction_id, item))
+    if at != len(text):
+        raise ValueError("trailing bytes")
+    return changes
+
+
+def _parsed(plaintext: bytes, account_id: str, first: int) -> list[StoredChange]:
+    """An older pack's changes (its JSON: each change's kind, transaction id and ``SyncedTransaction`` JSON form),
+    each item's JSON text made from its transaction's."""
+    packed = json.loads(plaintext)
+    if not isinstance(packed, list):
+        raise TypeError(type(packed).__name__)
+    changes: list[StoredChange] = []
+    for seq, change in enumerate(packed, first):
+        transaction_id, synced = change["transaction_id"], change["synced"]
+        if not isinstance(transaction_id, str):
+            raise TypeError("transaction_id")
+        item = None
+        if synced is not None:
+            if (
+                not isinstance(synced, dict)
+                or synced.get("account_id") != account_id
+                or synced.get("transaction_id") != transaction_id
+            ):
+                raise TypeError("not the item's")
+            item = synced_item_json(
+                synced_item_head(synced), transaction_id, account_id, synced["pending_transaction_id"]
+            )
+        changes.append(StoredChange(seq, ChangeKind(change["kind"]), account_id, transaction_id, item))
+    return changes
+
+
+def _from_item(item: str) -> SyncedTransaction:
+    """The transaction an item's JSON text says (the model path: the amount as the item gives it, equal in value)."""
+    fields = json.loads(item)
+    ids = {key: fields.pop(key) for key in ("transaction_id", "account_id", "pending_transaction_id")}
+    return SyncedTransaction.model_validate_json(json.dumps({**ids, "transaction": fields}))
 
 
 class DynamoTransactionStore:
@@ -195,7 +273,7 @@ class DynamoTransactionStore:
         return {record.transaction_id or "": self._open(connection_id, record) for record in records}
 
     def feed(self, connection_id: str, *, after: int, limit: int) -> FeedPage:
-        """:meth:`feed_json`'s page, each transaction validated into its model."""
+        """:meth:`feed_json`'s page, each transaction validated into its model from its item's JSON."""
         page = self.feed_json(connection_id, after=after, limit=limit)
         try:
             entries = [
@@ -205,7 +283,7 @@ class DynamoTransactionStore:
                         change.kind,
                         change.account_id,
                         change.transaction_id,
-                        None if change.synced is None else SyncedTransaction.model_validate(change.synced),
+                        None if change.item is None else _from_item(change.item),
                     ),
                 )
                 for change in page.entries
@@ -243,34 +321,22 @@ class DynamoTransactionStore:
             return None
 
     def _changes(self, connection_id: str, record: SyncRecord) -> list[StoredChange]:
-        """A change item's changes, opened and parsed, numbered from its ``seq``. No model is built: the blob is
-        authenticated (sealed, bound to this item), so it holds what :meth:`append` wrote from validated models."""
+        """A change item's changes, opened, numbered from its ``seq``, each item's JSON text made from the pack's
+        bytes without parsing them (an older pack: from its JSON). No model is built: the blob is authenticated
+        (sealed, bound to this item), so it holds what :meth:`append` wrote from validated models."""
         account_id = record.account_id or ""
         plaintext = self._cipher().decrypt(
             bytes(record.blob or b""), binding=_binding(connection_id, account_id, record.sk)
         )
+        first = int(record.seq or 0)
         try:
+            if plaintext.startswith(_SPLICED):
+                return _spliced(zlib.decompress(plaintext[len(_SPLICED) :]), account_id, first)
             if plaintext.startswith(_DEFLATED):
                 plaintext = zlib.decompress(plaintext[len(_DEFLATED) :])
-            packed = json.loads(plaintext)
-            if not isinstance(packed, list):
-                raise TypeError(type(packed).__name__)
-            changes = [
-                StoredChange(seq, ChangeKind(item["kind"]), account_id, item["transaction_id"], item["synced"])
-                for seq, item in enumerate(packed, int(record.seq or 0))
-            ]
-            if not all(isinstance(change.transaction_id, str) for change in changes):
-                raise TypeError("transaction_id")
-        except (ValueError, TypeError, KeyError, zlib.error):
+            return _parsed(plaintext, account_id, first)
+        except (ValueError, TypeError, KeyError, ArithmeticError, zlib.error):
             raise TokenIntegrityError("stored changes are malformed", details={"operation": "sync"}) from None
-        for change in changes:
-            if change.synced is not None and (
-                not isinstance(change.synced, dict)
-                or change.synced.get("account_id") != account_id
-                or change.synced.get("transaction_id") != change.transaction_id
-            ):
-                raise TokenIntegrityError("stored changes are not their item's", details={"operation": "sync"})
-        return changes
 
     # -- writes --------------------------------------------------------------------------------------------------
 
@@ -317,9 +383,15 @@ class DynamoTransactionStore:
         last = int(head.seq or 0)
         first = last - len(changes) + 1
         texts = [None if change.synced is None else change.synced.model_dump_json() for change in changes]
-        sizes = [len(change.transaction_id) + len(text or "") + 64 for change, text in zip(changes, texts, strict=True)]
+        heads = [
+            None if change.synced is None else synced_item_head(json.loads(text or ""))
+            for change, text in zip(changes, texts, strict=True)
+        ]
+        sizes = [len(change.transaction_id) + len(head or "") + 64 for change, head in zip(changes, heads, strict=True)]
         for chunk in _chunks(changes, sizes):
-            self._write(connection_id, [(first + index, changes[index], texts[index]) for index in chunk], now)
+            self._write(
+                connection_id, [(first + index, changes[index], texts[index], heads[index]) for index in chunk], now
+            )
         with translated("sync_commit"):
             head.update(
                 actions=[
@@ -333,28 +405,24 @@ class DynamoTransactionStore:
         return last
 
     def _write(
-        self, connection_id: str, numbered: list[tuple[int, TransactionChange, str | None]], now: datetime
+        self, connection_id: str, numbered: list[tuple[int, TransactionChange, str | None, str | None]], now: datetime
     ) -> None:
         """One change item (``chg#<its last number>``) and the transactions its changes leave, in one transaction."""
         account_id, cipher = numbered[0][1].account_id, self._cipher()
         key = _change_key(numbered[-1][0])
-        packed = ",".join(
-            f'{{"kind":"{change.kind.value}","transaction_id":{json.dumps(change.transaction_id)},'
-            f'"synced":{text or "null"}}}'
-            for _, change, text in numbered
-        )
         entry = SyncRecord(
             connection_id,
             key,
             seq=numbered[0][0],
             account_id=account_id,
             blob=cipher.encrypt(
-                _DEFLATED + zlib.compress(f"[{packed}]".encode()), binding=_binding(connection_id, account_id, key)
+                _SPLICED + zlib.compress(_pack([(change, head) for _, change, _, head in numbered])),
+                binding=_binding(connection_id, account_id, key),
             ),
             expires_at=now + timedelta(days=FEED_KEEP_DAYS),
         )
         with translated("sync_write"), TransactWrite(connection=LowLevel()) as transaction:
-            for seq, change, text in numbered:
+            for seq, change, text, _ in numbered:
                 state = SyncRecord(connection_id, _tx_key(change.account_id, change.transaction_id))
                 if change.synced is None or text is None:
                     transaction.delete(state)

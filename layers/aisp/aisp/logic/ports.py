@@ -433,7 +433,8 @@ class TransactionStore(Protocol):
         ...
 
     def feed_json(self, connection_id: str, *, after: int, limit: int) -> StoredFeedPage:
-        """:meth:`feed`'s page with each transaction in its stored JSON form, no model built (the feed route's read)."""
+        """:meth:`feed`'s page with each transaction as its API item's JSON text, no model built (the feed route's
+        read)."""
         ...
 
     def purge(

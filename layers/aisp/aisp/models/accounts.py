@@ -54,6 +54,8 @@ __all__ = [
     "TrustedBeneficiariesResponse",
     "decimal_string",
     "synced_item",
+    "synced_item_head",
+    "synced_item_json",
 ]
 
 DecimalString = Annotated[
@@ -255,6 +257,24 @@ def synced_item(stored: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def synced_item_head(stored: Mapping[str, Any]) -> str:
+    """The JSON text of :func:`synced_item`'s bank fields, as the route serializes it, up to the ids (no closing
+    brace): what a change pack keeps of an item (``docs/sync.md``, The route)."""
+    item = synced_item(stored)
+    for key in ("transaction_id", "account_id", "pending_transaction_id"):
+        del item[key]
+    return json.dumps(item, separators=(",", ":"))[:-1]
+
+
+def synced_item_json(head: str, transaction_id: str, account_id: str, pending_transaction_id: str | None) -> str:
+    """A :class:`SyncedTransactionItem`'s JSON text, as the route serializes it: a :func:`synced_item_head` and its
+    ids, which the caller takes from where it keeps them (so an item is always the change's)."""
+    return (
+        f'{head},"transaction_id":{json.dumps(transaction_id)},"account_id":{json.dumps(account_id)},'
+        f'"pending_transaction_id":{json.dumps(pending_transaction_id)}}}'
+    )
+
+
 def _transaction_fields(transaction: BankTransaction) -> dict[str, Any]:
     """A transaction item's bank fields (one validation builds the item, whichever it is)."""
     return {
@@ -293,19 +313,20 @@ class TransactionsSyncResponse(_Out):
 
 @dataclass(frozen=True, slots=True)
 class TransactionsSyncPage:
-    """A :class:`TransactionsSyncResponse` as its JSON form: items made by :func:`synced_item` from the stored JSON,
-    no model built a transaction (the feed route's answer, ``docs/sync.md``, The route)."""
+    """A :class:`TransactionsSyncResponse` as its JSON form: ``added`` and ``modified`` are each item's JSON text
+    (:func:`synced_item_json`), spliced into the body as they are, no model built a transaction (the feed route's
+    answer, ``docs/sync.md``, The route)."""
 
-    added: list[dict[str, Any]]
-    modified: list[dict[str, Any]]
+    added: list[str]
+    modified: list[str]
     removed: list[dict[str, str]]
     next_cursor: str
     has_more: bool
     synced_at: datetime | None
 
-    def body(self) -> dict[str, Any]:
-        """The response's JSON form; the fields other than the lists rendered by the model itself."""
-        envelope = TransactionsSyncResponse(
+    def _envelope(self) -> dict[str, Any]:
+        """The fields other than the lists, rendered by the model itself (its lists empty)."""
+        return TransactionsSyncResponse(
             added=[],
             modified=[],
             removed=[],
@@ -313,11 +334,27 @@ class TransactionsSyncPage:
             has_more=self.has_more,
             synced_at=self.synced_at,
         ).model_dump(mode="json")
-        return {**envelope, "added": self.added, "modified": self.modified, "removed": self.removed}
+
+    def body(self) -> dict[str, Any]:
+        """The response's JSON form, each item parsed."""
+        return {
+            **self._envelope(),
+            "added": [json.loads(item) for item in self.added],
+            "modified": [json.loads(item) for item in self.modified],
+            "removed": self.removed,
+        }
 
     def json(self) -> str:
-        """The body as Powertools serializes a route's model (compact, ASCII-escaped)."""
-        return json.dumps(self.body(), separators=(",", ":"))
+        """The body as Powertools serializes a route's model (compact, ASCII-escaped), the items spliced in."""
+        compact = (",", ":")
+        envelope = json.dumps(self._envelope(), separators=compact)
+        empty = '{"added":[],"modified":[],"removed":[],'
+        if not envelope.startswith(empty):  # the model's first fields are the lists: a change there shows here
+            raise ValueError("the sync response's fields are not in the order the page is spliced in")
+        return (
+            f'{{"added":[{",".join(self.added)}],"modified":[{",".join(self.modified)}],'
+            f'"removed":{json.dumps(self.removed, separators=compact)},{envelope[len(empty) :]}'
+        )
 
     def model(self) -> TransactionsSyncResponse:
         """The body validated into the response model."""

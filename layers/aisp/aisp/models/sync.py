@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -102,15 +102,15 @@ class FeedPage(NamedTuple):
 
 
 class StoredChange(NamedTuple):
-    """A feed entry as the store keeps it, no model built: ``synced`` is the transaction's JSON form
-    (``SyncedTransaction.model_dump(mode="json")``) as the store wrote it, ``None`` for a removal. What the feed route
-    serves without a pydantic round trip a transaction (``docs/sync.md``, The route)."""
+    """A feed entry as the feed route serves it, no model built: ``item`` is its transaction's
+    ``SyncedTransactionItem`` JSON text (``aisp.models.accounts.synced_item_json``), ``None`` for a removal
+    (``docs/sync.md``, The route)."""
 
     seq: int
     kind: ChangeKind
     account_id: str
     transaction_id: str
-    synced: dict[str, Any] | None
+    item: str | None
 
 
 class StoredFeedPage(NamedTuple):
