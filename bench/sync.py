@@ -27,7 +27,10 @@ Three measures on one bench stack (``bench.harness``: the sandbox and moto in th
 Writes bench/results/sync.json.
 
 Usage: python -m bench.sync [--n 200] [--baseline-n 20] [--latency-ms 50] [--dynamodb-latency-ms 4]
-                            [--read-latency-ms 20] [--runs 3] [--memory-connections 2] [--profile]
+                            [--read-latency-ms 20] [--runs 3] [--memory-connections 2] [--profile] [--feed-only]
+
+``--feed-only`` skips the throughput runs: the store is still filled by the sync function's run (measure 2), the feed
+is read against the live walk and reported; nothing is written to bench/results.
 """
 
 from __future__ import annotations
@@ -377,6 +380,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="complete reads per path (the median is reported)")
     parser.add_argument("--memory-connections", type=int, default=2, help="Marc connections beside the bulk one")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--feed-only", action="store_true", help="no throughput runs, nothing written to results")
     args = parser.parse_args()
     if min(args.n, args.baseline_n, args.runs) < 1 or args.memory_connections < 0:
         parser.error("--n, --baseline-n and --runs must be positive, --memory-connections >= 0")
@@ -388,7 +392,7 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp,
         bench_stack(latency_ms=args.latency_ms, daily_quota=QUOTA, no_rollback_copy=True) as stack,
     ):
-        runs = throughput(stack, args, out)
+        runs = [] if args.feed_only else throughput(stack, args, out)
         stack.sandbox.admin("POST", "latency", {"ms": args.read_latency_ms, "scope": "any"})
         print(f"  {SYNC_FUNCTION} in its own process...", file=out, flush=True)
         memory = sync_memory(stack, args, Path(tmp))
@@ -415,12 +419,14 @@ def report(  # noqa: PLR0917 - the run's parts, in the order they ran
         f"{'run':12} {'workers':>7} {'conns':>5} {'accounts':>8} {'changes':>7} {'seconds':>7} {'accounts/s':>10} "
         f"{'CPU ms/acct':>11}",
     ]
+    if not rows:  # --feed-only
+        lines = []
     lines += [
         f"{r['run']:12} {r['workers']:7d} {r['connections']:5d} {r['accounts']:8d} {r['changes']:7d} "
         f"{r['seconds']:7.2f} {r['accounts_per_second']:10.1f} {r['cpu_ms_per_account']:11.2f}"
         for r in rows
     ]
-    for kind in ("first sync", "later sync"):
+    for kind in ("first sync", "later sync") if rows else ():
         pool, one = (r for r in rows if r["run"] == kind)
         speedup = pool["accounts_per_second"] / one["accounts_per_second"]
         lambda_rate = 1000 / pool["cpu_ms_per_account"]  # one GIL-bound process at one vCPU (1769 MB)
@@ -470,6 +476,8 @@ def report(  # noqa: PLR0917 - the run's parts, in the order they ran
         f"{projected:.3f} s, x{projected_speedup:.1f}  {verdict}",
     ]
     print("\n".join(lines), file=out)
+    if args.feed_only:
+        return
     write_result(
         "sync",
         {
