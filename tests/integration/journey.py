@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import boto3
 import requests
 
+from aisp.aws.messaging import EVENT_SOURCE
 from functions.accounts import app as accounts_app
 from functions.connect import app as connect_app
 from functions.consents import app as consents_app
@@ -212,6 +215,27 @@ class SharedClock:
         answer = admin.post(f"{admin_url}/clock", json={"advance_seconds": seconds}, timeout=5)
         assert answer.status_code == 200, answer.text
         self.offset = answer.json()["clock_offset_seconds"]
+
+
+def bus_inbox(bus: str, *, queue_name: str) -> Callable[[], list[dict[str, Any]]]:
+    """A bus on moto with a rule copying every gateway event into an SQS queue; returns a reader of what arrived
+    since it last read (each message's body, parsed)."""
+    sqs, events = boto3.client("sqs"), boto3.client("events")
+    queue = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.create_event_bus(Name=bus)
+    events.put_rule(Name="gateway-events", EventBusName=bus, EventPattern=json.dumps({"source": [EVENT_SOURCE]}))
+    events.put_targets(Rule="gateway-events", EventBusName=bus, Targets=[{"Id": "inbox", "Arn": arn}])
+
+    def received() -> list[dict[str, Any]]:
+        bodies: list[dict[str, Any]] = []
+        while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+            for message in batch:
+                bodies.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+        return bodies
+
+    return received
 
 
 def closed_port() -> int:

@@ -11,18 +11,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 import requests
 from pydantic import SecretStr
 
 from aisp import wiring
-from aisp.aws.messaging import EVENT_SOURCE, EventBridgePublisher
+from aisp.aws.messaging import EventBridgePublisher
 from aisp.dal import DynamoConnectionRepository
 from aisp.dal.tables import ConnectionRecord
 from aisp.errors import BankTokenInvalidError
@@ -38,6 +37,7 @@ from sandbox.oauth import issue_code
 from sandbox.server import RunningSandbox, SandboxConfig, start_sandbox
 from tests.conftest import SECRET_NAME, FakeLambdaContext, clear_gateway_caches
 from tests.fakes import FakeClock, serialize_dynamodb_writes
+from tests.integration.journey import bus_inbox
 from tests.sandbox.helpers import JULIE, MARC
 
 pytestmark = pytest.mark.integration
@@ -92,25 +92,10 @@ def admin(sandbox: RunningSandbox) -> Iterator[Admin]:
 
 
 @pytest.fixture
-def inbox(aws, monkeypatch) -> Iterator[Any]:
-    """The fintech's bus (moto) with a rule copying every gateway event into an SQS queue; yields a reader."""
-    sqs = boto3.client("sqs")
-    events = boto3.client("events")
-    queue = sqs.create_queue(QueueName="lifecycle-inbox")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.create_event_bus(Name=BUS)
-    events.put_rule(Name="gateway-events", EventBusName=BUS, EventPattern=json.dumps({"source": [EVENT_SOURCE]}))
-    events.put_targets(Rule="gateway-events", EventBusName=BUS, Targets=[{"Id": "inbox", "Arn": arn}])
+def inbox(aws, monkeypatch) -> Callable[[], list[dict[str, Any]]]:  # noqa: ARG001 - moto
+    """The fintech's bus (moto) with a rule copying every gateway event into an SQS queue; returns a reader."""
+    received = bus_inbox(BUS, queue_name="lifecycle-inbox")
     monkeypatch.setenv("EVENT_BUS_NAME", BUS)
-
-    def received() -> list[dict[str, Any]]:
-        bodies: list[dict[str, Any]] = []
-        while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
-            for message in batch:
-                bodies.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
-        return bodies
-
     return received
 
 

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import boto3
 import pytest
 
 from aisp import wiring
@@ -31,6 +30,7 @@ from tests.integration.journey import (
     accounts,
     at_path,
     bank_fields,
+    bus_inbox,
     connect_persona,
     event,
     live_transactions,
@@ -54,26 +54,10 @@ def clock(gateway) -> SharedClock:
 def inbox(aws, monkeypatch) -> Callable[[], list[dict[str, Any]]]:  # noqa: ARG001 - moto
     """The fintech's bus (moto) named to both functions, with a rule copying every gateway event into an SQS queue;
     returns a reader of what arrived since it last read."""
-    sqs, events = boto3.client("sqs"), boto3.client("events")
-    queue = sqs.create_queue(QueueName="sync-inbox")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.create_event_bus(Name="fintech-sync-it")
-    events.put_rule(
-        Name="gateway-events", EventBusName="fintech-sync-it", EventPattern=json.dumps({"source": [EVENT_SOURCE]})
-    )
-    events.put_targets(Rule="gateway-events", EventBusName="fintech-sync-it", Targets=[{"Id": "inbox", "Arn": arn}])
+    received = bus_inbox("fintech-sync-it", queue_name="sync-inbox")
     monkeypatch.setenv("EVENT_BUS_NAME", "fintech-sync-it")
     load_settings.cache_clear()
     wiring.sync_events.reset()
-
-    def received() -> list[dict[str, Any]]:
-        bodies: list[dict[str, Any]] = []
-        while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
-            for message in batch:
-                bodies.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
-        return bodies
-
     return received
 
 
