@@ -39,3 +39,34 @@ def test_the_adapters_report_what_aws_refused(aws):
     assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "16"
     with pytest.raises(FanoutError):
         SqsFanoutQueue(url.replace("fanout", "missing"), client=sqs).send(requests[:1])
+
+
+# botocore's ``max_attempts`` counts the retries: the schedule's 3 are 4 tries in all
+@pytest.mark.parametrize(("request_path", "attempts"), [(False, 4), (True, 1)])
+def test_a_live_reads_publisher_tries_once_where_the_schedules_retries(aws, request_path, attempts):
+    from botocore.exceptions import EndpointConnectionError
+
+    from aisp.aws.messaging import EventBridgePublisher
+    from aisp.errors import EventPublishError
+    from aisp.models.refresh import ConnectionLifecycleDetail, LifecycleEvent, LifecycleEventType
+
+    # A bus that cannot be reached: the schedule's publisher tries again, a live read's does not
+    publisher = EventBridgePublisher("fintech-bus", request_path=request_path)
+    sent: list[str] = []
+
+    def unreachable(**_: object) -> None:
+        sent.append("PutEvents")
+        raise EndpointConnectionError(endpoint_url="https://events.eu-west-3.amazonaws.com")
+
+    publisher._events().meta.events.register("before-send.events.PutEvents", unreachable)
+    event = LifecycleEvent(
+        detail_type=LifecycleEventType.CONNECTION_EXPIRING,
+        detail=ConnectionLifecycleDetail(
+            connection_id="cn_1", user_id="u", bank_code="13807", reauth_due_at=None, occurred_at="2026-11-24T10:00:00Z"
+        ),
+    )
+
+    with pytest.raises(EventPublishError):
+        publisher.publish(event)
+
+    assert len(sent) == attempts

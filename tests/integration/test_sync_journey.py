@@ -58,6 +58,7 @@ def inbox(aws, monkeypatch) -> Callable[[], list[dict[str, Any]]]:  # noqa: ARG0
     monkeypatch.setenv("EVENT_BUS_NAME", "fintech-sync-it")
     load_settings.cache_clear()
     wiring.sync_events.reset()
+    wiring.live_events.reset()
     return received
 
 

@@ -391,13 +391,17 @@ def test_the_wiring_gives_the_live_reads_the_syncs_bus(gateway_env, monkeypatch)
     wiring.sync_events.reset()
     assert wiring.sync_events() is None
 
-    # A bus named: one publisher on it, built without a client (boto3 waits for the first event)
+    # A bus named: one publisher on it for each path, built without a client (boto3 waits for the first event); the
+    # live reads' one makes a single short attempt, the user waiting
     monkeypatch.setenv("EVENT_BUS_NAME", "fintech-bus")
     load_settings.cache_clear()
     wiring.sync_events.reset()
-    publisher = wiring.sync_events()
+    wiring.live_events.reset()
+    publisher, live = wiring.sync_events(), wiring.live_events()
     assert isinstance(publisher, EventBridgePublisher) and publisher._bus == "fintech-bus"
-    assert publisher._client is None and wiring.sync_events() is publisher
+    assert isinstance(live, EventBridgePublisher) and live._bus == "fintech-bus"
+    assert (publisher._request_path, live._request_path) == (False, True)
+    assert publisher._client is None and wiring.sync_events() is publisher and wiring.live_events() is live
 
 
 # ----------------------------------------------------------------------------------------------------------------

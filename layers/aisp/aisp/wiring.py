@@ -52,6 +52,7 @@ __all__ = [
     "connection_services",
     "idempotency_store",
     "sync_events",
+    "live_events",
     "quota_ledger",
     "transaction_store",
     "cursor_sealer",
@@ -270,21 +271,31 @@ def transaction_store() -> TransactionStore:
     return DynamoTransactionStore(token_cipher)
 
 
-@_factory
-def sync_events() -> EventPublisher | None:
-    """The fintech's bus for the sync's events, ``TransactionsUpdated`` and ``SyncFailed`` (``EVENT_BUS_NAME`` of
-    :class:`~aisp.settings.SyncSettings`), whether a scheduled sync or a live read wrote; ``None``: no bus named."""
+def _sync_bus(*, request_path: bool) -> EventPublisher | None:
     bus = load_settings(SyncSettings).event_bus_name
     if not bus:
         return None
     from aisp.aws.messaging import EventBridgePublisher  # noqa: PLC0415 - its client (boto3) on the first event
 
-    return EventBridgePublisher(bus)
+    return EventBridgePublisher(bus, request_path=request_path)
+
+
+@_factory
+def sync_events() -> EventPublisher | None:
+    """The fintech's bus for the scheduled sync's events, ``TransactionsUpdated`` and ``SyncFailed``
+    (``EVENT_BUS_NAME`` of :class:`~aisp.settings.SyncSettings`); ``None``: no bus named."""
+    return _sync_bus(request_path=False)
+
+
+@_factory
+def live_events() -> EventPublisher | None:
+    """The same bus for a live read's ``TransactionsUpdated``, published while the user waits: one short attempt."""
+    return _sync_bus(request_path=True)
 
 
 @_factory
 def account_services() -> AccountServices:
-    """The consent and account use cases' ports, over :func:`connection_services`; :func:`sync_events` is asked for
+    """The consent and account use cases' ports, over :func:`connection_services`; :func:`live_events` is asked for
     on a live read's first event."""
     from aisp.logic.remembered import RememberedConnections  # noqa: PLC0415
     from aisp.logic.services import AccountServices  # noqa: PLC0415
@@ -296,7 +307,7 @@ def account_services() -> AccountServices:
         quota=quota_ledger(),
         transactions=transaction_store(),
         remembered=RememberedConnections(),
-        events=sync_events,
+        events=live_events,
     )
 
 

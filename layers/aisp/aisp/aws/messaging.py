@@ -25,13 +25,17 @@ _SQS_BATCH: Final = 10
 _lock = threading.Lock()
 
 
-def _client(service: str) -> Any:
+def _client(service: str, *, request_path: bool = False) -> Any:
     import boto3  # noqa: PLC0415 - heavy; only the refresher needs these clients
     from botocore.config import Config  # noqa: PLC0415
 
-    config = Config(
-        max_pool_connections=64, connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
-    )
+    if request_path:
+        # A user waits for the answer and the event is best effort there: one short try, not 4 of up to 7 s each
+        config = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "total_max_attempts": 1})
+    else:
+        config = Config(
+            max_pool_connections=64, connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
+        )
     with _lock:
         return boto3.client(service, config=config)  # type: ignore[call-overload]
 
@@ -45,15 +49,18 @@ class EventBridgePublisher:
         Name or ARN of the bus (``EVENT_BUS_NAME``).
     client
         An EventBridge client to use (tests); one is built on first use otherwise.
+    request_path
+        Published while a user waits (a live read's events): the client makes one short attempt.
     """
 
-    def __init__(self, bus_name: str, *, client: EventBridgeClient | None = None) -> None:
+    def __init__(self, bus_name: str, *, client: EventBridgeClient | None = None, request_path: bool = False) -> None:
         self._bus = bus_name
         self._client = client
+        self._request_path = request_path
 
     def _events(self) -> EventBridgeClient:
         if self._client is None:
-            self._client = _client("events")
+            self._client = _client("events", request_path=self._request_path)
         return self._client
 
     @tracer.capture_method(capture_response=False)
