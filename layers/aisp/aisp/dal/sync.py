@@ -39,6 +39,7 @@ from aisp.models.sync import (
 )
 
 if TYPE_CHECKING:
+    from pynamodb.expressions.condition import Condition
     from pynamodb.expressions.update import Action
 
     from aisp.aws.kms import TokenCipher
@@ -109,6 +110,16 @@ def _save(record: SyncRecord, operation: str, *, kept_only: bool) -> bool:
     except ConflictError:
         if not kept_only:
             raise
+        return False
+    return True
+
+
+def _set_next(record: SyncRecord, at: datetime, condition: Condition, operation: str) -> bool:
+    """``SET next_sync_at`` on ``record`` where ``condition`` holds; ``False`` where it did not."""
+    try:
+        with translated(operation):
+            record.update(actions=[SyncRecord.next_sync_at.set(epoch(at))], condition=condition)
+    except ConflictError:
         return False
     return True
 
@@ -603,35 +614,17 @@ class DynamoTransactionStore:
 
     def claim_sync(self, connection_id: str, *, now: datetime, next_at: datetime) -> bool:
         """One conditional update of the head: scheduled and due → the next time set; else ``False``."""
-        head = SyncRecord(connection_id, HEAD)
         due = SyncRecord.sync_shard.exists() & (SyncRecord.next_sync_at <= epoch(now))
-        try:
-            with translated("sync_claim"):
-                head.update(actions=[SyncRecord.next_sync_at.set(epoch(next_at))], condition=due)
-        except ConflictError:
-            return False
-        return True
+        return _set_next(SyncRecord(connection_id, HEAD), next_at, due, "sync_claim")
 
     def defer_sync(self, connection_id: str, *, at: datetime) -> None:
         """``SET next_sync_at`` while the head is scheduled (a purged or unscheduled one stays so)."""
-        try:
-            with translated("sync_defer"):
-                SyncRecord(connection_id, HEAD).update(
-                    actions=[SyncRecord.next_sync_at.set(epoch(at))], condition=SyncRecord.sync_shard.exists()
-                )
-        except ConflictError:
-            return
+        _set_next(SyncRecord(connection_id, HEAD), at, SyncRecord.sync_shard.exists(), "sync_defer")
 
     def claim_catchup(self, shard: int, *, now: datetime, next_at: datetime) -> bool:
         """One conditional update of the shard's catch-up mark: due (or never made) → ``next_at`` set."""
-        mark = SyncRecord(f"catchup#{shard:02d}", CATCHUP)
         due = SyncRecord.next_sync_at.does_not_exist() | (SyncRecord.next_sync_at <= epoch(now))
-        try:
-            with translated("sync_catchup"):
-                mark.update(actions=[SyncRecord.next_sync_at.set(epoch(next_at))], condition=due)
-        except ConflictError:
-            return False
-        return True
+        return _set_next(SyncRecord(f"catchup#{shard:02d}", CATCHUP), next_at, due, "sync_catchup")
 
     def purge(
         self,
